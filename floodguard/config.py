@@ -337,12 +337,7 @@ def _build_section(cls: type, raw: Any, path: str, errors: list[str]) -> Any:
             values[key] = known[key].metadata["check"](value)
         except _Invalid as exc:
             errors.append(f"{path}.{key}: {exc}, got {_show(value)}")
-    try:
-        return cls(**values)
-    except TypeError:
-        missing = [name for name in known if name not in values]
-        errors.append(f"{path}: missing required keys: {', '.join(missing)}")
-        return None
+    return cls(**values)
 
 
 def _apply_vos3000(data: dict[str, Any], errors: list[str]) -> None:
@@ -407,16 +402,15 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Config:
                 errors.append("gateway: must be an array of tables ([[gateway]])")
                 continue
             for index, item in enumerate(raw):
+                before = len(errors)
                 gw = _build_section(GatewayConfig, item, f"gateway[{index}]", errors)
-                if gw is not None:
-                    if not gw.name.strip() or not gw.sources:
-                        errors.append(f"gateway[{index}]: needs a name and sources")
-                    gateways.append(gw)
+                if len(errors) == before and (not gw.name or not gw.sources):
+                    errors.append(f"gateway[{index}]: needs a name and sources")
+                gateways.append(gw)
         else:
             known = ", ".join(sorted([*_SECTIONS, "gateway", "vos3000"]))
             errors.append(f"{key}: unknown section (known: {known})")
-    cfg = Config(**{k: v for k, v in sections.items() if v is not None},
-                 gateways=tuple(gateways), source=source)
+    cfg = Config(**sections, gateways=tuple(gateways), source=source)
     _cross_checks(cfg, errors)
     if errors:
         raise ConfigError(errors)

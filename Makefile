@@ -1,0 +1,46 @@
+# floodguard — build, test and demo entry points. Run as root on Debian 12: `sudo make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester \
+	python3-venv python3-dev build-essential
+STAMP := $(VENV)/.installed
+
+.PHONY: deps system-deps venv test unit integration lint bench clean
+
+deps: system-deps venv
+
+# Install only what is missing, so repeated runs are quick and need no network.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run as root: sudo make $(MAKECMDGOALS))" >&2; exit 1; fi; \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check floodguard tests bench
+
+unit: deps
+	$(VENV)/bin/pytest -q tests/unit
+
+test: deps lint
+	$(VENV)/bin/pytest -q tests
+
+bench: deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

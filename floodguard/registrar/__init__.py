@@ -1,0 +1,1 @@
+"""The lightweight RFC 3261 registrar: accounts, bindings, liveness, server."""
