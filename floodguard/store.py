@@ -1,0 +1,190 @@
+"""SQLite state (WAL): bans, known-good sources, policy snapshots and operator commands.
+
+Times stored here are wall-clock seconds (``time.time()``), so state survives a reboot; the policy
+engine works in monotonic time and the guard converts at the boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bans (
+    ip TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    aor TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
+CREATE TABLE IF NOT EXISTS known (
+    ip TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY,
+    saved REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    seconds REAL,
+    reason TEXT,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class BanRow:
+    """A persisted ban or suspension."""
+
+    ip: str
+    kind: str
+    reason: str
+    aor: str | None
+    failures: int
+    created: float
+    until: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.until - now)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "ip": self.ip, "kind": self.kind, "reason": self.reason, "aor": self.aor,
+            "failures": self.failures, "created": self.created, "until": self.until,
+            "remaining": round(self.remaining(now), 1),
+        }
+
+
+@dataclass(frozen=True)
+class Command:
+    """An operator command (ban/unban) queued for a running guard."""
+
+    id: int
+    op: str
+    ip: str
+    seconds: float | None
+    reason: str | None
+
+
+class StoreError(Exception):
+    """The state database cannot be opened or written."""
+
+
+class Store:
+    """A small synchronous SQLite store; one per process."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open state database: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # bans -----------------------------------------------------------------
+
+    def put_ban(
+        self, ip: str, kind: str, reason: str, seconds: float, *, aor: str | None = None,
+        failures: int = 0, now: float | None = None,
+    ) -> BanRow:
+        now = time.time() if now is None else now
+        row = BanRow(ip, kind, reason, aor, failures, now, now + seconds)
+        self.db.execute(
+            "INSERT OR REPLACE INTO bans(ip, kind, reason, aor, failures, created, until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.ip, row.kind, row.reason, row.aor, row.failures, row.created, row.until),
+        )
+        return row
+
+    def delete_ban(self, ip: str) -> bool:
+        return self.db.execute("DELETE FROM bans WHERE ip = ?", (ip,)).rowcount > 0
+
+    def get_ban(self, ip: str, now: float | None = None) -> BanRow | None:
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, kind, reason, aor, failures, created, until FROM bans "
+            "WHERE ip = ? AND until > ?", (ip, now))
+        found = cur.fetchone()
+        return BanRow(*found) if found else None
+
+    def active_bans(self, now: float | None = None) -> list[BanRow]:
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, kind, reason, aor, failures, created, until FROM bans "
+            "WHERE until > ? ORDER BY until", (now,))
+        return [BanRow(*r) for r in cur.fetchall()]
+
+    def prune(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
+
+    # known-good -------------------------------------------------------------
+
+    def put_known(self, ip: str, seconds: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute(
+            "INSERT OR REPLACE INTO known(ip, until) VALUES (?, ?)", (ip, now + seconds))
+
+    def active_known(self, now: float | None = None) -> list[tuple[str, float]]:
+        now = time.time() if now is None else now
+        cur = self.db.execute("SELECT ip, until FROM known WHERE until > ?", (now,))
+        return [(ip, until - now) for ip, until in cur.fetchall()]
+
+    # snapshots ----------------------------------------------------------------
+
+    def save_snapshot(self, name: str, data: Any, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute(
+            "INSERT OR REPLACE INTO snapshots(name, saved, data) VALUES (?, ?, ?)",
+            (name, now, json.dumps(data)))
+
+    def load_snapshot(self, name: str) -> tuple[float, Any] | None:
+        found = self.db.execute(
+            "SELECT saved, data FROM snapshots WHERE name = ?", (name,)).fetchone()
+        if not found:
+            return None
+        try:
+            return found[0], json.loads(found[1])
+        except ValueError:
+            return None
+
+    # operator commands ----------------------------------------------------------
+
+    def queue_command(self, op: str, ip: str, seconds: float | None = None,
+                      reason: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO commands(op, ip, seconds, reason, created) VALUES (?, ?, ?, ?, ?)",
+            (op, ip, seconds, reason, time.time()))
+
+    def take_commands(self, after: int) -> list[Command]:
+        cur = self.db.execute(
+            "SELECT id, op, ip, seconds, reason FROM commands WHERE id > ? ORDER BY id", (after,))
+        return [Command(*r) for r in cur.fetchall()]
+
+    def last_command_id(self) -> int:
+        found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()
+        return int(found[0])
+
+    def trim_commands(self, older_than: float) -> None:
+        self.db.execute("DELETE FROM commands WHERE created < ?", (older_than,))
