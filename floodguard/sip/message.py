@@ -1,0 +1,811 @@
+"""Fast, defensive SIP message parser working on raw bytes.
+
+`parse_message` finds the header block with a few C-level bytes operations (no per-character
+Python loops on the hot path), enforces hard size caps and returns a read-only `SipMessage`.
+Only the start line, CSeq and Content-Length are validated and decoded eagerly; header values
+stay bytes until asked for, and From/To, Contact, Via, digest credentials and challenges are
+parsed on first access and cached.  Lazy parsing is tolerant: a malformed optional part yields
+None or an empty tuple, never an exception.
+
+Any malformed input makes `parse_message` raise `SipParseError` (a `ValueError`) carrying a
+short machine-readable `.reason`; no other exception escapes for any bytes input.
+"""
+
+import re
+from itertools import islice
+from typing import NamedTuple
+
+__all__ = [
+    "COMPACT_FORMS",
+    "MAX_CONTENT_LENGTH",
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "MAX_MESSAGE",
+    "Contact",
+    "DigestChallenge",
+    "DigestCredentials",
+    "SipMessage",
+    "SipParseError",
+    "parse_message",
+]
+
+MAX_MESSAGE = 65536
+MAX_HEADER_LINE = 8192
+MAX_HEADERS = 128
+MAX_CONTENT_LENGTH = 65536
+
+# RFC 3261 section 7.3.3 plus the later registrations in the IANA SIP parameters registry.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+_COMPACT_B: dict[bytes, bytes] = {k.encode(): v.encode() for k, v in COMPACT_FORMS.items()}
+_COMPACT_KEYS = frozenset(_COMPACT_B)
+
+_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+_TOKEN_B = _TOKEN_CHARS.encode()
+_MAX_CSEQ = 2**31 - 1
+_MAX_UINT_DIGITS = 10
+# Bounds on lazily parsed lists, so crafted input cannot cost much more per byte than a
+# normal message: list items (contacts, parameters, auth items) and auth header lines used.
+_MAX_ITEMS = 64
+_MAX_AUTH_VALUES = 8
+
+_UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
+# The quoted-string loop is unrolled and whitespace spelled [ \t] rather than \s: both keep
+# the regex engine on its fast paths.  Unterminated quotes and brackets run to the end.
+# One list element: any run of quoted strings, <...> sections and non-separator characters.
+_QUOTED = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
+# [scheme:][userinfo@]host, host being an IPv6 reference or anything up to a port/param.
+_URI = re.compile(r"(?:(?:[sS][iI][pP][sS]?|[tT][eE][lL]):)?(?:([^@]*)@)?(\[[^\]]*\]|[^:;?]*)")
+_COMMA_ITEMS = re.compile(r'(?:"[^"\\]*(?:\\.[^"\\]*)*"?|<[^>]*>?|[^,"<]+)+')
+_SEMI_ITEMS = re.compile(r'(?:"[^"\\]*(?:\\.[^"\\]*)*"?|<[^>]*>?|[^;"<]+)+')
+# An auth item: a bare token (a scheme) or name=value with a quoted or plain value.
+# Groups: name, "=", quoted content, plain value.
+_AUTH_ITEM = re.compile(
+    r'([^ \t=,"]+)[ \t]*(?:(=)[ \t]*(?:"([^"\\]*(?:\\.[^"\\]*)*)"?|([^ \t,"]*)))?'
+)
+
+
+class SipParseError(ValueError):
+    """Raised for any malformed SIP input; `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# NamedTuples rather than frozen dataclasses: immutable and about five times cheaper to build.
+class Contact(NamedTuple):
+    """One Contact entry; `star` is True for `Contact: *` (then `uri` is "*")."""
+
+    uri: str
+    expires: int | None
+    star: bool
+    raw: str
+    params: dict[str, str] = {}
+
+
+class DigestCredentials(NamedTuple):
+    """Credentials from an Authorization or Proxy-Authorization header."""
+
+    scheme: str
+    username: str | None = None
+    realm: str | None = None
+    nonce: str | None = None
+    uri: str | None = None
+    response: str | None = None
+    algorithm: str | None = None
+    qop: str | None = None
+    nc: str | None = None
+    cnonce: str | None = None
+    opaque: str | None = None
+    params: dict[str, str] = {}
+
+
+class DigestChallenge(NamedTuple):
+    """One challenge from a WWW-Authenticate or Proxy-Authenticate header."""
+
+    scheme: str
+    realm: str | None = None
+    nonce: str | None = None
+    algorithm: str | None = None
+    qop: str | None = None
+    stale: bool = False
+    opaque: str | None = None
+    params: dict[str, str] = {}
+
+
+_UNSET: object = object()
+_Party = tuple[str | None, str | None, str | None, str | None]
+
+
+def _text(value: bytes) -> str:
+    return value.strip().decode("utf-8", "replace")
+
+
+def _header_key(name: str) -> bytes:
+    key = name.strip().lower().encode("utf-8", "replace")
+    return _COMPACT_B.get(key, key)
+
+
+class SipMessage:
+    """A parsed SIP request or response; read-only, rarely used parts are parsed lazily."""
+
+    __slots__ = (
+        "_first",
+        "_multi",
+        "_is_request",
+        "_method",
+        "_request_uri",
+        "_status",
+        "_reason",
+        "_cseq_num",
+        "_cseq_method",
+        "_content_length",
+        "_body",
+        "_length",
+        "_via",
+        "_from",
+        "_to",
+        "_contacts",
+        "_auth",
+        "_challenges",
+    )
+
+    def __init__(
+        self,
+        first: dict[bytes, bytes],
+        multi: dict[bytes, list[bytes]] | None,
+        method: str | None,
+        request_uri: str | None,
+        status: int | None,
+        reason: str | None,
+        cseq_num: int | None,
+        cseq_method: str | None,
+        content_length: int | None,
+        body: bytes,
+        length: int,
+    ) -> None:
+        # first: canonical lower-case name -> first raw value (bytes, stripped when decoded);
+        # multi: name -> every value in order, only built when some header repeats.
+        self._first = first
+        self._multi = multi
+        self._is_request = method is not None
+        self._method = method
+        self._request_uri = request_uri
+        self._status = status
+        self._reason = reason
+        self._cseq_num = cseq_num
+        self._cseq_method = cseq_method
+        self._content_length = content_length
+        self._body = body
+        self._length = length
+        self._via: tuple[str | None, str | None] | None = None
+        self._from: _Party | None = None
+        self._to: _Party | None = None
+        self._contacts: tuple[Contact, ...] | None = None
+        self._auth: object = _UNSET
+        self._challenges: tuple[DigestChallenge, ...] | None = None
+
+    def __repr__(self) -> str:
+        if self._is_request:
+            what = f"{self._method} {self._request_uri}"
+        else:
+            what = f"{self._status} {self._reason}"
+        return f"<SipMessage {what} call_id={self.call_id!r} cseq={self._cseq_num}>"
+
+    # --- start line and eagerly parsed fields -------------------------------------------
+
+    @property
+    def is_request(self) -> bool:
+        return self._is_request
+
+    @property
+    def method(self) -> str | None:
+        """Upper-cased request method; None for responses."""
+        return self._method
+
+    @property
+    def request_uri(self) -> str | None:
+        return self._request_uri
+
+    @property
+    def status(self) -> int | None:
+        return self._status
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def cseq_num(self) -> int | None:
+        return self._cseq_num
+
+    @property
+    def cseq_method(self) -> str | None:
+        return self._cseq_method
+
+    @property
+    def content_length(self) -> int | None:
+        return self._content_length
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @property
+    def length(self) -> int:
+        """Bytes of the input consumed by this message (leading CRLFs, headers, body)."""
+        return self._length
+
+    # --- generic header access --------------------------------------------------------------
+
+    def _get(self, key: bytes) -> str | None:
+        value = self._first.get(key)
+        return None if value is None else _text(value)
+
+    def _all(self, key: bytes) -> list[str]:
+        if self._multi is not None:
+            return [_text(v) for v in self._multi.get(key, ())]
+        value = self._first.get(key)
+        return [] if value is None else [_text(value)]
+
+    def header(self, name: str) -> str | None:
+        """First value of a header (case-insensitive, compact forms accepted)."""
+        return self._get(_header_key(name))
+
+    def headers(self, name: str) -> list[str]:
+        """All values of a header, one per header line, in order."""
+        return self._all(_header_key(name))
+
+    @property
+    def call_id(self) -> str | None:
+        return self._get(b"call-id")
+
+    @property
+    def user_agent(self) -> str | None:
+        return self._get(b"user-agent")
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header as a non-negative int, None when absent or malformed."""
+        value = self._first.get(b"expires")
+        if value is None:
+            return None
+        value = value.strip()
+        if value.isdigit() and len(value) <= _MAX_UINT_DIGITS:
+            return int(value)
+        return None
+
+    # --- Via -----------------------------------------------------------------------------------
+
+    def _parsed_via(self) -> tuple[str | None, str | None]:
+        parsed = self._via
+        if parsed is None:
+            top = self._get(b"via")
+            if top is None:
+                parsed = (None, None)
+            else:
+                if "," in top:
+                    item = _COMMA_ITEMS.match(top)
+                    top = item.group().strip() if item else ""
+                parsed = (top, _parse_params(top.partition(";")[2]).get("branch"))
+            self._via = parsed
+        return parsed
+
+    @property
+    def via(self) -> str | None:
+        """The topmost Via value."""
+        return self._parsed_via()[0]
+
+    @property
+    def via_branch(self) -> str | None:
+        return self._parsed_via()[1]
+
+    # --- From / To ---------------------------------------------------------------------------
+
+    def _parsed_from(self) -> _Party:
+        parsed = self._from
+        if parsed is None:
+            parsed = self._from = _parse_party(self._get(b"from"))
+        return parsed
+
+    def _parsed_to(self) -> _Party:
+        parsed = self._to
+        if parsed is None:
+            parsed = self._to = _parse_party(self._get(b"to"))
+        return parsed
+
+    @property
+    def from_uri(self) -> str | None:
+        return self._parsed_from()[0]
+
+    @property
+    def from_user(self) -> str | None:
+        return self._parsed_from()[1]
+
+    @property
+    def from_host(self) -> str | None:
+        """Lower-cased host of the From URI, without port."""
+        return self._parsed_from()[2]
+
+    @property
+    def from_tag(self) -> str | None:
+        return self._parsed_from()[3]
+
+    @property
+    def to_uri(self) -> str | None:
+        return self._parsed_to()[0]
+
+    @property
+    def to_user(self) -> str | None:
+        return self._parsed_to()[1]
+
+    @property
+    def to_host(self) -> str | None:
+        """Lower-cased host of the To URI, without port."""
+        return self._parsed_to()[2]
+
+    @property
+    def to_tag(self) -> str | None:
+        return self._parsed_to()[3]
+
+    @property
+    def aor(self) -> str | None:
+        """Address of record from the To URI: "user@host" (host lower-cased, no port/params)."""
+        _, user, host, _ = self._parsed_to()
+        if not host:
+            return None
+        return f"{user}@{host}" if user else host
+
+    # --- Contact / expiry ---------------------------------------------------------------
+
+    @property
+    def contacts(self) -> tuple[Contact, ...]:
+        parsed = self._contacts
+        if parsed is None:
+            parsed = self._contacts = _parse_contacts(self._all(b"contact"))
+        return parsed
+
+    @property
+    def granted_expires(self) -> int | None:
+        """Max `expires` param over the contacts, else the Expires header, else None."""
+        best: int | None = None
+        for contact in self.contacts:
+            if contact.expires is not None and (best is None or contact.expires > best):
+                best = contact.expires
+        return best if best is not None else self.expires
+
+    # --- digest authentication --------------------------------------------------------------
+
+    @property
+    def authorization(self) -> DigestCredentials | None:
+        """Credentials from Authorization, else Proxy-Authorization (first Digest one wins)."""
+        auth = self._auth
+        if auth is _UNSET:
+            auth = self._auth = _parse_credentials(
+                self._all(b"authorization")[:_MAX_AUTH_VALUES],
+                self._all(b"proxy-authorization")[:_MAX_AUTH_VALUES],
+            )
+        return auth  # type: ignore[return-value]
+
+    @property
+    def challenges(self) -> tuple[DigestChallenge, ...]:
+        """Every challenge of every WWW-Authenticate and Proxy-Authenticate header."""
+        parsed = self._challenges
+        if parsed is None:
+            parsed = self._challenges = _parse_challenges(
+                self._all(b"www-authenticate")[:_MAX_AUTH_VALUES]
+                + self._all(b"proxy-authenticate")[:_MAX_AUTH_VALUES]
+            )
+        return parsed
+
+
+# --- lazy helpers (tolerant: never raise) -------------------------------------------------
+
+
+def _to_uint(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and value.isascii() and len(value) <= _MAX_UINT_DIGITS:
+        return int(value)
+    return None
+
+
+def _unquote(value: str) -> str:
+    if value[:1] != '"':
+        return value
+    value = value[1:-1] if len(value) >= 2 and value[-1] == '"' else value[1:]
+    if "\\" in value:
+        value = _UNESCAPE.sub(r"\1", value)
+    return value
+
+
+def _split_name_addr(value: str) -> tuple[str, str]:
+    """Split `"Name" <uri>;params` or `uri;params` into (uri, header-params string)."""
+    value = value.strip()
+    if value[:1] == '"':
+        quoted = _QUOTED.match(value)
+        lt = value.find("<", quoted.end() if quoted else 0)
+    else:
+        lt = value.find("<")
+        # A token display-name holds no ';' or '"': then the '<' is inside a parameter.
+        if lt > 0 and (value.find(";", 0, lt) >= 0 or value.find('"', 0, lt) >= 0):
+            lt = -1
+    if lt >= 0:
+        gt = value.find(">", lt + 1)
+        if gt < 0:
+            return value[lt + 1 :].strip(), ""
+        return value[lt + 1 : gt].strip(), value[gt + 1 :]
+    # addr-spec without brackets: every ;param belongs to the header, not the URI.
+    uri, _, params = value.partition(";")
+    return uri.strip(), params
+
+
+def _parse_params(text: str) -> dict[str, str]:
+    """Parse `;a=b;c="d;e";flag` into a dict with lower-cased names (first one wins)."""
+    out: dict[str, str] = {}
+    if not text:
+        return out
+    if '"' in text:
+        items = [m.group() for m in islice(_SEMI_ITEMS.finditer(text), _MAX_ITEMS)]
+    else:
+        items = text.split(";", _MAX_ITEMS)
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name and name not in out:
+            out[name] = _unquote(value.strip())
+    return out
+
+
+def _uri_user_host(uri: str) -> tuple[str | None, str | None]:
+    """(user, lower-cased host without port) of a SIP/SIPS/TEL URI; tolerant of junk."""
+    match = _URI.match(uri)
+    if match is None:
+        return None, None
+    userinfo, host = match.groups()
+    user = userinfo.partition(":")[0] or None if userinfo else None
+    return user, host.strip().lower() or None
+
+
+def _parse_party(value: str | None) -> _Party:
+    """(uri, user, host, tag) of a From/To header value."""
+    if not value:
+        return (None, None, None, None)
+    uri, params = _split_name_addr(value)
+    if not uri:
+        return (None, None, None, None)
+    user, host = _uri_user_host(uri)
+    tag = _parse_params(params).get("tag") if params else None
+    return (uri, user, host, tag)
+
+
+def _parse_contacts(values: list[str]) -> tuple[Contact, ...]:
+    out: list[Contact] = []
+    for value in values:
+        if "," in value:
+            items = [m.group() for m in islice(_COMMA_ITEMS.finditer(value), _MAX_ITEMS)]
+        else:
+            items = [value]
+        for item in items:
+            if len(out) >= _MAX_ITEMS:
+                return tuple(out)
+            raw = item.strip()
+            if not raw:
+                continue
+            if raw == "*":
+                out.append(Contact("*", None, True, raw, {}))
+                continue
+            uri, param_text = _split_name_addr(raw)
+            params = _parse_params(param_text)
+            out.append(Contact(uri, _to_uint(params.get("expires")), False, raw, params))
+    return tuple(out)
+
+
+def _parse_auth_value(value: str) -> list[tuple[str, dict[str, str]]]:
+    """Split an auth header value into (scheme, params) pairs; a bare token starts a new one."""
+    result: list[tuple[str, dict[str, str]]] = []
+    scheme = ""
+    params: dict[str, str] = {}
+    if len(value) <= 1024:
+        items = _AUTH_ITEM.findall(value)[:_MAX_ITEMS]
+    else:
+        # findall would build every item of a huge crafted value before the cap applies.
+        items = [m.groups("") for m in islice(_AUTH_ITEM.finditer(value), _MAX_ITEMS)]
+    for name, eq, quoted, plain in items:
+        if not eq:
+            if scheme or params:
+                result.append((scheme, params))
+            scheme, params = name, {}
+            continue
+        key = name.lower()
+        if key not in params:
+            if "\\" in quoted:
+                quoted = _UNESCAPE.sub(r"\1", quoted)
+            params[key] = quoted or plain
+    if scheme or params:
+        result.append((scheme, params))
+    return result
+
+
+_CREDENTIAL_FIELDS = DigestCredentials._fields[1:-1]
+
+
+def _parse_credentials(*groups: list[str]) -> DigestCredentials | None:
+    first: DigestCredentials | None = None
+    for values in groups:
+        for value in values:
+            for scheme, p in _parse_auth_value(value):
+                creds = DigestCredentials(scheme, *map(p.get, _CREDENTIAL_FIELDS), p)
+                if scheme.lower() == "digest":
+                    return creds
+                if first is None:
+                    first = creds
+    return first
+
+
+def _parse_challenges(values: list[str]) -> tuple[DigestChallenge, ...]:
+    out: list[DigestChallenge] = []
+    for value in values:
+        for scheme, p in _parse_auth_value(value):
+            out.append(
+                DigestChallenge(
+                    scheme,
+                    p.get("realm"),
+                    p.get("nonce"),
+                    p.get("algorithm"),
+                    p.get("qop"),
+                    p.get("stale", "").lower() == "true",
+                    p.get("opaque"),
+                    p,
+                )
+            )
+    return tuple(out)
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _start_line_error(line: bytes) -> SipParseError:
+    """Classify a start line that is neither a valid request line nor a status line."""
+    reason = "bad_start_line" if b"SIP/" in line.upper() else "not_sip"
+    return SipParseError(reason, line[:80].decode("utf-8", "replace"))
+
+
+def _parse_status_line(line: bytes) -> tuple[int, str]:
+    parts = line.split(b" ", 2)
+    code = parts[1] if len(parts) > 1 else b""
+    if (
+        parts[0].upper() != b"SIP/2.0"
+        or len(code) != 3
+        or not code.isdigit()
+        or not 49 <= code[0] <= 54
+    ):
+        raise SipParseError("bad_start_line", line[:80].decode("utf-8", "replace"))
+    return int(code), parts[2].decode("utf-8", "replace") if len(parts) == 3 else ""
+
+
+def _parse_request_line(line: bytes) -> tuple[str, str]:
+    parts = line.split(b" ")
+    if len(parts) != 3 or (parts[2] != b"SIP/2.0" and parts[2].upper() != b"SIP/2.0"):
+        raise _start_line_error(line)
+    method, uri, _ = parts
+    if not method or not uri or method.strip(_TOKEN_B):
+        raise _start_line_error(line)
+    return method.upper().decode("ascii"), uri.decode("utf-8", "replace")
+
+
+def _check_start_line(line: bytes) -> None:
+    if line[:4].upper() == b"SIP/":
+        _parse_status_line(line)
+    else:
+        _parse_request_line(line)
+
+
+def _split_lines_slow(data: bytes, off: int, limit: int) -> tuple[int, int, list[bytes]]:
+    """Split header lines on LF with an optional CR; return (end, body start, lines).
+
+    Used for bare-LF messages and for data without a complete header block, where it
+    tells "incomplete" apart from input that is already known to be bad.
+    """
+    lines: list[bytes] = []
+    pos = off
+    while True:
+        nl = data.find(b"\n", pos, limit)
+        if nl < 0:
+            if len(data) - off >= MAX_MESSAGE:
+                raise SipParseError("too_large", "no end of headers within the size cap")
+            if len(data) - pos > MAX_HEADER_LINE:
+                raise SipParseError("header_too_long", f"line {len(lines)}")
+            if lines:
+                _check_start_line(lines[0])
+            raise SipParseError("incomplete")
+        end = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
+        if end == pos:
+            return pos, nl + 1, lines
+        if end - pos > MAX_HEADER_LINE:
+            raise SipParseError("header_too_long", f"line {len(lines)}")
+        if len(lines) > MAX_HEADERS:
+            raise SipParseError("too_many_headers", f"more than {MAX_HEADERS}")
+        lines.append(data[pos:end])
+        pos = nl + 1
+
+
+def _index_headers_slow(
+    lines: list[bytes],
+) -> tuple[dict[bytes, bytes], dict[bytes, list[bytes]] | None]:
+    """Line-by-line indexing with folding, compact forms, odd whitespace and validation."""
+    multi: dict[bytes, list[bytes]] = {}
+    last: list[bytes] | None = None
+    count = 0
+    for line in islice(lines, 1, None):
+        if line[:1] in (b" ", b"\t"):
+            if last is None:
+                raise SipParseError("bad_header", "continuation line without a header")
+            joined = last[-1].rstrip() + b" " + line.strip()
+            if len(joined) > MAX_HEADER_LINE:
+                raise SipParseError("header_too_long", "folded header")
+            last[-1] = joined
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise SipParseError("bad_header", line[:40].decode("utf-8", "replace"))
+        name = name.rstrip(b" \t").lower()
+        if not name or b" " in name or b"\t" in name:
+            raise SipParseError("bad_header", name[:40].decode("utf-8", "replace"))
+        name = _COMPACT_B.get(name, name)
+        last = multi.get(name)
+        if last is None:
+            last = multi[name] = [value]
+        else:
+            last.append(value)
+        count += 1
+    first = {name: values[0] for name, values in multi.items()}
+    return first, (multi if count != len(first) else None)
+
+
+def _index_headers(
+    lines: list[bytes],
+) -> tuple[dict[bytes, bytes], dict[bytes, list[bytes]] | None]:
+    """Index header lines: (first raw value by canonical name, all values if any repeat)."""
+    first: dict[bytes, bytes] = {}
+    for line in islice(lines, 1, None):
+        name, _, value = line.partition(b":")
+        first[name.lower()] = value
+    # The common case is settled with a few C-level checks; anything unusual (a repeated
+    # header, folding, whitespace before a colon, compact forms, an empty name or value, the
+    # latter also covering a line without a colon) is redone line by line.
+    if len(first) == len(lines) - 1 and b"" not in first and b"" not in first.values():
+        names = b"\n".join(first)
+        if b" " not in names and b"\t" not in names and _COMPACT_KEYS.isdisjoint(first):
+            return first, None
+    return _index_headers_slow(lines)
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
+    """Parse one SIP message from the start of `data`.
+
+    Leading CR/LF (keep-alives) are skipped.  Bytes after Content-Length are ignored and
+    `SipMessage.length` says how many were consumed.  Without Content-Length the body is the
+    rest of `data` (datagram semantics), or empty when `stream` is true (TCP framing, where
+    RFC 3261 makes Content-Length mandatory).
+
+    Raises SipParseError for malformed input; the reasons "incomplete" and "truncated_body"
+    mean that more bytes may complete the message.
+    """
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"parse_message needs bytes, got {type(data).__name__}")
+        data = bytes(data)
+    n = len(data)
+    if not n:
+        raise SipParseError("empty")
+    off = 0
+    first_byte = data[0]
+    if first_byte == 13 or first_byte == 10:
+        off = n - len(data.lstrip(b"\r\n"))
+        if off == n:
+            raise SipParseError("empty")
+        first_byte = data[off]
+    if not (65 <= first_byte <= 90 or 97 <= first_byte <= 122):
+        raise SipParseError("not_sip")
+
+    limit = off + MAX_MESSAGE
+    lines: list[bytes] | None = None
+    if data.endswith(b"\r\n\r\n") and n - off <= MAX_MESSAGE:
+        # Typical body-less datagram: the header block ends at the end of the data, unless
+        # an earlier blank line shows up as an empty line.
+        hend = n - 4
+        lines = data[off:hend].splitlines()
+        if b"" in lines:
+            lines = None
+    if lines is None:
+        hend = data.find(b"\r\n\r\n", off, limit)
+        if hend >= 0:
+            lines = data[off:hend].splitlines()
+            if b"" in lines:
+                # A bare-LF blank line before the CRLFCRLF ends the headers earlier.
+                lines = None
+    if lines is None:
+        hend, body_start, lines = _split_lines_slow(data, off, limit)
+    else:
+        body_start = hend + 4
+        if len(lines) > MAX_HEADERS + 1:
+            raise SipParseError("too_many_headers", str(len(lines) - 1))
+        if hend - off > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
+            raise SipParseError("header_too_long")
+
+    start = lines[0]
+    method: str | None = None
+    uri: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    if start[:4] == b"SIP/" or start[:4].upper() == b"SIP/":
+        status, reason = _parse_status_line(start)
+    else:
+        method, uri = _parse_request_line(start)
+    first, multi = _index_headers(lines)
+
+    clen: int | None = None
+    raw = first.get(b"content-length")
+    if raw is not None:
+        raw = raw.strip()
+        if not raw.isdigit() or len(raw) > 6:
+            raise SipParseError("bad_content_length", raw[:20].decode("utf-8", "replace"))
+        clen = int(raw)
+        if clen > MAX_CONTENT_LENGTH:
+            raise SipParseError("bad_content_length", str(clen))
+        if multi is not None:
+            for value in multi[b"content-length"]:
+                value = value.strip()
+                if value != raw and (not value.isdigit() or len(value) > 6 or int(value) != clen):
+                    raise SipParseError("bad_content_length", "conflicting values")
+
+    cseq_num: int | None = None
+    cseq_method: str | None = None
+    raw = first.get(b"cseq")
+    if raw is not None:
+        parts = raw.split()
+        if (
+            len(parts) != 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > _MAX_UINT_DIGITS
+            or parts[1].strip(_TOKEN_B)
+        ):
+            raise SipParseError("bad_cseq", raw[:40].decode("utf-8", "replace"))
+        cseq_num = int(parts[0])
+        if cseq_num > _MAX_CSEQ:
+            raise SipParseError("bad_cseq", str(cseq_num))
+        cseq_method = parts[1].upper().decode("ascii")
+
+    end = body_start + clen if clen is not None else body_start if stream else n
+    if end - off > MAX_MESSAGE:
+        raise SipParseError("too_large", str(end - off))
+    if end > n:
+        raise SipParseError("truncated_body", f"{n - body_start} of {clen}")
+    body = data[body_start:end] if end > body_start else b""
+
+    return SipMessage(
+        first, multi, method, uri, status, reason, cseq_num, cseq_method, clen, body, end
+    )
