@@ -1,0 +1,231 @@
+"""The guard: NFQUEUE packets -> fast parse -> policy engine -> verdict, kernel sets, state store.
+
+One ``Guard`` runs per queue (worker process). It sees clients' requests coming in and the
+registrar's responses going out, so it learns proven failures from any registrar. Every ban is
+written to the kernel ban set with its timeout at once, so the next packet from that source is
+dropped in raw PREROUTING and never reaches userspace.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from floodguard.config import Config
+from floodguard.events import EventLog
+from floodguard.packet import parse_ip
+from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, Unban, Verdict
+from floodguard.sip.message import SipParseError, parse_message
+from floodguard.store import Store
+
+HOOK_LOCAL_IN = 1
+HOOK_FORWARD = 2
+HOOK_LOCAL_OUT = 3
+
+SNAPSHOT_EVERY = 5.0
+# Refresh a known-good entry in the kernel and the store only when less than this share of its
+# time is left, so steady re-registrations do not cost a write each.
+KNOWN_REFRESH_SHARE = 0.5
+
+
+class SetWriter(Protocol):
+    """What the guard needs from the kernel set manager."""
+
+    def add(self, kind: str, ip: str, timeout: int | None = None) -> None: ...
+
+    def remove(self, kind: str, ip: str) -> None: ...
+
+
+class Guard:
+    """Policy for one queue: ``handle(payload, hook) -> accept?`` plus periodic housekeeping."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        sets: SetWriter,
+        store: Store,
+        events: EventLog,
+        name: str = "engine",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        flush_conntrack: Callable[[str], None] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.sets = sets
+        self.store = store
+        self.events = events
+        self.name = name
+        self.clock = clock
+        self.wall = wall
+        self.flush_conntrack = flush_conntrack
+        self.engine = engine or Engine(cfg)
+        self.ports = frozenset(cfg.sip.ports)
+        self.forward = cfg.sip.mode == "forward"
+        self.counters: Counter[str] = Counter()
+        self.set_errors = 0
+        self._known_until: dict[str, float] = {}
+        self._last_snapshot = 0.0
+        self._command_id = store.last_command_id()
+
+    # ------------------------------------------------------------------ per packet
+
+    def handle(self, payload: bytes, hook: int) -> bool:
+        pkt = parse_ip(payload)
+        if pkt is None:
+            self.counters["drop:malformed:ip"] += 1
+            return False
+        now = self.clock()
+        body = pkt.payload
+        if self.forward:
+            inbound = pkt.dport in self.ports and not (
+                pkt.sport in self.ports and body[:8] == b"SIP/2.0 "
+            )
+        else:
+            inbound = hook != HOOK_LOCAL_OUT
+        if not body:
+            return True  # TCP handshakes and ACKs: the kernel's SYN and connection limits apply
+        try:
+            msg = parse_message(body)
+        except SipParseError as exc:
+            if pkt.proto == "tcp" or not inbound:
+                # a TCP segment that does not start a whole message (or our own output) is never
+                # judged on its own: it cannot be mis-read as a failure
+                self.counters[f"pass:partial:{exc.reason}"] += 1
+                return True
+            verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
+            return self._finish(verdict)
+        if inbound:
+            if msg.is_request:
+                verdict = self.engine.on_request(now, pkt.src, msg)
+            else:
+                if self.engine.is_banned(now, pkt.src):
+                    self.counters["drop:banned"] += 1
+                    return False
+                self.counters["pass:response-in"] += 1
+                return True
+        else:
+            if not msg.is_request:
+                verdict = self.engine.on_response(now, pkt.dst, msg)
+            else:
+                self.counters["pass:request-out"] += 1
+                return True
+        return self._finish(verdict)
+
+    def _finish(self, verdict: Verdict) -> bool:
+        self.counters[("pass:" if verdict.accept else "drop:") + verdict.reason] += 1
+        if verdict.actions:
+            self.apply(verdict.actions)
+        return verdict.accept
+
+    # ------------------------------------------------------------------ actions
+
+    def apply(self, actions: tuple[Action, ...] | list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Ban):
+                self._ban(action)
+            elif isinstance(action, Unban):
+                self._unban(action)
+            elif isinstance(action, MarkKnown):
+                self._mark_known(action)
+
+    def _set(self, op: str, kind: str, ip: str, timeout: int | None = None) -> None:
+        try:
+            if op == "add":
+                self.sets.add(kind, ip, timeout)
+            else:
+                self.sets.remove(kind, ip)
+        except Exception as exc:  # noqa: BLE001 — a full set must not lose the ban in the store
+            self.set_errors += 1
+            self.events.emit("set_error", op=op, set=kind, ip=ip, error=str(exc))
+
+    def _ban(self, ban: Ban) -> None:
+        seconds = max(1, math.ceil(ban.seconds))
+        self._set("add", "ban", ban.ip, seconds)
+        self.store.put_ban(ban.ip, ban.kind, ban.reason, seconds, aor=ban.aor,
+                           failures=ban.failures, now=self.wall())
+        self.events.emit("suspend" if ban.kind == "suspend" else "ban", ip=ban.ip, aor=ban.aor,
+                         reason=ban.reason, kind=ban.kind, failures=ban.failures, seconds=seconds)
+        if self.flush_conntrack is not None:
+            threading.Thread(target=self.flush_conntrack, args=(ban.ip,), daemon=True).start()
+
+    def _unban(self, unban: Unban) -> None:
+        self._set("remove", "ban", unban.ip)
+        self.store.delete_ban(unban.ip)
+        self.events.emit("unban", ip=unban.ip, reason=unban.reason)
+
+    def _mark_known(self, mark: MarkKnown) -> None:
+        now = self.clock()
+        until = self._known_until.get(mark.ip)
+        if until is not None and until - now > mark.seconds * KNOWN_REFRESH_SHARE:
+            return
+        if len(self._known_until) > 200_000:
+            self._known_until.clear()
+        self._known_until[mark.ip] = now + mark.seconds
+        seconds = max(1, math.ceil(mark.seconds))
+        self._set("add", "known", mark.ip, seconds)
+        self.store.put_known(mark.ip, seconds, now=self.wall())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def restore(self) -> int:
+        """Load persisted state into the engine and the kernel sets; returns bans restored."""
+        wall = self.wall()
+        now = self.clock()
+        snap = self.store.load_snapshot(self.name)
+        if snap is not None:
+            saved, data = snap
+            try:
+                self.engine.restore_state(now - (wall - saved), data)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.events.emit("restore_error", what="engine snapshot", error=str(exc))
+        bans = self.store.active_bans(now=wall)
+        for row in bans:
+            remaining = row.remaining(wall)
+            if not self.engine.is_banned(now, row.ip):
+                try:
+                    self.engine.restore_ban(now, row.ip, remaining, row.reason, row.kind,
+                                            row.aor, row.failures)
+                except ValueError:
+                    continue  # now allow-listed: the allow list wins
+            self._set("add", "ban", row.ip, max(1, math.ceil(remaining)))
+        for ip, remaining in self.store.active_known(now=wall):
+            self._set("add", "known", ip, max(1, math.ceil(remaining)))
+        return len(bans)
+
+    def tick(self) -> None:
+        """Periodic work between packets: operator commands, snapshots."""
+        for cmd in self.store.take_commands(self._command_id):
+            self._command_id = cmd.id
+            now = self.clock()
+            try:
+                if cmd.op == "ban" and cmd.seconds:
+                    self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
+                                            "manual", None, 0)
+                elif cmd.op == "unban":
+                    self.engine.unban(now, cmd.ip)
+            except ValueError:
+                pass
+        now = self.clock()
+        if now - self._last_snapshot >= SNAPSHOT_EVERY:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        now = self.clock()
+        self._last_snapshot = now
+        self.store.save_snapshot(self.name, self.engine.export_state(now), now=self.wall())
+        self.store.prune(now=self.wall())
+
+    def reload(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ports = frozenset(cfg.sip.ports)
+        self.forward = cfg.sip.mode == "forward"
+        actions = self.engine.reload(cfg)
+        if actions:
+            self.apply(actions)
+        self.events.emit("reload", source=cfg.source)

@@ -1,0 +1,183 @@
+"""The guard's packet path with real parsing and the real engine; kernel sets are recorded."""
+
+import io
+import json
+
+import pytest
+
+from floodguard.config import Config, loads
+from floodguard.events import EventLog
+from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
+from floodguard.store import Store
+from tests.sipmsg import auth_value, register, response, tcp, udp
+
+SERVER = "192.0.2.10"
+
+
+class RecordingSets:
+    def __init__(self):
+        self.entries: dict[tuple[str, str], int | None] = {}
+        self.fail = False
+
+    def add(self, kind, ip, timeout=None):
+        if self.fail:
+            raise RuntimeError("set is full")
+        self.entries[(kind, ip)] = timeout
+
+    def remove(self, kind, ip):
+        self.entries.pop((kind, ip), None)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def rig(tmp_path):
+    def make(cfg: Config | None = None, clock=None):
+        clock = clock or Clock()
+        log = io.StringIO()
+        sets = RecordingSets()
+        store = Store(tmp_path / "state.db")
+        guard = Guard(cfg or Config(), sets=sets, store=store, events=EventLog(log, True),
+                      clock=clock, wall=lambda: clock.t + 1_700_000_000)
+        return guard, sets, store, log, clock
+    return make
+
+
+def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
+    """One challenge-response round: REGISTER -> 401 (nonce) -> REGISTER+auth -> final."""
+    nonce = f"nonce{nonce_seq}"
+    req = udp(client, SERVER, 5060, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
+    assert guard.handle(req, HOOK_LOCAL_IN)
+    chal = response(401, "Unauthorized", user, call_id=call_id, cseq=cseq, challenge_nonce=nonce)
+    assert guard.handle(udp(SERVER, client, 5060, 5060, chal), HOOK_LOCAL_OUT)
+    req = udp(client, SERVER, 5060, 5060, register(
+        user, src=client, call_id=call_id, cseq=cseq + 1, auth=auth_value(user, password, nonce)))
+    accepted = guard.handle(req, HOOK_LOCAL_IN)
+    if final == 200:
+        answer = response(200, "OK", user, call_id=call_id, cseq=cseq + 1, expires=3600)
+    else:
+        answer = response(final, "Forbidden" if final == 403 else "Unauthorized", user,
+                          call_id=call_id, cseq=cseq + 1, challenge_nonce=f"n{nonce_seq}x")
+    guard.handle(udp(SERVER, client, 5060, 5060, answer), HOOK_LOCAL_OUT)
+    return accepted
+
+
+def test_six_proven_failures_put_the_source_in_the_ban_set(rig):
+    guard, sets, store, log, clock = rig()
+    client = "198.51.100.7"
+    for i in range(6):
+        clock.t += 1
+        assert attempt(guard, client, "1001", "wrong", i, f"c{i}", 1)
+    assert sets.entries[("ban", client)] == 180
+    row = store.get_ban(client, now=guard.wall())
+    assert row is not None and row.kind == "suspend" and row.failures == 6
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["suspend"]
+    assert events[0]["ip"] == client and events[0]["seconds"] == 180
+    # the next packet from it is dropped by the guard as well
+    req = udp(client, SERVER, 5060, 5060, register("1001", src=client, call_id="z", cseq=1))
+    assert guard.handle(req, HOOK_LOCAL_IN) is False
+
+
+def test_success_marks_known_in_set_and_store(rig):
+    guard, sets, store, _, _ = rig()
+    assert attempt(guard, "198.51.100.8", "1002", "pw", 1, "k1", 1, final=200)
+    assert sets.entries[("known", "198.51.100.8")] == 7200
+    assert store.active_known(now=guard.wall())[0][0] == "198.51.100.8"
+
+
+def test_spoofed_nonces_never_ban(rig):
+    guard, sets, _, _, clock = rig()
+    victim = "198.51.100.9"
+    for i in range(50):
+        clock.t += 0.5
+        req = udp(victim, SERVER, 5060, 5060, register(
+            "1001", src=victim, call_id=f"s{i}", cseq=2, auth=auth_value("1001", "x", f"bogus{i}")))
+        guard.handle(req, HOOK_LOCAL_IN)
+        guard.handle(udp(SERVER, victim, 5060, 5060, response(
+            403, "Forbidden", "1001", call_id=f"s{i}", cseq=2)), HOOK_LOCAL_OUT)
+    assert not any(kind == "ban" for kind, _ in sets.entries)
+
+
+def test_garbage_udp_is_dropped_and_counted_tcp_partial_passes(rig):
+    guard, _, _, _, _ = rig()
+    assert guard.handle(udp("203.0.113.1", SERVER, 4000, 5060, b"\x00\x01garbage"), HOOK_LOCAL_IN) \
+        is False
+    assert guard.handle(b"\x45\x00junk", HOOK_LOCAL_IN) is False
+    half = register("1001", src="203.0.113.2", call_id="t", cseq=1)[:60]
+    assert guard.handle(tcp("203.0.113.2", SERVER, 40000, 5060, half), HOOK_LOCAL_IN) is True
+    rest = b"Via: continuation of a header block\r\n\r\n"
+    assert guard.handle(tcp("203.0.113.2", SERVER, 40000, 5060, rest), HOOK_LOCAL_IN) is True
+    assert any(k.startswith("drop:malformed") for k in guard.counters)
+    assert any(k.startswith("pass:partial") for k in guard.counters)
+
+
+def test_ipv6_ban(rig):
+    guard, sets, _, _, clock = rig()
+    client = "2001:db8::7"
+    server = "2001:db8::10"
+    for i in range(6):
+        clock.t += 1
+        nonce = f"v6n{i}"
+        guard.handle(udp(client, server, 5060, 5060, register(
+            "1001", src=f"[{client}]", call_id=f"v{i}", cseq=1)), HOOK_LOCAL_IN)
+        guard.handle(udp(server, client, 5060, 5060, response(
+            401, "Unauthorized", "1001", call_id=f"v{i}", cseq=1, challenge_nonce=nonce)),
+            HOOK_LOCAL_OUT)
+        guard.handle(udp(client, server, 5060, 5060, register(
+            "1001", src=f"[{client}]", call_id=f"v{i}", cseq=2,
+            auth=auth_value("1001", "bad", nonce))), HOOK_LOCAL_IN)
+        guard.handle(udp(server, client, 5060, 5060, response(
+            401, "Unauthorized", "1001", call_id=f"v{i}", cseq=2, challenge_nonce=nonce + "b")),
+            HOOK_LOCAL_OUT)
+    assert sets.entries[("ban", client)] == 180
+
+
+def test_restart_restores_bans_with_remaining_time(rig, tmp_path):
+    guard, sets, store, _, clock = rig()
+    for i in range(6):
+        clock.t += 1
+        attempt(guard, "198.51.100.20", "1001", "bad", i, f"r{i}", 1)
+    guard.snapshot()
+    store.close()
+    clock2 = Clock()
+    clock2.t = clock.t + 100  # 100 s later
+    guard2, sets2, _, _, _ = rig(clock=clock2)
+    assert guard2.restore() == 1
+    assert 79 <= sets2.entries[("ban", "198.51.100.20")] <= 81
+    assert guard2.engine.is_banned(clock2.t, "198.51.100.20")
+
+
+def test_full_set_keeps_the_ban_in_the_store(rig):
+    guard, sets, store, log, clock = rig()
+    sets.fail = True
+    for i in range(6):
+        clock.t += 1
+        attempt(guard, "198.51.100.30", "1001", "bad", i, f"f{i}", 1)
+    assert store.get_ban("198.51.100.30", now=guard.wall()) is not None
+    assert guard.set_errors == 1
+    assert '"set_error"' in log.getvalue()
+
+
+def test_operator_commands_reach_the_engine(rig):
+    guard, _, store, _, clock = rig()
+    store.queue_command("ban", "203.0.113.50", 600, "manual test")
+    guard.tick()
+    assert guard.engine.is_banned(clock.t, "203.0.113.50")
+    store.queue_command("unban", "203.0.113.50")
+    guard.tick()
+    assert not guard.engine.is_banned(clock.t, "203.0.113.50")
+
+
+def test_allow_listed_source_is_never_banned(rig):
+    guard, sets, _, _, clock = rig(loads('[blacklist]\nallow = ["198.51.100.0/24"]\n'))
+    for i in range(12):
+        clock.t += 1
+        attempt(guard, "198.51.100.40", "1001", "bad", i, f"a{i}", 1)
+    assert ("ban", "198.51.100.40") not in sets.entries
