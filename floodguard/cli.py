@@ -63,5 +63,147 @@ def config_show(config_path: str | None) -> None:
     click.echo(configmod.dumps(cfg), nl=False)
 
 
+# ---------------------------------------------------------------- kernel: apply / remove / show
+
+backend_option = click.option(
+    "--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
+    help="iptables backend: auto asks `iptables -V`; never mix both on one host",
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _saved_entries(cfg: configmod.Config) -> list[tuple[str, str, float]]:
+    """Bans and known sources from the state store, to reload into the sets (e.g. at boot)."""
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    path = Path(cfg.state.path)
+    if not path.is_file():
+        return []
+    from floodguard.store import Store, StoreError
+
+    # A damaged state file must never stop the firewall from coming up at boot.
+    try:
+        store = Store(path)
+        try:
+            now = time.time()
+            entries = [(row.ip, "ban", row.remaining(now)) for row in store.active_bans(now=now)]
+            entries += [(ip, "known", left) for ip, left in store.active_known(now=now)]
+        finally:
+            store.close()
+    except (StoreError, sqlite3.Error) as exc:
+        click.echo(f"floodguard: warning: state not restored: {_one_line(exc)}", err=True)
+        return []
+    return entries
+
+
+@main.command("apply")
+@config_option
+@click.option("--dry-run", is_flag=True,
+              help="print exactly what would be installed and change nothing (no root needed)")
+@backend_option
+def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
+    """Install or update the kernel rules and ipsets (atomic, idempotent, IPv4 and IPv6)."""
+    from floodguard.kernel import KernelError, rules
+
+    cfg = load_config(config_path)
+    try:
+        ruleset = rules.render(cfg)
+    except rules.RenderError as exc:
+        fail(_one_line(exc), 2)
+    if dry_run:
+        click.echo(rules.dry_run_text(ruleset, cfg.source), nl=False)
+        return
+    from floodguard.kernel import firewall
+
+    try:
+        firewall.require_root()
+        report = firewall.apply(cfg, backend, ruleset=ruleset,
+                                saved_entries=_saved_entries(cfg))
+    except (KernelError, OSError) as exc:
+        fail(_one_line(exc))
+    for warning in report.warnings:
+        click.echo(f"floodguard: warning: {warning}", err=True)
+    parts = []
+    if report.changed_tables:
+        parts.append("updated " + ", ".join(report.changed_tables))
+    if report.created_sets:
+        parts.append("created sets " + ", ".join(report.created_sets))
+    if report.allow_added or report.allow_removed:
+        parts.append(f"allow list +{len(report.allow_added)} -{len(report.allow_removed)}")
+    if report.restored is not None and report.restored.loaded:
+        parts.append(f"restored {report.restored.loaded} set entries from the state store")
+    if report.restored is not None and report.restored.full:
+        click.echo(f"floodguard: warning: {report.restored.full} saved entries not restored: "
+                   "set full", err=True)
+    click.echo(f"floodguard: applied ({report.backend} backend): "
+               + ("; ".join(parts) if parts else "already up to date"))
+
+
+@main.command("remove")
+@config_option
+@backend_option
+def remove_cmd(config_path: str | None, backend: str) -> None:
+    """Remove floodguard's chains, jumps and ipsets; leave every other rule untouched."""
+    from floodguard.kernel import KernelError, firewall
+
+    cfg = load_config(config_path)
+    try:
+        firewall.require_root()
+        report = firewall.remove(cfg, backend)
+    except (KernelError, OSError) as exc:
+        fail(_one_line(exc))
+    parts = []
+    if report.tables:
+        parts.append(f"removed rules from {', '.join(report.tables)} "
+                     f"({'/'.join(report.backends)} backend)")
+    if report.destroyed_sets:
+        parts.append(f"destroyed {len(report.destroyed_sets)} sets")
+    click.echo("floodguard: " + ("; ".join(parts) if parts else "nothing to remove"))
+
+
+@main.command("show")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@backend_option
+def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
+    """Show floodguard's rules with packet/byte counters and the ipset sizes."""
+    import json
+
+    from floodguard.kernel import KernelError, firewall
+
+    cfg = load_config(config_path)
+    try:
+        firewall.require_root()
+        data = firewall.status(cfg, backend)
+    except (KernelError, OSError) as exc:
+        fail(_one_line(exc))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        state = "installed" if data["installed"] else "NOT installed (run floodguard apply)"
+        click.echo(f"floodguard rules: {state}; backend {data['backend']}")
+        current = None
+        for row in data["rules"]:
+            where = (row["family"], row["table"], row["chain"])
+            if where != current:
+                current = where
+                click.echo(f"\nIPv{row['family']} {row['table']} {row['chain']}")
+                click.echo(f"{'packets':>12} {'bytes':>14}  rule")
+            click.echo(f"{row['packets']:>12} {row['bytes']:>14}  {row['rule']}")
+        click.echo("\nsets")
+        if not data["sets"]:
+            click.echo("  (none)")
+        for row in data["sets"]:
+            click.echo(f"  {row['name']:<22} {row['entries']:>9} / {row['maxelem']:<9} "
+                       f"{row['type']}")
+    if not data["installed"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,33 @@
+"""The only code that touches the kernel: ruleset rendering, iptables backends, ipsets.
+
+- ``rules``: renders the TOML templates in ``rules/`` into backend-neutral rules (pure, no root).
+- ``iptables``: the nft (``iptables-nft-restore``) and legacy (python-iptables) backends.
+- ``ipset``: the floodguard sets through pyroute2 (``SetManager``) and the state-store restore hook.
+- ``firewall``: ``apply`` / ``remove`` / ``status`` used by the CLI, atomic and idempotent.
+- ``conntrack``: forgetting a banned source's connections.
+- ``nfqueue``: the NFQUEUE receive loop the guard runs.
+
+Importing this package imports no kernel library; the submodules do that lazily.
+"""
+
+from __future__ import annotations
+
+
+class KernelError(Exception):
+    """A kernel operation failed; the message is one line, fit for the CLI."""
+
+
+class NotRootError(KernelError):
+    """The operation needs root (CAP_NET_ADMIN)."""
+
+
+class SetFullError(KernelError):
+    """An ipset reached its maxelem; the element was not added."""
+
+    def __init__(self, set_name: str, address: str) -> None:
+        self.set_name = set_name
+        self.address = address
+        super().__init__(f"ipset {set_name} is full: {address} was not added")
+
+
+__all__ = ["KernelError", "NotRootError", "SetFullError"]

@@ -1,0 +1,633 @@
+"""Render the declarative ruleset in ``rules/`` into backend-neutral rules and set specs.
+
+``render(cfg)`` is a pure function of the config and the template files: it returns every chain,
+rule, jump and ipset floodguard owns, for IPv4 and IPv6. Rule specs come out exactly as
+``iptables-save`` prints them (hashlimit rates are normalised the way iptables does), so an
+installed ruleset can be compared with the render text for text. ``restore_text`` serialises a
+plan in iptables-restore syntax and ``dry_run_text`` is what ``floodguard apply --dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import os
+import shlex
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from floodguard.config import Config
+
+RULES_ENV = "FLOODGUARD_RULES"
+CHAIN_PREFIX = "FLOODGUARD"
+FAMILIES = (4, 6)
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+}
+TABLE_ORDER = ("raw", "filter")
+IPSET_MAX_TIMEOUT = 2147483  # seconds; ipset stores timeouts as 32-bit milliseconds / 2
+HASHLIMIT_MAX_PERIOD = 2**32 - 1  # the kernel rejects slower rates (ERANGE)
+STRING_MAX_PATTERN = 128  # XT_STRING_MAX_PATTERN_SIZE
+
+_HASHLIMIT_SCALE = 1_000_000  # XT_HASHLIMIT_SCALE_v2: hashlimit revisions 2 and 3
+_RATE_UNITS: tuple[tuple[str, int], ...] = (
+    ("day", 86400), ("hour", 3600), ("min", 60), ("sec", 1),
+)
+
+
+class RenderError(ValueError):
+    """The templates or the config cannot be turned into a valid ruleset."""
+
+
+def is_ours(chain: str) -> bool:
+    """True for a chain name floodguard owns."""
+    return chain == CHAIN_PREFIX or chain.startswith(CHAIN_PREFIX + "-")
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: ``-A <chain> <spec>`` in ``table`` of ``family`` (4 or 6)."""
+
+    family: int
+    table: str
+    chain: str
+    spec: str
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The spec as an argument vector, quotes removed."""
+        return tuple(shlex.split(self.spec))
+
+
+@dataclass(frozen=True)
+class Jump:
+    """A jump from a builtin chain into one of our chains, kept at the top of the builtin."""
+
+    family: int
+    table: str
+    chain: str
+    target: str
+
+    @property
+    def spec(self) -> str:
+        return f"-j {self.target}"
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """An ipset floodguard owns."""
+
+    kind: str
+    name: str
+    family: int
+    type: str
+    timeout: int | None
+    maxelem: int
+    hashsize: int
+
+    @property
+    def inet(self) -> str:
+        return "inet" if self.family == 4 else "inet6"
+
+    def create_command(self) -> str:
+        """The set as an ``ipset restore`` create line."""
+        line = (f"create {self.name} {self.type} family {self.inet} hashsize {self.hashsize} "
+                f"maxelem {self.maxelem}")
+        if self.timeout is not None:
+            line += f" timeout {self.timeout}"
+        return line
+
+
+@dataclass(frozen=True)
+class TableState:
+    """floodguard's part of one table: our chains with their rules, and our jumps.
+
+    Chains and builtin chains are kept sorted by name (iptables-save lists user chains in its
+    own order), so two states compare equal when the kernel holds the same rules.
+    """
+
+    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    jumps: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chains", tuple(sorted(self.chains)))
+        object.__setattr__(self, "jumps", tuple(sorted(j for j in self.jumps if j[1])))
+
+    def chain_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.chains)
+
+    def jumps_in(self, builtin: str) -> tuple[str, ...]:
+        return dict(self.jumps).get(builtin, ())
+
+    def is_empty(self) -> bool:
+        return not self.chains and not any(specs for _, specs in self.jumps)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """Everything ``floodguard apply`` installs."""
+
+    rules: tuple[Rule, ...]
+    jumps: tuple[Jump, ...]
+    chains: tuple[tuple[int, str, str], ...]  # (family, table, name) in declaration order
+    sets: tuple[SetSpec, ...]
+    allow: tuple[str, ...]  # blacklist.allow, normalised networks
+    source: str = field(default="", compare=False)
+
+    def tables(self, family: int) -> tuple[str, ...]:
+        present = {t for f, t, _ in self.chains if f == family}
+        return tuple(t for t in TABLE_ORDER if t in present)
+
+    def state(self, family: int, table: str) -> TableState:
+        """The desired state of our part of ``table``."""
+        chains = tuple(
+            (name, tuple(r.spec for r in self.rules
+                         if r.family == family and r.table == table and r.chain == name))
+            for f, t, name in self.chains if f == family and t == table
+        )
+        builtins: dict[str, list[str]] = {}
+        for jump in self.jumps:
+            if jump.family == family and jump.table == table:
+                builtins.setdefault(jump.chain, []).append(jump.spec)
+        return TableState(chains, tuple((b, tuple(s)) for b, s in builtins.items()))
+
+    def set_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sets)
+
+    def allow_for(self, family: int) -> tuple[str, ...]:
+        """blacklist.allow entries of one family, as hash:net can hold them."""
+        return allow_entries(self.allow, family)
+
+
+def allow_entries(networks: Iterable[str], family: int) -> tuple[str, ...]:
+    """Networks of ``family`` for a hash:net set; /0 (which hash:net refuses) becomes two /1."""
+    out: list[str] = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version != family:
+            continue
+        parts = list(net.subnets(prefixlen_diff=1)) if net.prefixlen == 0 else [net]
+        out.extend(str(p) for p in parts)
+    return tuple(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------- iptables text helpers
+
+
+def string_match_arg(pattern: str) -> str:
+    """``--string "…"`` (or ``--hex-string`` for bytes iptables-save prints as hex)."""
+    raw = pattern.encode("utf-8")
+    if not raw or len(raw) > STRING_MAX_PATTERN:
+        raise RenderError(f"string match {pattern!r}: must be 1 to {STRING_MAX_PATTERN} bytes")
+    if all(0x20 <= b < 0x7F for b in raw):
+        escaped = pattern.replace("\\", "\\\\").replace('"', '\\"')
+        return f'--string "{escaped}"'
+    return f'--hex-string "|{raw.hex()}|"'
+
+
+def hashlimit_rate(rate: float) -> tuple[str, int]:
+    """A per-second rate as iptables-save prints it, and its unit in milliseconds.
+
+    The rate is first written the way a user would (the smallest unit that makes it a whole
+    number, else per day rounded), then normalised as libxt_hashlimit does (``normalise_rate``).
+    """
+    if not rate > 0:
+        raise RenderError(f"hashlimit rate must be > 0, got {rate}")
+    for _unit, seconds in reversed(_RATE_UNITS):
+        count = rate * seconds
+        if count >= 1 and abs(count - round(count)) < 1e-6 * count:
+            return normalise_rate(round(count), seconds)
+    return normalise_rate(max(1, round(rate * 86400)), 86400)
+
+
+def normalise_rate(count: int, unit_seconds: int) -> tuple[str, int]:
+    """``count`` per ``unit_seconds`` as iptables-save prints it back, and that unit in ms.
+
+    libxt_hashlimit stores the period ``unit / count`` in microseconds (integer division) and
+    prints it in the largest unit that still divides evenly enough, so 120/min reads back as
+    2/sec and 999999/sec as 1000000/sec.
+    """
+    period = unit_seconds * _HASHLIMIT_SCALE // count
+    if period == 0:
+        raise RenderError(f"hashlimit rate {count}/{unit_seconds}s is too high "
+                          "(maximum 1000000/s)")
+    if period > HASHLIMIT_MAX_PERIOD:
+        raise RenderError(f"hashlimit rate {count}/{unit_seconds}s is too low (minimum 1/hour)")
+    mults = [(name, seconds * _HASHLIMIT_SCALE) for name, seconds in _RATE_UNITS]
+    chosen = len(mults)
+    for i in range(1, len(mults)):
+        mult = mults[i][1]
+        if period > mult or mult // period < mult % period:
+            chosen = i
+            break
+    name, mult = mults[chosen - 1]
+    return f"{mult // period}/{name}", mult // _HASHLIMIT_SCALE * 1000
+
+
+def hashlimit_args(
+    purpose: str,
+    rate: float,
+    burst: int,
+    *,
+    family: int,
+    per_source: bool = True,
+    htable_size: int = 0,
+    htable_max: int = 0,
+    min_expire_ms: int = 0,
+    source_prefix: int | None = None,
+) -> str:
+    """The options of one ``-m hashlimit --hashlimit-above`` match, in iptables-save order.
+
+    The table name carries a digest of the parameters: the kernel shares a hashlimit table by
+    name and keeps the first rule's settings, so a changed rate needs a new name to take effect.
+    """
+    if not 1 <= burst <= 1_000_000:
+        raise RenderError(f"hashlimit burst must be 1 to 1000000, got {burst}")
+    rate_text, unit_ms = hashlimit_rate(rate)
+    head = [f"--hashlimit-above {rate_text}", f"--hashlimit-burst {burst}"]
+    if per_source:
+        head.append("--hashlimit-mode srcip")
+    tail: list[str] = []
+    if per_source:
+        if htable_size:
+            tail.append(f"--hashlimit-htable-size {htable_size}")
+        if htable_max:
+            tail.append(f"--hashlimit-htable-max {htable_max}")
+    expire = max(min_expire_ms, 2 * math.ceil(1000 * burst / rate))
+    # The expiry must stay explicit: python-iptables does not fill in libxtables' default (the
+    # kernel then rejects 0), and iptables-save omits an expiry equal to the rate unit.
+    if expire == unit_ms:
+        expire += 1000
+    tail.append(f"--hashlimit-htable-expire {expire}")
+    if per_source:
+        host_prefix = 32 if family == 4 else 128
+        if source_prefix is not None and source_prefix != host_prefix:
+            tail.append(f"--hashlimit-srcmask {source_prefix}")
+    digest = hashlib.sha1(" ".join(head + tail).encode()).hexdigest()[:8]
+    return " ".join([*head, f"--hashlimit-name fg-{purpose[:3]}-{digest}", *tail])
+
+
+def queue_args(num: int, workers: int, fail_open: bool) -> str:
+    """NFQUEUE target options."""
+    text = f"--queue-num {num}" if workers == 1 else f"--queue-balance {num}:{num + workers - 1}"
+    return text + (" --queue-bypass" if fail_open else "")
+
+
+# ---------------------------------------------------------------- templates
+
+
+def rules_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The template folder: the argument, $FLOODGUARD_RULES, the source tree, or system paths."""
+    candidates: list[Path] = []
+    if path is not None:
+        return Path(path)
+    if os.environ.get(RULES_ENV):
+        return Path(os.environ[RULES_ENV])
+    candidates.append(Path(__file__).resolve().parents[2] / "rules")
+    candidates += [Path("/etc/floodguard/rules"), Path("/usr/share/floodguard/rules")]
+    for candidate in candidates:
+        if (candidate / "ruleset.toml").is_file():
+            return candidate
+    raise RenderError(
+        f"rules templates not found (looked in {', '.join(map(str, candidates))}; "
+        f"set ${RULES_ENV})"
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RenderError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RenderError(f"{path}: {exc}") from None
+
+
+def _expect(table: Mapping[str, Any], where: str, allowed: set[str], required: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise RenderError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+    missing = required - set(table)
+    if missing:
+        raise RenderError(f"{where}: missing keys {', '.join(sorted(missing))}")
+
+
+def _fill(template: str, context: Mapping[str, Any], where: str) -> str:
+    try:
+        return template.format_map(context)
+    except KeyError as exc:
+        raise RenderError(f"{where}: unknown placeholder {exc}") from None
+    except (ValueError, IndexError) as exc:
+        raise RenderError(f"{where}: bad template {template!r}: {exc}") from None
+
+
+def _tunable(tunables: Mapping[str, Any], section: str, key: str) -> Any:
+    try:
+        return tunables[section][key]
+    except (KeyError, TypeError):
+        raise RenderError(f"tunables.toml: missing [{section}] {key}") from None
+
+
+def _config_or(cfg: Config, section: str, key: str, default: Any) -> Any:
+    """A config value when the config has the key (it may grow one), else the tunable."""
+    return getattr(getattr(cfg, section, None), key, default)
+
+
+def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str, Any]:
+    t = lambda section, key: _tunable(tunables, section, key)  # noqa: E731
+    suffix = "" if family == 4 else "-v6"
+    prefix = 32 if family == 4 else int(t("hashlimit", "ipv6_source_prefix"))
+    limits = cfg.limits
+    per_source = {
+        "family": family,
+        "htable_size": int(t("hashlimit", "htable_size")),
+        "htable_max": int(t("hashlimit", "htable_max")),
+        "min_expire_ms": int(t("hashlimit", "min_expire_ms")),
+        "source_prefix": prefix,
+    }
+    syn_rate = float(_config_or(cfg, "limits", "syn_rate", t("tcp", "syn_rate")))
+    syn_burst = int(_config_or(cfg, "limits", "syn_burst", t("tcp", "syn_burst")))
+    if limits.queue_budget > 1_000_000:
+        raise RenderError("limits.queue_budget: hashlimit allows at most 1000000 per second")
+    return {
+        "allow_set": f"floodguard-allow{suffix}",
+        "ban_set": f"floodguard-ban{suffix}",
+        "known_set": f"floodguard-known{suffix}",
+        "queue": queue_args(cfg.queue.num, cfg.queue.workers, cfg.queue.fail_open),
+        "guard_mark": str(t("mark", "guard")),
+        "source_prefix": prefix,
+        "tcp_connlimit": int(_config_or(cfg, "limits", "tcp_connlimit", t("tcp", "connlimit"))),
+        "register_match": string_match_arg(str(t("register", "match"))),
+        "register_match_to": int(t("register", "match_to")),
+        "register_limit": hashlimit_args(
+            "reg", limits.register_rate, limits.register_burst, **per_source),
+        "sip_limit": hashlimit_args("sip", limits.sip_rate, limits.sip_burst, **per_source),
+        "syn_limit": hashlimit_args("syn", syn_rate, syn_burst, **per_source),
+        "budget_limit": hashlimit_args(
+            "budget", float(limits.queue_budget), limits.queue_budget,
+            family=family, per_source=False,
+            min_expire_ms=int(t("hashlimit", "min_expire_ms"))),
+    }
+
+
+def _set_context(cfg: Config, tunables: Mapping[str, Any]) -> dict[str, Any]:
+    t = lambda section, key: _tunable(tunables, section, key)  # noqa: E731
+    known = int(t("sets", "known_expire_factor")) * cfg.registrar.expire
+    return {
+        "ban_time": min(cfg.blacklist.ban_time, IPSET_MAX_TIMEOUT),
+        "known_timeout": min(known, IPSET_MAX_TIMEOUT),
+        "sets_maxelem": int(t("sets", "maxelem")),
+        "sets_hashsize": int(t("sets", "hashsize")),
+        "allow_maxelem": int(t("sets", "allow_maxelem")),
+    }
+
+
+def _flags(cfg: Config, family: int) -> set[str]:
+    return {*cfg.sip.transports, cfg.sip.mode, f"ipv{family}"}
+
+
+_EACH = ("port", "user_agent")
+_FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6"}
+
+
+def _expand(rule: Mapping[str, Any], cfg: Config, where: str) -> list[dict[str, Any]]:
+    each = rule.get("each")
+    if each is None:
+        return [{}]
+    if each == "port":
+        return [{"transport": tr, "port": port}
+                for tr in cfg.sip.transports for port in cfg.sip.ports]
+    if each == "user_agent":
+        return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
+    raise RenderError(f"{where}: each must be one of {', '.join(_EACH)}, got {each!r}")
+
+
+def _render_chains(
+    templates: Mapping[str, Any], cfg: Config, tunables: Mapping[str, Any], path: Path,
+) -> tuple[list[Rule], list[Jump], list[tuple[int, str, str]]]:
+    rules: list[Rule] = []
+    jumps: list[Jump] = []
+    chains: list[tuple[int, str, str]] = []
+    chain_tables = templates.get("chain")
+    if not isinstance(chain_tables, list) or not chain_tables:
+        raise RenderError(f"{path}: needs at least one [[chain]]")
+    names = [c.get("name") for c in chain_tables if isinstance(c, Mapping)]
+    for family in FAMILIES:
+        context = _context(cfg, tunables, family)
+        flags = _flags(cfg, family)
+        for index, chain in enumerate(chain_tables):
+            where = f"{path.name}: chain[{index}]"
+            if not isinstance(chain, Mapping):
+                raise RenderError(f"{where}: must be a table")
+            _expect(chain, where, {"table", "name", "jump_from", "rule"}, {"table", "name"})
+            table, name = chain["table"], chain["name"]
+            if table not in BUILTIN_CHAINS:
+                raise RenderError(f"{where}: table must be one of {', '.join(BUILTIN_CHAINS)}")
+            if not isinstance(name, str) or not is_ours(name) or len(name) > 28:
+                raise RenderError(f"{where}: name must be {CHAIN_PREFIX} or {CHAIN_PREFIX}-*")
+            if names.count(name) > 1:
+                raise RenderError(f"{where}: chain {name} is declared twice")
+            chains.append((family, table, name))
+            jump_from = chain.get("jump_from", {})
+            if not isinstance(jump_from, Mapping):
+                raise RenderError(f"{where}: jump_from must be a table of mode = [chains]")
+            for builtin in jump_from.get(cfg.sip.mode, []):
+                if builtin not in BUILTIN_CHAINS[table]:
+                    raise RenderError(f"{where}: {table} has no builtin chain {builtin}")
+                jumps.append(Jump(family, table, builtin, name))
+            for rindex, rule in enumerate(chain.get("rule", [])):
+                rwhere = f"{where}.rule[{rindex}]"
+                if not isinstance(rule, Mapping):
+                    raise RenderError(f"{rwhere}: must be a table")
+                _expect(rule, rwhere, {"spec", "each", "when"}, {"spec"})
+                when = rule.get("when", [])
+                if not isinstance(when, list) or not set(when) <= _FLAGS:
+                    raise RenderError(f"{rwhere}: when must be a list of {sorted(_FLAGS)}")
+                if not set(when) <= flags:
+                    continue
+                for extra in _expand(rule, cfg, rwhere):
+                    spec = _fill(rule["spec"], {**context, **extra}, rwhere)
+                    rules.append(Rule(family, table, name, " ".join(spec.split())))
+    return rules, jumps, chains
+
+
+def _render_sets(
+    templates: Mapping[str, Any], cfg: Config, tunables: Mapping[str, Any], path: Path,
+) -> list[SetSpec]:
+    context = _set_context(cfg, tunables)
+    out: list[SetSpec] = []
+    items = templates.get("set")
+    if not isinstance(items, list) or not items:
+        raise RenderError(f"{path}: needs at least one [[set]]")
+    for family in FAMILIES:
+        for index, item in enumerate(items):
+            where = f"{path.name}: set[{index}]"
+            if not isinstance(item, Mapping):
+                raise RenderError(f"{where}: must be a table")
+            _expect(item, where, {"kind", "name", "type", "timeout", "maxelem", "hashsize"},
+                    {"kind", "name", "type", "maxelem", "hashsize"})
+            if item["type"] not in ("hash:ip", "hash:net"):
+                raise RenderError(f"{where}: type must be hash:ip or hash:net")
+
+            def number(key: str, where: str = where, item: Mapping[str, Any] = item) -> int:
+                text = _fill(str(item[key]), context, where)
+                try:
+                    value = int(text)
+                except ValueError:
+                    raise RenderError(f"{where}: {key} must be an integer, got {text!r}") from None
+                if value < 0:
+                    raise RenderError(f"{where}: {key} must be >= 0")
+                return value
+
+            name = str(item["name"]) + ("" if family == 4 else "-v6")
+            if len(name) > 31:
+                raise RenderError(f"{where}: set name {name} is longer than 31 characters")
+            out.append(SetSpec(
+                kind=str(item["kind"]), name=name, family=family, type=str(item["type"]),
+                timeout=number("timeout") if "timeout" in item else None,
+                maxelem=number("maxelem"), hashsize=number("hashsize"),
+            ))
+    kinds = [s.kind for s in out if s.family == 4]
+    for required in ("ban", "known", "allow"):
+        if required not in kinds:
+            raise RenderError(f"{path}: no set of kind {required!r}")
+    return out
+
+
+def load_templates(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The parsed ruleset, sets and tunables templates."""
+    return (_read_toml(directory / "ruleset.toml"), _read_toml(directory / "sets.toml"),
+            _read_toml(directory / "tunables.toml"))
+
+
+def guard_mark(directory: str | os.PathLike[str] | None = None) -> tuple[int, int]:
+    """(value, mask) of the mark that sends a re-injected packet past floodguard's chains.
+
+    A guard that hands a packet back with NF_REPEAT and this mark set lets the host's own rules
+    after floodguard's jump judge it too; a plain NF_ACCEPT ends the hook there.
+    """
+    _, _, tunables = load_templates(rules_dir(directory))
+    value, _, mask = str(_tunable(tunables, "mark", "guard")).partition("/")
+    try:
+        return int(value, 0), int(mask or "0xffffffff", 0)
+    except ValueError:
+        raise RenderError(f"tunables.toml: [mark] guard must be VALUE/MASK, got {value}") from None
+
+
+def render(cfg: Config, directory: str | os.PathLike[str] | None = None) -> Ruleset:
+    """Render the ruleset for ``cfg``; raises RenderError naming the template and the problem."""
+    folder = rules_dir(directory)
+    ruleset_t, sets_t, tunables = load_templates(folder)
+    rules, jumps, chains = _render_chains(ruleset_t, cfg, tunables, folder / "ruleset.toml")
+    sets = _render_sets(sets_t, cfg, tunables, folder / "sets.toml")
+    referenced = {s.name for s in sets}
+    for rule in rules:
+        args = rule.args
+        for i, arg in enumerate(args):
+            if arg == "--match-set" and args[i + 1] not in referenced:
+                raise RenderError(f"rule {rule.spec!r} uses unknown set {args[i + 1]}")
+            if arg in ("-j", "-g") and is_ours(args[i + 1]) and not any(
+                    c == (rule.family, rule.table, args[i + 1]) for c in chains):
+                raise RenderError(f"rule {rule.spec!r} jumps to undeclared chain {args[i + 1]}")
+    allow = tuple(str(ipaddress.ip_network(n, strict=False)) for n in cfg.blacklist.allow)
+    return Ruleset(tuple(rules), tuple(jumps), tuple(chains), tuple(sets), allow, str(folder))
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """The iptables-restore commands that move one table from its current state to a target."""
+
+    table: str
+    declare: tuple[str, ...] = ()  # our chains to create or flush (":NAME - [0:0]")
+    rules: tuple[tuple[str, str], ...] = ()  # (chain, spec) appended after declaration
+    delete_jumps: tuple[tuple[str, str], ...] = ()  # (builtin, spec), one per occurrence
+    insert_jumps: tuple[tuple[str, str], ...] = ()  # (builtin, spec), final top-down order
+    delete_chains: tuple[str, ...] = ()  # declared (flushed) first, deleted after the jumps
+
+    def is_noop(self) -> bool:
+        return not (self.declare or self.rules or self.delete_jumps or self.insert_jumps
+                    or self.delete_chains)
+
+
+def plan_table(table: str, current: TableState, target: TableState) -> TablePlan:
+    """Commands that turn ``current`` (our part of a table) into ``target``.
+
+    Our chains are always re-declared and refilled, which is atomic and idempotent. Jumps are
+    left alone when they already read as the target (no duplicate, no move); otherwise ours in
+    that builtin chain are deleted and re-inserted at the top in the target order.
+    """
+    target_names = target.chain_names()
+    stale = tuple(n for n in current.chain_names() if n not in target_names)
+    delete: list[tuple[str, str]] = []
+    insert: list[tuple[str, str]] = []
+    builtins = dict.fromkeys([b for b, _ in current.jumps] + [b for b, _ in target.jumps])
+    for builtin in builtins:
+        have, want = current.jumps_in(builtin), target.jumps_in(builtin)
+        if have == want:
+            continue
+        delete += [(builtin, spec) for spec in have]
+        insert += [(builtin, spec) for spec in want]
+    rules = tuple((name, spec) for name, specs in target.chains for spec in specs)
+    return TablePlan(table, target_names, rules, tuple(delete), tuple(insert), stale)
+
+
+def restore_text(plans: Sequence[TablePlan], *, comment_jumps: bool = False) -> str:
+    """iptables-restore ``--noflush`` input for the plans (one ``*table … COMMIT`` each)."""
+    lines: list[str] = []
+    for plan in plans:
+        if plan.is_noop():
+            continue
+        lines.append(f"*{plan.table}")
+        lines += [f":{name} - [0:0]" for name in (*plan.declare, *plan.delete_chains)]
+        lines += [f"-D {builtin} {spec}" for builtin, spec in plan.delete_jumps]
+        lines += [f"-X {name}" for name in plan.delete_chains]
+        lines += [f"-A {chain} {spec}" for chain, spec in plan.rules]
+        if comment_jumps and plan.insert_jumps:
+            lines.append("# jumps below are inserted only where they are not already present")
+        # Inserting at position 1 in reverse leaves the jumps at the top in the planned order.
+        lines += [f"-I {builtin} 1 {spec}" for builtin, spec in reversed(plan.insert_jumps)]
+        lines.append("COMMIT")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _host_form(network: str) -> str:
+    net = ipaddress.ip_network(network)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def ipset_text(ruleset: Ruleset) -> str:
+    """The sets and the allow-list entries in ``ipset restore`` syntax."""
+    lines: list[str] = []
+    for spec in ruleset.sets:
+        lines.append(spec.create_command())
+        if spec.kind == "allow":
+            lines += [f"add {spec.name} {_host_form(n)}" for n in ruleset.allow_for(spec.family)]
+    return "\n".join(lines) + "\n"
+
+
+def dry_run_text(ruleset: Ruleset, config_source: str | None = None) -> str:
+    """What ``floodguard apply --dry-run`` prints: the sets, then the rules for both families."""
+    out = [
+        f"# floodguard apply --dry-run: {config_source or 'built-in defaults'}; nothing is changed",
+        "# ipsets (ipset restore syntax; created through pyroute2 when missing, existing entries",
+        "# are kept, floodguard-allow is synced to blacklist.allow)",
+        ipset_text(ruleset).rstrip("\n"),
+    ]
+    for family in FAMILIES:
+        tool = "iptables-restore" if family == 4 else "ip6tables-restore"
+        out.append(f"# IPv{family}: {tool} --noflush")
+        plans = [plan_table(t, TableState(), ruleset.state(family, t))
+                 for t in ruleset.tables(family)]
+        out.append(restore_text(plans, comment_jumps=True).rstrip("\n"))
+    return "\n".join(out) + "\n"

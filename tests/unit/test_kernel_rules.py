@@ -1,0 +1,282 @@
+"""Golden renders of the kernel ruleset and the pure helpers of floodguard.kernel.rules.
+
+Regenerate the golden files after an intended change with
+``FLOODGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit -k kernel`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from floodguard import cli
+from floodguard.config import Config, loads
+from floodguard.kernel import rules
+from floodguard.kernel.rules import (
+    RenderError,
+    TableState,
+    dry_run_text,
+    hashlimit_args,
+    hashlimit_rate,
+    normalise_rate,
+    plan_table,
+    render,
+    restore_text,
+    string_match_arg,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("FLOODGUARD_UPDATE_GOLDEN") == "1"
+
+CONFIGS = {
+    "defaults": "",
+    "multiport_tcp": '[sip]\nports = [5060, 5070]\ntransports = ["tcp"]\n',
+    "forward": '[sip]\nmode = "forward"\n',
+    "workers4": "[queue]\nnum = 10\nworkers = 4\n",
+    "fail_closed": "[queue]\nfail_open = false\n",
+    "custom": (
+        "[limits]\nregister_rate = 2.5\nregister_burst = 4\nsip_rate = 0.5\nsip_burst = 5\n"
+        "queue_budget = 5000\n"
+        '[blacklist]\nallow = ["0.0.0.0/0", "2001:db8::/32", "192.0.2.7/32"]\nban_time = 600\n'
+        '[scanner]\nuser_agents = ["friendly-scanner", "say \\"hi\\"\\\\", "\u4e2d\u6587"]\n'
+        "[registrar]\nexpire = 1800\nmin_expire = 60\n"
+    ),
+}
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"kernel_{name}.txt"
+    if UPDATE:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"{path} missing: run with FLOODGUARD_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"render differs from {path}; if intended, regenerate with FLOODGUARD_UPDATE_GOLDEN=1")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_golden_dry_run(name: str, tmp_path: Path) -> None:
+    config_file = tmp_path / f"{name}.toml"
+    config_file.write_text(CONFIGS[name], encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["apply", "--dry-run", "-c", str(config_file)])
+    assert result.exit_code == 0, result.output
+    text = result.output.replace(str(config_file), f"<{name}.toml>")
+    check_golden(name, text)
+
+
+def test_render_is_pure_and_deterministic() -> None:
+    cfg = loads(CONFIGS["custom"])
+    assert render(cfg) == render(cfg)
+    assert dry_run_text(render(cfg)) == dry_run_text(render(cfg))
+
+
+def test_every_port_and_transport_is_covered_in_order() -> None:
+    ruleset = render(loads('[sip]\nports = [5060, 5070]\ntransports = ["udp", "tcp"]\n'))
+    dispatch = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD"]
+    assert dispatch[1:] == [
+        "-p udp -m udp --dport 5060 -j FLOODGUARD-SIP",
+        "-p udp -m udp --dport 5070 -j FLOODGUARD-SIP",
+        "-p tcp -m tcp --dport 5060 -j FLOODGUARD-SIP",
+        "-p tcp -m tcp --dport 5070 -j FLOODGUARD-SIP",
+    ]
+    raw = [r.spec for r in ruleset.rules if r.family == 6 and r.table == "raw"]
+    assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
+    assert all("floodguard-ban-v6" in spec for spec in raw[1:]) and len(raw) == 5
+
+
+def test_limits_order_in_sip_chain() -> None:
+    specs = [r.spec for r in render(Config()).rules
+             if r.family == 4 and r.chain == "FLOODGUARD-SIP"]
+    kinds = []
+    for spec in specs:
+        if "floodguard-allow" in spec:
+            kinds.append("allow")
+        elif "--icase" in spec:
+            kinds.append("scanner")
+        elif "connlimit" in spec:
+            kinds.append("connlimit")
+        elif "fg-syn-" in spec:
+            kinds.append("syn")
+        elif "fg-reg-" in spec:
+            kinds.append("register")
+        elif "fg-sip-" in spec:
+            kinds.append("sip")
+        elif "fg-bud-" in spec:
+            kinds.append("budget")
+        else:
+            kinds.append("queue")
+    assert kinds == ["allow", *["scanner"] * 5, "connlimit", "syn", "register", "sip", "budget",
+                     "queue"]
+
+
+def test_forward_mode_hooks_forward_only() -> None:
+    ruleset = render(loads('[sip]\nmode = "forward"\n'))
+    assert {(j.table, j.chain) for j in ruleset.jumps} == {("raw", "PREROUTING"),
+                                                           ("filter", "FORWARD")}
+    forward = [j.target for j in ruleset.jumps if j.family == 4 and j.chain == "FORWARD"]
+    assert forward == ["FLOODGUARD", "FLOODGUARD-OUT"]  # limits before the response path
+
+
+def test_guard_mark_matches_the_rules() -> None:
+    value, mask = rules.guard_mark()
+    assert (value, mask) == (0x100000, 0x100000)
+    assert f"-m mark --mark {value:#x}/{mask:#x} -j RETURN" in {
+        r.spec for r in render(Config()).rules}
+
+
+def test_queue_options() -> None:
+    assert rules.queue_args(0, 1, True) == "--queue-num 0 --queue-bypass"
+    assert rules.queue_args(3, 4, True) == "--queue-balance 3:6 --queue-bypass"
+    assert rules.queue_args(0, 1, False) == "--queue-num 0"
+
+
+# Ground truth harvested from `iptables -S` (v1.8.9) for each rate as typed.
+IPTABLES_PRINTS = {
+    (7, 1): "7/sec", (13, 60): "13/min", (7, 3600): "7/hour", (999999, 1): "1000000/sec",
+    (120, 60): "2/sec", (59, 3600): "59/hour", (3601, 3600): "3601/hour",
+    (1441, 86400): "1441/day", (25, 86400): "25/day", (86400, 86400): "1/sec",
+    (90, 60): "90/min", (61, 60): "61/min", (1, 3600): "1/hour",
+}
+
+
+@pytest.mark.parametrize(("typed", "printed"), sorted(IPTABLES_PRINTS.items()))
+def test_rate_normalised_like_iptables(typed: tuple[int, int], printed: str) -> None:
+    assert normalise_rate(*typed)[0] == printed
+
+
+def test_rate_from_config_values() -> None:
+    assert hashlimit_rate(5) == ("5/sec", 1000)
+    assert hashlimit_rate(2.5) == ("150/min", 60000)
+    assert hashlimit_rate(1 / 3) == ("20/min", 60000)
+    assert hashlimit_rate(20000) == ("20000/sec", 1000)
+    with pytest.raises(RenderError, match="too low"):
+        hashlimit_rate(1 / 86400)
+    with pytest.raises(RenderError, match="too high"):
+        hashlimit_rate(2_000_000)
+
+
+def test_hashlimit_name_follows_parameters() -> None:
+    a = hashlimit_args("reg", 5, 10, family=4, htable_size=1, htable_max=2)
+    b = hashlimit_args("reg", 6, 10, family=4, htable_size=1, htable_max=2)
+    name = lambda text: text.split("--hashlimit-name ")[1].split()[0]  # noqa: E731
+    assert name(a) != name(b) and len(name(a)) <= 15
+    assert name(a) == name(hashlimit_args("reg", 5, 10, family=4, htable_size=1, htable_max=2))
+    assert "--hashlimit-srcmask 64" in hashlimit_args("reg", 5, 10, family=6, source_prefix=64)
+    assert "srcmask" not in hashlimit_args("reg", 5, 10, family=4, source_prefix=32)
+
+
+def test_hashlimit_expiry_is_always_explicit() -> None:
+    # 2/sec with burst 1 refills in 0.5 s: an expiry of 1000 ms would equal the unit and vanish
+    # from iptables-save (and python-iptables would send 0), so it is nudged.
+    text = hashlimit_args("x", 2, 1, family=4, min_expire_ms=0)
+    assert "--hashlimit-htable-expire 2000" in text
+    budget = hashlimit_args("budget", 20000.0, 20000, family=4, per_source=False,
+                            min_expire_ms=10000)
+    assert "--hashlimit-mode" not in budget and "--hashlimit-htable-expire 10000" in budget
+
+
+def test_string_match_quoting() -> None:
+    assert string_match_arg("friendly-scanner") == '--string "friendly-scanner"'
+    assert string_match_arg('a"b\\c') == '--string "a\\"b\\\\c"'
+    assert string_match_arg("\u4e2d") == '--hex-string "|e4b8ad|"'
+    with pytest.raises(RenderError):
+        string_match_arg("x" * 129)
+
+
+def test_allow_entries_split_zero_prefix() -> None:
+    assert rules.allow_entries(["0.0.0.0/0", "10.0.0.0/8", "::/0"], 4) == (
+        "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8")
+    assert rules.allow_entries(["0.0.0.0/0", "::/0"], 6) == ("::/1", "8000::/1")
+
+
+def test_set_specs() -> None:
+    cfg = loads("[blacklist]\nban_time = 3000000\nmax_ban_time = 3000000\n")
+    sets = {s.name: s for s in render(cfg).sets}
+    assert set(sets) == {f"floodguard-{k}{v}" for k in ("ban", "known", "allow")
+                         for v in ("", "-v6")}
+    assert sets["floodguard-ban"].timeout == rules.IPSET_MAX_TIMEOUT
+    assert sets["floodguard-known-v6"].timeout == 7200 and sets["floodguard-known-v6"].family == 6
+    assert sets["floodguard-allow"].timeout is None
+    assert sets["floodguard-ban"].maxelem >= 1_000_000
+
+
+def test_plan_fresh_table_inserts_jumps_in_order() -> None:
+    target = render(loads('[sip]\nmode = "forward"\n')).state(4, "filter")
+    plan = plan_table("filter", TableState(), target)
+    text = restore_text([plan])
+    assert text.splitlines()[-3:] == ["-I FORWARD 1 -j FLOODGUARD-OUT",
+                                      "-I FORWARD 1 -j FLOODGUARD", "COMMIT"]
+    assert "-D " not in text and "-X " not in text
+
+
+def test_plan_keeps_present_jumps_and_drops_stale_chains() -> None:
+    target = TableState((("FLOODGUARD", ("-j DROP",)),), (("INPUT", ("-j FLOODGUARD",)),))
+    current = TableState((("FLOODGUARD", ("-j ACCEPT",)), ("FLOODGUARD-OLD", ("-j DROP",))),
+                         (("INPUT", ("-j FLOODGUARD",)), ("OUTPUT", ("-j FLOODGUARD-OLD",))))
+    text = restore_text([plan_table("filter", current, target)])
+    assert text == (
+        "*filter\n:FLOODGUARD - [0:0]\n:FLOODGUARD-OLD - [0:0]\n-D OUTPUT -j FLOODGUARD-OLD\n"
+        "-X FLOODGUARD-OLD\n-A FLOODGUARD -j DROP\nCOMMIT\n")
+
+
+def test_plan_repairs_duplicate_or_misordered_jumps() -> None:
+    target = TableState((("FLOODGUARD", ()), ("FLOODGUARD-OUT", ())),
+                        (("FORWARD", ("-j FLOODGUARD", "-j FLOODGUARD-OUT")),))
+    current = TableState((("FLOODGUARD", ()), ("FLOODGUARD-OUT", ())),
+                         (("FORWARD", ("-j FLOODGUARD-OUT", "-j FLOODGUARD", "-j FLOODGUARD")),))
+    plan = plan_table("filter", current, target)
+    assert plan.delete_jumps == (("FORWARD", "-j FLOODGUARD-OUT"), ("FORWARD", "-j FLOODGUARD"),
+                                 ("FORWARD", "-j FLOODGUARD"))
+    assert plan.insert_jumps == (("FORWARD", "-j FLOODGUARD"), ("FORWARD", "-j FLOODGUARD-OUT"))
+
+
+def test_plan_remove_everything() -> None:
+    current = render(Config()).state(6, "filter")
+    text = restore_text([plan_table("filter", current, TableState())])
+    assert "-D INPUT -j FLOODGUARD\n" in text and "-D OUTPUT -j FLOODGUARD-OUT\n" in text
+    assert "-X FLOODGUARD-SIP\n" in text and "-A " not in text and "-I " not in text
+
+
+def test_template_errors_are_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    shutil.copytree(rules.rules_dir(), folder)
+    ruleset = folder / "ruleset.toml"
+    original = ruleset.read_text(encoding="utf-8")
+    ruleset.write_text(original.replace("{ban_set}", "{no_such_thing}"), encoding="utf-8")
+    with pytest.raises(RenderError, match="unknown placeholder 'no_such_thing'"):
+        render(Config(), folder)
+    ruleset.write_text(original.replace('name = "FLOODGUARD-OUT"', 'name = "OTHER"'),
+                       encoding="utf-8")
+    with pytest.raises(RenderError, match="name must be FLOODGUARD"):
+        render(Config(), folder)
+    ruleset.write_text(original.replace("-j FLOODGUARD-SIP", "-j FLOODGUARD-NOPE"),
+                       encoding="utf-8")
+    with pytest.raises(RenderError, match="undeclared chain FLOODGUARD-NOPE"):
+        render(Config(), folder)
+
+
+def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(rules.RULES_ENV, str(tmp_path))
+    assert rules.rules_dir() == tmp_path
+    with pytest.raises(RenderError, match="no such file"):
+        render(Config())
+
+
+def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(rules.RULES_ENV, str(tmp_path))
+    result = CliRunner().invoke(cli.main, ["apply", "--dry-run"])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["apply"], ["remove"], ["show"], ["show", "--json"]])
+def test_cli_needs_root(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = CliRunner().invoke(cli.main, command)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "floodguard: must be run as root (the firewall and ipsets need CAP_NET_ADMIN)")
