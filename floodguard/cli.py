@@ -9,6 +9,7 @@ import click
 
 from floodguard import __version__
 from floodguard import config as configmod
+from floodguard.bans import BanBook
 
 CONFIG_HELP = f"config file (default: ${configmod.ENV_VAR} or {configmod.DEFAULT_PATH})"
 
@@ -203,6 +204,133 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
                        f"{row['type']}")
     if not data["installed"]:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- guard: run / blacklist
+
+
+@main.command("run")
+@config_option
+def run_cmd(config_path: str | None) -> None:
+    """Run the guard: consume the NFQUEUE(s), enforce the policy, push bans into the kernel."""
+    from floodguard import daemon
+    from floodguard.kernel import KernelError, firewall
+    from floodguard.store import Store, StoreError
+
+    cfg = load_config(config_path)
+    try:
+        firewall.require_root()
+        Store(cfg.state.path).close()
+    except (KernelError, StoreError, OSError) as exc:
+        fail(_one_line(exc))
+    sys.exit(daemon.supervise(cfg))
+
+
+def _ban_book(cfg: configmod.Config, need_kernel: bool) -> BanBook:
+    from floodguard.kernel import KernelError, firewall
+    from floodguard.store import Store, StoreError
+
+    sets = None
+    try:
+        store = Store(cfg.state.path)
+    except StoreError as exc:
+        fail(_one_line(exc))
+    try:
+        firewall.require_root()
+        from floodguard.kernel.ipset import SetManager
+        from floodguard.kernel.rules import render
+
+        sets = SetManager(render(cfg).sets)
+        if need_kernel:
+            sets.ensure()
+    except (KernelError, OSError) as exc:
+        if need_kernel:
+            fail(_one_line(exc))
+        click.echo(f"floodguard: warning: kernel sets not read: {_one_line(exc)}", err=True)
+    return BanBook(cfg, store, sets)
+
+
+@main.group("blacklist")
+def blacklist_group() -> None:
+    """List, add, remove and explain bans (store and kernel set, guard running or not)."""
+
+
+@blacklist_group.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def blacklist_list(config_path: str | None, as_json: bool) -> None:
+    """List active bans and suspensions with their time left."""
+    import json
+    import time
+
+    cfg = load_config(config_path)
+    book = _ban_book(cfg, need_kernel=False)
+    now = time.time()
+    views = book.list()
+    if as_json:
+        click.echo(json.dumps([v.as_dict(now) for v in views], indent=2))
+        return
+    if not views:
+        click.echo("no active bans")
+        return
+    click.echo(f"{'source':<40} {'kind':<10} {'left':>7} {'kernel':>6}  reason")
+    for v in views:
+        d = v.as_dict(now)
+        left = d.get("remaining", v.kernel_seconds)
+        click.echo(f"{v.ip:<40} {d['kind']:<10} {int(left or 0):>6}s "
+                   f"{'yes' if v.kernel_seconds is not None else 'NO':>6}  {d['reason']}"
+                   + (f" ({d['aor']})" if d.get("aor") else ""))
+
+
+@blacklist_group.command("add")
+@config_option
+@click.argument("ip")
+@click.option("--ttl", type=int, default=None, help="seconds (default: blacklist.ban_time)")
+@click.option("--reason", default="manual", show_default=True)
+def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str) -> None:
+    """Ban IP by hand (kernel set at once; a running guard follows)."""
+    from floodguard.bans import BanError
+    from floodguard.kernel import KernelError
+
+    cfg = load_config(config_path)
+    book = _ban_book(cfg, need_kernel=True)
+    try:
+        row = book.add(ip, ttl or cfg.blacklist.ban_time, reason)
+    except (BanError, KernelError) as exc:
+        fail(_one_line(exc), 2 if isinstance(exc, BanError) else 1)
+    click.echo(f"banned {row.ip} for {int(row.until - row.created)} s ({row.reason})")
+
+
+@blacklist_group.command("remove")
+@config_option
+@click.argument("ip")
+def blacklist_remove(config_path: str | None, ip: str) -> None:
+    """Lift a ban or suspension on IP."""
+    from floodguard.bans import BanError
+    from floodguard.kernel import KernelError
+
+    cfg = load_config(config_path)
+    book = _ban_book(cfg, need_kernel=True)
+    try:
+        found = book.remove(ip)
+    except (BanError, KernelError) as exc:
+        fail(_one_line(exc), 2 if isinstance(exc, BanError) else 1)
+    click.echo(f"removed {ip}" if found else f"{ip} was not banned")
+
+
+@blacklist_group.command("explain")
+@config_option
+@click.argument("ip")
+def blacklist_explain(config_path: str | None, ip: str) -> None:
+    """Say why IP is banned and until when."""
+    from floodguard.bans import BanError
+
+    cfg = load_config(config_path)
+    book = _ban_book(cfg, need_kernel=False)
+    try:
+        click.echo(book.explain(ip))
+    except BanError as exc:
+        fail(_one_line(exc), 2)
 
 
 if __name__ == "__main__":

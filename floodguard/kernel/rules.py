@@ -243,6 +243,7 @@ def hashlimit_args(
     htable_max: int = 0,
     min_expire_ms: int = 0,
     source_prefix: int | None = None,
+    key: str = "",
 ) -> str:
     """The options of one ``-m hashlimit --hashlimit-above`` match, in iptables-save order.
 
@@ -271,7 +272,9 @@ def hashlimit_args(
         host_prefix = 32 if family == 4 else 128
         if source_prefix is not None and source_prefix != host_prefix:
             tail.append(f"--hashlimit-srcmask {source_prefix}")
-    digest = hashlib.sha1(" ".join(head + tail).encode()).hexdigest()[:8]
+    # key separates buckets with equal settings (e.g. two gateways with the same cps)
+    material = " ".join([*head, *tail, *([key] if key else [])])
+    digest = hashlib.sha1(material.encode()).hexdigest()[:8]
     return " ".join([*head, f"--hashlimit-name fg-{purpose[:3]}-{digest}", *tail])
 
 
@@ -394,11 +397,27 @@ def _flags(cfg: Config, family: int) -> set[str]:
     return {*cfg.sip.transports, cfg.sip.mode, f"ipv{family}"}
 
 
-_EACH = ("port", "user_agent")
+_EACH = ("port", "user_agent", "gateway_source")
 _FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6"}
 
 
-def _expand(rule: Mapping[str, Any], cfg: Config, where: str) -> list[dict[str, Any]]:
+def _gateway_sources(cfg: Config, family: int) -> list[dict[str, Any]]:
+    """One entry per gateway network of this family, with the group's shared hashlimit."""
+    out = []
+    for gw in cfg.gateways:
+        burst = max(1, math.ceil(gw.cps))
+        limit = hashlimit_args("gwy", gw.cps, burst, family=family, per_source=False,
+                               key=gw.name)
+        for source in gw.sources:
+            network = ipaddress.ip_network(source, strict=False)
+            if network.version == family:
+                out.append({"gw_source": str(network), "gw_limit": limit})
+    return out
+
+
+def _expand(
+    rule: Mapping[str, Any], cfg: Config, where: str, family: int,
+) -> list[dict[str, Any]]:
     each = rule.get("each")
     if each is None:
         return [{}]
@@ -407,6 +426,8 @@ def _expand(rule: Mapping[str, Any], cfg: Config, where: str) -> list[dict[str, 
                 for tr in cfg.sip.transports for port in cfg.sip.ports]
     if each == "user_agent":
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
+    if each == "gateway_source":
+        return _gateway_sources(cfg, family)
     raise RenderError(f"{where}: each must be one of {', '.join(_EACH)}, got {each!r}")
 
 
@@ -453,7 +474,7 @@ def _render_chains(
                     raise RenderError(f"{rwhere}: when must be a list of {sorted(_FLAGS)}")
                 if not set(when) <= flags:
                     continue
-                for extra in _expand(rule, cfg, rwhere):
+                for extra in _expand(rule, cfg, rwhere, family):
                     spec = _fill(rule["spec"], {**context, **extra}, rwhere)
                     rules.append(Rule(family, table, name, " ".join(spec.split())))
     return rules, jumps, chains

@@ -38,6 +38,10 @@ CONFIGS = {
     "forward": '[sip]\nmode = "forward"\n',
     "workers4": "[queue]\nnum = 10\nworkers = 4\n",
     "fail_closed": "[queue]\nfail_open = false\n",
+    "gateways": (
+        '[[gateway]]\nname = "callcentre"\nsources = ["198.51.100.0/24", "2001:db8:c::/48"]\n'
+        'cps = 50\n[[gateway]]\nname = "carrier"\nsources = ["203.0.113.7/32"]\ncps = 50\n'
+    ),
     "custom": (
         "[limits]\nregister_rate = 2.5\nregister_burst = 4\nsip_rate = 0.5\nsip_burst = 5\n"
         "queue_budget = 5000\n"

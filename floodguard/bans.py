@@ -1,0 +1,139 @@
+"""Operator view of bans: list, add, remove and explain, over the store and the kernel ban set.
+
+Works whether or not the guard runs: changes go to the state store and the kernel set at once,
+and are queued as commands that a running guard picks up within a second, so its own view
+agrees.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from floodguard.config import Config
+from floodguard.store import BanRow, Store
+
+_WHY = {
+    "consecutive-failures": "{failures} consecutive failed registrations",
+    "spraying": "failed registrations on {failures} distinct accounts within the window",
+    "repeat-offender": "suspended again within the window",
+}
+
+
+class BanError(Exception):
+    """An operator request that cannot be done; the message is one line."""
+
+
+@dataclass
+class BanView:
+    """A ban as the operator sees it: the store's row and whether the kernel holds it."""
+
+    ip: str
+    row: BanRow | None
+    kernel_seconds: int | None  # None: not in the kernel set (or the set is not readable)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        data: dict[str, Any] = {"ip": self.ip}
+        if self.row is not None:
+            data.update(self.row.as_dict(now))
+        else:
+            data.update(kind="unknown", reason="in the kernel set only")
+        data["in_kernel"] = self.kernel_seconds is not None
+        data["kernel_seconds_left"] = self.kernel_seconds
+        return data
+
+
+def canonical(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        raise BanError(f"not an IP address: {ip!r}") from None
+
+
+def allowed_by(cfg: Config, ip: str) -> str | None:
+    """The allow-list network that covers ip, if any."""
+    address = ipaddress.ip_address(ip)
+    for net in cfg.blacklist.allow:
+        network = ipaddress.ip_network(net)
+        if network.version == address.version and address in network:
+            return net
+    return None
+
+
+def describe(row: BanRow, now: float) -> str:
+    """One sentence saying why and until when a source is banned."""
+    template = _WHY.get(row.reason)
+    why = template.format(failures=row.failures) if template else row.reason
+    aor = f" for {row.aor}" if row.aor else ""
+    what = "suspended" if row.kind == "suspend" else "banned"
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.until))
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created))
+    return (f"{row.ip} is {what} ({row.kind}) since {since} until {until} "
+            f"({int(row.remaining(now))} s left): {why}{aor}")
+
+
+class BanBook:
+    """Store + kernel set operations for the ``floodguard blacklist`` commands."""
+
+    def __init__(self, cfg: Config, store: Store, sets: Any | None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.sets = sets  # kernel SetManager, or None when the kernel is not reachable
+
+    def _kernel(self) -> dict[str, int | None]:
+        if self.sets is None:
+            return {}
+        try:
+            return dict(self.sets.list("ban"))
+        except Exception:  # noqa: BLE001 — listing is best effort; the store is the truth
+            return {}
+
+    def list(self) -> list[BanView]:
+        now = time.time()
+        kernel = self._kernel()
+        views = [BanView(row.ip, row, kernel.pop(row.ip, None) if row.ip in kernel else None)
+                 for row in self.store.active_bans(now=now)]
+        for ip in list(kernel):
+            views.append(BanView(ip, None, kernel[ip]))
+        return views
+
+    def add(self, ip: str, seconds: int, reason: str) -> BanRow:
+        ip = canonical(ip)
+        if seconds < 1:
+            raise BanError("--ttl must be at least 1 second")
+        covering = allowed_by(self.cfg, ip)
+        if covering is not None:
+            raise BanError(f"{ip} is in the allow list ({covering}); the allow list always wins")
+        if self.sets is not None:
+            self.sets.add("ban", ip, seconds)
+        row = self.store.put_ban(ip, "manual", reason, seconds)
+        self.store.queue_command("ban", ip, seconds, reason)
+        return row
+
+    def remove(self, ip: str) -> bool:
+        ip = canonical(ip)
+        in_kernel = False
+        if self.sets is not None:
+            in_kernel = bool(self.sets.remove("ban", ip))
+        in_store = self.store.delete_ban(ip)
+        self.store.queue_command("unban", ip)
+        return in_store or in_kernel
+
+    def explain(self, ip: str) -> str:
+        ip = canonical(ip)
+        now = time.time()
+        covering = allowed_by(self.cfg, ip)
+        if covering is not None:
+            return f"{ip} is in the allow list ({covering}): never limited nor banned"
+        row = self.store.get_ban(ip, now=now)
+        kernel = self._kernel()
+        if row is None:
+            if ip in kernel:
+                return f"{ip} is in the kernel ban set ({kernel[ip]} s left) with no record"
+            return f"{ip} is not banned"
+        text = describe(row, now)
+        if self.sets is not None and ip not in kernel:
+            text += " — WARNING: not in the kernel ban set (run floodguard apply)"
+        return text

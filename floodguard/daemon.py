@@ -1,0 +1,160 @@
+"""``floodguard run``: one guard worker process per NFQUEUE, supervised and restarted on death.
+
+Signals: SIGTERM/SIGINT drain the queues, save state and exit 0; SIGHUP reloads the config file
+(an invalid file is reported and the running config is kept).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from types import FrameType
+
+from floodguard import config as configmod
+from floodguard.config import Config
+from floodguard.events import EventLog
+from floodguard.guard import Guard
+from floodguard.store import Store
+
+POLL_SECONDS = 0.2
+TICK_SECONDS = 0.5
+RESTART_BACKOFF_MAX = 10.0
+
+
+class _Flags:
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+
+    def on_stop(self, _sig: int, _frame: FrameType | None) -> None:
+        self.stop = True
+
+    def on_reload(self, _sig: int, _frame: FrameType | None) -> None:
+        self.reload = True
+
+
+def _forget_connections(events: EventLog) -> object:
+    from floodguard.kernel import KernelError
+    from floodguard.kernel.conntrack import forget
+
+    def flush(ip: str) -> None:
+        try:
+            forget(ip)
+        except (KernelError, OSError) as exc:
+            events.emit("conntrack_error", ip=ip, error=str(exc))
+
+    return flush
+
+
+def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None) -> int:
+    """Consume one queue until SIGTERM; returns the exit code."""
+    from floodguard.kernel.ipset import SetManager
+    from floodguard.kernel.nfqueue import QueueRunner
+    from floodguard.kernel.rules import render
+
+    events = events or EventLog()
+    flags = _Flags()
+    signal.signal(signal.SIGTERM, flags.on_stop)
+    signal.signal(signal.SIGINT, flags.on_stop)
+    signal.signal(signal.SIGHUP, flags.on_reload)
+
+    store = Store(cfg.state.path)
+    sets = SetManager(render(cfg).sets)
+    sets.ensure()
+    guard = Guard(cfg, sets=sets, store=store, events=events, name=f"engine-q{queue_num}",
+                  flush_conntrack=_forget_connections(events))  # type: ignore[arg-type]
+    restored = guard.restore()
+    runner = QueueRunner(queue_num, guard.handle, fail_open=cfg.queue.fail_open)
+    events.emit("guard_started", queue=queue_num, pid=os.getpid(), restored_bans=restored)
+    last_tick = 0.0
+    try:
+        while not flags.stop:
+            runner.poll(POLL_SECONDS)
+            if flags.reload:
+                flags.reload = False
+                try:
+                    new = configmod.load(cfg.source) if cfg.source else configmod.Config()
+                except configmod.ConfigError as exc:
+                    events.emit("reload_failed", errors=exc.errors)
+                else:
+                    cfg = new
+                    guard.reload(cfg)
+            now = time.monotonic()
+            if now - last_tick >= TICK_SECONDS:
+                last_tick = now
+                guard.tick()
+    finally:
+        runner.drain()
+        guard.snapshot()
+        runner.close()
+        sets.close()
+        store.close()
+        events.emit("guard_stopped", queue=queue_num, packets=runner.packets,
+                    callback_errors=runner.errors)
+    return 0
+
+
+def _worker_entry(cfg: Config, queue_num: int) -> None:
+    os._exit(run_worker(cfg, queue_num))
+
+
+def supervise(cfg: Config, *, events: EventLog | None = None) -> int:
+    """Start a worker per queue, restart any that die, forward SIGTERM/SIGHUP; returns exit code."""
+    events = events or EventLog()
+    flags = _Flags()
+    signal.signal(signal.SIGTERM, flags.on_stop)
+    signal.signal(signal.SIGINT, flags.on_stop)
+    signal.signal(signal.SIGHUP, flags.on_reload)
+    ctx = multiprocessing.get_context("fork")
+    queues = [cfg.queue.num + i for i in range(cfg.queue.workers)]
+    workers: dict[int, multiprocessing.process.BaseProcess] = {}
+    backoff: dict[int, float] = dict.fromkeys(queues, 0.5)
+    restart_at: dict[int, float] = dict.fromkeys(queues, 0.0)
+
+    def start(queue_num: int) -> None:
+        proc = ctx.Process(target=_worker_entry, args=(cfg, queue_num),
+                           name=f"floodguard-q{queue_num}", daemon=False)
+        proc.start()
+        workers[queue_num] = proc
+
+    for queue_num in queues:
+        start(queue_num)
+    started = time.monotonic()
+    while not flags.stop:
+        time.sleep(POLL_SECONDS)
+        if flags.reload:
+            flags.reload = False
+            try:
+                new = configmod.load(cfg.source) if cfg.source else configmod.Config()
+            except configmod.ConfigError as exc:
+                events.emit("reload_failed", errors=exc.errors)
+            else:
+                cfg = new
+                for proc in workers.values():
+                    if proc.pid and proc.is_alive():
+                        os.kill(proc.pid, signal.SIGHUP)
+        now = time.monotonic()
+        for queue_num, proc in list(workers.items()):
+            if proc.is_alive():
+                continue
+            if restart_at[queue_num] == 0.0:
+                events.emit("worker_died", queue=queue_num, exitcode=proc.exitcode)
+                if now - started > 30:
+                    backoff[queue_num] = 0.5
+                restart_at[queue_num] = now + backoff[queue_num]
+                backoff[queue_num] = min(RESTART_BACKOFF_MAX, backoff[queue_num] * 2)
+            elif now >= restart_at[queue_num]:
+                restart_at[queue_num] = 0.0
+                start(queue_num)
+                events.emit("worker_restarted", queue=queue_num, pid=workers[queue_num].pid)
+    for proc in workers.values():
+        if proc.pid and proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in workers.values():
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+    return 0
