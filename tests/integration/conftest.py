@@ -196,3 +196,15 @@ def lab(make_netns: Any, backend: str, tmp_path: Path) -> Lab:
         client.run("ip", "-6", "addr", "add", f"{address}/48", "dev", veth_c, "nodad")
     client.run("ip", "link", "set", veth_c, "up")
     return Lab(server, client, backend, tmp_path)
+
+
+@pytest.fixture
+def glab(make_netns: Any, tmp_path: Path) -> Iterator[Any]:
+    """Server and client namespaces for the guard tests (see guardkit.py)."""
+    from .guardkit import build
+
+    lab = build(make_netns, tmp_path)
+    yield lab
+    if lab.guard is not None and lab.guard.poll() is None:
+        lab.stop_guard()
+    lab.stop_kamailio()

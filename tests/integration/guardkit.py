@@ -155,3 +155,25 @@ def build(make_netns: Any, tmp: Path) -> GuardLab:
         client.run("ip", "addr", "add", f"{address}/24", "dev", veth_c)
     client.run("ip", "link", "set", veth_c, "up")
     return GuardLab(server, client, tmp)
+
+
+def start(lab: GuardLab, extra: str = "") -> None:
+    """Rules, Kamailio and the guard. svcrack announces itself as friendly-scanner: the scanner
+    layer would drop it before any failure could be proven, so it is switched off here."""
+    lab.write_config('[scanner]\nuser_agents = []\n' + extra)
+    lab.apply()
+    lab.start_kamailio()
+    lab.start_guard()
+
+
+def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 30) -> None:
+    """svcrack from address src. SIPVicious 0.3.3 ignores its -b option and always sends from
+    the primary address, so its local port is source-NATed to src in the client namespace."""
+    require("svcrack")
+    port = str(5100 + int(src.rsplit(".", 1)[1]))
+    rule = ["POSTROUTING", "-p", "udp", "--sport", port, "-j", "SNAT",
+            "--to-source", src]
+    if lab.client.run("iptables", "-t", "nat", "-C", *rule, check=False).returncode != 0:
+        lab.client.run("iptables", "-t", "nat", "-A", *rule)
+    lab.client.run("timeout", "40", "svcrack", "-u", user, "-r", f"1-{tries}", "-P", port,
+                   "-x", src, "-p", "5060", "-t", "0.2", SERVER4, check=False)

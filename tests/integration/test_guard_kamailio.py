@@ -7,40 +7,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from .conftest import CLIENTS4, SERVER4
-from .guardkit import GuardLab, build, require
+from .guardkit import GuardLab, start, svcrack
 
 UDPSEND = Path(__file__).with_name("udpsend.py")
 
 ATTACKER, PHONE, NAT, SPOOFED = CLIENTS4
-
-
-@pytest.fixture
-def glab(make_netns: Any, tmp_path: Path) -> Any:
-    lab = build(make_netns, tmp_path)
-    yield lab
-    if lab.guard is not None and lab.guard.poll() is None:
-        lab.stop_guard()
-    lab.stop_kamailio()
-
-
-def start(lab: GuardLab, extra: str = "") -> None:
-    # svcrack announces itself as friendly-scanner: the scanner layer would drop it before any
-    # failure could be proven, so these tests switch that layer off to exercise the guard.
-    lab.write_config('[scanner]\nuser_agents = []\n' + extra)
-    lab.apply()
-    lab.start_kamailio()
-    lab.start_guard()
-
-
-def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 30) -> None:
-    require("svcrack")
-    lab.client.run("timeout", "40", "svcrack", "-u", user, "-r", f"1-{tries}", "-b", src,
-                   "-p", "5060", "-t", "0.2", SERVER4, check=False)
 
 
 def test_svcrack_is_banned_and_phones_keep_registering(glab: GuardLab) -> None:

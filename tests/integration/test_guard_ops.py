@@ -1,0 +1,105 @@
+"""Operating the guard: blacklist commands with and without a running guard, SIGHUP reload,
+a dead worker restarted, several queue workers, conntrack entries forgotten on ban."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .conftest import CLIENTS4, SERVER4
+from .guardkit import GuardLab, start, svcrack
+
+UDPSEND = Path(__file__).with_name("udpsend.py")
+ATTACKER, PHONE, OTHER, SPARE = CLIENTS4
+
+
+def fg(lab: GuardLab, *args: str, check: bool = True) -> str:
+    assert lab.config_path is not None
+    result = lab.server.floodguard(*args, "-c", str(lab.config_path), check=check)
+    return result.stdout + result.stderr
+
+
+def wait_for(predicate, seconds: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_blacklist_commands_without_and_with_a_running_guard(glab: GuardLab) -> None:
+    glab.write_config('[blacklist]\nallow = ["127.0.0.0/8", "10.250.0.5/32"]\n')
+    glab.apply()
+    # guard not running: add, list, explain, remove all act on the store and the kernel set
+    assert "banned 10.250.0.2 for 120 s" in fg(glab, "blacklist", "add", ATTACKER, "--ttl", "120",
+                                              "--reason", "seen in logs")
+    assert ATTACKER in glab.ban_set()
+    listing = json.loads(fg(glab, "blacklist", "list", "--json"))
+    assert [(b["ip"], b["kind"], b["in_kernel"]) for b in listing] == [(ATTACKER, "manual", True)]
+    assert "seen in logs" in fg(glab, "blacklist", "explain", ATTACKER)
+    refused = glab.server.floodguard("blacklist", "add", SPARE, "-c", str(glab.config_path),
+                                     check=False)
+    assert refused.returncode == 2 and "allow list" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "removed" in fg(glab, "blacklist", "remove", ATTACKER)
+    assert ATTACKER not in glab.ban_set()
+    assert "not banned" in fg(glab, "blacklist", "explain", ATTACKER)
+    bad = glab.server.floodguard("blacklist", "add", "not-an-ip", "-c", str(glab.config_path),
+                                 check=False)
+    assert bad.returncode == 2 and "not an IP address" in bad.stderr
+    # guard running: a manual ban reaches its engine too, and a removal lifts it there
+    glab.start_kamailio()
+    glab.start_guard()
+    fg(glab, "blacklist", "add", OTHER, "--ttl", "300")
+    time.sleep(1.0)  # the guard picks operator commands up within a second
+    glab.server.run("ipset", "del", "floodguard-ban", OTHER)  # only the guard can now drop it
+    out = glab.client.run(sys.executable, str(UDPSEND), "--src", OTHER, "--sport", "5097",
+                          "--dst", SERVER4, "--kind", "register", "--count", "3",
+                          "--interval", "0.2").stdout
+    assert json.loads(out)["answered"] == 0
+    fg(glab, "blacklist", "remove", OTHER)
+    time.sleep(1.5)
+    out = glab.client.run(sys.executable, str(UDPSEND), "--src", OTHER, "--sport", "5096",
+                          "--dst", SERVER4, "--kind", "register", "--count", "3",
+                          "--interval", "0.2").stdout
+    assert json.loads(out)["answered"] == 3
+
+
+def test_sighup_reloads_config_and_a_killed_worker_is_restarted(glab: GuardLab) -> None:
+    start(glab)
+    assert glab.guard is not None
+    # reload: the new allow list covers the attacker, so its failures no longer count
+    glab.write_config('[scanner]\nuser_agents = []\n'
+                      f'[blacklist]\nallow = ["127.0.0.0/8", "{ATTACKER}/32"]\n')
+    glab.guard.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: any(e["event"] == "reload" for e in glab.events()))
+    svcrack(glab, ATTACKER, tries=12)
+    assert ATTACKER not in glab.ban_set()
+    # a worker killed outright comes back and keeps enforcing
+    worker = glab.server.run("pgrep", "-P", str(glab.guard.pid)).stdout.split()[0]
+    glab.server.run("kill", "-9", worker)
+    assert wait_for(lambda: any(e["event"] == "worker_restarted" for e in glab.events()), 10)
+    assert wait_for(lambda: sum(e["event"] == "guard_started" for e in glab.events()) >= 2, 10)
+    svcrack(glab, PHONE)
+    assert PHONE in glab.ban_set()
+    assert glab.stop_guard() == 0
+    assert any(e["event"] == "guard_stopped" for e in glab.events())
+
+
+def test_two_queue_workers_and_conntrack_forgotten_on_ban(glab: GuardLab) -> None:
+    start(glab, "[queue]\nworkers = 2\n")
+    assert glab.guard is not None
+    assert wait_for(lambda: sum(e["event"] == "guard_started" for e in glab.events()) == 2)
+    for src in (ATTACKER, OTHER):
+        svcrack(glab, src)
+    bans = glab.ban_set()
+    assert ATTACKER in bans and OTHER in bans
+    time.sleep(0.5)
+    flows = glab.server.run("conntrack", "-L", "-s", ATTACKER, check=False)
+    assert f"src={ATTACKER}" not in flows.stdout
+    assert glab.sipp_register(PHONE, [("1003", "secret1003")], calls=3, rate=2,
+                              port=5075)["successful"] == 3
