@@ -124,7 +124,8 @@ class GuardLab:
         return out
 
     def sipp_register(self, src: str, users: list[tuple[str, str]], *, calls: int,
-                      rate: float, port: int, timeout: int = 30) -> dict[str, int]:
+                      rate: float, port: int, timeout: int = 30,
+                      transport: str = "u1") -> dict[str, int]:
         """Register users (user, password) from src with SIPp; returns successful/failed."""
         require("sipp")
         csv = self.tmp / f"users-{src}-{port}.csv"
@@ -132,7 +133,7 @@ class GuardLab:
             f"{u};[authentication username={u} password={p}]\n" for u, p in users))
         result = self.client.run(
             "sipp", f"{SERVER4}:5060", "-sf", str(ASSETS / "register.xml"), "-inf", str(csv),
-            "-m", str(calls), "-r", str(rate), "-i", src, "-p", str(port),
+            "-m", str(calls), "-r", str(rate), "-i", src, "-p", str(port), "-t", transport,
             "-timeout", f"{timeout}s", "-timeout_error", "-nostdin", "-trace_stat",
             "-stf", str(self.tmp / f"stat-{port}.csv"), "-recv_timeout", "4000",
             "-max_recv_loops", "1000", check=False)

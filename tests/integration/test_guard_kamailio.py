@@ -95,3 +95,40 @@ def test_fail_open_kernel_limits_hold_when_the_guard_dies(glab: GuardLab) -> Non
         "--kind", "register", "--seconds", "3", "--interval", "0.002").stdout)
     assert out["sent"] > 500
     assert out["answered"] <= 5 * 3 + 10 + 5, out
+
+
+def test_registration_over_tcp_passes_the_guard_and_teaches_it(glab: GuardLab) -> None:
+    start(glab)
+    result = glab.sipp_register(PHONE, [("1004", "secret1004")], calls=4, rate=2, port=5076,
+                                transport="t1")
+    assert result["successful"] == 4 and result["failed"] == 0
+    known = glab.server.run("ipset", "list", "floodguard-known").stdout
+    assert PHONE in known  # the guard read the 200 OK on the TCP stream
+    assert not [e for e in glab.events() if e["event"] in ("suspend", "ban")]
+
+
+SPLIT_CLIENT = """
+import socket, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+msg = ("REGISTER sip:%s SIP/2.0\\r\\nVia: SIP/2.0/TCP %s:5090;branch=z9hG4bKsplit\\r\\n"
+       "From: <sip:1005@%s>;tag=s1\\r\\nTo: <sip:1005@%s>\\r\\nCall-ID: split-1\\r\\n"
+       "CSeq: 1 REGISTER\\r\\nMax-Forwards: 70\\r\\nContact: <sip:1005@%s:5090;transport=tcp>\\r\\n"
+       "Content-Length: 0\\r\\n\\r\\n") % (dst, src, dst, dst, src)
+s = socket.create_connection((dst, 5060), source_address=(src, 0), timeout=5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+data = msg.encode()
+s.sendall(data[:70]); time.sleep(0.3)
+s.sendall(data[70:140]); time.sleep(0.3)
+s.sendall(data[140:])
+print(s.recv(4096).split(b"\\r\\n")[0].decode())
+"""
+
+
+def test_message_split_across_tcp_segments_is_answered_and_never_a_failure(
+        glab: GuardLab) -> None:
+    start(glab)
+    out = glab.client.run(sys.executable, "-c", SPLIT_CLIENT, PHONE, SERVER4).stdout
+    assert out.strip() == "SIP/2.0 401 Unauthorized"
+    partial = [e for e in glab.events() if e["event"] in ("suspend", "ban")]
+    assert not partial
+    assert glab.guard is not None and glab.guard.poll() is None
