@@ -27,6 +27,7 @@ HOOK_FORWARD = 2
 HOOK_LOCAL_OUT = 3
 
 SNAPSHOT_EVERY = 5.0
+COUNTERS_EVERY = 1.0
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
 # time is left, so steady re-registrations do not cost a write each.
 KNOWN_REFRESH_SHARE = 0.5
@@ -71,6 +72,7 @@ class Guard:
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
         self._last_snapshot = 0.0
+        self._last_counters = 0.0
         self._command_id = store.last_command_id()
 
     # ------------------------------------------------------------------ per packet
@@ -112,6 +114,10 @@ class Guard:
         else:
             if not msg.is_request:
                 verdict = self.engine.on_response(now, pkt.dst, msg)
+                self.counters["pass:response-out"] += 1
+                if verdict.actions:
+                    self.apply(verdict.actions)
+                return True
             else:
                 self.counters["pass:request-out"] += 1
                 return True
@@ -212,10 +218,21 @@ class Guard:
             except ValueError:
                 pass
         now = self.clock()
+        if now - self._last_counters >= COUNTERS_EVERY:
+            self.publish_counters()
         if now - self._last_snapshot >= SNAPSHOT_EVERY:
             self.snapshot()
 
+    def publish_counters(self) -> None:
+        """Verdict counters and table sizes, for `floodguard status`, metrics and the lab."""
+        self._last_counters = self.clock()
+        self.store.save_snapshot(f"counters-{self.name}", {
+            "verdicts": dict(self.counters), "set_errors": self.set_errors,
+            "engine": self.engine.stats(),
+        }, now=self.wall())
+
     def snapshot(self) -> None:
+        self.publish_counters()
         now = self.clock()
         self._last_snapshot = now
         self.store.save_snapshot(self.name, self.engine.export_state(now), now=self.wall())

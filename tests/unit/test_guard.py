@@ -181,3 +181,14 @@ def test_allow_listed_source_is_never_banned(rig):
         clock.t += 1
         attempt(guard, "198.51.100.40", "1001", "bad", i, f"a{i}", 1)
     assert ("ban", "198.51.100.40") not in sets.entries
+
+
+def test_counters_are_published_to_the_store(rig):
+    guard, _, store, _, clock = rig()
+    attempt(guard, "198.51.100.60", "1001", "pw", 1, "p1", 1, final=200)
+    guard.handle(udp("203.0.113.9", SERVER, 4000, 5060, b"garbage\r\n\r\n"), HOOK_LOCAL_IN)
+    guard.tick()
+    saved, data = store.load_snapshot("counters-engine")
+    assert data["verdicts"]["pass:ok"] == 2
+    assert data["verdicts"]["drop:malformed:not_sip"] == 1
+    assert data["engine"]["successes"] == 1
