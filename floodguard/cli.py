@@ -211,7 +211,10 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
 
 @main.command("run")
 @config_option
-def run_cmd(config_path: str | None) -> None:
+@click.option("--monitor", is_flag=True,
+              help="compute, log and count everything but drop and ban nothing "
+                   '(as [guard] mode = "monitor")')
+def run_cmd(config_path: str | None, monitor: bool) -> None:
     """Run the guard: consume the NFQUEUE(s), enforce the policy, push bans into the kernel."""
     from floodguard import daemon
     from floodguard.kernel import KernelError, firewall
@@ -223,7 +226,7 @@ def run_cmd(config_path: str | None) -> None:
         Store(cfg.state.path).close()
     except (KernelError, StoreError, OSError) as exc:
         fail(_one_line(exc))
-    sys.exit(daemon.supervise(cfg))
+    sys.exit(daemon.supervise(cfg, force_monitor=monitor))
 
 
 def _ban_book(cfg: configmod.Config, need_kernel: bool) -> BanBook:

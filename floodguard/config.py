@@ -268,6 +268,13 @@ class RegistrarConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """How the guard acts: "enforce" drops and bans; "monitor" only computes, logs and counts."""
+
+    mode: str = field(default="enforce", metadata=_check(_one_of("enforce", "monitor")))
+
+
+@dataclass(frozen=True)
 class StateConfig:
     """Where bans and bindings persist."""
 
@@ -293,6 +300,7 @@ class Config:
     gateways: tuple[GatewayConfig, ...] = ()
     queue: QueueConfig = field(default_factory=QueueConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str | None = None  # the file it was read from, None for built-in defaults
@@ -306,6 +314,7 @@ _SECTIONS: dict[str, type] = {
     "scanner": ScannerConfig,
     "queue": QueueConfig,
     "registrar": RegistrarConfig,
+    "guard": GuardConfig,
     "state": StateConfig,
     "metrics": MetricsConfig,
 }

@@ -6,6 +6,7 @@ Signals: SIGTERM/SIGINT drain the queues, save state and exit 0; SIGHUP reloads 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 from types import FrameType
 
 from floodguard import config as configmod
-from floodguard.config import Config
+from floodguard.config import Config, GuardConfig
 from floodguard.events import EventLog
 from floodguard.guard import Guard
 from floodguard.store import Store
@@ -35,6 +36,23 @@ class _Flags:
         self.reload = True
 
 
+def effective(cfg: Config, force_monitor: bool) -> Config:
+    """cfg, in monitor mode when the command line asked for it (``run --monitor``)."""
+    if force_monitor and cfg.guard.mode != "monitor":
+        return dataclasses.replace(cfg, guard=GuardConfig(mode="monitor"))
+    return cfg
+
+
+def _reload(cfg: Config, events: EventLog, force_monitor: bool) -> Config:
+    """The config file again; the old config when it is invalid."""
+    try:
+        new = configmod.load(cfg.source) if cfg.source else configmod.Config()
+    except configmod.ConfigError as exc:
+        events.emit("reload_failed", errors=exc.errors)
+        return cfg
+    return effective(new, force_monitor)
+
+
 def _forget_connections(events: EventLog) -> object:
     from floodguard.kernel import KernelError
     from floodguard.kernel.conntrack import forget
@@ -48,7 +66,8 @@ def _forget_connections(events: EventLog) -> object:
     return flush
 
 
-def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None) -> int:
+def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
+               force_monitor: bool = False) -> int:
     """Consume one queue until SIGTERM; returns the exit code."""
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.nfqueue import QueueRunner
@@ -74,11 +93,8 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None) -
             runner.poll(POLL_SECONDS)
             if flags.reload:
                 flags.reload = False
-                try:
-                    new = configmod.load(cfg.source) if cfg.source else configmod.Config()
-                except configmod.ConfigError as exc:
-                    events.emit("reload_failed", errors=exc.errors)
-                else:
+                new = _reload(cfg, events, force_monitor)
+                if new is not cfg:
                     cfg = new
                     guard.reload(cfg)
             now = time.monotonic()
@@ -96,13 +112,14 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None) -
     return 0
 
 
-def _worker_entry(cfg: Config, queue_num: int) -> None:
-    os._exit(run_worker(cfg, queue_num))
+def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
+    os._exit(run_worker(cfg, queue_num, force_monitor=force_monitor))
 
 
-def supervise(cfg: Config, *, events: EventLog | None = None) -> int:
+def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: bool = False) -> int:
     """Start a worker per queue, restart any that die, forward SIGTERM/SIGHUP; returns exit code."""
     events = events or EventLog()
+    cfg = effective(cfg, force_monitor)
     flags = _Flags()
     signal.signal(signal.SIGTERM, flags.on_stop)
     signal.signal(signal.SIGINT, flags.on_stop)
@@ -114,7 +131,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None) -> int:
     restart_at: dict[int, float] = dict.fromkeys(queues, 0.0)
 
     def start(queue_num: int) -> None:
-        proc = ctx.Process(target=_worker_entry, args=(cfg, queue_num),
+        proc = ctx.Process(target=_worker_entry, args=(cfg, queue_num, force_monitor),
                            name=f"floodguard-q{queue_num}", daemon=False)
         proc.start()
         workers[queue_num] = proc
@@ -126,11 +143,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None) -> int:
         time.sleep(POLL_SECONDS)
         if flags.reload:
             flags.reload = False
-            try:
-                new = configmod.load(cfg.source) if cfg.source else configmod.Config()
-            except configmod.ConfigError as exc:
-                events.emit("reload_failed", errors=exc.errors)
-            else:
+            new = _reload(cfg, events, force_monitor)
+            if new is not cfg:
                 cfg = new
                 for proc in workers.values():
                     if proc.pid and proc.is_alive():

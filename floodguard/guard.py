@@ -68,6 +68,7 @@ class Guard:
         self.engine = engine or Engine(cfg)
         self.ports = frozenset(cfg.sip.ports)
         self.forward = cfg.sip.mode == "forward"
+        self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
@@ -124,14 +125,22 @@ class Guard:
         return self._finish(verdict)
 
     def _finish(self, verdict: Verdict) -> bool:
-        self.counters[("pass:" if verdict.accept else "drop:") + verdict.reason] += 1
+        if verdict.accept:
+            self.counters["pass:" + verdict.reason] += 1
+        elif self.monitor:
+            self.counters["would-drop:" + verdict.reason] += 1
+        else:
+            self.counters["drop:" + verdict.reason] += 1
         if verdict.actions:
             self.apply(verdict.actions)
-        return verdict.accept
+        return verdict.accept or self.monitor
 
     # ------------------------------------------------------------------ actions
 
     def apply(self, actions: tuple[Action, ...] | list[Action]) -> None:
+        if self.monitor:
+            self._log_only(actions)
+            return
         for action in actions:
             if isinstance(action, Ban):
                 self._ban(action)
@@ -139,6 +148,18 @@ class Guard:
                 self._unban(action)
             elif isinstance(action, MarkKnown):
                 self._mark_known(action)
+
+    def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
+        """Monitor mode: say what enforcement would have done, change nothing."""
+        for action in actions:
+            if isinstance(action, Ban):
+                self.counters["would-ban:" + action.kind] += 1
+                self.events.emit(
+                    "would_suspend" if action.kind == "suspend" else "would_ban", ip=action.ip,
+                    aor=action.aor, reason=action.reason, kind=action.kind,
+                    failures=action.failures, seconds=action.seconds)
+            elif isinstance(action, Unban):
+                self.events.emit("would_unban", ip=action.ip, reason=action.reason)
 
     def _set(self, op: str, kind: str, ip: str, timeout: int | None = None) -> None:
         try:
@@ -242,6 +263,7 @@ class Guard:
         self.cfg = cfg
         self.ports = frozenset(cfg.sip.ports)
         self.forward = cfg.sip.mode == "forward"
+        self.monitor = cfg.guard.mode == "monitor"
         actions = self.engine.reload(cfg)
         if actions:
             self.apply(actions)

@@ -361,6 +361,8 @@ def build_rule(iptc: ModuleType, family: int, spec: str) -> Any:
         else:
             raise KernelError(f"cannot translate rule for python-iptables: {spec}")
         invert = False
+    if rule.target is None:
+        rule.create_target("")  # a counting rule (monitor mode): no verdict, fall through
     return rule
 
 

@@ -365,6 +365,8 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         "ban_set": f"floodguard-ban{suffix}",
         "known_set": f"floodguard-known{suffix}",
         "queue": queue_args(cfg.queue.num, cfg.queue.workers, cfg.queue.fail_open),
+        # monitor mode: the limit rules only count what they would drop
+        "limit_action": "" if cfg.guard.mode == "monitor" else "-j DROP",
         "guard_mark": str(t("mark", "guard")),
         "source_prefix": prefix,
         "tcp_connlimit": int(_config_or(cfg, "limits", "tcp_connlimit", t("tcp", "connlimit"))),

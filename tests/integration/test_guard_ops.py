@@ -103,3 +103,15 @@ def test_two_queue_workers_and_conntrack_forgotten_on_ban(glab: GuardLab) -> Non
     assert f"src={ATTACKER}" not in flows.stdout
     assert glab.sipp_register(PHONE, [("1003", "secret1003")], calls=3, rate=2,
                               port=5075)["successful"] == 3
+
+
+def test_monitor_mode_bans_nothing_under_brute_force_yet_logs_the_ban(glab: GuardLab) -> None:
+    start(glab, '[guard]\nmode = "monitor"\n')
+    svcrack(glab, ATTACKER, tries=12)
+    assert ATTACKER not in glab.ban_set()
+    would = [e for e in glab.events() if e["event"] == "would_suspend"]
+    assert would and would[0]["ip"] == ATTACKER and would[0]["failures"] == 6
+    assert not [e for e in glab.events() if e["event"] in ("suspend", "ban")]
+    # the kernel limit rules only count in monitor mode
+    rules = json.loads(fg(glab, "show", "--json"))["rules"]
+    assert not [r for r in rules if r["chain"] == "FLOODGUARD-SIP" and r["rule"].endswith("DROP")]

@@ -192,3 +192,18 @@ def test_counters_are_published_to_the_store(rig):
     assert data["verdicts"]["pass:ok"] == 2
     assert data["verdicts"]["drop:malformed:not_sip"] == 1
     assert data["engine"]["successes"] == 1
+
+
+def test_monitor_mode_drops_and_bans_nothing_but_says_what_it_would_do(rig):
+    guard, sets, store, log, clock = rig(loads('[guard]\nmode = "monitor"\n'))
+    client = "198.51.100.70"
+    for i in range(8):
+        clock.t += 1
+        assert attempt(guard, client, "1001", "wrong", i, f"m{i}", 1)
+    assert not any(kind == "ban" for kind, _ in sets.entries)
+    assert store.get_ban(client, now=guard.wall()) is None
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["would_suspend"]
+    assert events[0]["ip"] == client and events[0]["seconds"] == 180
+    assert guard.counters["would-ban:suspend"] == 1
+    assert guard.counters["would-drop:suspended"] >= 1

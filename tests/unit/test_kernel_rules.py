@@ -38,6 +38,7 @@ CONFIGS = {
     "forward": '[sip]\nmode = "forward"\n',
     "workers4": "[queue]\nnum = 10\nworkers = 4\n",
     "fail_closed": "[queue]\nfail_open = false\n",
+    "monitor": '[guard]\nmode = "monitor"\n',
     "gateways": (
         '[[gateway]]\nname = "callcentre"\nsources = ["198.51.100.0/24", "2001:db8:c::/48"]\n'
         'cps = 50\n[[gateway]]\nname = "carrier"\nsources = ["203.0.113.7/32"]\ncps = 50\n'
