@@ -336,5 +336,38 @@ def blacklist_explain(config_path: str | None, ip: str) -> None:
         fail(_one_line(exc), 2)
 
 
+@main.command("replay")
+@config_option
+@click.argument("pcap", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
+    """Run the policy over a capture offline: what would have been banned, when, and why."""
+    import json
+    import time
+
+    from floodguard.replay import PcapError, replay
+
+    cfg = load_config(config_path)
+    try:
+        report = replay(cfg, pcap)
+    except PcapError as exc:
+        fail(_one_line(exc), 2)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    span = (report.last or 0) - (report.first or 0)
+    click.echo(f"{pcap}: {report.packets} packets, {report.sip_packets} judged, {span:.1f} s")
+    if not report.decisions:
+        click.echo("nothing would have been banned")
+    for d in report.decisions:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
+        aor = f" {d.aor}" if d.aor else ""
+        click.echo(f"{stamp} (+{d.offset:.3f} s) {d.kind:<9} {d.ip} for {d.seconds} s: "
+                   f"{d.reason}, {d.failures} failures{aor}")
+    drops = {k: v for k, v in sorted(report.verdicts.items()) if k.startswith("drop:")}
+    if drops:
+        click.echo("would drop: " + ", ".join(f"{k[5:]} {v}" for k, v in drops.items()))
+
+
 if __name__ == "__main__":
     main()
