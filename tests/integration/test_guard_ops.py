@@ -115,3 +115,21 @@ def test_monitor_mode_bans_nothing_under_brute_force_yet_logs_the_ban(glab: Guar
     # the kernel limit rules only count in monitor mode
     rules = json.loads(fg(glab, "show", "--json"))["rules"]
     assert not [r for r in rules if r["chain"] == "FLOODGUARD-SIP" and r["rule"].endswith("DROP")]
+
+
+def test_replay_of_a_capture_gives_the_same_bans_as_the_live_run(glab: GuardLab) -> None:
+    start(glab)
+    link = glab.server.run("ip", "-o", "link", "show", "type", "veth").stdout.split(":")[1]
+    capture = glab.tmp / "live.pcap"
+    dump = glab.server.popen("tcpdump", "-i", link.strip().split("@")[0], "-U", "-n", "-w",
+                             str(capture), "udp", "port", "5060")
+    time.sleep(1.0)
+    svcrack(glab, ATTACKER)
+    time.sleep(0.5)
+    dump.terminate()
+    dump.communicate(timeout=10)
+    live = [e for e in glab.events() if e["event"] in ("suspend", "ban")]
+    assert live, "the live run banned nobody"
+    report = json.loads(fg(glab, "replay", str(capture), "--json"))
+    replayed = [(d["ip"], d["kind"], d["failures"], d["seconds"]) for d in report["decisions"]]
+    assert replayed == [(e["ip"], e["kind"], e["failures"], e["seconds"]) for e in live]
