@@ -369,5 +369,47 @@ def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
         click.echo("would drop: " + ", ".join(f"{k[5:]} {v}" for k, v in drops.items()))
 
 
+@main.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--watch", is_flag=True, help="refresh live until Ctrl-C")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="seconds between samples for the rates")
+def status_cmd(config_path: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """One screen: packets/s per layer, bans, top offenders, registrations, health."""
+    import json
+    import time
+
+    from floodguard import status
+    from floodguard.status_view import render
+
+    cfg = load_config(config_path)
+    try:
+        before = status.collect(cfg)
+        time.sleep(max(0.1, interval))
+        after = status.collect(cfg)
+    except Exception as exc:  # noqa: BLE001 — a one-line error, never a traceback
+        fail(_one_line(exc))
+    if as_json:
+        after["rates"] = status.rates(before, after)
+        click.echo(json.dumps(after, indent=2, default=str))
+        sys.exit(1 if after["health"] else 0)
+    if not watch:
+        render(after, status.rates(before, after))
+        sys.exit(1 if after["health"] else 0)
+    from rich.live import Live
+
+    from floodguard.status_view import build
+
+    with Live(build(after, status.rates(before, after)), refresh_per_second=2) as live:
+        try:
+            while True:
+                time.sleep(max(0.1, interval))
+                before, after = after, status.collect(cfg)
+                live.update(build(after, status.rates(before, after)))
+        except KeyboardInterrupt:
+            pass
+
+
 if __name__ == "__main__":
     main()

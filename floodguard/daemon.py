@@ -138,6 +138,13 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
 
     for queue_num in queues:
         start(queue_num)
+    try:
+        from floodguard.metrics import serve
+
+        serve(cfg)
+        events.emit("metrics_listening", listen=cfg.metrics.listen)
+    except (OSError, ValueError) as exc:
+        events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
     while not flags.stop:
         time.sleep(POLL_SECONDS)

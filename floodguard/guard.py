@@ -28,6 +28,8 @@ HOOK_LOCAL_OUT = 3
 
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
+MAX_OFFENDERS = 4096
+TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
 # time is left, so steady re-registrations do not cost a write each.
 KNOWN_REFRESH_SHARE = 0.5
@@ -70,6 +72,7 @@ class Guard:
         self.forward = cfg.sip.mode == "forward"
         self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
+        self.offenders: dict[str, int] = {}
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
         self._last_snapshot = 0.0
@@ -102,7 +105,7 @@ class Guard:
                 self.counters[f"pass:partial:{exc.reason}"] += 1
                 return True
             verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
-            return self._finish(verdict)
+            return self._finish(verdict, pkt.src)
         if inbound:
             if msg.is_request:
                 verdict = self.engine.on_request(now, pkt.src, msg)
@@ -122,15 +125,19 @@ class Guard:
             else:
                 self.counters["pass:request-out"] += 1
                 return True
-        return self._finish(verdict)
+        return self._finish(verdict, pkt.src)
 
-    def _finish(self, verdict: Verdict) -> bool:
+    def _finish(self, verdict: Verdict, src: str) -> bool:
         if verdict.accept:
             self.counters["pass:" + verdict.reason] += 1
-        elif self.monitor:
-            self.counters["would-drop:" + verdict.reason] += 1
         else:
-            self.counters["drop:" + verdict.reason] += 1
+            self.counters[("would-drop:" if self.monitor else "drop:") + verdict.reason] += 1
+            offenders = self.offenders
+            offenders[src] = offenders.get(src, 0) + 1
+            if len(offenders) > MAX_OFFENDERS:
+                # keep the heaviest half: a bounded, approximate top list
+                keep = sorted(offenders.items(), key=lambda kv: kv[1])[len(offenders) // 2:]
+                self.offenders = dict(keep)
         if verdict.actions:
             self.apply(verdict.actions)
         return verdict.accept or self.monitor
@@ -250,6 +257,7 @@ class Guard:
         self.store.save_snapshot(f"counters-{self.name}", {
             "verdicts": dict(self.counters), "set_errors": self.set_errors,
             "engine": self.engine.stats(),
+            "offenders": sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS],
         }, now=self.wall())
 
     def snapshot(self) -> None:

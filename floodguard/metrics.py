@@ -1,0 +1,116 @@
+"""Prometheus exposition on ``metrics.listen``: every layer's counters, bans, sets, queues.
+
+A custom collector reads a fresh status snapshot on each scrape (see status.py), so the numbers
+always agree with ``floodguard status``; nothing is kept in this process between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from floodguard.config import Config, split_listen
+from floodguard.status import collect
+
+NFQUEUE_PROC = Path("/proc/net/netfilter/nfnetlink_queue")
+
+
+def queue_stats(path: Path = NFQUEUE_PROC) -> list[dict[str, int]]:
+    """Per-queue counters from the kernel: waiting, dropped (queue full) and user-dropped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 7:
+            out.append({"queue": int(fields[0]), "waiting": int(fields[2]),
+                        "queue_dropped": int(fields[5]), "user_dropped": int(fields[6])})
+    return out
+
+
+class FloodguardCollector(Collector):
+    """Collects one status snapshot per scrape."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def collect(self) -> Iterator[Any]:
+        data = collect(self.cfg)
+        kernel = data["kernel"]
+        drops = CounterMetricFamily("floodguard_kernel_dropped_packets",
+                                    "Packets dropped by floodguard's kernel rules", labels=["rule"])
+        for rule, packets in sorted(kernel.get("drops", {}).items()):
+            drops.add_metric([rule], packets)
+        yield drops
+        yield CounterMetricFamily("floodguard_kernel_queued_packets",
+                                  "Requests handed to the guard's NFQUEUE",
+                                  value=kernel.get("queued", 0))
+        verdicts = CounterMetricFamily("floodguard_guard_verdicts",
+                                       "Guard verdicts by outcome and reason",
+                                       labels=["verdict", "reason"])
+        for key, value in sorted(data["guard"]["verdicts"].items()):
+            verdict, _, reason = key.partition(":")
+            verdicts.add_metric([verdict, reason], value)
+        yield verdicts
+        engine: dict[str, int] = {}
+        for worker in data["guard"]["workers"]:
+            for table, size in worker["tables"].items():
+                engine[table] = engine.get(table, 0) + size
+        tables = GaugeMetricFamily("floodguard_guard_table_entries",
+                                   "Entries in the guard's bounded tables", labels=["table"])
+        for table, size in sorted(engine.items()):
+            tables.add_metric([table], size)
+        yield tables
+        yield GaugeMetricFamily("floodguard_guard_up", "Guard workers publishing counters",
+                                value=sum(1 for w in data["guard"]["workers"] if w["alive"]))
+        bans = GaugeMetricFamily("floodguard_active_bans", "Active bans and suspensions",
+                                 labels=["kind", "reason"])
+        counted: dict[tuple[str, str], int] = {}
+        for ban in data["bans"]:
+            key = (ban["kind"], ban["reason"])
+            counted[key] = counted.get(key, 0) + 1
+        for (kind, reason), n in sorted(counted.items()):
+            bans.add_metric([kind, reason], n)
+        yield bans
+        fill = GaugeMetricFamily("floodguard_set_fill_ratio", "ipset entries / maxelem",
+                                 labels=["set"])
+        entries = GaugeMetricFamily("floodguard_set_entries", "ipset entries", labels=["set"])
+        for row in kernel.get("sets", []):
+            entries.add_metric([row["name"]], row["entries"])
+            if row.get("maxelem"):
+                fill.add_metric([row["name"]], row["entries"] / row["maxelem"])
+        yield entries
+        yield fill
+        queues = CounterMetricFamily("floodguard_queue_dropped_packets",
+                                     "Packets the kernel dropped at the NFQUEUE",
+                                     labels=["queue", "why"])
+        for q in queue_stats():
+            queues.add_metric([str(q["queue"]), "queue_full"], q["queue_dropped"])
+            queues.add_metric([str(q["queue"]), "user"], q["user_dropped"])
+        yield queues
+        regs = data["registrations"]
+        if regs is not None:
+            reg = GaugeMetricFamily("floodguard_registrations", "Current registrations",
+                                    labels=["state"])
+            reg.add_metric(["online"], regs["online"])
+            reg.add_metric(["offline"], regs["offline"])
+            yield reg
+        yield GaugeMetricFamily("floodguard_health_problems",
+                                "Problems floodguard status reports", value=len(data["health"]))
+
+
+def serve(cfg: Config) -> Any:
+    """Start the exposition HTTP server in a thread; returns the server."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(FloodguardCollector(cfg))
+    host, port = split_listen(cfg.metrics.listen)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
