@@ -22,6 +22,7 @@ from floodguard.store import Store
 POLL_SECONDS = 0.2
 TICK_SECONDS = 0.5
 RESTART_BACKOFF_MAX = 10.0
+RULES_CHECK_EVERY = 10.0
 
 
 class _Flags:
@@ -112,6 +113,39 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     return 0
 
 
+class RuleKeeper:
+    """Re-applies floodguard's rules when someone flushes or deletes them, and says so.
+
+    Active only when the rules were installed when the guard started: the guard never installs
+    rules an operator has not applied. Apply is idempotent, so a check that finds everything in
+    place changes nothing (not even the counters).
+    """
+
+    def __init__(self, cfg: Config, events: EventLog) -> None:
+        from floodguard.kernel import firewall
+
+        self.cfg = cfg
+        self.events = events
+        self.backends = firewall.installed_backends()
+        self.last = time.monotonic()
+
+    def check(self, cfg: Config) -> None:
+        from floodguard.kernel import KernelError, firewall
+
+        self.cfg = cfg
+        if not self.backends or time.monotonic() - self.last < RULES_CHECK_EVERY:
+            return
+        self.last = time.monotonic()
+        try:
+            report = firewall.apply(cfg, self.backends[0])
+        except (KernelError, OSError) as exc:
+            self.events.emit("rules_repair_failed", error=str(exc))
+            return
+        if report.changed_tables or report.created_sets:
+            self.events.emit("rules_repaired", backend=report.backend,
+                             tables=report.changed_tables, sets=report.created_sets)
+
+
 def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
     os._exit(run_worker(cfg, queue_num, force_monitor=force_monitor))
 
@@ -146,8 +180,10 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
     except (OSError, ValueError) as exc:
         events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
+    keeper = RuleKeeper(cfg, events)
     while not flags.stop:
         time.sleep(POLL_SECONDS)
+        keeper.check(cfg)
         if flags.reload:
             flags.reload = False
             new = _reload(cfg, events, force_monitor)

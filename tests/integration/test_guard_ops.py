@@ -164,3 +164,12 @@ def test_status_and_metrics_reflect_a_real_flood(glab: GuardLab) -> None:
                 if m.startswith('floodguard_kernel_dropped_packets_total{rule="register-rate"}'))
     assert float(line.split()[-1]) == drops["register-rate"]
     assert "floodguard_guard_up 1.0" in metrics
+
+
+def test_guard_repairs_flushed_rules_and_says_so(glab: GuardLab) -> None:
+    start(glab)
+    glab.server.run("iptables", "-F", "FLOODGUARD-SIP")
+    glab.server.run("iptables", "-t", "raw", "-D", "PREROUTING", "-j", "FLOODGUARD-RAW")
+    assert wait_for(lambda: any(e["event"] == "rules_repaired" for e in glab.events()), 15)
+    assert "FLOODGUARD-RAW" in glab.server.run("iptables", "-t", "raw", "-S", "PREROUTING").stdout
+    assert "NFQUEUE" in glab.server.run("iptables", "-S", "FLOODGUARD-SIP").stdout
