@@ -18,6 +18,7 @@ from typing import Protocol
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.packet import parse_ip
+from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, Unban, Verdict
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.store import Store
@@ -28,6 +29,7 @@ HOOK_LOCAL_OUT = 3
 
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
+BASELINE_EVERY = 60.0
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
@@ -73,6 +75,10 @@ class Guard:
         self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
         self.offenders: dict[str, int] = {}
+        self.baseline = Baseline()
+        self.share = SubnetShare()
+        self.registers = 0
+        self._last_baseline = clock()
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
         self._last_snapshot = 0.0
@@ -108,6 +114,9 @@ class Guard:
             return self._finish(verdict, pkt.src)
         if inbound:
             if msg.is_request:
+                if msg.method == "REGISTER":
+                    self.registers += 1
+                    self.share.add("register", pkt.src)
                 verdict = self.engine.on_request(now, pkt.src, msg)
             else:
                 if self.engine.is_banned(now, pkt.src):
@@ -117,6 +126,8 @@ class Guard:
                 return True
         else:
             if not msg.is_request:
+                if msg.status == 401:
+                    self.share.add("401", pkt.dst)
                 verdict = self.engine.on_response(now, pkt.dst, msg)
                 self.counters["pass:response-out"] += 1
                 if verdict.actions:
@@ -218,6 +229,9 @@ class Guard:
                 self.engine.restore_state(now - (wall - saved), data)
             except (KeyError, TypeError, ValueError) as exc:
                 self.events.emit("restore_error", what="engine snapshot", error=str(exc))
+        base = self.store.load_snapshot(f"baseline-{self.name}")
+        if base is not None and isinstance(base[1], dict):
+            self.baseline.restore(base[1])
         bans = self.store.active_bans(now=wall)
         for row in bans:
             remaining = row.remaining(wall)
@@ -250,6 +264,25 @@ class Guard:
             self.publish_counters()
         if now - self._last_snapshot >= SNAPSHOT_EVERY:
             self.snapshot()
+        if now - self._last_baseline >= BASELINE_EVERY:
+            self.learn_baseline()
+
+    def learn_baseline(self) -> None:
+        """Once a minute: registrations and REGISTER rate against the usual, /24 shares."""
+        now = self.clock()
+        span = max(1.0, now - self._last_baseline)
+        self._last_baseline = now
+        registered = self.engine.stats().get("table:known", 0)
+        rate = self.registers / span
+        self.registers = 0
+        anomalies = self.baseline.observe(self.wall(), registrations=registered,
+                                          register_rate=rate)
+        anomalies += self.share.check(now)
+        for anomaly in anomalies:
+            self.counters[f"anomaly:{anomaly.metric}:{anomaly.kind}"] += 1
+            self.events.emit("anomaly", metric=anomaly.metric, kind=anomaly.kind,
+                             value=round(anomaly.value, 1), usual=anomaly.usual,
+                             detail=anomaly.detail or None)
 
     def publish_counters(self) -> None:
         """Verdict counters and table sizes, for `floodguard status`, metrics and the lab."""
@@ -265,6 +298,8 @@ class Guard:
         now = self.clock()
         self._last_snapshot = now
         self.store.save_snapshot(self.name, self.engine.export_state(now), now=self.wall())
+        self.store.save_snapshot(f"baseline-{self.name}", self.baseline.export(),
+                                 now=self.wall())
         self.store.prune(now=self.wall())
 
     def reload(self, cfg: Config) -> None:

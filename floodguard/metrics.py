@@ -54,10 +54,18 @@ class FloodguardCollector(Collector):
         verdicts = CounterMetricFamily("floodguard_guard_verdicts",
                                        "Guard verdicts by outcome and reason",
                                        labels=["verdict", "reason"])
+        anomalies = CounterMetricFamily("floodguard_anomalies",
+                                        "Registration anomalies (baseline spikes and drops, one "
+                                        "subnet dominating)", labels=["metric", "kind"])
         for key, value in sorted(data["guard"]["verdicts"].items()):
             verdict, _, reason = key.partition(":")
-            verdicts.add_metric([verdict, reason], value)
+            if verdict == "anomaly":
+                metric, _, kind = reason.partition(":")
+                anomalies.add_metric([metric, kind], value)
+            else:
+                verdicts.add_metric([verdict, reason], value)
         yield verdicts
+        yield anomalies
         engine: dict[str, int] = {}
         for worker in data["guard"]["workers"]:
             for table, size in worker["tables"].items():

@@ -207,3 +207,18 @@ def test_monitor_mode_drops_and_bans_nothing_but_says_what_it_would_do(rig):
     assert events[0]["ip"] == client and events[0]["seconds"] == 180
     assert guard.counters["would-ban:suspend"] == 1
     assert guard.counters["would-drop:suspended"] >= 1
+
+
+def test_guard_reports_a_subnet_dominating_registers(rig):
+    guard, _, _, log, clock = rig()
+    for i in range(150):
+        clock.t += 0.01
+        src = f"203.0.113.{i % 200}"
+        guard.handle(udp(src, SERVER, 5060, 5060, register("1001", src=src, call_id=f"d{i}",
+                                                           cseq=1)), HOOK_LOCAL_IN)
+    clock.t += 61
+    guard.tick()
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    anomaly = [e for e in events if e["event"] == "anomaly"]
+    assert anomaly and anomaly[0]["metric"] == "register" and anomaly[0]["kind"] == "subnet"
+    assert guard.counters["anomaly:register:subnet"] == 1
