@@ -241,6 +241,16 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class FeedConfig:
+    """A community blocklist (one IP per line, # comments) imported into the ban set."""
+
+    name: str = field(default="", metadata=_check(_nonempty_str))
+    source: str = field(default="", metadata=_check(_nonempty_str))  # path, file:// or http(s)://
+    interval: int = field(default=3600, metadata=_check(_int_ge(1)))
+    ban_time: int = field(default=7200, metadata=_check(_int_ge(1)))
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     """NFQUEUE numbers, worker count and the fail-open switch."""
 
@@ -298,6 +308,7 @@ class Config:
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     gateways: tuple[GatewayConfig, ...] = ()
+    feeds: tuple[FeedConfig, ...] = ()
     queue: QueueConfig = field(default_factory=QueueConfig)
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
@@ -391,9 +402,10 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         )
     if cfg.queue.num + cfg.queue.workers - 1 > 65535:
         errors.append("queue.workers: queue.num + workers - 1 must be <= 65535")
-    names = [g.name for g in cfg.gateways]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        errors.append(f'gateway: name "{name}" is used more than once')
+    for what, items in (("gateway", cfg.gateways), ("feed", cfg.feeds)):
+        names = [item.name for item in items]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            errors.append(f'{what}: name "{name}" is used more than once')
 
 
 def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Config:
@@ -403,6 +415,7 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Config:
     _apply_vos3000(data, errors)
     sections: dict[str, Any] = {}
     gateways: list[GatewayConfig] = []
+    feeds: list[FeedConfig] = []
     for key, raw in data.items():
         if key in _SECTIONS:
             sections[key] = _build_section(_SECTIONS[key], raw, key, errors)
@@ -416,10 +429,20 @@ def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Config:
                 if len(errors) == before and (not gw.name or not gw.sources):
                     errors.append(f"gateway[{index}]: needs a name and sources")
                 gateways.append(gw)
+        elif key == "feed":
+            if not isinstance(raw, list):
+                errors.append("feed: must be an array of tables ([[feed]])")
+                continue
+            for index, item in enumerate(raw):
+                before = len(errors)
+                feed = _build_section(FeedConfig, item, f"feed[{index}]", errors)
+                if len(errors) == before and (not feed.name or not feed.source):
+                    errors.append(f"feed[{index}]: needs a name and a source")
+                feeds.append(feed)
         else:
-            known = ", ".join(sorted([*_SECTIONS, "gateway", "vos3000"]))
+            known = ", ".join(sorted([*_SECTIONS, "gateway", "feed", "vos3000"]))
             errors.append(f"{key}: unknown section (known: {known})")
-    cfg = Config(**sections, gateways=tuple(gateways), source=source)
+    cfg = Config(**sections, gateways=tuple(gateways), feeds=tuple(feeds), source=source)
     _cross_checks(cfg, errors)
     if errors:
         raise ConfigError(errors)
@@ -489,5 +512,9 @@ def dumps(cfg: Config) -> str:
     for gw in cfg.gateways:
         out.append("[[gateway]]")
         out.extend(_section_lines(gw))
+        out.append("")
+    for feed in cfg.feeds:
+        out.append("[[feed]]")
+        out.extend(_section_lines(feed))
         out.append("")
     return "\n".join(out)

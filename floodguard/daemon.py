@@ -16,6 +16,7 @@ from types import FrameType
 from floodguard import config as configmod
 from floodguard.config import Config, GuardConfig
 from floodguard.events import EventLog
+from floodguard.feeds import FeedScheduler
 from floodguard.guard import Guard
 from floodguard.store import Store
 
@@ -146,6 +147,16 @@ class RuleKeeper:
                              tables=report.changed_tables, sets=report.created_sets)
 
 
+def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:
+    from floodguard.kernel.ipset import SetManager
+    from floodguard.kernel.rules import render
+
+    scheduler = FeedScheduler(cfg, events, lambda: Store(scheduler.cfg.state.path),
+                              lambda: SetManager(render(scheduler.cfg).sets))
+    scheduler.start()
+    return scheduler
+
+
 def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
     os._exit(run_worker(cfg, queue_num, force_monitor=force_monitor))
 
@@ -181,9 +192,11 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
     keeper = RuleKeeper(cfg, events)
+    feeds = _feeds(cfg, events)
     while not flags.stop:
         time.sleep(POLL_SECONDS)
         keeper.check(cfg)
+        feeds.cfg = cfg
         if flags.reload:
             flags.reload = False
             new = _reload(cfg, events, force_monitor)
@@ -206,6 +219,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
                 restart_at[queue_num] = 0.0
                 start(queue_num)
                 events.emit("worker_restarted", queue=queue_num, pid=workers[queue_num].pid)
+    feeds.stop()
     for proc in workers.values():
         if proc.pid and proc.is_alive():
             os.kill(proc.pid, signal.SIGTERM)

@@ -173,3 +173,22 @@ def test_guard_repairs_flushed_rules_and_says_so(glab: GuardLab) -> None:
     assert wait_for(lambda: any(e["event"] == "rules_repaired" for e in glab.events()), 15)
     assert "FLOODGUARD-RAW" in glab.server.run("iptables", "-t", "raw", "-S", "PREROUTING").stdout
     assert "NFQUEUE" in glab.server.run("iptables", "-S", "FLOODGUARD-SIP").stdout
+
+
+def test_feed_is_imported_on_schedule_into_the_ban_set(glab: GuardLab) -> None:
+    feed = glab.tmp / "apiban.txt"
+    feed.write_text(f"# list\n{ATTACKER}\n{SPARE}\n198.51.100.99\n")
+    server = glab.server.popen(sys.executable, "-m", "http.server", "8089", "--bind", "127.0.0.1",
+                               "--directory", str(glab.tmp))
+    time.sleep(0.5)
+    start(glab, f'[blacklist]\nallow = ["127.0.0.0/8", "{SPARE}/32"]\n'
+                '[[feed]]\nname = "apiban"\nsource = "http://127.0.0.1:8089/apiban.txt"\n'
+                'interval = 2\nban_time = 900\n')
+    assert wait_for(lambda: any(e["event"] == "feed_imported" for e in glab.events()), 10)
+    bans = glab.ban_set()
+    assert ATTACKER in bans and "198.51.100.99" in bans and SPARE not in bans
+    assert 890 <= bans[ATTACKER] <= 900
+    assert "feed:apiban" in fg(glab, "blacklist", "explain", ATTACKER)
+    server.terminate()
+    assert wait_for(lambda: any(e["event"] == "feed_error" for e in glab.events()), 10)
+    assert ATTACKER in glab.ban_set()  # a feed that is down keeps what it banned
