@@ -8,6 +8,7 @@ dropped in raw PREROUTING and never reaches userspace.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -30,6 +31,7 @@ HOOK_LOCAL_OUT = 3
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
 BASELINE_EVERY = 60.0
+BAN_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
@@ -79,6 +81,9 @@ class Guard:
         self.share = SubnetShare()
         self.registers = 0
         self._last_baseline = clock()
+        self._t0 = 0.0
+        self.ban_latency = [0] * (len(BAN_LATENCY_BUCKETS) + 1)
+        self.ban_latency_sum = 0.0
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
         self._last_snapshot = 0.0
@@ -88,6 +93,7 @@ class Guard:
     # ------------------------------------------------------------------ per packet
 
     def handle(self, payload: bytes, hook: int) -> bool:
+        self._t0 = time.perf_counter()
         pkt = parse_ip(payload)
         if pkt is None:
             self.counters["drop:malformed:ip"] += 1
@@ -192,6 +198,10 @@ class Guard:
     def _ban(self, ban: Ban) -> None:
         seconds = max(1, math.ceil(ban.seconds))
         self._set("add", "ban", ban.ip, seconds)
+        # from the deciding packet's arrival in the guard to the source being in the kernel set
+        latency = time.perf_counter() - self._t0
+        self.ban_latency_sum += latency
+        self.ban_latency[bisect.bisect_left(BAN_LATENCY_BUCKETS, latency)] += 1
         self.store.put_ban(ban.ip, ban.kind, ban.reason, seconds, aor=ban.aor,
                            failures=ban.failures, now=self.wall())
         self.events.emit("suspend" if ban.kind == "suspend" else "ban", ip=ban.ip, aor=ban.aor,
@@ -290,6 +300,8 @@ class Guard:
         self.store.save_snapshot(f"counters-{self.name}", {
             "verdicts": dict(self.counters), "set_errors": self.set_errors,
             "engine": self.engine.stats(),
+            "ban_latency": {"buckets": list(BAN_LATENCY_BUCKETS), "counts": self.ban_latency,
+                            "sum": self.ban_latency_sum},
             "offenders": sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS],
         }, now=self.wall())
 

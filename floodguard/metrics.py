@@ -10,7 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from floodguard.config import Config, split_listen
@@ -66,6 +70,26 @@ class FloodguardCollector(Collector):
                 verdicts.add_metric([verdict, reason], value)
         yield verdicts
         yield anomalies
+        learned = CounterMetricFamily(
+            "floodguard_registrations_observed",
+            "Authenticated REGISTER outcomes the guard learned from responses: failures are "
+            "proven failures, unproven are credentials for a nonce never issued to that source",
+            labels=["outcome"])
+        for outcome, value in sorted(data["guard"].get("learned", {}).items()):
+            learned.add_metric([outcome], value)
+        yield learned
+        hist = data["guard"].get("ban_latency", {})
+        if hist.get("buckets"):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*hist["buckets"], float("inf")], hist["counts"],
+                                    strict=False):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency = HistogramMetricFamily(
+                "floodguard_ban_latency_seconds",
+                "From the deciding packet reaching the guard to the source in the kernel set")
+            latency.add_metric([], buckets, sum_value=hist["sum"])
+            yield latency
         engine: dict[str, int] = {}
         for worker in data["guard"]["workers"]:
             for table, size in worker["tables"].items():

@@ -66,7 +66,9 @@ def _rule_name(rule: dict[str, Any]) -> str:
 def _guard(store: Store, now: float) -> dict[str, Any]:
     workers = []
     verdicts: dict[str, int] = {}
+    learned: dict[str, int] = {}
     offenders: dict[str, int] = {}
+    latency: dict[str, Any] = {"buckets": [], "counts": [], "sum": 0.0}
     rows = store.db.execute(
         "SELECT name, saved FROM snapshots WHERE name LIKE 'counters-%'").fetchall()
     for name, _ in rows:
@@ -84,10 +86,20 @@ def _guard(store: Store, now: float) -> dict[str, Any]:
             continue
         for key, value in data.get("verdicts", {}).items():
             verdicts[key] = verdicts.get(key, 0) + value
+        for key, value in data.get("engine", {}).items():
+            if key in ("failures", "successes", "unproven", "stale", "responses"):
+                learned[key] = learned.get(key, 0) + value
+        hist = data.get("ban_latency")
+        if hist:
+            latency["buckets"] = hist["buckets"]
+            counts = latency["counts"] or [0] * len(hist["counts"])
+            latency["counts"] = [a + b for a, b in zip(counts, hist["counts"], strict=False)]
+            latency["sum"] += hist["sum"]
         for ip, count in data.get("offenders", []):
             offenders[ip] = offenders.get(ip, 0) + count
     top = sorted(offenders.items(), key=lambda kv: -kv[1])[:10]
     return {"ok": any(w["alive"] for w in workers), "workers": workers, "verdicts": verdicts,
+            "learned": learned, "ban_latency": latency,
             "top_sources": [{"ip": ip, "dropped": n} for ip, n in top]}
 
 
