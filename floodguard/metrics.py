@@ -126,6 +126,17 @@ class FloodguardCollector(Collector):
             queues.add_metric([str(q["queue"]), "queue_full"], q["queue_dropped"])
             queues.add_metric([str(q["queue"]), "user"], q["user_dropped"])
         yield queues
+        from floodguard.kernel.messages import table_full_messages
+
+        full = table_full_messages()
+        if full is not None:
+            messages = CounterMetricFamily(
+                "floodguard_kernel_table_full_messages",
+                "Kernel log lines saying a hashlimit table, ipset or conntrack table is full",
+                labels=["table"])
+            for table, n in sorted(full.items()):
+                messages.add_metric([table], n)
+            yield messages
         regs = data["registrations"]
         if regs is not None:
             reg = GaugeMetricFamily("floodguard_registrations", "Current registrations",

@@ -51,3 +51,12 @@ def test_dashboard_and_alerts_only_use_metrics_that_exist(monkeypatch):
     exprs.append((EXAMPLES / "alerts.yml").read_text())
     used = {m for e in exprs for m in re.findall(r"floodguard_\w+", e)}
     assert used and used <= exported, used - exported
+
+
+def test_kernel_table_full_lines_are_counted():
+    from floodguard.kernel.messages import count
+
+    log = ("[1.0] xt_hashlimit: max count of 1048576 reached\n"
+           "[2.0] nf_conntrack: nf_conntrack: table full, dropping packet\n"
+           "[3.0] eth0: link up\n")
+    assert count(log) == {"hashlimit": 1, "ipset": 0, "conntrack": 1}
