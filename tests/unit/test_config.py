@@ -207,3 +207,14 @@ def test_explicit_missing_file_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         cfgmod.load(tmp_path / "nope.toml")
     assert "no such file" in info.value.errors[0]
+
+
+def test_the_readme_configuration_example_is_valid():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Configuration.*?```toml\n(.*?)```", readme, re.S)
+    assert block is not None
+    cfg = cfgmod.loads(block.group(1))
+    assert cfg.suspension.register_retry == 6 and cfg.gateways[0].name == "callcentre"
