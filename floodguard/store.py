@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     ip TEXT PRIMARY KEY,
@@ -33,6 +35,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
     name TEXT PRIMARY KEY,
     saved REAL NOT NULL,
     data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    kind TEXT,
+    reason TEXT,
+    aor TEXT,
+    failures INTEGER,
+    until REAL,
+    created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,6 +79,21 @@ class BanRow:
             "failures": self.failures, "created": self.created, "until": self.until,
             "remaining": round(self.remaining(now), 1),
         }
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A local change to bans or known-good sources, in order (for the fleet link)."""
+
+    id: int
+    op: str  # "ban", "unban" or "known"
+    ip: str
+    kind: str | None
+    reason: str | None
+    aor: str | None
+    failures: int | None
+    until: float | None
+    created: float
 
 
 @dataclass(frozen=True)
@@ -105,19 +133,49 @@ class Store:
 
     def put_ban(
         self, ip: str, kind: str, reason: str, seconds: float, *, aor: str | None = None,
-        failures: int = 0, now: float | None = None,
+        failures: int = 0, now: float | None = None, journal: bool = True,
     ) -> BanRow:
+        """Record a ban; ``journal=False`` for bans that came from elsewhere (the fleet)."""
         now = time.time() if now is None else now
         row = BanRow(ip, kind, reason, aor, failures, now, now + seconds)
-        self.db.execute(
-            "INSERT OR REPLACE INTO bans(ip, kind, reason, aor, failures, created, until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row.ip, row.kind, row.reason, row.aor, row.failures, row.created, row.until),
-        )
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO bans(ip, kind, reason, aor, failures, created, until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.ip, row.kind, row.reason, row.aor, row.failures, row.created, row.until),
+            )
+            if journal:
+                self._journal("ban", ip, kind, reason, aor, failures, row.until, now)
         return row
 
-    def delete_ban(self, ip: str) -> bool:
-        return self.db.execute("DELETE FROM bans WHERE ip = ?", (ip,)).rowcount > 0
+    def delete_ban(self, ip: str, *, journal: bool = True) -> bool:
+        with self.db:
+            self.db.execute("BEGIN")
+            found = self.db.execute("DELETE FROM bans WHERE ip = ?", (ip,)).rowcount > 0
+            if journal:
+                self._journal("unban", ip, None, None, None, None, None, time.time())
+        return found
+
+    def _journal(self, op: str, ip: str, kind: str | None, reason: str | None, aor: str | None,
+                 failures: int | None, until: float | None, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO journal(op, ip, kind, reason, aor, failures, until, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (op, ip, kind, reason, aor, failures, until, now))
+
+    def journal_after(self, after: int, limit: int = 10000) -> list[JournalEntry]:
+        """Local changes with id > after, oldest first."""
+        cur = self.db.execute(
+            "SELECT id, op, ip, kind, reason, aor, failures, until, created FROM journal "
+            "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        return [JournalEntry(*r) for r in cur.fetchall()]
+
+    def last_journal_id(self) -> int:
+        found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()
+        return int(found[0])
+
+    def trim_journal(self, older_than: float) -> None:
+        self.db.execute("DELETE FROM journal WHERE created < ?", (older_than,))
 
     def get_ban(self, ip: str, now: float | None = None) -> BanRow | None:
         now = time.time() if now is None else now
@@ -138,13 +196,19 @@ class Store:
         now = time.time() if now is None else now
         self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
 
     # known-good -------------------------------------------------------------
 
-    def put_known(self, ip: str, seconds: float, now: float | None = None) -> None:
+    def put_known(self, ip: str, seconds: float, now: float | None = None, *,
+                  journal: bool = True) -> None:
         now = time.time() if now is None else now
-        self.db.execute(
-            "INSERT OR REPLACE INTO known(ip, until) VALUES (?, ?)", (ip, now + seconds))
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO known(ip, until) VALUES (?, ?)", (ip, now + seconds))
+            if journal:
+                self._journal("known", ip, None, None, None, None, now + seconds, now)
 
     def active_known(self, now: float | None = None) -> list[tuple[str, float]]:
         now = time.time() if now is None else now

@@ -57,3 +57,19 @@ def test_event_log_json_and_text():
     text = io.StringIO()
     EventLog(text, json_mode=False).emit("unban", ip="192.0.2.1", aor=None)
     assert "unban ip=192.0.2.1" in text.getvalue() and "aor" not in text.getvalue()
+
+
+def test_journal_records_local_changes_in_order_but_not_remote_ones(tmp_path):
+    store = Store(tmp_path / "s.db")
+    start = store.last_journal_id()
+    store.put_ban("192.0.2.1", "suspend", "consecutive-failures", 180, aor="a@x", failures=6,
+                  now=100)
+    store.put_ban("192.0.2.2", "blacklist", "spraying", 3600, journal=False, now=100)
+    store.put_known("192.0.2.3", 7200, now=100)
+    store.delete_ban("192.0.2.1")
+    entries = store.journal_after(start)
+    assert [(e.op, e.ip) for e in entries] == [
+        ("ban", "192.0.2.1"), ("known", "192.0.2.3"), ("unban", "192.0.2.1")]
+    assert entries[0].until == 280 and entries[0].failures == 6
+    assert store.journal_after(entries[-1].id) == []
+    assert store.get_ban("192.0.2.2", now=101) is not None
