@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump \
+APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server \
 	python3-venv python3-dev build-essential
 STAMP := $(VENV)/.installed
 
@@ -20,9 +20,9 @@ system-deps:
 		if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run as root: sudo make $(MAKECMDGOALS))" >&2; exit 1; fi; \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-		case " $$missing " in *" kamailio "*) \
-			echo "kamailio is only a test peer here: not leaving its service running"; \
-			systemctl disable --now kamailio >/dev/null 2>&1 || true;; esac; \
+		for svc in kamailio redis-server; do case " $$missing " in *" $$svc "*) \
+			echo "$$svc is only a test peer here: not leaving its service running"; \
+			systemctl disable --now $$svc >/dev/null 2>&1 || true;; esac; done; \
 	fi
 
 venv: $(STAMP)
