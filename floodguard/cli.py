@@ -411,5 +411,15 @@ def status_cmd(config_path: str | None, as_json: bool, watch: bool, interval: fl
             pass
 
 
+def _add_registrar_commands() -> None:
+    from floodguard.registrar.commands import endpoints_command, registrar_command
+
+    main.add_command(registrar_command)
+    main.add_command(endpoints_command)
+
+
+_add_registrar_commands()
+
+
 if __name__ == "__main__":
     main()

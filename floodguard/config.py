@@ -86,6 +86,12 @@ def _nonempty_str(value: Any) -> str:
     return value
 
 
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be a string")
+    return value
+
+
 def _one_of(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
@@ -275,6 +281,16 @@ class RegistrarConfig:
         default=("MD5", "SHA-256"),
         metadata=_check(_list_of(_algorithm, '"MD5" or "SHA-256"')),
     )
+    tls_cert: str = field(default="", metadata=_check(_str))
+    tls_key: str = field(default="", metadata=_check(_str))
+    tls_listen: tuple[str, ...] = field(  # empty: port 5061 on every listen host (with a cert)
+        default=(), metadata=_check(_list_of(_listen, '"ADDRESS:PORT" strings', nonempty=False))
+    )
+    nonce_lifetime: int = field(default=60, metadata=_check(_int_ge(1)))
+    max_contacts: int = field(default=10, metadata=_check(_int_ge(1)))
+    tcp_idle_timeout: int = field(default=300, metadata=_check(_int_ge(1)))
+    max_connections: int = field(default=10000, metadata=_check(_int_ge(1)))
+    liveness_timeout: float = field(default=4.0, metadata=_check(_number_ge(0.5)))
 
 
 @dataclass(frozen=True)

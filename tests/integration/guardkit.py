@@ -167,7 +167,7 @@ def start(lab: GuardLab, extra: str = "") -> None:
     lab.start_guard()
 
 
-def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 30) -> None:
+def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 12) -> None:
     """svcrack from address src. SIPVicious 0.3.3 ignores its -b option and always sends from
     the primary address, so its local port is source-NATed to src in the client namespace."""
     require("svcrack")
@@ -176,5 +176,7 @@ def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 30) -> Non
             "--to-source", src]
     if lab.client.run("iptables", "-t", "nat", "-C", *rule, check=False).returncode != 0:
         lab.client.run("iptables", "-t", "nat", "-A", *rule)
+    # once banned nothing answers: give up after 2 s of silence instead of svcrack's default
     lab.client.run("timeout", "40", "svcrack", "-u", user, "-r", f"1-{tries}", "-P", port,
-                   "-x", src, "-p", "5060", "-t", "0.2", SERVER4, check=False)
+                   "-x", src, "-p", "5060", "-t", "0.2", "--maximumtime", "2", SERVER4,
+                   check=False)

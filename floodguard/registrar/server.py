@@ -1,0 +1,486 @@
+"""asyncio transports for the registrar: UDP, TCP and TLS on every listen address (IPv4 and IPv6).
+
+UDP hands each datagram to the core. TCP and TLS frame messages by Content-Length (mandatory on
+streams, RFC 3261 §18.3), cap the bytes buffered per connection, answer RFC 5626 CRLF keep-alive
+pings, and close connections that are idle, that dribble a partial message for too long, or that
+send something unparseable (the framing is lost then). A housekeeping task runs every 100 ms:
+liveness probes, the write-behind flush of bindings, and every second or so expiry, nonce-count
+pruning and connection timeouts. SIGTERM/SIGINT stop cleanly with a final flush; SIGHUP reloads
+the accounts file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import time
+from collections.abc import Callable, Mapping
+
+from floodguard.config import ConfigError, split_listen
+from floodguard.registrar import accounts as accountsmod
+from floodguard.registrar.accounts import Account
+from floodguard.registrar.bindings import Binding, BindingTable
+from floodguard.registrar.core import Registrar, Settings, Source
+from floodguard.registrar.liveness import Liveness
+from floodguard.sip.message import MAX_MESSAGE, SipParseError, parse_message
+
+log = logging.getLogger("floodguard.registrar")
+
+TLS_PORT = 5061
+HOUSEKEEPING_INTERVAL = 0.1
+PARTIAL_MESSAGE_TIMEOUT = 30.0
+_STREAM_CAP = MAX_MESSAGE + 4096
+# About 1,500 queued datagrams: under overload, requests queue for well under T1 (500 ms) and
+# the excess is dropped rather than answered after the client already retransmitted.
+_UDP_BUFFER = 2 * 1024 * 1024
+_UDP_BATCH = 64
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bound_socket(host: str, port: int, kind: socket.SocketKind) -> socket.socket:
+    sock = socket.socket(_family(host), kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            # Not for UDP: there SO_REUSEADDR would let a second process bind the same port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            # Separate v4 and v6 sockets so 0.0.0.0:P and [::]:P can both be listed.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _UDP_BUFFER)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_BUFFER)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        what = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise OSError(exc.errno, f"cannot listen on {what}:{where}: {exc.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def tls_addresses(settings: Settings) -> tuple[str, ...]:
+    """TLS listen addresses: `tls_listen`, else port 5061 on every `listen` host."""
+    if not (settings.tls_cert and settings.tls_key):
+        return ()
+    if settings.tls_listen:
+        return tuple(settings.tls_listen)
+    out: list[str] = []
+    for spec in settings.listen:
+        host, _ = split_listen(spec)
+        addr = f"[{host}]:{TLS_PORT}" if ":" in host else f"{host}:{TLS_PORT}"
+        if addr not in out:
+            out.append(addr)
+    return tuple(out)
+
+
+class _ErrorLog:
+    """Log unexpected exceptions without letting a flood of them fill the disk."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, what: str) -> None:
+        self.count += 1
+        if self.count <= 20 or self.count % 1000 == 0:
+            log.exception("%s (error %d; the packet was dropped)", what, self.count)
+
+
+class _UdpEndpoint:
+    """One UDP socket, read directly with `add_reader` and drained on each wakeup.
+
+    asyncio's datagram transport reads one datagram per event-loop iteration; draining up to
+    `_UDP_BATCH` datagrams per wakeup saves an epoll round trip per message under load.
+    """
+
+    def __init__(self, server: RegistrarServer, sock: socket.socket, local: str) -> None:
+        self.server = server
+        self.sock = sock
+        self.local = local
+        self.closed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.sock.fileno(), self._read_ready)
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.closed:
+            self.closed = True
+            loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # send buffer full: UDP may lose it, the peer retransmits
+        except OSError:
+            pass  # e.g. ICMP error queued for an earlier send, or no route
+
+    def _read_ready(self) -> None:
+        recv = self.sock.recvfrom
+        handle = self.server.core.handle_datagram
+        local = self.local
+        for _ in range(_UDP_BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # a queued ICMP error from an earlier send; keep reading
+            try:
+                reply = handle(data, Source("udp", addr[0], addr[1], local))
+                if reply is not None:
+                    self.sendto(reply, addr)
+            except Exception:
+                self.server.errors("unexpected error handling a UDP datagram")
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """One TCP or TLS connection: Content-Length framing, size cap, keep-alives."""
+
+    def __init__(self, server: RegistrarServer, transport_name: str, local: str) -> None:
+        self.server = server
+        self.name = transport_name
+        self.local = local
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.buffer = b""
+        self.last_activity = time.monotonic()
+        self.partial_since: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        if len(self.server.conns) >= self.server.settings.max_connections:
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.server.conns[(self.name, *self.peer)] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        key = (self.name, *self.peer)
+        if self.server.conns.get(key) is self:
+            del self.server.conns[key]
+        self.transport = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def write(self, data: bytes) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_activity = now
+        buffer = self.buffer + data if self.buffer else data
+        if len(buffer) > _STREAM_CAP:
+            self.buffer = b""
+            self.close()
+            return
+        try:
+            buffer = self._consume(buffer)
+        except Exception:
+            self.server.errors("unexpected error handling a stream message")
+            buffer = b""
+            self.close()
+        self.buffer = buffer
+        if buffer:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+
+    def _consume(self, buffer: bytes) -> bytes:
+        core = self.server.core
+        src = Source(self.name, self.peer[0], self.peer[1], self.local)
+        while buffer:
+            if buffer[0] in (13, 10):
+                stripped = buffer.lstrip(b"\r\n")
+                if b"\r\n\r\n" in buffer[: len(buffer) - len(stripped)]:
+                    self.write(b"\r\n")  # RFC 5626 keep-alive: CRLFCRLF ping, CRLF pong
+                buffer = stripped
+                continue
+            try:
+                msg = parse_message(buffer, stream=True)
+            except SipParseError as exc:
+                if exc.reason in ("incomplete", "truncated_body"):
+                    return buffer
+                reply = core.bad_input(buffer, src, exc.reason)
+                if reply is not None:
+                    self.write(reply)
+                self.close()  # the framing is lost: nothing after this can be trusted
+                return b""
+            buffer = buffer[msg.length :]
+            reply = core.handle_message(msg, src)
+            if reply is not None:
+                self.write(reply)
+        return buffer
+
+
+class RegistrarServer:
+    """Owns the sockets, the binding table, liveness and the housekeeping task."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Mapping[str, Account],
+        *,
+        accounts_loader: Callable[[], Mapping[str, Account]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.table = BindingTable(settings.state_path)
+        secret_hex = self.table.meta("nonce_secret")
+        if secret_hex is None:
+            secret_hex = os.urandom(32).hex()
+            self.table.set_meta("nonce_secret", secret_hex)
+        self.liveness = Liveness(self.table, self, settings.time_to_live,
+                                 give_up=settings.liveness_timeout)
+        self.core = Registrar(settings, accounts, self.table, secret=bytes.fromhex(secret_hex),
+                              liveness=self.liveness)
+        self.accounts_loader = accounts_loader
+        self.errors = _ErrorLog()
+        self.db_errors = 0
+        self.udp: dict[str, _UdpEndpoint] = {}
+        self.udp_addr: dict[str, tuple[str, int]] = {}
+        self.stream_addr: dict[str, tuple[str, int]] = {}
+        self.conns: dict[tuple[str, str, int], _StreamProtocol] = {}
+        self.servers: list[asyncio.Server] = []
+        self.addresses: list[str] = []
+        self._routes: dict[str, str | None] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        now = time.monotonic()
+        for binding in self.table:
+            self.liveness.track(binding.key, now)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listen address (UDP and TCP, plus TLS when configured)."""
+        loop = asyncio.get_running_loop()
+        try:
+            for spec in self.settings.listen:
+                host, port = split_listen(spec)
+                udp_sock = _bound_socket(host, port, socket.SOCK_DGRAM)
+                udp_id = f"udp:{spec}"
+                endpoint = _UdpEndpoint(self, udp_sock, udp_id)
+                endpoint.start(loop)
+                self.udp[udp_id] = endpoint
+                self.udp_addr[udp_id] = udp_sock.getsockname()[:2]
+                self.addresses.append(udp_id)
+                await self._stream_server(host, port, "tcp", None)
+            context = self._tls_context()
+            if context is not None:
+                for spec in tls_addresses(self.settings):
+                    host, port = split_listen(spec)
+                    await self._stream_server(host, port, "tls", context)
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._housekeeping())
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if not (s.tls_cert and s.tls_key):
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(s.tls_cert, s.tls_key)
+        return context
+
+    async def _stream_server(
+        self, host: str, port: int, name: str, context: ssl.SSLContext | None
+    ) -> None:
+        sock = _bound_socket(host, port, socket.SOCK_STREAM)
+        local = f"{name}:" + (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _StreamProtocol(self, name, local), sock=sock, ssl=context,
+            ssl_handshake_timeout=10.0 if context is not None else None, backlog=1024,
+        )
+        self.servers.append(server)
+        self.stream_addr[local] = sock.getsockname()[:2]
+        self.addresses.append(local)
+
+    async def stop(self) -> None:
+        """Close every socket and write every pending binding (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for server in self.servers:
+            server.close()
+        for conn in list(self.conns.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        loop = asyncio.get_running_loop()
+        for endpoint in self.udp.values():
+            endpoint.close(loop)
+        self.servers.clear()
+        self.udp.clear()
+        self.table.close()
+
+    def reload_accounts(self) -> None:
+        if self.accounts_loader is None:
+            return
+        try:
+            accounts = self.accounts_loader()
+        except ConfigError as exc:
+            log.error("accounts not reloaded: %s", "; ".join(exc.errors))
+            return
+        self.core.set_accounts(accounts)
+        log.info("accounts reloaded: %d", len(accounts))
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_slow = 0.0
+        next_tick = loop.time()
+        while True:
+            # A fixed grid rather than sleep(interval): a drifting tick would put 9 ticks in
+            # some seconds and 10 in others, and the liveness probes would bunch accordingly.
+            next_tick += HOUSEKEEPING_INTERVAL
+            delay = next_tick - loop.time()
+            if delay < 0:  # fell behind (busy or suspended): no burst of catch-up ticks
+                next_tick = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+            try:
+                mono, wall = time.monotonic(), time.time()
+                self.liveness.tick(mono, wall)
+                if mono >= next_slow:
+                    next_slow = mono + 1.0
+                    self.table.expire(wall)
+                    self.core.auth.prune(wall)
+                    self._close_idle(mono)
+                self.table.flush()
+            except sqlite3.Error as exc:
+                self.db_errors += 1
+                if self.db_errors in (1, 10, 100) or self.db_errors % 1000 == 0:
+                    log.error("cannot write bindings (will retry; failure %d): %s",
+                              self.db_errors, exc)
+            except Exception:
+                self.errors("unexpected error in housekeeping")
+
+    def _close_idle(self, now: float) -> None:
+        idle = self.settings.tcp_idle_timeout
+        for conn in list(self.conns.values()):
+            if now - conn.last_activity > idle or (
+                conn.partial_since is not None and now - conn.partial_since
+                > PARTIAL_MESSAGE_TIMEOUT
+            ):
+                conn.close()
+
+    # --- liveness Sender ---------------------------------------------------------------------
+
+    def _udp_for(self, binding: Binding) -> str | None:
+        """The UDP socket a binding arrived on, else (listen addresses changed since it was
+        stored) any socket of its address family."""
+        if binding.local in self.udp:
+            return binding.local
+        want_v6 = ":" in binding.source_ip
+        for local, (host, _) in self.udp_addr.items():
+            if (":" in host) == want_v6:
+                return local
+        return None
+
+    def local_address(self, binding: Binding) -> tuple[str, int] | None:
+        if binding.transport == "udp":
+            local = self._udp_for(binding)
+            if local is None:
+                return None
+            host, port = self.udp_addr[local]
+            if host in ("0.0.0.0", "::"):
+                routed = self._route_from(binding.source_ip)
+                if routed is None:
+                    return None
+                host = routed
+            return host, port
+        conn = self.conns.get((binding.transport, binding.source_ip, binding.source_port))
+        if conn is None or conn.transport is None:
+            return None
+        name = conn.transport.get_extra_info("sockname")
+        return (str(name[0]), int(name[1])) if name else None
+
+    def _route_from(self, ip: str) -> str | None:
+        """Our source address towards `ip` (a connected UDP socket asks the routing table)."""
+        if ip in self._routes:
+            return self._routes[ip]
+        found: str | None = None
+        try:
+            with socket.socket(_family(ip), socket.SOCK_DGRAM) as probe:
+                probe.connect((ip, 9))
+                found = str(probe.getsockname()[0])
+        except OSError:
+            found = None
+        if len(self._routes) > 65536:
+            self._routes.clear()
+        self._routes[ip] = found
+        return found
+
+    def send(self, binding: Binding, data: bytes) -> bool:
+        if binding.transport == "udp":
+            local = self._udp_for(binding)
+            transport = self.udp.get(local) if local is not None else None
+            if transport is None or transport.is_closing():
+                return False
+            transport.sendto(data, (binding.source_ip, binding.source_port))
+            return True
+        conn = self.conns.get((binding.transport, binding.source_ip, binding.source_port))
+        return conn is not None and conn.write(data)
+
+
+def load_accounts(path: str) -> dict[str, Account]:
+    """The accounts file at `path` (raises ConfigError)."""
+    return accountsmod.load(path)
+
+
+async def serve(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None
+                ) -> None:
+    """Run the registrar until SIGTERM or SIGINT."""
+    accounts = load_accounts(settings.accounts)
+    server = RegistrarServer(settings, accounts,
+                             accounts_loader=lambda: load_accounts(settings.accounts))
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_accounts)
+    if ready is not None:
+        ready(server)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+
+
+def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:
+    """Blocking entry point (the stock asyncio loop: uvloop measured no clear gain here)."""
+    asyncio.run(serve(settings, ready=ready))

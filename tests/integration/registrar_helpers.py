@@ -1,0 +1,274 @@
+"""Helpers for the registrar integration tests: namespaces, the server process, SIPp, sockets.
+
+Each test module builds its own pair of network namespaces joined by a veth pair (server side
+and client side, addresses only inside the namespaces) and deletes them afterwards, even when a
+test fails. Plain sockets are created inside the client namespace by a short-lived thread that
+`setns()`s into it: a socket stays in the namespace it was created in, so the test can then use
+it from its own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from floodguard.registrar.bindings import EndpointRow, read_endpoints
+from floodguard.sip.message import SipMessage, parse_message
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "tests" / "assets" / "registrar"
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() \
+    else sys.executable
+CLONE_NEWNET = 0x40000000
+
+SERVER_IP, CLIENT_IP, CLIENT_IP2 = "10.77.0.1", "10.77.0.2", "10.77.0.3"
+SERVER_IP6, CLIENT_IP6 = "fd77::1", "fd77::2"
+USERS = [str(u) for u in range(1001, 1011)]
+
+
+def require_root() -> None:
+    """Fail (never skip) when the test cannot run here."""
+    if os.geteuid() != 0:
+        pytest.fail("registrar integration tests need root (they create network namespaces); "
+                    "run them as root, e.g. `sudo make test`", pytrace=False)
+    for tool in ("ip", "sipp"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"registrar integration tests need `{tool}` (apt-get install "
+                        f"{'iproute2' if tool == 'ip' else 'sip-tester'})", pytrace=False)
+
+
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class NetPair:
+    """A server namespace and a client namespace joined by one veth pair."""
+
+    server_ns: str
+    client_ns: str
+
+    @classmethod
+    def create(cls) -> NetPair:
+        tag = secrets.token_hex(3)
+        pair = cls(f"fg-reg-{tag}-s", f"fg-reg-{tag}-c")
+        try:
+            run("ip", "netns", "add", pair.server_ns)
+            run("ip", "netns", "add", pair.client_ns)
+            run("ip", "link", "add", f"fgr{tag}s", "netns", pair.server_ns, "type", "veth",
+                "peer", "name", f"fgr{tag}c", "netns", pair.client_ns)
+            for ns, dev, v4, v6 in ((pair.server_ns, f"fgr{tag}s", [SERVER_IP], SERVER_IP6),
+                                    (pair.client_ns, f"fgr{tag}c", [CLIENT_IP, CLIENT_IP2],
+                                     CLIENT_IP6)):
+                run("ip", "-n", ns, "link", "set", "lo", "up")
+                for addr in v4:
+                    run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+                run("ip", "-n", ns, "link", "set", dev, "up")
+        except BaseException:
+            pair.destroy()
+            raise
+        return pair
+
+    def destroy(self) -> None:
+        for ns in (self.client_ns, self.server_ns):
+            run("ip", "netns", "del", ns, check=False)
+
+
+def in_netns(ns: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call fn in a thread that has joined network namespace `ns`; return its result."""
+    box: dict[str, Any] = {}
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn(*args)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def udp_socket(ns: str, ip: str, port: int = 0, timeout: float = 3.0) -> socket.socket:
+    """A UDP socket bound to (ip, port) inside namespace `ns`."""
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((ip, port))
+        return sock
+
+    sock = in_netns(ns, make)
+    sock.settimeout(timeout)
+    return sock
+
+
+def host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def exchange(sock: socket.socket, data: bytes, dest: tuple[str, int]) -> SipMessage:
+    """Send a request and return the first response (skipping stray OPTIONS probes)."""
+    sock.sendto(data, dest)
+    deadline = time.monotonic() + sock.gettimeout()
+    while True:
+        reply, _ = sock.recvfrom(65535)
+        msg = parse_message(reply)
+        if not msg.is_request:
+            return msg
+        if time.monotonic() > deadline:
+            raise TimeoutError("no response")
+
+
+def write_config(tmp: Path, *, listen: list[str], **registrar: Any) -> Path:
+    """fg.toml + accounts.toml (users 1001..1010, password "secret<user>") in `tmp`."""
+    accounts = tmp / "accounts.toml"
+    accounts.write_text("".join(f'[[account]]\nuser = "{u}"\npassword = "secret{u}"\n'
+                                for u in USERS))
+    lines = ["[registrar]", f"listen = {json.dumps(listen)}",
+             f"accounts = {json.dumps(str(accounts))}"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in registrar.items()]
+    lines += ["[state]", f'path = "{tmp / "state.db"}"', ""]
+    path = tmp / "fg.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Registrar:
+    """The real registrar process (`python -m floodguard.registrar.commands registrar`) in a
+    namespace."""
+
+    def __init__(self, pair: NetPair, config: Path, log: Path) -> None:
+        self.pair = pair
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.db = config.parent / "state.db"
+
+    def start(self, timeout: float = 15.0) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.pair.server_ns, PYTHON, "-m",
+                 "floodguard.registrar.commands", "registrar", "-c", str(self.config), "-v"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )
+        probe = udp_socket(self.pair.client_ns, CLIENT_IP, timeout=0.3)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"registrar exited at start:\n{self.log.read_text()}")
+                with contextlib.suppress(OSError, TimeoutError):
+                    options = (f"OPTIONS sip:{SERVER_IP}:5060 SIP/2.0\r\n"
+                               f"Via: SIP/2.0/UDP {CLIENT_IP}:{probe.getsockname()[1]};"
+                               f"branch=z9hG4bK{secrets.token_hex(4)}\r\n"
+                               "From: <sip:probe@test>;tag=1\r\nTo: <sip:probe@test>\r\n"
+                               "Call-ID: ready@test\r\nCSeq: 1 OPTIONS\r\n"
+                               "Content-Length: 0\r\n\r\n").encode()
+                    if exchange(probe, options, (SERVER_IP, 5060)).status == 200:
+                        return
+            raise AssertionError(f"registrar not answering:\n{self.log.read_text()}")
+        finally:
+            probe.close()
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError("registrar did not stop on SIGTERM") from None
+
+    def endpoints(self) -> list[EndpointRow]:
+        return read_endpoints(self.db)
+
+    def wait_for(self, predicate: Callable[[list[EndpointRow]], bool], timeout: float,
+                 step: float = 0.1) -> float:
+        """Poll the database until predicate(rows); returns the seconds it took."""
+        start = time.monotonic()
+        while True:
+            if predicate(self.endpoints()):
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"condition not met in {timeout} s: {self.endpoints()}")
+            time.sleep(step)
+
+
+@contextlib.contextmanager
+def registrar_env(tmp: Path, **registrar: Any) -> Iterator[tuple[NetPair, Registrar]]:
+    """Namespaces + a running registrar; everything is removed on exit, even on failure."""
+    require_root()
+    pair = NetPair.create()
+    server: Registrar | None = None
+    try:
+        listen = registrar.pop("listen", [f"{SERVER_IP}:5060"])
+        config = write_config(tmp, listen=listen, **registrar)
+        server = Registrar(pair, config, tmp / "registrar.log")
+        server.start()
+        yield pair, server
+    finally:
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            pair.destroy()
+
+
+def sipp(pair: NetPair, scenario: str, *, user_lines: list[str], port: int, cwd: Path,
+         transport: str = "u1", calls: int | None = None, rate: int | None = None,
+         local_ip: str = CLIENT_IP, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a SIPp UAC scenario from the client namespace; `user_lines` are injection rows."""
+    inf = cwd / f"users-{secrets.token_hex(3)}.csv"
+    inf.write_text("SEQUENTIAL\n" + "\n".join(user_lines) + "\n")
+    cmd = ["ip", "netns", "exec", pair.client_ns, "sipp", "-sf", str(ASSETS / scenario),
+           "-inf", str(inf), f"{SERVER_IP}:5060", "-i", local_ip, "-p", str(port),
+           "-t", transport, "-m", str(calls or len(user_lines)), "-nostdin",
+           "-recv_timeout", "4000", "-timeout", f"{int(timeout)}s", "-timeout_error",
+           "-trace_err", "-error_file", str(cwd / f"sipp-{scenario}-{port}.err")]
+    if rate is not None:
+        cmd += ["-r", str(rate)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10, cwd=cwd)
+
+
+def auth_line(user: str, password: str | None = None, expires: int = 3600) -> str:
+    """An injection row for register.xml / register_rejected.xml."""
+    return (f"{user};[authentication username={user} password={password or 'secret' + user}];"
+            f"{expires}")
+
+
+def sipp_error(result: subprocess.CompletedProcess[str], cwd: Path) -> str:
+    logs = "".join(p.read_text(errors="replace")[-3000:] for p in cwd.glob("sipp-*.err"))
+    return (f"sipp exit {result.returncode}\n{result.stdout[-2000:]}\n"
+            f"{result.stderr[-2000:]}\n{logs}")
