@@ -80,6 +80,30 @@ class GuardLab:
                 self.kamailio.wait()
         self.server.sh("pkill -f 'kamailio -f " + str(self.tmp) + "' || true", check=False)
 
+    def start_registrar(self) -> None:
+        """floodguard's own registrar on SERVER4:5060, accounts 1001..1010 like Kamailio's."""
+        assert self.config_path is not None
+        accounts = self.tmp / "accounts.toml"
+        accounts.write_text("".join(f'[[account]]\nuser = "{u}"\npassword = "secret{u}"\n'
+                                    for u in range(1001, 1011)))
+        text = self.config_path.read_text()
+        self.config_path.write_text(text + f'\n[registrar]\nlisten = ["{SERVER4}:5060"]\n'
+                                    f'accounts = "{accounts}"\n')
+        log = open(self.tmp / "registrar.log", "w")  # noqa: SIM115 — closed with the process
+        self.kamailio = subprocess.Popen(  # stopped like Kamailio
+            ["ip", "netns", "exec", self.server.name, str(FLOODGUARD), "registrar", "-c",
+             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT)
+        self.server.procs.append(self.kamailio)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = self.server.run("ss", "-lun", "sport = :5060", check=False).stdout
+            if SERVER4 in probe:
+                return
+            if self.kamailio.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"registrar did not start: {(self.tmp / 'registrar.log').read_text()}")
+
     def start_guard(self) -> None:
         assert self.config_path is not None
         self.guard_log = self.tmp / f"guard-{time.monotonic_ns()}.log"
@@ -158,12 +182,16 @@ def build(make_netns: Any, tmp: Path) -> GuardLab:
     return GuardLab(server, client, tmp)
 
 
-def start(lab: GuardLab, extra: str = "") -> None:
-    """Rules, Kamailio and the guard. svcrack announces itself as friendly-scanner: the scanner
-    layer would drop it before any failure could be proven, so it is switched off here."""
+def start(lab: GuardLab, extra: str = "", registrar: str = "kamailio") -> None:
+    """Rules, a registrar (Kamailio or floodguard's own) and the guard. svcrack announces itself
+    as friendly-scanner: the scanner layer would drop it before any failure could be proven, so
+    it is switched off here."""
     lab.write_config('[scanner]\nuser_agents = []\n' + extra)
     lab.apply()
-    lab.start_kamailio()
+    if registrar == "kamailio":
+        lab.start_kamailio()
+    else:
+        lab.start_registrar()
     lab.start_guard()
 
 
