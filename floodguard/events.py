@@ -22,7 +22,7 @@ class EventLog:
         self.json_mode = json_mode
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = {"ts": round(time.time(), 3), "event": event, **fields}
+        record = {"ts": round(time.time(), 6), "event": event, **fields}
         if self.json_mode:
             line = json.dumps(record, separators=(",", ":"), default=str)
         else:

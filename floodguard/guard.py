@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +31,7 @@ HOOK_LOCAL_OUT = 3
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
 BASELINE_EVERY = 60.0
+COPY_LIMIT = 4016  # netfilterqueue 1.1's largest copy (its 4096-byte buffer less metadata)
 BAN_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
@@ -86,6 +87,7 @@ class Guard:
         self.ban_latency_sum = 0.0
         self.set_errors = 0
         self._known_until: dict[str, float] = {}
+        self._known_pending: dict[str, int] = {}
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
@@ -96,8 +98,7 @@ class Guard:
         self._t0 = time.perf_counter()
         pkt = parse_ip(payload)
         if pkt is None:
-            self.counters["drop:malformed:ip"] += 1
-            return False
+            return self._unreadable(payload)
         now = self.clock()
         body = pkt.payload
         if self.forward:
@@ -143,6 +144,23 @@ class Guard:
                 self.counters["pass:request-out"] += 1
                 return True
         return self._finish(verdict, pkt.src)
+
+    def _unreadable(self, payload: bytes) -> bool:
+        """A packet parse_ip refused. netfilterqueue copies at most COPY_LIMIT bytes, so a
+        longer packet (a big SIP message, a reassembled fragment train) arrives cut short: it
+        is judged by its source alone, and the kernel's limits have already counted it."""
+        if len(payload) >= COPY_LIMIT:
+            version = payload[0] >> 4
+            raw = payload[12:16] if version == 4 else payload[8:24] if version == 6 else b""
+            if raw and len(raw) in (4, 16):
+                src = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+                if self.engine.is_banned(self.clock(), src):
+                    self.counters["drop:banned"] += 1
+                    return self.monitor
+                self.counters["pass:truncated"] += 1
+                return True
+        self.counters["drop:malformed:ip"] += 1
+        return self.monitor
 
     def _finish(self, verdict: Verdict, src: str) -> bool:
         if verdict.accept:
@@ -207,7 +225,7 @@ class Guard:
         self.events.emit("suspend" if ban.kind == "suspend" else "ban", ip=ban.ip, aor=ban.aor,
                          reason=ban.reason, kind=ban.kind, failures=ban.failures, seconds=seconds)
         if self.flush_conntrack is not None:
-            threading.Thread(target=self.flush_conntrack, args=(ban.ip,), daemon=True).start()
+            self.flush_conntrack(ban.ip)  # only queues it: the flush runs off the packet path
 
     def _unban(self, unban: Unban) -> None:
         self._set("remove", "ban", unban.ip)
@@ -222,9 +240,15 @@ class Guard:
         if len(self._known_until) > 200_000:
             self._known_until.clear()
         self._known_until[mark.ip] = now + mark.seconds
-        seconds = max(1, math.ceil(mark.seconds))
-        self._set("add", "known", mark.ip, seconds)
-        self.store.put_known(mark.ip, seconds, now=self.wall())
+        # written from tick(): a 200 OK is never held up by a set or database write
+        self._known_pending[mark.ip] = max(1, math.ceil(mark.seconds))
+
+    def flush_known(self) -> None:
+        pending, self._known_pending = self._known_pending, {}
+        wall = self.wall()
+        for ip, seconds in pending.items():
+            self._set("add", "known", ip, seconds)
+            self.store.put_known(ip, seconds, now=wall)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -257,7 +281,9 @@ class Guard:
         return len(bans)
 
     def tick(self) -> None:
-        """Periodic work between packets: operator commands, snapshots."""
+        """Periodic work between packets: known-good marks, operator commands, snapshots."""
+        if self._known_pending:
+            self.flush_known()
         for cmd in self.store.take_commands(self._command_id):
             self._command_id = cmd.id
             now = self.clock()
@@ -306,6 +332,7 @@ class Guard:
         }, now=self.wall())
 
     def snapshot(self) -> None:
+        self.flush_known()
         self.publish_counters()
         now = self.clock()
         self._last_snapshot = now
@@ -313,6 +340,7 @@ class Guard:
         self.store.save_snapshot(f"baseline-{self.name}", self.baseline.export(),
                                  now=self.wall())
         self.store.prune(now=self.wall())
+        self.store.checkpoint()
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg

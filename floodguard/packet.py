@@ -4,6 +4,11 @@
 of magnitude slower) and returns a `Packet`, or None for anything it cannot or should not
 read: short or truncated data, an unknown IP version, a protocol other than UDP/TCP, a
 non-first fragment, too many IPv6 extension headers.  It never raises.
+
+The common case, an unfragmented IPv4/UDP datagram without IP options, takes a short path
+(one `struct` call for both addresses and the UDP header, addresses converted to text through
+a small bounded cache: `inet_ntop` costs more than the rest of the header put together).
+Everything else, and any doubt about the short path, goes through the general parser.
 """
 
 import socket
@@ -36,6 +41,13 @@ _V6_MAX_EXT = 8
 
 _ports = struct.Struct("!HH")
 _udp_header = struct.Struct("!HHH")
+_v4_udp = struct.Struct("!4s4sHHH")  # addresses (offset 12) and UDP header of a 20-byte header
+_tuple_new = tuple.__new__
+
+# Packed IPv4 address -> text.  Registrar traffic repeats a few addresses (our own on every
+# packet); a flood of distinct sources only refills it: it is emptied when full.
+_V4_CACHE_MAX = 16384
+_v4_text: dict[bytes, str] = {}
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
 _ntop = socket.inet_ntop
@@ -128,6 +140,15 @@ def _parse_v6(data: bytes) -> Packet | None:
     )
 
 
+def _v4_address(packed: bytes) -> str:
+    text = _v4_text.get(packed)
+    if text is None:
+        if len(_v4_text) >= _V4_CACHE_MAX:
+            _v4_text.clear()
+        text = _v4_text[packed] = _ntop(_AF_INET, packed)
+    return text
+
+
 def parse_ip(data: bytes) -> Packet | None:
     """Parse a raw IPv4/IPv6 packet carrying UDP or TCP; None if it can't be read."""
     try:
@@ -135,6 +156,19 @@ def parse_ip(data: bytes) -> Packet | None:
             data = bytes(data)
         if not data:
             return None
+        if data[0] == 0x45 and len(data) >= 28 and data[9] == _UDP and not (
+            (data[6] & 0x1F) or data[7]
+        ):
+            # IPv4, 20-byte header, UDP, not a fragment: exactly what _parse_v4 + _l4 return
+            # when the lengths are consistent; anything else is left to them.
+            total = (data[2] << 8) | data[3]
+            src, dst, sport, dport, length = _v4_udp.unpack_from(data, 12)
+            if length >= 8 and 20 + length <= total <= len(data):
+                cache = _v4_text
+                return _tuple_new(Packet, (
+                    4, cache.get(src) or _v4_address(src), cache.get(dst) or _v4_address(dst),
+                    "udp", sport, dport, data[28 : 20 + length], 0,
+                ))
         version = data[0] >> 4
         if version == 4:
             return _parse_v4(data)

@@ -6,6 +6,7 @@ engine works in monotonic time and the guard converts at the boundary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -128,6 +129,15 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def defer_checkpoints(self) -> None:
+        """No automatic WAL checkpoints (their fsyncs stall the writer): the owner calls
+        checkpoint() off the hot path instead."""
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # busy: the next one will do
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # bans -----------------------------------------------------------------
 

@@ -15,8 +15,12 @@ from floodguard.kernel.iptables import run
 _DELETED = re.compile(r"(\d+) flow entries have been deleted")
 
 
-def forget(address: str) -> int:
-    """Delete conntrack entries from or to ``address``; returns how many were deleted."""
+def forget(address: str, *, tcp_only: bool = False) -> int:
+    """Delete conntrack entries from or to ``address``; returns how many were deleted.
+
+    ``tcp_only`` is what a ban needs: UDP from a banned source is dropped in raw PREROUTING
+    before conntrack, so its UDP entries simply time out, while TCP connections must be cut.
+    """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -24,7 +28,8 @@ def forget(address: str) -> int:
     family = ["-f", "ipv6"] if ip.version == 6 else []
     deleted = 0
     for selector in ("--orig-src", "--reply-src"):
-        result = run(["conntrack", "-D", *family, selector, str(ip)])
+        proto = ["-p", "tcp"] if tcp_only else []
+        result = run(["nice", "-n", "19", "conntrack", "-D", *family, *proto, selector, str(ip)])
         match = _DELETED.search(result.stderr)
         if match is None:  # exit 1 with "0 flow entries" just means nothing matched
             raise KernelError(f"conntrack -D failed: {result.stderr.strip() or 'no output'}")

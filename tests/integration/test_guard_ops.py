@@ -94,13 +94,20 @@ def test_two_queue_workers_and_conntrack_forgotten_on_ban(glab: GuardLab) -> Non
     start(glab, "[queue]\nworkers = 2\n")
     assert glab.guard is not None
     assert wait_for(lambda: sum(e["event"] == "guard_started" for e in glab.events()) == 2)
+    # the attacker also holds a TCP connection open: a ban must cut it (UDP from a banned
+    # source dies in raw PREROUTING before conntrack, so its UDP entries just time out)
+    holder = glab.client.popen(sys.executable, "-c", (
+        "import socket, time; s = socket.create_connection(('" + SERVER4 + "', 5060), "
+        "source_address=('" + ATTACKER + "', 0)); print('up', flush=True); time.sleep(60)"))
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+    tcp = glab.server.run("conntrack", "-L", "-p", "tcp", "-s", ATTACKER, check=False)
+    assert f"src={ATTACKER}" in tcp.stdout
     for src in (ATTACKER, OTHER):
         svcrack(glab, src)
     bans = glab.ban_set()
     assert ATTACKER in bans and OTHER in bans
-    time.sleep(0.5)
-    flows = glab.server.run("conntrack", "-L", "-s", ATTACKER, check=False)
-    assert f"src={ATTACKER}" not in flows.stdout
+    assert wait_for(lambda: f"src={ATTACKER}" not in glab.server.run(
+        "conntrack", "-L", "-p", "tcp", "-s", ATTACKER, check=False).stdout, 5)
     assert glab.sipp_register(PHONE, [("1003", "secret1003")], calls=3, rate=2,
                               port=5075)["successful"] == 3
 

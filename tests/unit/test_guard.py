@@ -88,6 +88,8 @@ def test_six_proven_failures_put_the_source_in_the_ban_set(rig):
 def test_success_marks_known_in_set_and_store(rig):
     guard, sets, store, _, _ = rig()
     assert attempt(guard, "198.51.100.8", "1002", "pw", 1, "k1", 1, final=200)
+    assert ("known", "198.51.100.8") not in sets.entries  # never on the packet path
+    guard.tick()
     assert sets.entries[("known", "198.51.100.8")] == 7200
     assert store.active_known(now=guard.wall())[0][0] == "198.51.100.8"
 
@@ -222,3 +224,17 @@ def test_guard_reports_a_subnet_dominating_registers(rig):
     anomaly = [e for e in events if e["event"] == "anomaly"]
     assert anomaly and anomaly[0]["metric"] == "register" and anomaly[0]["kind"] == "subnet"
     assert guard.counters["anomaly:register:subnet"] == 1
+
+
+def test_packets_cut_at_the_queue_copy_limit_are_judged_by_source(rig):
+    from floodguard.guard import COPY_LIMIT
+
+    guard, _, _, _, clock = rig()
+    big = register("1001", src="203.0.113.20", call_id="big", cseq=1).replace(
+        b"Content-Length: 0", b"X-Pad: " + b"a" * 6000 + b"\r\nContent-Length: 0")
+    cut = udp("203.0.113.20", SERVER, 5060, 5060, big)[:COPY_LIMIT]
+    assert guard.handle(cut, HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:truncated"] == 1
+    guard.engine.ban(clock.t, "203.0.113.20", 60)
+    assert guard.handle(cut, HOOK_LOCAL_IN) is False
+    assert guard.handle(b"\x45" + b"\x00" * 30, HOOK_LOCAL_IN) is False  # short junk: malformed

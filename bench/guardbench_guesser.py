@@ -1,0 +1,170 @@
+"""Password guessers for bench_guard.py's ban-latency test: digest REGISTER brute force.
+
+Each guesser owns one source address (already on the client interface) and one account. It
+sends REGISTER, takes the nonce from the 401, then sends one REGISTER with a wrong digest for
+the newest nonce it has every 1/rate seconds, the way a real cracker paces itself. Every guess
+reuses the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal
+first challenge and its answers to higher CSeqs are failures. A guesser stops after
+``--max-guesses`` or once the registrar has stopped answering (the guard banned it).
+
+For every 401 received it records the CSeq, the registrar's own send-time stamp (header
+X-Fg-Ts, which bench_guard.py's Kamailio config adds: its clock read while building the
+reply) and the receive time here. Prints one JSON object: source -> list of those records.
+
+Usage: guardbench_guesser.py --server IP --sources A,B,... [--rate 20] [--start-spread S]
+       [--sequential]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+
+UA = "bench-guesser/1.0"
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """One guesser's UDP socket: records every 401 and keeps the newest nonce."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, object]] = []
+        self.nonce: str | None = None
+        self.answers = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        received = time.time()
+        self.answers += 1
+        if data[8:11] != b"401":
+            return
+        stamp = _header(data, b"X-Fg-Ts")
+        cseq = (_header(data, b"CSeq") or "0").split()
+        self.records.append({"cseq": int(cseq[0]) if cseq and cseq[0].isdigit() else 0,
+                             "sent": float(stamp) if stamp else None, "received": received})
+        self.nonce = _nonce(_header(data, b"WWW-Authenticate")) or self.nonce
+
+
+def _header(msg: bytes, name: bytes) -> str | None:
+    low = msg.lower()
+    pos = low.find(b"\r\n" + name.lower() + b":")
+    if pos < 0:
+        return None
+    start = pos + len(name) + 3
+    end = msg.find(b"\r\n", start)
+    return msg[start:end].strip().decode("utf-8", "replace")
+
+
+def _nonce(challenge: str | None) -> str | None:
+    if not challenge:
+        return None
+    pos = challenge.find('nonce="')
+    if pos < 0:
+        return None
+    start = pos + 7
+    return challenge[start : challenge.find('"', start)]
+
+
+def _register(server: str, src: str, port: int, user: str, call_id: str, cseq: int,
+              nonce: str | None) -> bytes:
+    lines = [
+        f"REGISTER sip:{server} SIP/2.0",
+        f"Via: SIP/2.0/UDP {src}:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{user}@{server}>;tag={call_id[:10]}",
+        f"To: <sip:{user}@{server}>",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} REGISTER",
+        f"Contact: <sip:{user}@{src}:{port}>",
+        "Expires: 60",
+        f"User-Agent: {UA}",
+    ]
+    if nonce is not None:
+        wrong = hashlib.md5(os.urandom(8)).hexdigest()  # noqa: S324 — a deliberately wrong guess
+        lines.append(f'Authorization: Digest username="{user}", realm="{server}", '
+                     f'nonce="{nonce}", uri="sip:{server}", response="{wrong}", algorithm=MD5')
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def guesser(server: str, src: str, user: str, rate: float, delay: float,
+                  max_guesses: int, silence: float) -> list[dict[str, object]]:
+    """Guess at ``rate`` per second, always with the newest nonce received; stop after
+    ``max_guesses`` or once nothing has been answered for ``silence`` seconds."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        _Endpoint, local_addr=(src, 0), remote_addr=(server, 5060))
+    port = transport.get_extra_info("sockname")[1]
+    call_id = f"{os.urandom(8).hex()}@{src}"
+    period = 1.0 / rate
+    await asyncio.sleep(delay)
+    try:
+        transport.sendto(_register(server, src, port, user, call_id, 1, None))
+        deadline = loop.time() + 10.0
+        while proto.nonce is None and loop.time() < deadline:  # a guess needs a challenge
+            await asyncio.sleep(0.002)
+        if proto.nonce is None:
+            return proto.records
+        start = loop.time()
+        last_answers, last_change = proto.answers, start
+        for k in range(1, max_guesses + 1):
+            transport.sendto(_register(server, src, port, user, call_id, k + 1, proto.nonce))
+            await asyncio.sleep(max(0.0, start + k * period - loop.time()))
+            if proto.answers != last_answers:
+                last_answers, last_change = proto.answers, loop.time()
+            elif loop.time() - last_change >= silence:
+                break
+        end = loop.time() + silence  # answers still on their way
+        while loop.time() < end and loop.time() - last_change < silence:
+            await asyncio.sleep(0.01)
+            if proto.answers != last_answers:
+                last_answers, last_change = proto.answers, loop.time()
+    finally:
+        transport.close()
+    return proto.records
+
+
+async def run(args: argparse.Namespace) -> dict[str, list[dict[str, object]]]:
+    sources = args.sources.split(",")
+    if args.sequential:
+        out: dict[str, list[dict[str, object]]] = {}
+        for i, src in enumerate(sources):
+            out[src] = await guesser(args.server, src, f"{1001 + i % 10}", args.rate, 0.0,
+                                     args.max_guesses, args.silence)
+            await asyncio.sleep(args.pause)
+        return out
+    rng = random.Random(7)
+    tasks = [
+        guesser(args.server, src, f"{1001 + i % 10}", args.rate,
+                rng.uniform(0.0, args.start_spread), args.max_guesses, args.silence)
+        for i, src in enumerate(sources)
+    ]
+    results = await asyncio.gather(*tasks)
+    return dict(zip(sources, results, strict=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--sources", required=True, help="comma-separated source addresses")
+    parser.add_argument("--rate", type=float, default=20.0, help="guesses per second each")
+    parser.add_argument("--start-spread", type=float, default=0.05,
+                        help="guessers start at random offsets within this many seconds")
+    parser.add_argument("--max-guesses", type=int, default=12)
+    parser.add_argument("--silence", type=float, default=0.5,
+                        help="stop once nothing has been answered for this many seconds")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one guesser after the other instead of all at once")
+    parser.add_argument("--pause", type=float, default=0.2,
+                        help="idle seconds between sequential guessers")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

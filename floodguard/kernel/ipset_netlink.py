@@ -1,0 +1,111 @@
+"""Add and remove ipset entries with one raw netlink message each — the guard's hot path.
+
+pyroute2's IPSet costs 0.4 ms p50 / 6.5 ms p99 per add here (it runs an asyncio loop per call);
+one NETLINK_NETFILTER message and its ACK cost about 6 µs / 37 µs. Set creation, listing and
+swaps stay with ``ipset.SetManager``; this writer only adds (or renews) and deletes entries in
+sets that exist.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Sequence
+
+from floodguard.kernel import KernelError, SetFullError
+from floodguard.kernel.rules import IPSET_MAX_TIMEOUT, SetSpec
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_IPSET = 6
+IPSET_CMD_ADD = 9
+IPSET_CMD_DEL = 10
+IPSET_PROTOCOL = 6
+IPSET_ATTR_PROTOCOL = 1
+IPSET_ATTR_SETNAME = 2
+IPSET_ATTR_DATA = 7
+IPSET_ATTR_IP = 1
+IPSET_ATTR_TIMEOUT = 6
+IPSET_ATTR_IPADDR_IPV4 = 1
+IPSET_ATTR_IPADDR_IPV6 = 2
+IPSET_ERR_EXIST = 4103
+IPSET_ERR_HASH_FULL = 4352
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+NLMSG_ERROR = 2
+_HEADER = struct.Struct("=IHHII")
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+class NetlinkSetWriter:
+    """add(kind, ip, timeout) / remove(kind, ip) on floodguard's sets; one socket, one thread."""
+
+    def __init__(self, specs: Sequence[SetSpec]) -> None:
+        self._names = {(s.kind, s.family): s.name for s in specs}
+        try:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            self._sock.bind((0, 0))
+        except OSError as exc:
+            raise KernelError(f"netlink socket for ipset: {exc}") from None
+        self._seq = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _request(self, command: int, kind: str, ip: str, timeout: float | None) -> bool:
+        family = 6 if ":" in ip else 4
+        name = self._names.get((kind, family))
+        if name is None:
+            raise KernelError(f"no {kind} set for IPv{family}")
+        try:
+            if family == 4:
+                packed = _attr(IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER,
+                               socket.inet_pton(socket.AF_INET, ip))
+            else:
+                packed = _attr(IPSET_ATTR_IPADDR_IPV6 | NLA_F_NET_BYTEORDER,
+                               socket.inet_pton(socket.AF_INET6, ip))
+        except OSError:
+            raise KernelError(f"not an IP address: {ip!r}") from None
+        data = _attr(IPSET_ATTR_IP | NLA_F_NESTED, packed)
+        if timeout is not None:
+            seconds = max(0, min(int(timeout), IPSET_MAX_TIMEOUT))
+            data += _attr(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, struct.pack("!I", seconds))
+        body = (struct.pack("=BBH", socket.AF_INET if family == 4 else socket.AF_INET6, 0, 0)
+                + _attr(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL]))
+                + _attr(IPSET_ATTR_SETNAME, name.encode() + b"\0")
+                + _attr(IPSET_ATTR_DATA | NLA_F_NESTED, data))
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        # Without NLM_F_EXCL an add updates an existing entry (a repeated ban renews its
+        # timeout); with it, a delete says whether the entry was there.
+        flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_EXCL if command == IPSET_CMD_DEL else 0)
+        header = _HEADER.pack(16 + len(body), (NFNL_SUBSYS_IPSET << 8) | command, flags,
+                              self._seq, 0)
+        try:
+            self._sock.send(header + body)
+            while True:
+                reply = self._sock.recv(65536)
+                _, reply_kind, _, seq, _ = _HEADER.unpack_from(reply)
+                if reply_kind == NLMSG_ERROR and seq == self._seq:
+                    (error,) = struct.unpack_from("=i", reply, 16)
+                    break
+        except OSError as exc:
+            raise KernelError(f"ipset {name} {ip}: {exc}") from None
+        if error == 0:
+            return True
+        if command == IPSET_CMD_DEL and -error == IPSET_ERR_EXIST:
+            return False  # not in the set
+        if -error == IPSET_ERR_HASH_FULL:
+            raise SetFullError(name, ip)
+        raise KernelError(f"ipset {name} {ip}: netlink error {-error}")
+
+    def add(self, kind: str, ip: str, timeout: float | None = None) -> None:
+        self._request(IPSET_CMD_ADD, kind, ip, timeout)
+
+    def remove(self, kind: str, ip: str) -> bool:
+        return self._request(IPSET_CMD_DEL, kind, ip, None)
