@@ -7,7 +7,7 @@ APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tes
 	python3-venv python3-dev build-essential
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-deps venv test unit integration lint bench clean
+.PHONY: deps system-deps venv test unit integration lint bench demo clean
 
 deps: system-deps venv
 
@@ -41,6 +41,12 @@ unit: deps
 
 test: deps lint
 	$(VENV)/bin/pytest -q tests
+
+DEMO_DURATION ?= 5
+# The attack lab: every scenario against real phones, with and without floodguard side by side,
+# in private network namespaces only; a few minutes. REPORT=dir also writes an HTML report.
+demo: deps
+	$(VENV)/bin/floodguard lab --scenario all --duration $(DEMO_DURATION) $(if $(REPORT),--report $(REPORT))
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -314,6 +314,40 @@ class MetricsConfig:
     listen: str = field(default="127.0.0.1:9477", metadata=_check(_listen))
 
 
+FLEET_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
+                 "redis+cluster", "rediss+cluster")
+
+
+def _redis_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be a Redis URL string (empty: single node)")
+    if not value:
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in FLEET_SCHEMES or not rest.strip("/"):
+        raise _Invalid("must be empty or a URL starting with "
+                       + ", ".join(f"{s}://" for s in FLEET_SCHEMES))
+    return value
+
+
+def _fleet_name(value: Any) -> str:
+    ok = isinstance(value, str) and len(value) <= 200 and not any(
+        c.isspace() or c in "*?[]" for c in value)
+    if not ok:
+        raise _Invalid("must be a string without spaces or *?[] (at most 200 characters)")
+    return value
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Sharing bans and known-good sources with other floodguard nodes through Redis."""
+
+    redis_url: str = field(default="", metadata=_check(_redis_url))  # empty: single node
+    node: str = field(default="", metadata=_check(_fleet_name))  # empty: the host name
+    channel: str = field(default="floodguard", metadata=_check(
+        lambda v: _fleet_name(_nonempty_str(v))))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole effective configuration."""
@@ -330,6 +364,7 @@ class Config:
     guard: GuardConfig = field(default_factory=GuardConfig)
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: str | None = None  # the file it was read from, None for built-in defaults
 
 
@@ -344,6 +379,7 @@ _SECTIONS: dict[str, type] = {
     "guard": GuardConfig,
     "state": StateConfig,
     "metrics": MetricsConfig,
+    "fleet": FleetConfig,
 }
 
 # VOS3000 system parameter -> (section, key)

@@ -19,6 +19,7 @@ from floodguard import config as configmod
 from floodguard.config import Config, GuardConfig
 from floodguard.events import EventLog
 from floodguard.feeds import FeedScheduler
+from floodguard.fleet import LOAD_TIMEOUT, FleetLink
 from floodguard.guard import Guard
 from floodguard.store import Store
 
@@ -174,6 +175,20 @@ def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:
     return scheduler
 
 
+def _fleet(cfg: Config, events: EventLog) -> FleetLink | None:
+    """The fleet link, with the fleet's bans loaded (at most LOAD_TIMEOUT seconds, and not at all
+    when Redis is unreachable: the link keeps trying on its own); None without ``[fleet]``."""
+    if not cfg.fleet.redis_url:
+        return None
+    from floodguard.kernel.ipset import SetManager
+    from floodguard.kernel.rules import render
+
+    link = FleetLink(cfg, events, lambda: Store(link.cfg.state.path),
+                     lambda: SetManager(render(link.cfg).sets))
+    link.load(LOAD_TIMEOUT)
+    return link
+
+
 def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
     os._exit(run_worker(cfg, queue_num, force_monitor=force_monitor))
 
@@ -198,8 +213,11 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         proc.start()
         workers[queue_num] = proc
 
+    fleet = _fleet(cfg, events)  # before the workers: they start with the fleet's bans
     for queue_num in queues:
         start(queue_num)
+    if fleet is not None:
+        fleet.start()
     try:
         from floodguard.metrics import serve
 
@@ -214,6 +232,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         time.sleep(POLL_SECONDS)
         keeper.check(cfg)
         feeds.cfg = cfg
+        if fleet is not None:
+            fleet.cfg = cfg
         if flags.reload:
             flags.reload = False
             new = _reload(cfg, events, force_monitor)
@@ -245,4 +265,6 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             proc.kill()
+    if fleet is not None:
+        fleet.stop()  # after the workers: it sends what they journalled last
     return 0

@@ -147,18 +147,28 @@ class Guard:
 
     def _unreadable(self, payload: bytes) -> bool:
         """A packet parse_ip refused. netfilterqueue copies at most COPY_LIMIT bytes, so a
-        longer packet (a big SIP message, a reassembled fragment train) arrives cut short: it
-        is judged by its source alone, and the kernel's limits have already counted it."""
+        longer packet arrives cut short. Over UDP a SIP request that large is abuse (RFC 3261
+        sends anything near the MTU over TCP; huge Contact lists are an attack): dropped. A
+        long TCP segment is judged by its source alone; the kernel's limits counted it."""
         if len(payload) >= COPY_LIMIT:
             version = payload[0] >> 4
             raw = payload[12:16] if version == 4 else payload[8:24] if version == 6 else b""
             if raw and len(raw) in (4, 16):
                 src = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-                if self.engine.is_banned(self.clock(), src):
-                    self.counters["drop:banned"] += 1
-                    return self.monitor
-                self.counters["pass:truncated"] += 1
-                return True
+                proto = payload[9] if version == 4 else payload[6]
+                now = self.clock()
+                if self.engine.is_allowed(src):
+                    self.counters["pass:allow"] += 1
+                    return True
+                if self.engine.is_banned(now, src):
+                    reason = "banned"
+                elif proto == socket.IPPROTO_TCP:
+                    self.counters["pass:truncated"] += 1
+                    return True
+                else:
+                    reason = "oversize"
+                self.counters[("would-drop:" if self.monitor else "drop:") + reason] += 1
+                return self.monitor
         self.counters["drop:malformed:ip"] += 1
         return self.monitor
 
@@ -229,7 +239,8 @@ class Guard:
 
     def _unban(self, unban: Unban) -> None:
         self._set("remove", "ban", unban.ip)
-        self.store.delete_ban(unban.ip)
+        # lifted by this node's own allow list: other nodes of a fleet keep their ban
+        self.store.delete_ban(unban.ip, journal=unban.reason != "allow-listed")
         self.events.emit("unban", ip=unban.ip, reason=unban.reason)
 
     def _mark_known(self, mark: MarkKnown) -> None:

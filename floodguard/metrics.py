@@ -144,8 +144,70 @@ class FloodguardCollector(Collector):
             reg.add_metric(["online"], regs["online"])
             reg.add_metric(["offline"], regs["offline"])
             yield reg
+            if "options" in regs:
+                probes = CounterMetricFamily(
+                    "floodguard_options_probes",
+                    "Registrar liveness OPTIONS: sent, answered, timed out (endpoint offline)",
+                    labels=["outcome"])
+                for outcome, value in sorted(regs["options"].items()):
+                    probes.add_metric([outcome], value)
+                yield probes
+        yield from _fleet(data.get("fleet"))
         yield GaugeMetricFamily("floodguard_health_problems",
                                 "Problems floodguard status reports", value=len(data["health"]))
+
+
+def _fleet(fleet: dict[str, Any] | None) -> Iterator[Any]:
+    """The fleet link's state (nothing without [fleet])."""
+    if fleet is None:
+        return
+    yield GaugeMetricFamily("floodguard_fleet_up",
+                            "1 while the fleet link to Redis is up, 0 while down or not running",
+                            value=1 if fleet["up"] else 0)
+    bans = GaugeMetricFamily("floodguard_fleet_bans",
+                             "Fleet bans: in Redis (as of the last sweep) and in this node's "
+                             "kernel set and store", labels=["where"])
+    redis_bans = fleet.get("redis", {}).get("bans")
+    if redis_bans is not None:
+        bans.add_metric(["redis"], redis_bans)
+    for where, value in (fleet.get("local") or {}).items():
+        if value is not None:
+            bans.add_metric([where], value)
+    yield bans
+    counts = fleet.get("counts") or {}
+    changes = CounterMetricFamily("floodguard_fleet_changes",
+                                  "Ban, unban and known-good changes the fleet link moved",
+                                  labels=["direction", "what"])
+    changes.add_metric(["out", "all"], counts.get("pushed", 0))
+    for what in ("bans", "unbans", "known"):
+        changes.add_metric(["in", what], counts.get(what, 0))
+    yield changes
+    yield CounterMetricFamily("floodguard_fleet_allow_listed",
+                              "Fleet bans not applied here: this node's allow list covers them",
+                              value=counts.get("allowed", 0))
+    yield CounterMetricFamily("floodguard_fleet_set_failures",
+                              "Fleet entries the kernel set did not take (full or error)",
+                              value=counts.get("full", 0) + counts.get("errors", 0))
+    yield CounterMetricFamily("floodguard_fleet_reconnects",
+                              "Times the fleet link came back after Redis was unreachable",
+                              value=fleet.get("reconnects", 0))
+    yield GaugeMetricFamily("floodguard_fleet_journal_backlog",
+                            "Local changes not yet in Redis", value=fleet.get("journal_backlog", 0))
+    now_nodes = fleet.get("nodes") or {}
+    yield GaugeMetricFamily("floodguard_fleet_nodes", "Fleet nodes with a recent heartbeat",
+                            value=sum(1 for n in now_nodes.values()
+                                      if n.get("age", 1e9) < 10 and not n.get("stopped")))
+    lag = fleet.get("lag") or {}
+    if lag.get("buckets"):
+        cumulative, buckets = 0, []
+        for bound, count in zip([*lag["buckets"], float("inf")], lag["counts"], strict=False):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        hist = HistogramMetricFamily(
+            "floodguard_fleet_apply_lag_seconds",
+            "From a ban or unban on another node to this node's kernel set")
+        hist.add_metric([], buckets, sum_value=lag.get("sum", 0.0))
+        yield hist
 
 
 def serve(cfg: Config) -> Any:

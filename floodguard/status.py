@@ -7,6 +7,7 @@ publishes to the state store every second, the bans in the store, and the regist
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -111,7 +112,28 @@ def _registrations(store: Store, now: float) -> dict[str, Any] | None:
     except sqlite3.Error:
         return None  # the built-in registrar never ran against this database
     total, online = int(row[0]), int(row[1])
-    return {"bindings": total, "online": online, "offline": total - online}
+    out: dict[str, Any] = {"bindings": total, "online": online, "offline": total - online}
+    try:
+        meta = store.db.execute("SELECT value FROM reg_meta WHERE key = 'liveness'").fetchone()
+        if meta is not None:
+            probes = json.loads(meta[0])
+            out["options"] = {k: int(probes.get(k, 0)) for k in ("sent", "answers", "timeouts")}
+    except (sqlite3.Error, ValueError, AttributeError):
+        pass  # an older registrar: no probe counts
+    return out
+
+
+def _fleet(cfg: Config, store: Store, now: float) -> dict[str, Any] | None:
+    """The fleet link as the supervisor last published it; None when no fleet is configured."""
+    if not cfg.fleet.redis_url:
+        return None
+    snap = store.load_snapshot("fleet")
+    if snap is None or not isinstance(snap[1], dict):
+        return {"running": False, "up": False, "age": None}
+    saved, data = snap
+    running = now - saved < GUARD_STALE_AFTER
+    return {**data, "running": running, "up": running and bool(data.get("up")),
+            "age": round(now - saved, 1)}
 
 
 def collect(cfg: Config, *, kernel: bool = True) -> dict[str, Any]:
@@ -134,6 +156,7 @@ def collect(cfg: Config, *, kernel: bool = True) -> dict[str, Any]:
             "top_aors": [{"aor": a, "bans": n}
                          for a, n in sorted(by_aor.items(), key=lambda kv: -kv[1])[:10]],
             "registrations": _registrations(store, now),
+            "fleet": _fleet(cfg, store, now),
         }
     finally:
         store.close()
@@ -160,6 +183,10 @@ def health(data: dict[str, Any]) -> list[str]:
             problems.append(f"set {row['name']} is {row['entries']}/{row['maxelem']} full")
     if not data["guard"]["ok"]:
         problems.append("guard not running (SIP passes through the kernel limits only)")
+    fleet = data.get("fleet")
+    if fleet is not None and fleet["running"] and not fleet["up"]:
+        problems.append(f"fleet link down ({fleet.get('last_error') or 'connecting'}): bans are "
+                        "not shared with the other nodes until Redis is reachable again")
     for worker in data["guard"]["workers"]:
         if worker["alive"] and worker["set_errors"]:
             problems.append(f"guard {worker['name']}: {worker['set_errors']} kernel set errors")

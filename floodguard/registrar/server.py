@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -377,6 +378,10 @@ class RegistrarServer:
                     self.table.expire(wall)
                     self.core.auth.prune(wall)
                     self._close_idle(mono)
+                    live = self.liveness
+                    self.table.set_meta("liveness", json.dumps(
+                        {"sent": live.sent, "answers": live.answers, "timeouts": live.timeouts,
+                         "saved": wall}))
                 self.table.flush()
             except sqlite3.Error as exc:
                 self.db_errors += 1

@@ -2,7 +2,9 @@
 stopped, it is marked offline within time_to_live + the retransmission schedule and INVITEs get
 480 at once; answering again, or re-registering, brings it back."""
 
+import json
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -88,5 +90,11 @@ def test_offline_endpoint_gets_480_and_comes_back(tmp_path):
             server.wait_for(lambda rows: phone(server).online, timeout=1)
             invite = sipp(pair, "invite_302.xml", user_lines=["1001"], port=5091, cwd=tmp_path)
             assert invite.returncode == 0, sipp_error(invite, tmp_path)
+            # the probe counts reach status and metrics through the database
+            time.sleep(1.2)
+            with sqlite3.connect(server.db) as db:
+                row = db.execute("SELECT value FROM reg_meta WHERE key = 'liveness'").fetchone()
+            probes = json.loads(row[0])
+            assert probes["sent"] >= 3 and probes["answers"] >= 2 and probes["timeouts"] >= 2
         finally:
             uas.stop()

@@ -226,13 +226,18 @@ def test_guard_reports_a_subnet_dominating_registers(rig):
     assert guard.counters["anomaly:register:subnet"] == 1
 
 
-def test_packets_cut_at_the_queue_copy_limit_are_judged_by_source(rig):
+def test_packets_cut_at_the_queue_copy_limit(rig):
     from floodguard.guard import COPY_LIMIT
 
     guard, _, _, _, clock = rig()
     big = register("1001", src="203.0.113.20", call_id="big", cseq=1).replace(
-        b"Content-Length: 0", b"X-Pad: " + b"a" * 6000 + b"\r\nContent-Length: 0")
-    cut = udp("203.0.113.20", SERVER, 5060, 5060, big)[:COPY_LIMIT]
+        b"Content-Length: 0", b"Contact: <sip:" + b"a" * 6000 + b"@x>\r\nContent-Length: 0")
+    # over UDP: a 6 kB REGISTER is abuse, dropped
+    assert guard.handle(udp("203.0.113.20", SERVER, 5060, 5060, big)[:COPY_LIMIT],
+                        HOOK_LOCAL_IN) is False
+    assert guard.counters["drop:oversize"] == 1
+    # a long TCP segment is judged by its source
+    cut = tcp("203.0.113.20", SERVER, 40000, 5060, big)[:COPY_LIMIT]
     assert guard.handle(cut, HOOK_LOCAL_IN) is True
     assert guard.counters["pass:truncated"] == 1
     guard.engine.ban(clock.t, "203.0.113.20", 60)

@@ -20,6 +20,7 @@ def exposition(monkeypatch) -> str:
     data["guard"]["learned"] = {"failures": 6, "successes": 40}
     data["guard"]["ban_latency"] = {"buckets": [0.001, 0.01], "counts": [3, 1, 0], "sum": 0.004}
     data["health"] = []
+    data["registrations"]["options"] = {"sent": 100, "answers": 98, "timeouts": 2}
     monkeypatch.setattr(metrics, "collect", lambda cfg: data)
     monkeypatch.setattr(metrics, "queue_stats", lambda: [
         {"queue": 0, "waiting": 0, "queue_dropped": 5, "user_dropped": 1}])
@@ -38,6 +39,7 @@ def test_exposition_has_every_layer(monkeypatch):
     assert 'floodguard_ban_latency_seconds_count 4.0' in text
     assert 'floodguard_registrations{state="offline"} 1.0' in text
     assert 'floodguard_queue_dropped_packets_total{queue="0",why="queue_full"} 5.0' in text
+    assert 'floodguard_options_probes_total{outcome="timeouts"} 2.0' in text
     assert 'floodguard_set_fill_ratio{set="floodguard-ban"} 0.9' in text
     assert 'floodguard_active_bans{kind="suspend",reason="consecutive-failures"} 1.0' in text
 

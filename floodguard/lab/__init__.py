@@ -1,0 +1,9 @@
+"""The attack lab: private network namespaces, legitimate phones, attack generators, reports.
+
+``floodguard lab`` (see ``command.py``) builds a registrar host, a phones namespace and an
+attackers namespace joined by veth links (``topology.py``), applies floodguard's rules there
+with ``floodguard apply``, starts the guard and a registrar, runs legitimate phones
+(``phones.py``) against one attack at a time (``attacks.py``), samples the kernel counters and
+prints or writes the result (``report.py``). Everything it creates lives in its own namespaces
+and is removed afterwards, also on Ctrl-C or an error.
+"""

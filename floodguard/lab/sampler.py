@@ -1,0 +1,177 @@
+"""Counter sampler, run inside the registrar's namespace for the length of one scenario:
+
+    python -m floodguard.lab.sampler [-c CONFIG] --interval 1
+
+prints one JSON line per interval (and a last one when it stops): ``{"t": wall, "kernel":
+{layer: packets}, "reach": {"attackers": n, "botnet": n, "phones": n}, "udp": {...}, "sent":
+n}`` with running totals. ``sent`` is the attackers' counting chain (``--sent-netns``), read in
+the same breath so all the series share one clock. ``kernel`` sums the packet
+counters of floodguard's DROP rules per layer (read with ``floodguard.kernel.firewall.status``,
+the same data as ``floodguard show``); ``reach`` is read from the lab's own counting chain in the
+``security`` table, whose INPUT hook runs after the filter table, so it counts what got past
+every floodguard layer (the guard's accepted verdicts included) and was handed to the host for
+the registrar. Without ``-c`` (unprotected runs) only ``reach`` is sampled. Stops on SIGTERM or
+when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from floodguard.lab.topology import ATTACKER_NET, BOTNET_NET, PHONE_NET
+
+REACH_CHAIN = "FGLAB-REACH"
+SENT_CHAIN = "FGLAB-SENT"
+REACH_RULES = {"attackers": ATTACKER_NET, "botnet": BOTNET_NET, "phones": PHONE_NET}
+LAYERS = ("ban", "scanner", "register-limit", "sip-limit", "budget", "gateway", "tcp", "other")
+
+
+def layer_of(rule: Mapping[str, Any]) -> str | None:
+    """The defence layer a floodguard rule stands for, or None when it does not drop."""
+    spec = str(rule.get("rule", ""))
+    if "-j DROP" not in spec:
+        return None
+    if "floodguard-ban" in spec:
+        return "ban"
+    if "--icase" in spec and "-m string" in spec:
+        return "scanner"
+    if "--hashlimit-name fg-reg" in spec:
+        return "register-limit"
+    if "--hashlimit-name fg-sip" in spec:
+        return "sip-limit"
+    if "--hashlimit-name fg-bud" in spec:
+        return "budget"
+    if spec.startswith("-s ") or " -s " in spec:
+        return "gateway"
+    if "-p tcp" in spec:
+        return "tcp"
+    return "other"
+
+
+def kernel_drops(rules: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Packets dropped per layer, summed over both families and every port."""
+    out = dict.fromkeys(LAYERS, 0)
+    for rule in rules:
+        layer = layer_of(rule)
+        if layer is not None:
+            out[layer] += int(rule.get("packets", 0))
+    return out
+
+
+_SAVE_LINE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
+
+
+def reach_rules() -> list[list[str]]:
+    """The counting rules (iptables arguments after the chain name)."""
+    return [["-s", net, "-p", "udp", "-m", "udp", "--dport", "5060", "-j", "RETURN"]
+            for net in REACH_RULES.values()]
+
+
+def parse_reach(save_text: str) -> dict[str, int]:
+    """Packets per source group from ``iptables-save -c -t security`` output."""
+    out = dict.fromkeys(REACH_RULES, 0)
+    nets = {net: name for name, net in REACH_RULES.items()}
+    for line in save_text.splitlines():
+        match = _SAVE_LINE.match(line)
+        if not match or match.group(3) != REACH_CHAIN:
+            continue
+        parts = match.group(4).split()
+        if "-s" in parts:
+            net = parts[parts.index("-s") + 1]
+            if net in nets:
+                out[nets[net]] += int(match.group(1))
+    return out
+
+
+def parse_sent(save_text: str) -> int:
+    """Packets counted by the attackers' counting chain in ``iptables-save -c`` output."""
+    total = 0
+    for line in save_text.splitlines():
+        match = _SAVE_LINE.match(line)
+        if match and match.group(3) == SENT_CHAIN:
+            total += int(match.group(1))
+    return total
+
+
+def sample(cfg: Any | None, sent_netns: str | None = None) -> dict[str, Any]:
+    """One reading of every counter. What was sent is read first: a packet counted as sent
+    has then already met the registrar host's rules when those are read."""
+    record: dict[str, Any] = {"t": time.time()}
+    if sent_netns:
+        text = subprocess.run(["ip", "netns", "exec", sent_netns, "iptables-save", "-c", "-t",
+                               "filter"], capture_output=True, text=True).stdout
+        record["sent"] = parse_sent(text)
+    if cfg is not None:
+        from floodguard.kernel import firewall
+
+        status = firewall.status(cfg, "auto")
+        record["kernel"] = kernel_drops(status.get("rules", []))
+        record["sets"] = {s.get("name"): s.get("entries") for s in status.get("sets", [])
+                          if isinstance(s, dict)}
+    text = subprocess.run(["iptables-save", "-c", "-t", "security"], capture_output=True,
+                          text=True).stdout
+    record["reach"] = parse_reach(text)
+    record["udp"] = udp_counters()
+    return record
+
+
+def udp_counters(path: str = "/proc/net/snmp") -> dict[str, int]:
+    """This namespace's UDP counters: datagrams delivered to sockets, and dropped because a
+    socket's receive buffer was full (``RcvbufErrors``: the registrar not keeping up)."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+        lines = [ln.split() for ln in text.splitlines() if ln.startswith("Udp:")]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    values = dict(zip(lines[0][1:], lines[1][1:], strict=False))
+    return {"in": int(values.get("InDatagrams", 0)),
+            "rcvbuf_errors": int(values.get("RcvbufErrors", 0))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m floodguard.lab.sampler")
+    ap.add_argument("-c", "--config", default=None)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--sent-netns", default=None,
+                    help="namespace whose FGLAB-SENT chain counts the attack packets sent")
+    args = ap.parse_args(argv)
+    cfg = None
+    if args.config:
+        from floodguard import config as configmod
+
+        cfg = configmod.load(args.config)
+    stop = False
+
+    def on_term(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    next_at = time.monotonic()
+    while not stop:
+        sys.stdout.write(json.dumps(sample(cfg, args.sent_netns), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        next_at += args.interval
+        wait = max(0.0, next_at - time.monotonic())
+        ready, _, _ = select.select([sys.stdin], [], [], wait)
+        if ready and not sys.stdin.readline():
+            break
+    sys.stdout.write(json.dumps(sample(cfg, args.sent_netns), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

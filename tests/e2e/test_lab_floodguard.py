@@ -1,0 +1,46 @@
+"""floodguard's own registrar behind the guard, in the attack lab: every scenario protected, and
+the botnet also unprotected (the same registrar, pinned to one CPU, overwhelmed)."""
+
+from __future__ import annotations
+
+from . import assertions as check
+from .conftest import LabSession
+
+
+def test_botnet_is_cut_in_the_kernel(fg_lab: LabSession) -> None:
+    check.botnet_cut_in_kernel(fg_lab.result("botnet"))
+
+
+def test_unprotected_botnet_overwhelms_the_registrar(fg_lab: LabSession) -> None:
+    protected = fg_lab.result("botnet")
+    r = fg_lab.result("botnet", protected=False)
+    assert r["attack_sent"] >= 100_000, check.brief(r)
+    # genuinely overwhelmed: most datagrams die at the registrar's full socket
+    assert r["registrar_socket_drops"] >= 0.5 * r["attack_sent"], check.brief(r)
+    assert r["legit_success_pct"] <= 80.0, check.brief(r)
+    assert r["legit_success_pct"] <= protected["legit_success_pct"] - 20, check.brief(r)
+    assert r["latency_p99_ms"] > 10 * protected["latency_p99_ms"], check.brief(r)
+
+
+def test_volume_flood_is_limited_per_source(fg_lab: LabSession) -> None:
+    check.volume_limited(fg_lab.result("volume"))
+
+
+def test_bruteforce_source_is_banned_after_six_proven_failures(fg_lab: LabSession) -> None:
+    check.bruteforce_banned(fg_lab.result("bruteforce"))
+
+
+def test_scanners_are_dropped_in_the_kernel(fg_lab: LabSession) -> None:
+    check.scanner_dropped(fg_lab.result("scanner"))
+
+
+def test_contact_abuse_is_contained(fg_lab: LabSession) -> None:
+    check.contact_abuse_contained(fg_lab.result("contact-abuse"))
+
+
+def test_hijack_never_changes_the_victims_binding(fg_lab: LabSession) -> None:
+    check.hijack_failed(fg_lab.result("hijack"))
+
+
+def test_storm_of_500_phones_all_register(fg_lab: LabSession) -> None:
+    check.storm_all_registered(fg_lab.result("storm"))

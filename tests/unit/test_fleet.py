@@ -1,0 +1,223 @@
+"""Fleet pieces without Redis: config, URLs, changes and merge rules, applying to a node."""
+
+import pytest
+
+from floodguard.bans import allowed_by
+from floodguard.config import Config, ConfigError, dumps, loads
+from floodguard.fleet import (
+    AllowList,
+    Applier,
+    FleetError,
+    KernelWriter,
+    change_from_journal,
+    change_from_row,
+    connect,
+    redact,
+    split_origin,
+    supersedes,
+    valid_change,
+)
+from floodguard.store import Store
+
+
+class Sets:
+    """A kernel set manager stand-in: (kind, ip) -> timeout."""
+
+    def __init__(self, full_after=None):
+        self.entries = {}
+        self.full_after = full_after
+
+    def add(self, kind, ip, timeout=None):
+        from floodguard.kernel import SetFullError
+
+        if self.full_after is not None and len(self.entries) >= self.full_after:
+            raise SetFullError(f"floodguard-{kind}", ip)
+        self.entries[(kind, ip)] = timeout
+
+    def remove(self, kind, ip):
+        return self.entries.pop((kind, ip), None) is not None
+
+    def list(self, kind):
+        return [(ip, t) for (k, ip), t in self.entries.items() if k == kind]
+
+    def close(self):
+        pass
+
+
+def ban(ip, ts, until, **extra):
+    return {"op": "ban", "ip": ip, "ts": ts, "until": until, "node": "a", "kind": "suspend",
+            "reason": "consecutive-failures", "aor": "1001@x", "failures": 6, **extra}
+
+
+def unban(ip, ts, until=None):
+    return {"op": "unban", "ip": ip, "ts": ts, "until": until or ts + 3600, "node": "a"}
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_fleet_config_defaults_validation_and_round_trip():
+    cfg = Config()
+    assert cfg.fleet.redis_url == "" and cfg.fleet.channel == "floodguard"
+    cfg = loads('[fleet]\nredis_url = "rediss://:pw@redis.example:6380/2"\nnode = "edge-1"\n')
+    assert cfg.fleet.node == "edge-1"
+    assert loads(dumps(cfg)) == cfg
+    for url in ("redis+sentinel://s1:26379,s2:26379/mymaster", "redis+cluster://c1:7000",
+                "unix:///run/redis.sock"):
+        assert loads(f'[fleet]\nredis_url = "{url}"\n').fleet.redis_url == url
+    with pytest.raises(ConfigError) as err:
+        loads('[fleet]\nredis_url = "http://x"\nnode = "a b"\nchannel = ""\nport = 1\n')
+    text = "\n".join(err.value.errors)
+    assert "fleet.redis_url: must be empty or a URL starting with redis://" in text
+    assert "fleet.node: must be a string without spaces" in text
+    assert "fleet.channel: must be a non-empty string" in text
+    assert "fleet.port: unknown key" in text
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def test_redact_hides_passwords_only():
+    assert redact("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact("rediss://user:s3cret@h/1") == "rediss://user:***@h/1"
+    assert redact("redis://h:6379/0") == "redis://h:6379/0"
+    shown = redact("redis+sentinel://:pw@a:1,b:2/m?sentinel_password=x&ssl_ca_certs=/ca")
+    assert "pw" not in shown and "=x" not in shown and "ssl_ca_certs=/ca" in shown
+
+
+def test_connect_builds_clients_for_each_scheme_without_connecting():
+    from redis import Redis
+
+    client = connect("rediss://:pw@127.0.0.1:6390/3")
+    kwargs = client.connection_pool.connection_kwargs
+    assert isinstance(client, Redis) and kwargs["password"] == "pw" and kwargs["db"] == 3
+    master = connect("redis+sentinel://:pw@127.0.0.1:1,[::1]:2/mymaster/4"
+                     "?sentinel_password=spw")
+    pool = master.connection_pool
+    assert pool.service_name == "mymaster"
+    assert pool.connection_kwargs["password"] == "pw" and pool.connection_kwargs["db"] == 4
+    sentinels = pool.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1, 2]
+    assert sentinels[1].connection_pool.connection_kwargs["host"] == "::1"
+    assert sentinels[0].connection_pool.connection_kwargs["password"] == "spw"
+    with pytest.raises(FleetError):
+        connect("redis+sentinel://127.0.0.1:1")  # no service name
+
+
+# ---------------------------------------------------------------- changes and merge rules
+
+
+def test_journal_entries_become_changes(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.put_ban("192.0.2.1", "suspend", "consecutive-failures", 180, aor="1001@x",
+                  failures=6, now=1000)
+    store.delete_ban("192.0.2.1")
+    store.put_known("192.0.2.2", 600, now=1000)
+    store.put_ban("192.0.2.3", "manual", "fleet:b:spraying", 60, now=1000)
+    ban_, unban_, known, relayed = (change_from_journal(e, "a") for e in store.journal_after(0))
+    assert ban_ == {"op": "ban", "ip": "192.0.2.1", "kind": "suspend",
+                    "reason": "consecutive-failures", "aor": "1001@x", "failures": 6,
+                    "until": 1180.0, "ts": 1000, "node": "a"}
+    assert unban_["op"] == "unban" and unban_["until"] > unban_["ts"]
+    assert known == {"op": "known", "ip": "192.0.2.2", "ts": 1000, "until": 1600.0, "node": "a"}
+    # a ban that came from node b keeps b as its origin when it is re-stated
+    assert relayed["node"] == "b" and relayed["reason"] == "spraying"
+    row = store.get_ban("192.0.2.3", now=1001)
+    assert change_from_row(row, "a")["node"] == "b"
+    assert split_origin("consecutive-failures", "a") == ("a", "consecutive-failures")
+
+
+def test_merge_rules():
+    assert supersedes(ban("x", 10, 200), ban("x", 5, 100))  # longer wins
+    assert not supersedes(ban("x", 20, 100), ban("x", 5, 200))  # a ban never shortens a ban
+    assert supersedes(unban("x", 10), ban("x", 10, 100))  # unban lifts a ban made before it
+    assert not supersedes(unban("x", 9), ban("x", 10, 100))  # ...not one made after it
+    assert supersedes(ban("x", 11, 100), unban("x", 10))  # banned again after the unban
+    assert not supersedes(ban("x", 10, 100), unban("x", 10))  # stale replay of the old ban
+    assert not supersedes(unban("x", 10), unban("x", 10))
+
+
+def test_valid_change_canonicalises_and_rejects_junk():
+    change = valid_change({**ban("2001:DB8::0001", 1.5, 99), "reason": "r" * 999,
+                           "failures": "many"})
+    assert change["ip"] == "2001:db8::1" and len(change["reason"]) == 256
+    assert change["failures"] == 0
+    for junk in (None, [], {"op": "ban"}, {**ban("x", 1, 2)}, {**ban("192.0.2.1", 1, 2),
+                                                               "op": "drop"},
+                 {**ban("192.0.2.1", 1, 2), "until": "nan"}):
+        assert valid_change(junk) is None
+
+
+def test_allow_list_agrees_with_bans_allowed_by():
+    cfg = loads('[blacklist]\nallow = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]\n')
+    allow = AllowList(cfg.blacklist.allow)
+    for ip in ("10.1.2.3", "11.0.0.1", "2001:db8::5", "2001:db9::5", "192.0.2.7", "192.0.2.8"):
+        assert allow.covering(ip) == allowed_by(cfg, ip)
+
+
+# ---------------------------------------------------------------- applying to this node
+
+
+def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
+    cfg = loads('[blacklist]\nallow = ["127.0.0.0/8", "192.0.2.7/32"]\n')
+    store, sets = Store(tmp_path / "s.db"), Sets()
+    applier = Applier(cfg, store, sets)
+    result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.7", 1000, 1180),
+                            ban("192.0.2.9", 900, 999),  # already expired
+                            {"op": "known", "ip": "192.0.2.2", "ts": 1000, "until": 1600,
+                             "node": "a"}], now=1001)
+    assert result.bans == ["192.0.2.1"] and result.known == 1 and result.skipped == 1
+    assert result.allowed == [("192.0.2.7", "192.0.2.7/32", "a")]
+    assert sets.entries == {("ban", "192.0.2.1"): 179, ("known", "192.0.2.2"): 599}
+    row = store.get_ban("192.0.2.1", now=1001)
+    assert row.reason == "fleet:a:consecutive-failures" and row.created == 1000
+    assert row.until == 1180 and row.kind == "suspend" and row.aor == "1001@x"
+    assert store.active_known(now=1001)[0][0] == "192.0.2.2"
+    # nothing applied from the fleet is journalled (it would echo back)
+    assert store.journal_after(0) == []
+    # the same ban again, or a shorter one, changes nothing; a longer one extends it
+    assert applier.apply([ban("192.0.2.1", 1001, 1100)], now=1002).skipped == 1
+    assert applier.apply([ban("192.0.2.1", 1002, 2000)], now=1002).bans == ["192.0.2.1"]
+    # an unban older than the ban here is ignored; a newer one lifts it everywhere here
+    assert applier.apply([unban("192.0.2.1", 1001.5)], now=1003).unbans == []
+    assert applier.apply([unban("192.0.2.1", 1003)], now=1003).unbans == ["192.0.2.1"]
+    assert ("ban", "192.0.2.1") not in sets.entries and store.get_ban("192.0.2.1", 1003) is None
+    assert [c.op for c in store.take_commands(0)] == ["unban"]  # the workers' engines follow
+    # within one batch the merge rules pick the winner per address
+    result = applier.apply([ban("192.0.2.3", 1000, 1500), unban("192.0.2.3", 1001),
+                            ban("192.0.2.4", 1000, 1500), ban("192.0.2.4", 1001, 1400)],
+                           now=1002)
+    assert result.bans == ["192.0.2.4"] and store.get_ban("192.0.2.4", 1002).until == 1500
+
+
+def test_applier_monitor_mode_and_full_set(tmp_path):
+    store = Store(tmp_path / "s.db")
+    monitor = Applier(loads('[guard]\nmode = "monitor"\n'), store, Sets())
+    assert monitor.apply([ban("192.0.2.1", 1000, 1180)], now=1001).monitor == 1
+    assert store.get_ban("192.0.2.1", now=1001) is None
+    full = Applier(Config(), store, Sets(full_after=1))
+    result = full.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180)], now=1001)
+    # the store keeps both (as the guard does): a restart retries the kernel
+    assert result.full == 1 and store.get_ban("192.0.2.2", now=1001) is not None
+
+
+def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
+    store, sets = Store(tmp_path / "s.db"), Sets()
+    applier = Applier(Config(), store, sets)
+    applier.apply([ban("192.0.2.1", 1000, 9e9), ban("192.0.2.2", 1000, 9e9)])
+    store.put_ban("192.0.2.3", "manual", "manual", 600)  # this node's own: the guard's business
+    lifted = applier.reload(loads('[blacklist]\nallow = ["192.0.2.0/30"]\n'))
+    assert lifted == ["192.0.2.1", "192.0.2.2"]
+    assert store.get_ban("192.0.2.3") is not None and ("ban", "192.0.2.1") not in sets.entries
+
+
+def test_kernel_writer_counts_what_the_kernel_refused():
+    sets = Sets(full_after=2)
+    writer = KernelWriter(sets)  # a set manager without specs (a fake) is used as it is
+    full, failed = writer.add_many("ban", [("192.0.2.1", 10.2), ("192.0.2.2", 0.1),
+                                           ("192.0.2.3", 5), ("192.0.2.4", 5)])
+    assert full == ["192.0.2.3", "192.0.2.4"] and failed == []
+    # timeouts are whole seconds, at least 1 (0 would mean forever in an ipset)
+    assert sets.entries == {("ban", "192.0.2.1"): 11, ("ban", "192.0.2.2"): 1}
+    writer.remove("ban", "192.0.2.1")
+    assert ("ban", "192.0.2.1") not in sets.entries
