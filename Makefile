@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server openssl \
-	python3-venv python3-dev build-essential
+	python3-venv python3-dev build-essential \
+	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client
 STAMP := $(VENV)/.installed
 
 .PHONY: deps system-deps venv test unit integration lint bench demo clean

@@ -1,0 +1,517 @@
+"""Fixtures for the deployment tests: a booted Debian 12 container deployed with Ansible over SSH.
+
+The container is a debootstrapped Debian 12 root (cached between runs in ``CACHE_ROOT``, keyed by
+a hash of its package list and build recipe) booted by ``systemd-nspawn --boot`` on a fresh
+overlay, inside a network namespace this session creates. It has real systemd and its own
+network stack; the host reaches it over SSH through a veth pair (``10.254.N.0/30``), and a client
+namespace reaches its SIP port through another (``10.253.N.0/24``). ``ansible-playbook`` runs
+on the host against it exactly as a user runs it against a server.
+
+The container has no route to a package mirror, so the packages the role asks for are already
+in the cached image and the role's package task only checks them (``floodguard_apt_update_cache:
+false``, the documented setting for offline hosts); floodguard and its Python dependencies go in
+offline from the wheelhouse the role builds on the controller.
+
+Everything (container, overlay mount, namespaces, veths, SSH masters, processes) is removed in
+teardown, also on failure. Missing root or tools fail the tests; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+SITE = ANSIBLE_DIR / "site.yml"
+UNIT_DIR = REPO / "floodguard" / "systemd"
+UNITS = ("floodguard-rules.service", "floodguard.service", "floodguard-registrar.service")
+ASSETS = REPO / "tests" / "assets"
+
+CACHE_ROOT = Path(os.environ.get("FLOODGUARD_TEST_CACHE", "/var/cache/floodguard-test"))
+SUITE = "bookworm"
+# What the role would install (vars/Debian.yml), what Ansible needs on a host (python3-apt for
+# the apt module), and what a booted server has (systemd, sshd, dbus).
+IMAGE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "procps", "python3", "python3-apt",
+    "python3-venv", "python3-setuptools", "iptables", "ipset", "conntrack", "iproute2",
+    "libnetfilter-queue1",
+)
+# Bump when the image recipe below changes: a new cache entry is built.
+IMAGE_RECIPE = "1"
+HOSTNAME = "fg-sip"
+
+SIP_PORT = 5060
+ACCOUNTS = {"1001": "Phone-1001-secret", "1002": "Phone-1002-secret"}
+REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ansible-playbook", "ssh", "ssh-keygen",
+                  "ip", "ipset", "iptables-nft-save", "sipp", "svcrack")
+
+
+def sh(argv: list[str], *, check: bool = True, timeout: float = 120, env: dict[str, str] | None
+       = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure raise with its whole output."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                            cwd=cwd, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def ansible_env(folder: Path) -> dict[str, str]:
+    """The environment for an Ansible command: plain output and an empty ansible.cfg, so a
+    config file elsewhere on the machine cannot change what the tests see."""
+    cfg = folder / "ansible.cfg"
+    cfg.write_text("[defaults]\n")
+    return dict(os.environ, ANSIBLE_CONFIG=str(cfg), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_FORCE_COLOR="0")
+
+
+def require_root_and_tools() -> None:
+    """Fail (never skip) without root or a tool the deployment tests need."""
+    if os.geteuid() != 0:
+        pytest.fail("deployment tests need root (debootstrap, systemd-nspawn, network "
+                    "namespaces): run them as root, e.g. `sudo make test`", pytrace=False)
+    missing = [tool for tool in REQUIRED_TOOLS
+               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    if missing:
+        pytest.fail(f"missing for the deployment tests: {', '.join(missing)} (Debian packages "
+                    "debootstrap, systemd-container, ansible-core, openssh-client, sip-tester, "
+                    "sipvicious: run `sudo make deps`)", pytrace=False)
+
+
+# ---------------------------------------------------------------- the cached Debian 12 image
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this host's apt uses for the suite (one-line or deb822 sources)."""
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line:
+                        continue
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+                if ("deb" in fields.get("types", "").split()
+                        and SUITE in fields.get("suites", "").split()
+                        and "main" in fields.get("components", "").split()):
+                    return fields["uris"].split()[0]
+        else:
+            for line in text.splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line).split()
+                if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE \
+                        and "main" in words[3:]:
+                    return words[1]
+    pytest.fail(f"no Debian {SUITE} main mirror in /etc/apt/sources.list(.d): debootstrap "
+                "needs one", pytrace=False)
+
+
+def image_key(mirror: str) -> str:
+    """The cache key: suite, mirror, packages and recipe."""
+    text = json.dumps([SUITE, mirror, sorted(IMAGE_PACKAGES), IMAGE_RECIPE])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _prepare_image(root: Path) -> None:
+    """Make the debootstrapped root a bootable, quiet, offline server."""
+    (root / "etc/hostname").write_text(HOSTNAME + "\n")
+    (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n"
+                                    "::1 localhost ip6-localhost ip6-loopback\n")
+    # No mirror is reachable: the apt timers would only hold the dpkg lock and fail.
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
+                 "fstrim.timer", "e2scrub_reap.service"):
+        link = root / "etc/systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    for wants in (root / "etc/systemd/system").glob("*.wants/*"):
+        if wants.name in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
+                          "fstrim.timer", "e2scrub_reap.service"):
+            wants.unlink()
+    # A fresh machine-id at every boot of a copy, like a new server.
+    (root / "etc/machine-id").write_text("")
+    sh(["chroot", str(root), "apt-get", "clean"])
+
+
+def build_image() -> Path:
+    """The cached Debian 12 root (built with debootstrap on the first run): its root folder."""
+    mirror = debian_mirror()
+    entry = CACHE_ROOT / f"{SUITE}-{image_key(mirror)}"
+    root = entry / "root"
+    stamp = entry / "complete"
+    if stamp.is_file():
+        return root
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_ROOT / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time
+        if stamp.is_file():
+            return root
+        staging = CACHE_ROOT / f".{entry.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            result = sh(["debootstrap", "--variant=minbase", "--components=main",
+                         "--include=" + ",".join(IMAGE_PACKAGES), SUITE,
+                         str(staging / "root"), mirror], check=False, timeout=1800)
+            if result.returncode != 0:
+                log = staging / "root/debootstrap/debootstrap.log"
+                detail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise AssertionError(f"debootstrap failed ({result.returncode}):\n"
+                                     f"{result.stdout[-3000:]}{result.stderr[-3000:]}{detail}")
+            _prepare_image(staging / "root")
+            (staging / "complete").write_text(
+                json.dumps({"suite": SUITE, "mirror": mirror, "packages": IMAGE_PACKAGES,
+                            "recipe": IMAGE_RECIPE, "built": time.time()}) + "\n")
+            shutil.rmtree(entry, ignore_errors=True)
+            staging.rename(entry)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+# ---------------------------------------------------------------- the container
+
+
+@dataclass
+class Container:
+    """A Debian 12 container booted with systemd-nspawn in a namespace the test owns."""
+
+    image: Path
+    work: Path
+    tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    net: int = 0
+    boots: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    mounted: bool = False
+    namespaces: list[str] = field(default_factory=list)
+    first_run: PlaybookRun | None = None
+
+    def __post_init__(self) -> None:
+        used = sh(["ip", "-4", "-o", "addr"]).stdout
+        for _ in range(100):
+            self.net = 1 + secrets.randbelow(250)
+            if f" 10.254.{self.net}." not in used and f" 10.253.{self.net}." not in used:
+                break
+        self.key = self.work / "id_ed25519"
+        self.control_dir = self.work / "cp"
+        self.control_dir.mkdir(exist_ok=True)
+
+    # -- names and addresses
+    @property
+    def ns(self) -> str:
+        """The container's network namespace."""
+        return f"fgd-{self.tag}-sip"
+
+    @property
+    def client_ns(self) -> str:
+        """The client namespace: a phone and an attacker."""
+        return f"fgd-{self.tag}-cli"
+
+    @property
+    def machine(self) -> str:
+        return f"fgd-{self.tag}"
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.254.{self.net}.1"
+
+    @property
+    def ip(self) -> str:
+        """The container's address on the control link (SSH)."""
+        return f"10.254.{self.net}.2"
+
+    @property
+    def sip_ip(self) -> str:
+        """The container's SIP address."""
+        return f"10.253.{self.net}.1"
+
+    @property
+    def attacker_ip(self) -> str:
+        """The client namespace's primary address: svcrack always sends from it."""
+        return f"10.253.{self.net}.66"
+
+    @property
+    def phone_ip(self) -> str:
+        return f"10.253.{self.net}.10"
+
+    @property
+    def root(self) -> Path:
+        return self.work / "root"
+
+    # -- setup
+    def prepare(self) -> None:
+        """Overlay on the cached image, SSH key, namespaces and links."""
+        for name in ("upper", "ovlwork", "root"):
+            (self.work / name).mkdir(exist_ok=True)
+        sh(["mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={self.image},upperdir={self.work / 'upper'},"
+            f"workdir={self.work / 'ovlwork'}", str(self.root)])
+        self.mounted = True
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "floodguard-deploy-test",
+            "-f", str(self.key)])
+        ssh_dir = self.root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        sh(["ip", "netns", "add", self.client_ns])
+        self.namespaces.append(self.client_ns)
+        self.netns_run(self.client_ns, "ip", "link", "set", "lo", "up")
+        self.wire()
+
+    def netns_run(self, ns: str, *argv: str, check: bool = True, timeout: float = 120
+                  ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a namespace."""
+        return sh(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout)
+
+    def wire(self) -> None:
+        """(Re)create the container's namespace and its two links; a fresh one is a fresh
+        kernel network state, as after a real reboot."""
+        sh(["ip", "netns", "add", self.ns])
+        if self.ns not in self.namespaces:
+            self.namespaces.insert(0, self.ns)
+        host_if, sip_if = f"fgd{self.tag}h", f"fgd{self.tag}s"
+        sh(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "ctl0",
+            "netns", self.ns])
+        sh(["ip", "addr", "add", f"{self.host_ip}/30", "dev", host_if])
+        sh(["ip", "link", "set", host_if, "up"])
+        self.netns_run(self.ns, "ip", "link", "set", "lo", "up")
+        self.netns_run(self.ns, "ip", "addr", "add", f"{self.ip}/30", "dev", "ctl0")
+        self.netns_run(self.ns, "ip", "link", "set", "ctl0", "up")
+        self.netns_run(self.ns, "ip", "link", "add", "sip0", "type", "veth", "peer", "name",
+                       sip_if, "netns", self.client_ns)
+        self.netns_run(self.ns, "ip", "addr", "add", f"{self.sip_ip}/24", "dev", "sip0")
+        self.netns_run(self.ns, "ip", "link", "set", "sip0", "up")
+        # The attacker's address first: it is the primary one, which svcrack sends from.
+        for address in (self.attacker_ip, self.phone_ip):
+            self.netns_run(self.client_ns, "ip", "addr", "add", f"{address}/24", "dev", sip_if)
+        self.netns_run(self.client_ns, "ip", "link", "set", sip_if, "up")
+
+    def unwire(self) -> None:
+        """Delete the container's namespace and wait until its veth pairs are gone (the kernel
+        dismantles a namespace asynchronously)."""
+        sh(["ip", "netns", "del", self.ns], check=False)
+        deadline = time.monotonic() + 15
+        while sh(["ip", "link", "show", f"fgd{self.tag}h"], check=False).returncode == 0:
+            if time.monotonic() > deadline:
+                sh(["ip", "link", "del", f"fgd{self.tag}h"], check=False)
+                break
+            time.sleep(0.1)
+
+    # -- boot and shutdown
+    def boot(self, timeout: float = 90) -> None:
+        """Boot with systemd-nspawn and wait for SSH and for systemd to finish starting."""
+        self.boots += 1
+        log = open(self.work / f"boot-{self.boots}.log", "wb")  # noqa: SIM115 — closed below
+        try:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "--boot", "--register=no", "--keep-unit",
+                 f"--network-namespace-path=/run/netns/{self.ns}",
+                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW", f"--machine={self.machine}",
+                 "--console=read-only", "--link-journal=no", "-D", str(self.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the container exited ({self.proc.returncode}) while "
+                                     f"booting:\n{self.boot_log()}")
+            probe = self.ssh("true", check=False, timeout=10, connect_timeout=2)
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no SSH into the container after {timeout:.0f}s:\n"
+                                     f"{probe.stderr}\n{self.boot_log()}")
+            time.sleep(0.5)
+        state = self.ssh("systemctl is-system-running --wait", check=False, timeout=timeout)
+        if state.stdout.strip() not in ("running", "degraded"):
+            raise AssertionError(f"systemd did not finish booting: {state.stdout}{state.stderr}")
+
+    def boot_log(self) -> str:
+        path = self.work / f"boot-{self.boots}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def reboot(self, timeout: float = 90) -> int:
+        """``systemctl reboot`` inside; returns systemd-nspawn's exit code once it is down."""
+        assert self.proc is not None
+        self.ssh("systemctl reboot", check=False, timeout=30)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the container did not shut down:\n{self.boot_log()}") from None
+        self.close_ssh_masters()
+        return code
+
+    def poweroff(self) -> None:
+        """Stop the container: SIGTERM to nspawn is an orderly shutdown, then SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    # -- SSH
+    def ssh_options(self) -> list[str]:
+        return ["-i", str(self.key), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+                "-o", f"ControlPath={self.control_dir}/t-%C", "-o", "ControlPersist=300"]
+
+    def ssh(self, command: str, *, check: bool = True, timeout: float = 120,
+            connect_timeout: int = 10) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the container as root over SSH."""
+        return sh(["ssh", *self.ssh_options(), "-o", f"ConnectTimeout={connect_timeout}",
+                   f"root@{self.ip}", command], check=check, timeout=timeout)
+
+    def close_ssh_masters(self) -> None:
+        for socket_path in self.control_dir.glob("*"):
+            sh(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "root@" + self.ip],
+               check=False, timeout=10)
+            socket_path.unlink(missing_ok=True)
+
+    # -- Ansible
+    def write_inventory(self, extra: dict[str, Any] | None = None) -> Path:
+        """The inventory a user would write for this host (YAML; JSON is YAML)."""
+        variables: dict[str, Any] = {
+            # floodguard_build_python: this checkout's venv Python, the hosts' minor version.
+            "floodguard_build_python": sys.executable,
+            "floodguard_wheelhouse": str(self.work / "wheelhouse"),
+            # offline host: the packages are checked, the apt cache is not refreshed
+            "floodguard_apt_update_cache": False,
+            # svcrack announces itself as friendly-scanner: with the scanner layer on it is
+            # dropped before one guess is answered, so nothing would prove the guard bans it.
+            "floodguard_scanner_user_agents": [],
+            "floodguard_suspension_suspend_time": 1800,
+            "floodguard_registrar_time_to_live": 600,
+            "floodguard_accounts": [{"user": u, "password": p} for u, p in ACCOUNTS.items()],
+        }
+        variables.update(extra or {})
+        inventory = {"all": {"children": {"floodguard": {
+            "hosts": {HOSTNAME: {
+                "ansible_host": self.ip,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                           "-o UserKnownHostsFile=/dev/null",
+                "ansible_python_interpreter": "/usr/bin/python3",
+            }},
+            "vars": variables,
+        }}}}
+        path = self.work / "inventory.yml"
+        path.write_text(json.dumps(inventory, indent=2) + "\n")
+        return path
+
+    def playbook(self, *args: str, extra: dict[str, Any] | None = None,
+                 check: bool = True) -> PlaybookRun:
+        """``ansible-playbook -i inventory ansible/site.yml`` from the checkout."""
+        inventory = self.write_inventory(extra)
+        env = dict(ansible_env(self.work), ANSIBLE_PIPELINING="1",
+                   ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.control_dir))
+        started = time.monotonic()
+        result = sh(["ansible-playbook", "-i", str(inventory), str(SITE), *args],
+                    check=False, timeout=900, env=env, cwd=REPO)
+        run = PlaybookRun(result.returncode, result.stdout + result.stderr,
+                          time.monotonic() - started)
+        (self.work / f"ansible-{int(started)}.log").write_text(run.output)
+        if check and (result.returncode != 0 or run.recap.get("failed", 1) != 0):
+            journal = self.ssh("journalctl --no-pager -n 60 -u floodguard-rules -u floodguard "
+                               "-u floodguard-registrar", check=False, timeout=30)
+            raise AssertionError(f"ansible-playbook failed ({result.returncode}):\n"
+                                 f"{run.output[-8000:]}\n--- journal:\n{journal.stdout}")
+        return run
+
+    # -- teardown
+    def destroy(self) -> None:
+        """Remove everything this container made, whatever state it is in."""
+        self.close_ssh_masters()
+        self.poweroff()
+        for ns in self.namespaces:
+            pids = sh(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            sh(["ip", "netns", "del", ns], check=False)
+        sh(["ip", "link", "del", f"fgd{self.tag}h"], check=False)
+        if self.mounted:
+            if sh(["umount", str(self.root)], check=False).returncode != 0:
+                sh(["umount", "-l", str(self.root)], check=False)
+            self.mounted = False
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.machine}", ignore_errors=True)
+        shutil.rmtree(f"/run/systemd/nspawn/unix-export/{self.machine}", ignore_errors=True)
+        for name in ("upper", "ovlwork"):
+            shutil.rmtree(self.work / name, ignore_errors=True)
+
+
+@dataclass
+class PlaybookRun:
+    """One ansible-playbook run: exit code, output, the recap of the host, seconds."""
+
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def recap(self) -> dict[str, int]:
+        match = re.search(rf"^{re.escape(HOSTNAME)}\s*:\s*(.*)$", self.output, re.MULTILINE)
+        if match is None:
+            return {}
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[1])}
+
+    def changed_tasks(self) -> list[str]:
+        """The names of the tasks that reported a change (for a useful failure message)."""
+        names, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:"):
+                names.append(current)
+        return names
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> Path:
+    """The cached Debian 12 root, built on first use."""
+    require_root_and_tools()
+    return build_image()
+
+
+@pytest.fixture(scope="module")
+def container(debian_image: Path, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Container]:
+    """A booted container, deployed once with the playbook (the first run is kept)."""
+    box = Container(debian_image, tmp_path_factory.mktemp("deploy"))
+    try:
+        box.prepare()
+        box.boot()
+        box.first_run = box.playbook()
+        yield box
+    finally:
+        box.destroy()

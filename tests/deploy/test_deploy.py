@@ -1,0 +1,293 @@
+"""Deploy floodguard with ansible/site.yml onto a booted Debian 12 container and check the result.
+
+The tests run in file order on one container (module fixture): the first playbook run happens
+in the fixture; each test then checks one promise of the deployment, and the last one reboots
+the container into a fresh network namespace and checks that rules, bans and registrations
+come back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from floodguard import daemon
+
+from .conftest import ACCOUNTS, ASSETS, SIP_PORT, UNITS, Container
+
+PHONE_USER = "1001"
+ATTACKED_USER = "1002"
+# how often the guard checks (and repairs) the rules
+RULES_CHECK_SECONDS = float(getattr(daemon, "RULES_CHECK_EVERY", 10.0))
+
+
+def ban_entries(box: Container) -> dict[str, int]:
+    """floodguard-ban members (IPv4) -> seconds left, read in the container's namespace."""
+    text = box.netns_run(box.ns, "ipset", "list", "floodguard-ban").stdout
+    members = text.split("Members:", 1)[1].split()
+    return {members[i - 1]: int(members[i + 1])
+            for i, token in enumerate(members) if token == "timeout"}
+
+
+def ruleset(box: Container, backend: str = "nft") -> str:
+    """iptables-save of both families and one backend, in the container's namespace."""
+    return "".join(box.netns_run(box.ns, f"{tool}-{backend}-save", "-c").stdout
+                   for tool in ("iptables", "ip6tables"))
+
+
+def ban_drops(box: Container, backend: str = "nft") -> int:
+    """Packets the raw-table ban rule dropped so far (IPv4)."""
+    text = box.netns_run(box.ns, f"iptables-{backend}-save", "-c", "-t", "raw").stdout
+    return sum(int(line[1:].split(":", 1)[0]) for line in text.splitlines()
+               if "--match-set floodguard-ban src" in line and "DROP" in line)
+
+
+PROBE = r"""
+import socket, sys
+src, dst, port, wait = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.settimeout(wait)
+me = s.getsockname()[1]
+lines = [f"REGISTER sip:{dst} SIP/2.0",
+         f"Via: SIP/2.0/UDP {src}:{me};branch=z9hG4bK-probe{me};rport", "Max-Forwards: 70",
+         f"From: <sip:probe@{dst}>;tag=probe{me}", f"To: <sip:probe@{dst}>",
+         f"Call-ID: probe{me}@{src}", "CSeq: 1 REGISTER", f"Contact: <sip:probe@{src}:{me}>",
+         "Expires: 60", "Content-Length: 0", "", ""]
+s.sendto("\r\n".join(lines).encode(), (dst, port))
+try:
+    print(s.recv(65535).split(b"\r\n", 1)[0].decode())
+except TimeoutError:
+    print("no answer")
+"""
+
+
+def probe_register(box: Container, src: str, wait: float = 3.0) -> str:
+    """Send one REGISTER from src in the client namespace: the status line, or 'no answer'."""
+    return box.netns_run(box.client_ns, sys.executable, "-c", PROBE, src, box.sip_ip,
+                         str(SIP_PORT), str(wait)).stdout.strip()
+
+
+def sipp_register(box: Container, user: str, password: str, src: str, port: int,
+                  timeout: int = 15) -> int:
+    """One authenticated REGISTER with SIPp from src in the client namespace; returns the
+    number of successful registrations (0 or 1)."""
+    csv = box.work / f"users-{port}.csv"
+    csv.write_text(f"SEQUENTIAL\n{user};[authentication username={user} "
+                   f"password={password}]\n")
+    stat = box.work / f"stat-{port}.csv"
+    box.netns_run(box.client_ns, "sipp", f"{box.sip_ip}:{SIP_PORT}",
+                  "-sf", str(ASSETS / "register.xml"), "-inf", str(csv), "-m", "1",
+                  "-i", src, "-p", str(port), "-timeout", f"{timeout}s", "-timeout_error",
+                  "-nostdin", "-trace_stat", "-stf", str(stat), "-recv_timeout", "4000",
+                  check=False, timeout=60)
+    lines = stat.read_text().splitlines() if stat.exists() else []
+    if len(lines) < 2:
+        return 0
+    row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
+    return int(row["SuccessfulCall(C)"])
+
+
+def endpoints(box: Container) -> list[dict[str, object]]:
+    """The deployed registrar's bindings, as `floodguard endpoints --json` prints them."""
+    return json.loads(box.ssh("floodguard endpoints --json").stdout)
+
+
+def guard_events(box: Container, since: str) -> list[dict[str, object]]:
+    """The guard's JSON event lines in the journal since a `date` timestamp."""
+    text = box.ssh(f"journalctl -u floodguard.service -o cat --no-pager --since '{since}'",
+                   check=False).stdout
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return [e for e in events if isinstance(e, dict)]
+
+
+def main_pids(box: Container) -> dict[str, str]:
+    """MainPID of the guard and the registrar."""
+    return {unit: box.ssh(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+            for unit in ("floodguard.service", "floodguard-registrar.service")}
+
+
+def test_first_run_deploys(container: Container) -> None:
+    """The first playbook run installs and changes things, and fails nothing."""
+    run = container.first_run
+    assert run is not None
+    assert run.recap.get("failed") == 0 and run.recap.get("unreachable") == 0, run.output[-4000:]
+    assert run.recap.get("changed", 0) > 0
+    # the role installed offline, from the wheelhouse it built on the controller
+    wheels = container.ssh("ls /var/cache/floodguard/wheelhouse").stdout.split()
+    assert any(w.startswith("floodguard-") for w in wheels), wheels
+    assert any(w.lower().startswith("netfilterqueue-") for w in wheels), wheels
+    config = container.ssh("stat -c '%a %U' /etc/floodguard/floodguard.toml "
+                           "/etc/floodguard/accounts.toml").stdout.split("\n")
+    assert config[1].split() == ["600", "root"], config
+    container.ssh("floodguard config check -c /etc/floodguard/floodguard.toml")
+
+
+def test_units_verify_and_are_active(container: Container) -> None:
+    """The shipped units pass systemd-analyze verify where they run, and are enabled, active and
+    hardened."""
+    paths = " ".join(f"/usr/local/lib/systemd/system/{unit}" for unit in UNITS)
+    verify = container.ssh(f"systemd-analyze verify {paths}", check=False)
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    for unit in UNITS:
+        assert container.ssh(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        active = container.ssh(f"systemctl is-active {unit}", check=False).stdout.strip()
+        assert active == "active", (unit, container.ssh(
+            f"systemctl status --no-pager -n 30 {unit}", check=False).stdout)
+    shown = container.ssh("systemctl show -p CapabilityBoundingSet -p ProtectSystem "
+                          "-p NoNewPrivileges floodguard.service").stdout
+    assert "cap_net_admin" in shown and "cap_sys_admin" not in shown, shown
+    assert "ProtectSystem=strict" in shown and "NoNewPrivileges=yes" in shown, shown
+    order = container.ssh("systemctl show -p Before -p Wants floodguard-rules.service").stdout
+    assert order.count("network-pre.target") == 2, order
+    registrar = container.ssh("systemctl show -p CapabilityBoundingSet "
+                              "floodguard-registrar.service").stdout
+    assert "cap_net_bind_service" in registrar and "cap_net_admin" not in registrar, registrar
+
+
+def test_rules_and_sets_in_the_container_namespace(container: Container) -> None:
+    """The rules and ipsets are in the container's own network namespace (nft backend)."""
+    rules = ruleset(container)
+    for chain in (":FLOODGUARD-RAW", ":FLOODGUARD ", ":FLOODGUARD-OUT"):
+        assert chain in rules, rules
+    assert "-A PREROUTING -j FLOODGUARD-RAW" in rules
+    assert "NFQUEUE" in rules and "--queue-bypass" in rules
+    assert "friendly-scanner" not in rules  # the test inventory turned the scanner layer off
+    sets = container.netns_run(container.ns, "ipset", "list", "-n").stdout.split()
+    assert {"floodguard-ban", "floodguard-ban-v6", "floodguard-allow"} <= set(sets), sets
+    shown = json.loads(container.ssh("floodguard show --json").stdout)
+    assert shown["installed"] is True
+
+
+def test_register_is_answered_by_the_deployed_registrar(container: Container) -> None:
+    """A REGISTER from the client namespace is challenged; a phone (SIPp) registers (401, then
+    200) and its binding is listed by `floodguard endpoints`."""
+    assert probe_register(container, container.phone_ip).startswith("SIP/2.0 401")
+    assert sipp_register(container, PHONE_USER, ACCOUNTS[PHONE_USER], container.phone_ip,
+                         5071) == 1
+    bindings = endpoints(container)
+    assert any(str(b.get("aor")).startswith(f"{PHONE_USER}@")
+               and f":{container.phone_ip}:" in str(b.get("source")) for b in bindings), bindings
+
+
+def test_bruteforce_source_is_banned_by_the_deployed_guard(container: Container) -> None:
+    """svcrack guessing an account's password from the attacker address ends in the kernel ban
+    set; the phone keeps registering."""
+    container.netns_run(container.client_ns, "timeout", "60", "svcrack", "-u", ATTACKED_USER,
+                        "-r", "1-40", "-p", str(SIP_PORT), "-t", "0.2", container.sip_ip,
+                        check=False, timeout=90)
+    deadline = time.monotonic() + 20
+    while container.attacker_ip not in ban_entries(container) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    bans = ban_entries(container)
+    assert container.attacker_ip in bans, (bans, container.ssh(
+        "journalctl -u floodguard --no-pager -n 40", check=False).stdout)
+    assert container.phone_ip not in bans
+    assert probe_register(container, container.attacker_ip) == "no answer"
+    explain = container.ssh(f"floodguard blacklist explain {container.attacker_ip}").stdout
+    assert container.attacker_ip in explain
+    assert sipp_register(container, PHONE_USER, ACCOUNTS[PHONE_USER], container.phone_ip,
+                         5072) == 1
+
+
+def test_second_run_changes_nothing(container: Container) -> None:
+    """The playbook is idempotent: a second run reports changed=0."""
+    run = container.playbook()
+    assert run.recap.get("changed") == 0, run.changed_tasks()
+    assert run.recap.get("failed") == 0
+    # meanwhile the guard's rule keeper found the rules in place (nft) and could check them
+    events = guard_events(container, "2000-01-01 00:00:00")
+    assert not [e for e in events if e.get("event") == "rules_repair_failed"], events
+
+
+def test_config_change_reloads_without_restart(container: Container) -> None:
+    """A changed limit is applied by the handlers with reloads (SIGHUP, a fresh atomic apply):
+    the guard and the registrar keep their process."""
+    before = main_pids(container)
+    run = container.playbook(extra={"floodguard_limits_register_burst": 12})
+    assert run.recap.get("changed", 0) > 0
+    changed = run.changed_tasks()
+    assert "floodguard : Reload floodguard rules" in changed, changed
+    assert "floodguard : Reload floodguard guard" in changed, changed
+    assert not any("Restart" in name for name in changed), changed
+    assert main_pids(container) == before
+    assert "--hashlimit-burst 12" in ruleset(container)
+
+
+def test_switch_to_the_legacy_backend(container: Container) -> None:
+    """floodguard_iptables_backend=legacy moves the rules from nf_tables to the legacy tables
+    (never both), and the ban stays in the kernel."""
+    since = container.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    run = container.playbook(extra={"floodguard_iptables_backend": "legacy"})
+    assert "floodguard : Restart floodguard rules" in run.changed_tasks()
+    legacy, nft = ruleset(container, "legacy"), ruleset(container, "nft")
+    assert ":FLOODGUARD-RAW" in legacy and "-A PREROUTING -j FLOODGUARD-RAW" in legacy, legacy
+    assert "--hashlimit-burst 12" not in legacy  # the inventory's own settings again
+    assert "FLOODGUARD" not in nft, nft
+    for unit in UNITS:
+        assert container.ssh(f"systemctl is-active {unit}", check=False).stdout.strip() \
+            == "active"
+    assert container.attacker_ip in ban_entries(container)
+    assert container.ssh("cat /etc/default/floodguard").stdout.count("FLOODGUARD_BACKEND=legacy")
+    # the guard's rule keeper repairs the legacy tables too (it takes the xtables lock, which
+    # the hardened unit must let it write): take our jump out and watch it come back
+    container.netns_run(container.ns, "iptables-legacy", "-t", "raw", "-D", "PREROUTING",
+                        "-j", "FLOODGUARD-RAW")
+    deadline = time.monotonic() + RULES_CHECK_SECONDS + 5
+    while time.monotonic() < deadline:
+        events = guard_events(container, since)
+        if any(e.get("event") in ("rules_repaired", "rules_repair_failed") for e in events):
+            break
+        time.sleep(0.5)
+    assert [e["event"] for e in events if str(e.get("event")).startswith("rules_")] \
+        == ["rules_repaired"], events
+    assert "-A PREROUTING -j FLOODGUARD-RAW" in ruleset(container, "legacy")
+
+
+def test_invalid_variable_is_rejected_before_any_change(container: Container) -> None:
+    """meta/argument_specs.yml rejects a bad value before the role touches the host."""
+    run = container.playbook(extra={"floodguard_sip_mode": "sideways",
+                                    "floodguard_iptables_backend": "legacy"}, check=False)
+    assert run.returncode != 0
+    assert "floodguard_sip_mode" in run.output and "sideways" in run.output
+    assert run.recap.get("changed") == 0, run.changed_tasks()
+
+
+def test_reboot_brings_back_rules_bans_and_registrations(container: Container) -> None:
+    """`systemctl reboot` in the container: shutdown removes the rules (ExecStop); the next boot,
+    in a fresh network namespace, applies them again (with the legacy backend the previous test
+    chose) and restores bans and registrations."""
+    assert container.attacker_ip in ban_entries(container), "no ban to survive the reboot"
+    assert any(str(b.get("aor")).startswith(f"{PHONE_USER}@") for b in endpoints(container))
+    code = container.reboot()
+    assert code == 133, f"systemd-nspawn exit {code} (133 = reboot requested)"
+    # ExecStop=floodguard remove ran at shutdown: nothing of ours is left in the namespace
+    for backend in ("legacy", "nft"):
+        leftover = ruleset(container, backend)
+        assert "FLOODGUARD" not in leftover, leftover
+    assert "floodguard-" not in container.netns_run(container.ns, "ipset", "list", "-n").stdout
+    container.unwire()
+    container.wire()
+    container.boot()
+    for unit in UNITS:
+        assert container.ssh(f"systemctl is-active {unit}", check=False).stdout.strip() \
+            == "active", container.ssh(f"systemctl status --no-pager {unit}", check=False).stdout
+    assert ":FLOODGUARD-RAW" in ruleset(container, "legacy")
+    assert "FLOODGUARD" not in ruleset(container, "nft")
+    bans = ban_entries(container)
+    assert container.attacker_ip in bans and bans[container.attacker_ip] > 0, bans
+    bindings = endpoints(container)
+    assert any(str(b.get("aor")).startswith(f"{PHONE_USER}@") for b in bindings), bindings
+    # the restored ban holds in the kernel: the attacker's REGISTER is dropped, the phone's not
+    drops = ban_drops(container, "legacy")
+    assert probe_register(container, container.attacker_ip) == "no answer"
+    assert ban_drops(container, "legacy") > drops
+    assert probe_register(container, container.phone_ip).startswith("SIP/2.0 401")
+    assert sipp_register(container, PHONE_USER, ACCOUNTS[PHONE_USER], container.phone_ip,
+                         5074) == 1
