@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -27,6 +28,34 @@ POLL_SECONDS = 0.2
 TICK_SECONDS = 0.5
 RESTART_BACKOFF_MAX = 10.0
 RULES_CHECK_EVERY = 10.0
+WORKER_DEAD_LIMIT = 30.0
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError:
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Half of systemd's WatchdogSec, or None when no watchdog is armed for us."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(0.5, int(usec) / 2e6)
+    except ValueError:
+        return None
 
 
 class _Flags:
@@ -228,24 +257,38 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
     started = time.monotonic()
     keeper = RuleKeeper(cfg, events)
     feeds = _feeds(cfg, events)
+    sd_notify("READY=1")
+    ping_every = watchdog_interval()
+    last_ping = 0.0
+    dead_since: dict[int, float] = {}
     while not flags.stop:
         time.sleep(POLL_SECONDS)
+        # the watchdog is fed only while no queue has been without a worker for long: a guard
+        # that cannot keep one alive is restarted whole by systemd
+        if (ping_every is not None and time.monotonic() - last_ping >= ping_every
+                and all(time.monotonic() - t < WORKER_DEAD_LIMIT for t in dead_since.values())):
+            sd_notify("WATCHDOG=1")
+            last_ping = time.monotonic()
         keeper.check(cfg)
         feeds.cfg = cfg
         if fleet is not None:
             fleet.cfg = cfg
         if flags.reload:
             flags.reload = False
+            sd_notify("RELOADING=1")
             new = _reload(cfg, events, force_monitor)
             if new is not cfg:
                 cfg = new
                 for proc in workers.values():
                     if proc.pid and proc.is_alive():
                         os.kill(proc.pid, signal.SIGHUP)
+            sd_notify("READY=1")
         now = time.monotonic()
         for queue_num, proc in list(workers.items()):
             if proc.is_alive():
+                dead_since.pop(queue_num, None)
                 continue
+            dead_since.setdefault(queue_num, now)
             if restart_at[queue_num] == 0.0:
                 events.emit("worker_died", queue=queue_num, exitcode=proc.exitcode)
                 if now - started > 30:
@@ -256,6 +299,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
                 restart_at[queue_num] = 0.0
                 start(queue_num)
                 events.emit("worker_restarted", queue=queue_num, pid=workers[queue_num].pid)
+    sd_notify("STOPPING=1")
     feeds.stop()
     for proc in workers.values():
         if proc.pid and proc.is_alive():
