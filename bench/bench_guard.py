@@ -671,7 +671,7 @@ def ban_latency(tmp: Path, quick: bool, keep: Path | None) -> dict[str, Any]:
         lab.close()
     print("\n== 2. Ban latency: Kamailio's 6th failing 401 to a source -> source in the ban set ==")
     print("   latency = the guard's 'suspend' event time (stamped after the ipset write and the\n"
-          "   SQLite row; events.py rounds it to 1 ms) - Kamailio's own clock read while building\n"
+          "   SQLite row; stamped to the microsecond) - Kamailio's own clock read while building\n"
           "   that 401 (X-Fg-Ts header). hold = when that 401 left the server interface - the\n"
           "   same stamp (the guard holds every 401 until its verdict). 20 guesses/s per source,\n"
           "   each answering the newest challenge; default policy (6 proven failures -> suspend).\n"
