@@ -59,13 +59,9 @@ def config_check(config_path: str | None) -> None:
 @config_option
 def config_show(config_path: str | None) -> None:
     """Print the effective configuration as TOML."""
-    import re
-
     cfg = load_config(config_path)
     click.echo(f"# effective configuration from {cfg.source or 'built-in defaults'}")
-    # never print a Redis password
-    click.echo(re.sub(r'(redis_url = "[^"]*?://[^"@/]*?:)[^"@/]+@', r"\1***@",
-                      configmod.dumps(cfg)), nl=False)
+    click.echo(configmod.dumps(cfg, redact=True), nl=False)
 
 
 # ---------------------------------------------------------------- kernel: apply / remove / show

@@ -460,41 +460,45 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
             errors.append(f'{what}: name "{name}" is used more than once')
 
 
+# [[name]] arrays of tables: name -> (dataclass, the keys each entry needs, how to say so)
+_ARRAYS: dict[str, tuple[type, tuple[str, ...], str]] = {
+    "gateway": (GatewayConfig, ("name", "sources"), "needs a name and sources"),
+    "feed": (FeedConfig, ("name", "source"), "needs a name and a source"),
+}
+
+
+def _build_array(key: str, raw: Any, errors: list[str]) -> tuple[Any, ...]:
+    cls, required, message = _ARRAYS[key]
+    if not isinstance(raw, list):
+        errors.append(f"{key}: must be an array of tables ([[{key}]])")
+        return ()
+    out = []
+    for index, item in enumerate(raw):
+        before = len(errors)
+        entry = _build_section(cls, item, f"{key}[{index}]", errors)
+        if len(errors) == before and not all(getattr(entry, r) for r in required):
+            errors.append(f"{key}[{index}]: {message}")
+        out.append(entry)
+    return tuple(out)
+
+
 def from_mapping(data: Mapping[str, Any], source: str | None = None) -> Config:
     """Build a Config from parsed TOML; raises ConfigError listing every problem."""
     errors: list[str] = []
     data = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
     _apply_vos3000(data, errors)
     sections: dict[str, Any] = {}
-    gateways: list[GatewayConfig] = []
-    feeds: list[FeedConfig] = []
+    tables: dict[str, tuple[Any, ...]] = {}
     for key, raw in data.items():
         if key in _SECTIONS:
             sections[key] = _build_section(_SECTIONS[key], raw, key, errors)
-        elif key == "gateway":
-            if not isinstance(raw, list):
-                errors.append("gateway: must be an array of tables ([[gateway]])")
-                continue
-            for index, item in enumerate(raw):
-                before = len(errors)
-                gw = _build_section(GatewayConfig, item, f"gateway[{index}]", errors)
-                if len(errors) == before and (not gw.name or not gw.sources):
-                    errors.append(f"gateway[{index}]: needs a name and sources")
-                gateways.append(gw)
-        elif key == "feed":
-            if not isinstance(raw, list):
-                errors.append("feed: must be an array of tables ([[feed]])")
-                continue
-            for index, item in enumerate(raw):
-                before = len(errors)
-                feed = _build_section(FeedConfig, item, f"feed[{index}]", errors)
-                if len(errors) == before and (not feed.name or not feed.source):
-                    errors.append(f"feed[{index}]: needs a name and a source")
-                feeds.append(feed)
+        elif key in _ARRAYS:
+            tables[key] = _build_array(key, raw, errors)
         else:
-            known = ", ".join(sorted([*_SECTIONS, "gateway", "feed", "vos3000"]))
+            known = ", ".join(sorted([*_SECTIONS, *_ARRAYS, "vos3000"]))
             errors.append(f"{key}: unknown section (known: {known})")
-    cfg = Config(**sections, gateways=tuple(gateways), feeds=tuple(feeds), source=source)
+    gateways, feeds = tables.get("gateway", ()), tables.get("feed", ())
+    cfg = Config(**sections, gateways=gateways, feeds=feeds, source=source)
     _cross_checks(cfg, errors)
     if errors:
         raise ConfigError(errors)
@@ -554,8 +558,20 @@ def _section_lines(obj: Any) -> list[str]:
     return [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in fields(obj)]
 
 
-def dumps(cfg: Config) -> str:
-    """Render the effective config as TOML that ``loads`` reads back to an equal Config."""
+def redact_url(url: str) -> str:
+    """A URL with its password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def dumps(cfg: Config, *, redact: bool = False) -> str:
+    """Render the effective config as TOML that ``loads`` reads back to an equal Config;
+    ``redact`` hides secrets (the Redis password) for display."""
+    if redact and cfg.fleet.redis_url:
+        cfg = replace(cfg, fleet=replace(cfg.fleet, redis_url=redact_url(cfg.fleet.redis_url)))
     out: list[str] = []
     for name in _SECTIONS:
         out.append(f"[{name}]")

@@ -218,3 +218,11 @@ def test_the_readme_configuration_example_is_valid():
     assert block is not None
     cfg = cfgmod.loads(block.group(1))
     assert cfg.suspension.register_retry == 6 and cfg.gateways[0].name == "callcentre"
+
+
+def test_dumps_can_hide_the_redis_password():
+    cfg = cfgmod.loads('[fleet]\nredis_url = "rediss://edge:s3cret@redis.example:6380/0"\n')
+    assert "s3cret" in cfgmod.dumps(cfg)
+    shown = cfgmod.dumps(cfg, redact=True)
+    assert "s3cret" not in shown and 'redis_url = "rediss://edge:***@redis.example:6380/0"' in shown
+    assert cfgmod.redact_url("redis://redis.example:6379/0") == "redis://redis.example:6379/0"
