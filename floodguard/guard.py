@@ -20,7 +20,8 @@ from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.packet import parse_ip
 from floodguard.policy.baseline import Baseline, SubnetShare
-from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, Unban, Verdict
+from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, SipView, Unban, Verdict
+from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.store import Store
 
@@ -96,6 +97,20 @@ class Guard:
 
     def handle(self, payload: bytes, hook: int) -> bool:
         self._t0 = time.perf_counter()
+        fast = scan_packet(payload)
+        if fast is None:
+            return self._handle_general(payload, hook)
+        src, dst, _, sport, dport, msg = fast
+        if self.forward:
+            ports = self.ports
+            # a scanned response starts with exactly "SIP/2.0 ", a request never does
+            inbound = dport in ports and not (sport in ports and not msg.is_request)
+        else:
+            inbound = hook != HOOK_LOCAL_OUT
+        return self._judge(self.clock(), src, dst, inbound, msg)
+
+    def _handle_general(self, payload: bytes, hook: int) -> bool:
+        """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
         pkt = parse_ip(payload)
         if pkt is None:
             return self._unreadable(payload)
@@ -119,31 +134,30 @@ class Guard:
                 return True
             verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
             return self._finish(verdict, pkt.src)
+        return self._judge(now, pkt.src, pkt.dst, inbound, msg)
+
+    def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView) -> bool:
         if inbound:
             if msg.is_request:
                 if msg.method == "REGISTER":
                     self.registers += 1
-                    self.share.add("register", pkt.src)
-                verdict = self.engine.on_request(now, pkt.src, msg)
-            else:
-                if self.engine.is_banned(now, pkt.src):
-                    self.counters["drop:banned"] += 1
-                    return False
-                self.counters["pass:response-in"] += 1
-                return True
-        else:
-            if not msg.is_request:
-                if msg.status == 401:
-                    self.share.add("401", pkt.dst)
-                verdict = self.engine.on_response(now, pkt.dst, msg)
-                self.counters["pass:response-out"] += 1
-                if verdict.actions:
-                    self.apply(verdict.actions)
-                return True
-            else:
-                self.counters["pass:request-out"] += 1
-                return True
-        return self._finish(verdict, pkt.src)
+                    self.share.add("register", src)
+                return self._finish(self.engine.on_request(now, src, msg), src)
+            if self.engine.is_banned(now, src):
+                self.counters["drop:banned"] += 1
+                return False
+            self.counters["pass:response-in"] += 1
+            return True
+        if not msg.is_request:
+            if msg.status == 401:
+                self.share.add("401", dst)
+            verdict = self.engine.on_response(now, dst, msg)
+            self.counters["pass:response-out"] += 1
+            if verdict.actions:
+                self.apply(verdict.actions)
+            return True
+        self.counters["pass:request-out"] += 1
+        return True
 
     def _unreadable(self, payload: bytes) -> bool:
         """A packet parse_ip refused. netfilterqueue copies at most COPY_LIMIT bytes, so a
