@@ -18,6 +18,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_MESSAGE 65536
@@ -44,6 +45,7 @@ static PyObject *str_udp, *str_tcp;
 #define C_NAME_END 2  /* ends an auth item name: space, tab, '=', ',', '"' */
 #define C_VALUE_END 4  /* ends an unquoted auth value: space, tab, ',', '"' */
 #define C_BAD 8  /* not allowed in a scanned header block: controls but tab, and DEL */
+#define C_TEXT 16  /* non-ASCII or a backslash: the parser's text scans are left to it */
 static unsigned char cclass[256];
 
 static void init_classes(void) {
@@ -55,8 +57,21 @@ static void init_classes(void) {
         if (c && strchr(" \t=,\"", c)) k |= C_NAME_END;
         if (c && strchr(" \t,\"", c)) k |= C_VALUE_END;
         if ((c < 0x20 && c != '\t') || c == 0x7f) k |= C_BAD;
+        if (c >= 0x80 || c == '\\') k |= C_TEXT;
         cclass[c] = k;
     }
+}
+
+/* Does any of 8 bytes need a look (C_BAD or C_TEXT, or a tab)?  Word-at-a-time tests:
+ * a byte below 0x20, with the high bit set, equal to DEL or equal to a backslash. */
+static inline int special8(const unsigned char *p) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t x;
+    memcpy(&x, p, 8);
+    uint64_t below = (x - ones * 0x20) & ~x & highs;
+    uint64_t del = x ^ (ones * 0x7f), slash = x ^ (ones * '\\');
+    uint64_t is_del = (del - ones) & ~del & highs, is_slash = (slash - ones) & ~slash & highs;
+    return (below | (x & highs) | is_del | is_slash) != 0;
 }
 
 static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t'; }
@@ -70,16 +85,6 @@ static span strip_bytes(span s) {
     while (s.n && is_bws(s.p[0])) { s.p++; s.n--; }
     while (s.n && is_bws(s.p[s.n - 1])) s.n--;
     return s;
-}
-
-/* Values scanned as text by the Python parser are only handled here when they are printable
- * ASCII (plus tab): then str and bytes operations agree. */
-static int plain_ascii(span s) {
-    for (Py_ssize_t i = 0; i < s.n; i++) {
-        unsigned char c = s.p[i];
-        if ((c < 0x20 && c != '\t') || c >= 0x7f || c == '\\') return 0;
-    }
-    return 1;
 }
 
 static inline unsigned char lower(unsigned char c) {
@@ -392,21 +397,65 @@ static PyObject *opt_str(span s) {
     return PyUnicode_DecodeASCII((const char *)s.p, s.n, NULL);
 }
 
-static PyObject *new_struct(PyTypeObject *type, PyObject **values, int n) {
-    PyObject *obj = PyStructSequence_New(type);
-    if (!obj) {
-        for (int i = 0; i < n; i++) Py_XDECREF(values[i]);
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        if (!values[i]) {
-            for (int j = i + 1; j < n; j++) Py_XDECREF(values[j]);
-            Py_DECREF(obj);
+/* Results are small read-only records (fields by name, no tuple behaviour): cheaper to build
+ * than struct sequences, and never part of a reference cycle, so not tracked by the GC. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *f[11];
+} record;
+
+static Py_ssize_t record_size(PyTypeObject *type) {
+    return (type->tp_basicsize - (Py_ssize_t)offsetof(record, f)) / (Py_ssize_t)sizeof(PyObject *);
+}
+
+static void record_dealloc(PyObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    Py_ssize_t n = record_size(type);
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(((record *)self)->f[i]);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *record_repr(PyObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    Py_ssize_t n = record_size(type);
+    PyObject *parts = PyList_New(0);
+    if (!parts) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyUnicode_FromFormat("%s=%R", type->tp_members[i].name,
+                                              ((record *)self)->f[i]);
+        if (!item || PyList_Append(parts, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(parts);
             return NULL;
         }
-        PyStructSequence_SetItem(obj, i, values[i]);
+        Py_DECREF(item);
     }
-    return obj;
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *inner = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    if (!inner) return NULL;
+    const char *dot = strrchr(type->tp_name, '.');
+    PyObject *out = PyUnicode_FromFormat("%s(%U)", dot ? dot + 1 : type->tp_name, inner);
+    Py_DECREF(inner);
+    return out;
+}
+
+/* Steals the references in values (also on failure). */
+static PyObject *new_struct(PyTypeObject *type, PyObject **values, int n) {
+    for (int i = 0; i < n; i++)
+        if (!values[i]) {
+            for (int j = 0; j < n; j++) Py_XDECREF(values[j]);
+            return NULL;
+        }
+    record *obj = PyObject_New(record, type);
+    if (!obj) {
+        for (int i = 0; i < n; i++) Py_DECREF(values[i]);
+        return NULL;
+    }
+    memcpy(obj->f, values, (size_t)n * sizeof(PyObject *));
+    return (PyObject *)obj;
 }
 
 static PyObject *group_creds(const auth_item *items, const auth_group *g) {
@@ -524,23 +573,35 @@ static int scan_message(const unsigned char *d, Py_ssize_t n, PyObject **out) {
     if (n < 1 || n > MAX_MESSAGE) return 0;
     unsigned char c0 = d[0];
     if (!((c0 >= 'A' && c0 <= 'Z') || (c0 >= 'a' && c0 <= 'z'))) return 0;
-    const unsigned char *end4 = memmem(d, (size_t)n, "\r\n\r\n", 4);
-    if (!end4) return 0;
-    Py_ssize_t hend = end4 - d;
-
+    /* One pass over the header block: lines end in CRLF, the block at the first empty line.
+     * Any other control character (a bare CR or LF included) declines. */
     span headers[H_COUNT];
+    int plain[H_COUNT];
     memset(headers, 0, sizeof headers);
     span start = {0};
     int lines = 0;
-    Py_ssize_t pos = 0;
-    while (pos <= hend) {
-        const unsigned char *cr = memchr(d + pos, '\r', (size_t)(hend + 2 - pos));
-        Py_ssize_t eol = cr - d;  /* a CR exists: the block ends with one */
-        if (d[eol + 1] != '\n') return 0;
-        span line = {d + pos, eol - pos};
+    Py_ssize_t pos = 0, hend = -1;
+    while (pos < n) {
+        Py_ssize_t i = pos;
+        int text_ok = 1;  /* no non-ASCII byte or backslash: the line's text can be scanned */
+        for (;;) {
+            while (i + 8 <= n && !special8(d + i)) i += 8;
+            Py_ssize_t stop = i + 8 < n ? i + 8 : n;
+            for (; i < stop; i++) {
+                unsigned char k = cclass[d[i]];
+                if (k & C_BAD) break;
+                if (k & C_TEXT) text_ok = 0;
+            }
+            if (i < stop || i >= n) break;
+        }
+        if (i + 1 >= n || d[i] != '\r' || d[i + 1] != '\n') return 0;
+        if (i == pos) {  /* the empty line */
+            if (!lines) return 0;
+            hend = pos - 2;
+            break;
+        }
+        span line = {d + pos, i - pos};
         if (line.n > MAX_HEADER_LINE) return 0;
-        for (Py_ssize_t i = 0; i < line.n; i++)
-            if (cclass[line.p[i]] & C_BAD) return 0;  /* also a bare LF */
         if (++lines > MAX_HEADERS + 1) return 0;
         if (lines == 1) {
             start = line;
@@ -549,22 +610,22 @@ static int scan_message(const unsigned char *d, Py_ssize_t n, PyObject **out) {
             Py_ssize_t colon = find(line, 0, ':');
             if (colon <= 0 || colon == line.n - 1) return 0;
             span name = {line.p, colon};
-            for (Py_ssize_t i = 0; i < name.n; i++)
-                if (is_ws(name.p[i])) return 0;
+            for (Py_ssize_t j = 0; j < name.n; j++)
+                if (is_ws(name.p[j])) return 0;
             if (name.n == 1 && strchr(compact_letters, lower(name.p[0]))) return 0;
             int h = header_index(name);
             if (h >= 0) {
-                span value = {line.p + colon + 1, line.n - colon - 1};
                 if (headers[h].p) {
                     if (header_multi[h]) return 0;
                 } else {
-                    headers[h] = value;
+                    headers[h] = (span){line.p + colon + 1, line.n - colon - 1};
+                    plain[h] = text_ok;
                 }
             }
         }
-        pos = eol + 2;
-        if (eol == hend) break;
+        pos = i + 2;
     }
+    if (hend < 0) return 0;
 
     /* start line */
     int is_request;
@@ -631,7 +692,7 @@ static int scan_message(const unsigned char *d, Py_ssize_t n, PyObject **out) {
     static const int checked[] = {H_TO, H_CONTACT, H_AUTHORIZATION, H_PROXY_AUTHORIZATION,
                                   H_WWW_AUTHENTICATE, H_PROXY_AUTHENTICATE};
     for (size_t k = 0; k < sizeof checked / sizeof checked[0]; k++)
-        if (headers[checked[k]].p && !plain_ascii(headers[checked[k]])) return 0;
+        if (headers[checked[k]].p && !plain[checked[k]]) return 0;
 
     /* granted_expires: the largest Contact "expires", else the Expires header */
     long granted = -1;
@@ -863,30 +924,32 @@ static PyObject *scan_packet(PyObject *Py_UNUSED(module), PyObject *arg) {
 
 /* ------------------------------------------------------------------ module */
 
-static PyStructSequence_Field view_fields[] = {
-    {"is_request", NULL}, {"method", NULL}, {"status", NULL}, {"call_id", NULL},
-    {"cseq_num", NULL}, {"cseq_method", NULL}, {"aor", NULL}, {"user_agent", NULL},
-    {"authorization", NULL}, {"challenges", NULL}, {"granted_expires", NULL}, {NULL, NULL},
+#define FIELD(i, name) {name, T_OBJECT, offsetof(record, f) + (i) * sizeof(PyObject *), READONLY, NULL}
+static PyMemberDef view_members[] = {
+    FIELD(0, "is_request"), FIELD(1, "method"), FIELD(2, "status"), FIELD(3, "call_id"),
+    FIELD(4, "cseq_num"), FIELD(5, "cseq_method"), FIELD(6, "aor"), FIELD(7, "user_agent"),
+    FIELD(8, "authorization"), FIELD(9, "challenges"), FIELD(10, "granted_expires"), {NULL},
 };
-static PyStructSequence_Desc view_desc = {
-    "floodguard.sip._scan.SipView",
-    "The fields of a SIP message the policy engine reads (see floodguard.sip.message).",
-    view_fields, 11,
+static PyMemberDef creds_members[] = {
+    FIELD(0, "scheme"), FIELD(1, "username"), FIELD(2, "nonce"), {NULL},
 };
-static PyStructSequence_Field creds_fields[] = {
-    {"scheme", NULL}, {"username", NULL}, {"nonce", NULL}, {NULL, NULL},
+static PyMemberDef challenge_members[] = {
+    FIELD(0, "scheme"), FIELD(1, "nonce"), FIELD(2, "stale"), {NULL},
 };
-static PyStructSequence_Desc creds_desc = {
-    "floodguard.sip._scan.Credentials", "Authorization credentials: scheme, username, nonce.",
-    creds_fields, 3,
-};
-static PyStructSequence_Field challenge_fields[] = {
-    {"scheme", NULL}, {"nonce", NULL}, {"stale", NULL}, {NULL, NULL},
-};
-static PyStructSequence_Desc challenge_desc = {
-    "floodguard.sip._scan.Challenge", "One WWW-/Proxy-Authenticate challenge: scheme, nonce, stale.",
-    challenge_fields, 3,
-};
+
+static PyTypeObject *record_type(const char *name, const char *doc, PyMemberDef *members,
+                                 int n) {
+    PyType_Slot slots[] = {
+        {Py_tp_dealloc, record_dealloc}, {Py_tp_repr, record_repr},
+        {Py_tp_members, members}, {Py_tp_doc, (void *)doc}, {0, NULL},
+    };
+    PyType_Spec spec = {
+        name, (int)(offsetof(record, f) + (size_t)n * sizeof(PyObject *)), 0,
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+        slots,
+    };
+    return (PyTypeObject *)PyType_FromSpec(&spec);
+}
 
 static PyMethodDef scan_methods[] = {
     {"scan_packet", scan_packet, METH_O,
@@ -905,9 +968,16 @@ PyMODINIT_FUNC PyInit__scan(void) {
     if (!m) return NULL;
     init_classes();
     for (int h = 0; h < H_COUNT; h++) header_lengths[h] = (unsigned char)strlen(header_names[h]);
-    ViewType = PyStructSequence_NewType(&view_desc);
-    CredsType = PyStructSequence_NewType(&creds_desc);
-    ChallengeType = PyStructSequence_NewType(&challenge_desc);
+    ViewType = record_type(
+        "floodguard.sip._scan.SipView",
+        "The fields of a SIP message the policy engine reads (see floodguard.sip.message).",
+        view_members, 11);
+    CredsType = record_type("floodguard.sip._scan.Credentials",
+                            "Authorization credentials: scheme, username, nonce.",
+                            creds_members, 3);
+    ChallengeType = record_type("floodguard.sip._scan.Challenge",
+                                "One WWW-/Proxy-Authenticate challenge: scheme, nonce, stale.",
+                                challenge_members, 3);
     str_udp = PyUnicode_InternFromString("udp");
     str_tcp = PyUnicode_InternFromString("tcp");
     if (!ViewType || !CredsType || !ChallengeType || !str_udp || !str_tcp) goto fail;
