@@ -5,8 +5,9 @@ takes well under one.  Every kernel figure comes from network namespaces created
 (``fgbg-<random>-srv`` / ``-cli``, addresses 10.x only inside them), removed afterwards, also
 on error or Ctrl-C.  Prints a table per part, then one JSON line with every figure.
 
-0. In-process (no kernel): ``Guard.handle`` on recorded packets of the throughput mix, and
-   what its parsing costs.  ``--profile`` adds a cProfile listing of ``Guard.handle``.
+0. In-process (no kernel): ``Guard.handle`` on recorded packets of the throughput mix, what
+   its C scan costs, and for comparison the Python parsers the scan stands in for (still used
+   for every packet the scan declines).  ``--profile`` adds a cProfile listing of ``handle``.
 1. Throughput: the same traffic offered faster than either consumer can take it to one NFQUEUE
    consumed by (a) a bare netfilterqueue consumer that reads each payload and accepts it
    (bench/guardbench_bare.py) and (b) ``floodguard run`` with the full policy. The consumer is
@@ -336,6 +337,7 @@ def _touch(msg: Any) -> None:
 
 def in_process(quick: bool, profile: bool) -> dict[str, Any]:
     from floodguard.packet import parse_ip
+    from floodguard.sip._scan import scan_packet
     from floodguard.sip.message import parse_message
 
     packets = recorded(registration_mix(500 if quick else 2000, rounds=2))
@@ -347,6 +349,10 @@ def in_process(quick: bool, profile: bool) -> dict[str, Any]:
     def run_handle() -> None:
         for pkt, hook in packets:
             handle(pkt, hook)
+
+    def run_scan() -> None:
+        for pkt, _ in packets:
+            scan_packet(pkt)
 
     def run_ip() -> None:
         for pkt, _ in packets:
@@ -362,7 +368,8 @@ def in_process(quick: bool, profile: bool) -> dict[str, Any]:
 
     best: dict[str, float] = {}
     for _ in range(3 if quick else 5):
-        for name, fn in (("handle", run_handle), ("parse_ip", run_ip),
+        for name, fn in (("handle", run_handle), ("scan_packet (C)", run_scan),
+                         ("parse_ip", run_ip),
                          ("parse_ip+parse_message", run_parse),
                          ("parse_ip+parse_message+fields", run_fields)):
             t0 = time.process_time()
@@ -376,7 +383,7 @@ def in_process(quick: bool, profile: bool) -> dict[str, Any]:
           "REGISTER+Authorization, 200/401 out")
     for name, us in best.items():
         print(f"   {name:32s} {us:7.2f} us/packet  ({1e6 / us:>9,.0f} /s)")
-    rest = best["handle"] - best["parse_ip+parse_message+fields"]
+    rest = best["handle"] - best["scan_packet (C)"]
     out["us_per_packet"]["policy+guard (difference)"] = round(rest, 2)
     print(f"   {'policy + guard (difference)':32s} {rest:7.2f} us/packet")
     if profile:

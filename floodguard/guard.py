@@ -18,6 +18,7 @@ from typing import Protocol
 
 from floodguard.config import Config
 from floodguard.events import EventLog
+from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.packet import parse_ip
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, SipView, Unban, Verdict
@@ -32,7 +33,9 @@ HOOK_LOCAL_OUT = 3
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
 BASELINE_EVERY = 60.0
-COPY_LIMIT = 4016  # netfilterqueue 1.1's largest copy (its 4096-byte buffer less metadata)
+# An inbound UDP SIP packet this large (IP header included) is dropped unread: RFC 3261 sends
+# requests near the path MTU over TCP, and multi-kilobyte Contact lists are an attack.
+MAX_UDP_PACKET = 4016
 BAN_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
@@ -97,6 +100,8 @@ class Guard:
 
     def handle(self, payload: bytes, hook: int) -> bool:
         self._t0 = time.perf_counter()
+        if len(payload) >= MAX_UDP_PACKET:
+            return self._large(payload, hook)
         fast = scan_packet(payload)
         if fast is None:
             return self._handle_general(payload, hook)
@@ -159,31 +164,52 @@ class Guard:
         self.counters["pass:request-out"] += 1
         return True
 
+    def _large(self, payload: bytes, hook: int) -> bool:
+        """A packet of MAX_UDP_PACKET bytes or more: inbound over UDP, dropped "oversize"
+        unread; anything else read as usual unless the queue cut it short (over COPY_RANGE
+        bytes), then it is judged by its source alone."""
+        if len(payload) < COPY_RANGE:
+            pkt = parse_ip(payload)
+            if pkt is None:
+                return self._unreadable(payload)
+            if pkt.proto == "udp":
+                if self.forward:
+                    inbound = pkt.dport in self.ports and not (
+                        pkt.sport in self.ports and pkt.payload[:8] == b"SIP/2.0 ")
+                else:
+                    inbound = hook != HOOK_LOCAL_OUT
+                if inbound:
+                    return self._by_source(pkt.src, tcp=False)
+            return self._handle_general(payload, hook)
+        return self._unreadable(payload)
+
     def _unreadable(self, payload: bytes) -> bool:
-        """A packet parse_ip refused. netfilterqueue copies at most COPY_LIMIT bytes, so a
-        longer packet arrives cut short. Over UDP a SIP request that large is abuse (RFC 3261
-        sends anything near the MTU over TCP; huge Contact lists are an attack): dropped. A
-        long TCP segment is judged by its source alone; the kernel's limits counted it."""
-        if len(payload) >= COPY_LIMIT:
+        """A packet parse_ip refused, or one the queue cut at COPY_RANGE bytes: a long enough
+        one is judged by the source in its IP header, anything else is malformed."""
+        if len(payload) >= MAX_UDP_PACKET:
             version = payload[0] >> 4
             raw = payload[12:16] if version == 4 else payload[8:24] if version == 6 else b""
             if raw and len(raw) in (4, 16):
                 src = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
                 proto = payload[9] if version == 4 else payload[6]
-                now = self.clock()
-                if self.engine.is_allowed(src):
-                    self.counters["pass:allow"] += 1
-                    return True
-                if self.engine.is_banned(now, src):
-                    reason = "banned"
-                elif proto == socket.IPPROTO_TCP:
-                    self.counters["pass:truncated"] += 1
-                    return True
-                else:
-                    reason = "oversize"
-                self.counters[("would-drop:" if self.monitor else "drop:") + reason] += 1
-                return self.monitor
+                return self._by_source(src, tcp=proto == socket.IPPROTO_TCP)
         self.counters["drop:malformed:ip"] += 1
+        return self.monitor
+
+    def _by_source(self, src: str, *, tcp: bool) -> bool:
+        """A large packet not read as SIP: allow-listed sources pass, banned ones are dropped,
+        a TCP segment passes (the kernel's limits counted it), a UDP one is "oversize"."""
+        if self.engine.is_allowed(src):
+            self.counters["pass:allow"] += 1
+            return True
+        if self.engine.is_banned(self.clock(), src):
+            reason = "banned"
+        elif tcp:
+            self.counters["pass:truncated"] += 1
+            return True
+        else:
+            reason = "oversize"
+        self.counters[("would-drop:" if self.monitor else "drop:") + reason] += 1
         return self.monitor
 
     def _finish(self, verdict: Verdict, src: str) -> bool:

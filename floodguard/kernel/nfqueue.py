@@ -1,29 +1,39 @@
 """NFQUEUE consumer loop: binds one queue, hands each payload to a verdict function.
 
+The queue is read by ``floodguard.kernel._nfq``, a small C binding over raw netlink: each
+``poll`` reads the queued packets in batches (one ``recvmmsg`` for up to 32 packets), calls the
+verdict function once per packet with the payload as bytes, and answers each batch of up to 256
+packets with a single ``sendmsg`` (the drops, then one batch accept).
+
 The loop polls the queue's netlink socket with a timeout so that periodic work (operator
 commands, snapshots, rule checks) and signals are handled between packets without threads.
+Packets arrive whole up to COPY_RANGE bytes; a longer one (an IPv4 packet within 4 bytes of
+the 65,535-byte maximum) arrives cut to COPY_RANGE bytes and is counted in ``truncated``.
 """
 
 from __future__ import annotations
 
 import errno
-import select
-import warnings
 from collections.abc import Callable
 
-from netfilterqueue import NetfilterQueue
+from floodguard.kernel import _nfq
 
 Verdict = Callable[[bytes, int], bool]
 
-# netfilter hook numbers as reported by Packet.hook
+# netfilter hook numbers as passed to the verdict function
 HOOK_LOCAL_IN = 1
 HOOK_FORWARD = 2
 HOOK_LOCAL_OUT = 3
 
-# Enough for a burst of several seconds at the guard's throughput; the kernel drops (or with
-# --queue-bypass, accepts) beyond it.
+# Bytes of each packet copied to userspace: the kernel's largest copy (a netlink attribute's
+# 16-bit length less its 4-byte header). Every packet up to this length arrives whole.
+COPY_RANGE = _nfq.MAX_COPY_RANGE
+# Enough for a burst of several seconds at the guard's throughput; beyond it the kernel drops
+# new packets (or, with accept_overflow, accepts them) without queueing them.
 DEFAULT_MAX_LEN = 65536
 SOCKET_BUFFER = 8 * 1024 * 1024
+# Packets handled per poll() at most, so that the caller's periodic work runs under a flood.
+MAX_PER_POLL = 4096
 
 
 class QueueError(Exception):
@@ -31,54 +41,72 @@ class QueueError(Exception):
 
 
 class QueueRunner:
-    """Consumes one NFQUEUE; ``verdict(payload, hook) -> True`` accepts, ``False`` drops."""
+    """Consumes one NFQUEUE; ``verdict(payload, hook) -> True`` accepts, ``False`` drops.
+
+    With ``fail_open`` a packet whose verdict function raises is accepted (else dropped). A
+    packet the queue cannot take (full, socket buffer full) is dropped by the kernel unless
+    ``accept_overflow``: a flood beyond what the guard handles must not reach the registrar
+    unchecked. (With the guard down the rules' --queue-bypass lets SIP through.)
+    """
 
     def __init__(
         self, queue_num: int, verdict: Verdict, *, fail_open: bool = True,
-        max_len: int = DEFAULT_MAX_LEN,
+        accept_overflow: bool = False, max_len: int = DEFAULT_MAX_LEN,
     ) -> None:
         self.queue_num = queue_num
         self.verdict = verdict
-        self.fail_open = fail_open
-        self.errors = 0
-        self.packets = 0
-        self._nfq = NetfilterQueue()
+        self._max_len = max_len
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a smaller buffer still works
-                self._nfq.bind(queue_num, self._callback, max_len=max_len, sock_len=SOCKET_BUFFER)
+            self._queue = _nfq.Queue(queue_num, max_len=max_len, fail_open=fail_open,
+                                     accept_overflow=accept_overflow, copy_range=COPY_RANGE,
+                                     rcvbuf=SOCKET_BUFFER)
         except OSError as exc:
-            raise QueueError(f"cannot bind NFQUEUE {queue_num}: {exc}") from None
+            raise QueueError(f"cannot bind NFQUEUE {queue_num}: "
+                             f"{exc.strerror or exc}") from None
 
-    def _callback(self, packet: object) -> None:
-        self.packets += 1
-        try:
-            accept = self.verdict(packet.get_payload(), packet.hook)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 — one bad packet must never stop the queue
-            self.errors += 1
-            accept = self.fail_open
-        if accept:
-            packet.accept()  # type: ignore[attr-defined]
-        else:
-            packet.drop()  # type: ignore[attr-defined]
+    @property
+    def fail_open(self) -> bool:
+        """Fixed when the queue is bound (the kernel holds the flag too)."""
+        return self._queue.fail_open
+
+    @property
+    def packets(self) -> int:
+        return self._queue.packets
+
+    @property
+    def errors(self) -> int:
+        """Packets the verdict function raised on (they got the fail_open verdict)."""
+        return self._queue.errors
+
+    @property
+    def truncated(self) -> int:
+        """Packets longer than COPY_RANGE (handed over cut short)."""
+        return self._queue.truncated
 
     def poll(self, timeout: float) -> None:
-        """Wait up to timeout seconds for packets, then handle every packet that is queued."""
-        fd = self._nfq.get_fd()
+        """Wait up to timeout seconds for packets, then handle the packets that are queued
+        (at most MAX_PER_POLL)."""
         try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-        except InterruptedError:
-            return
-        if ready:
+            self._queue.run(self.verdict, timeout, MAX_PER_POLL)
+        except OSError as exc:
+            if exc.errno not in (errno.EINTR, errno.EAGAIN, errno.ENOBUFS):
+                raise
+
+    def drain(self) -> None:
+        """Give a verdict to everything already queued (used before exit): at most the queue's
+        length, so a flood that keeps coming cannot hold the exit up."""
+        handled = 0
+        while handled < self._max_len:
             try:
-                self._nfq.run(block=False)
+                n = self._queue.run(self.verdict, 0, MAX_PER_POLL)
             except OSError as exc:
                 if exc.errno not in (errno.EINTR, errno.EAGAIN, errno.ENOBUFS):
                     raise
-
-    def drain(self) -> None:
-        """Give a verdict to everything already queued (used before exit)."""
-        self.poll(0)
+                return
+            handled += n
+            if n < MAX_PER_POLL:
+                return
 
     def close(self) -> None:
-        self._nfq.unbind()
+        """Unbind the queue and close its socket (packets still queued are dropped)."""
+        self._queue.close()

@@ -121,8 +121,11 @@ def test_first_run_deploys(container: Container) -> None:
     assert run.recap.get("changed", 0) > 0
     # the role installed offline, from the wheelhouse it built on the controller
     wheels = container.ssh("ls /var/cache/floodguard/wheelhouse").stdout.split()
-    assert any(w.startswith("floodguard-") for w in wheels), wheels
-    assert any(w.lower().startswith("netfilterqueue-") for w in wheels), wheels
+    # floodguard's wheel carries its compiled per-packet path (queue binding, SIP scan)
+    assert any(w.startswith("floodguard-") and w.endswith("linux_x86_64.whl")
+               for w in wheels), wheels
+    container.ssh("/opt/floodguard/bin/python -c "
+                  "'import floodguard.kernel._nfq, floodguard.sip._scan'")
     config = container.ssh("stat -c '%a %U' /etc/floodguard/floodguard.toml "
                            "/etc/floodguard/accounts.toml").stdout.split("\n")
     assert config[1].split() == ["600", "root"], config

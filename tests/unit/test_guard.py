@@ -226,18 +226,30 @@ def test_guard_reports_a_subnet_dominating_registers(rig):
     assert guard.counters["anomaly:register:subnet"] == 1
 
 
-def test_packets_cut_at_the_queue_copy_limit(rig):
-    from floodguard.guard import COPY_LIMIT
+def test_large_packets(rig):
+    from floodguard.guard import MAX_UDP_PACKET
+    from floodguard.kernel.nfqueue import COPY_RANGE
 
     guard, _, _, _, clock = rig()
     big = register("1001", src="203.0.113.20", call_id="big", cseq=1).replace(
         b"Content-Length: 0", b"Contact: <sip:" + b"a" * 6000 + b"@x>\r\nContent-Length: 0")
-    # over UDP: a 6 kB REGISTER is abuse, dropped
-    assert guard.handle(udp("203.0.113.20", SERVER, 5060, 5060, big)[:COPY_LIMIT],
-                        HOOK_LOCAL_IN) is False
+    # over UDP: a 6 kB REGISTER is abuse, dropped unread
+    assert len(udp("203.0.113.20", SERVER, 5060, 5060, big)) > MAX_UDP_PACKET
+    assert guard.handle(udp("203.0.113.20", SERVER, 5060, 5060, big), HOOK_LOCAL_IN) is False
     assert guard.counters["drop:oversize"] == 1
-    # a long TCP segment is judged by its source
-    cut = tcp("203.0.113.20", SERVER, 40000, 5060, big)[:COPY_LIMIT]
+    # the registrar's own large answer is not
+    ok = response(200, "OK", "1001", call_id="big", cseq=1).replace(
+        b"Content-Length: 0", b"X-Pad: " + b"p" * 6000 + b"\r\nContent-Length: 0")
+    assert guard.handle(udp(SERVER, "203.0.113.20", 5060, 5060, ok), HOOK_LOCAL_OUT) is True
+    assert guard.counters["drop:oversize"] == 1
+    # a whole large TCP segment is read as SIP
+    whole = tcp("203.0.113.20", SERVER, 40000, 5060, big)
+    assert guard.handle(whole, HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:ok"] >= 1
+    # one cut short by the queue is judged by its source
+    longest = tcp("203.0.113.20", SERVER, 40000, 5060, big + b"x" * (65495 - len(big)))
+    assert len(longest) == 65535
+    cut = longest[:COPY_RANGE]
     assert guard.handle(cut, HOOK_LOCAL_IN) is True
     assert guard.counters["pass:truncated"] == 1
     guard.engine.ban(clock.t, "203.0.113.20", 60)
