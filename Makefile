@@ -28,7 +28,8 @@ system-deps:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard floodguard/*/*.c)
+# setup.py compiles the C sources and, with mypyc, the guard and the policy engine
+$(STAMP): pyproject.toml setup.py $(wildcard floodguard/*/*.c) floodguard/guard.py $(wildcard floodguard/policy/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

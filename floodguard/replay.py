@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 from floodguard.config import Config, SipConfig
 from floodguard.events import EventLog
 from floodguard.guard import HOOK_FORWARD, Guard
-from floodguard.policy.engine import Ban
 from floodguard.store import Store
 
 _MAGIC = {
@@ -114,17 +113,22 @@ class Decision:
         return dataclasses.asdict(self)
 
 
-class _ReplayGuard(Guard):
-    """The live guard, recording each ban as it is made."""
+class _Recorder(EventLog):
+    """The guard's event log during a replay: keeps each ban and suspension as a Decision."""
 
-    decisions: list[Decision]
-    first: float
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__(io.StringIO(), json_mode=True)
+        self.clock = clock
+        self.first = 0.0
+        self.decisions: list[Decision] = []
 
-    def _ban(self, ban: Ban) -> None:
-        super()._ban(ban)
-        now = self.clock()
-        self.decisions.append(Decision(now, round(now - self.first, 3), ban.ip, ban.kind,
-                                       ban.reason, ban.aor, ban.failures, ban.seconds))
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        if event in ("ban", "suspend"):
+            now = self.clock()
+            self.decisions.append(Decision(
+                now, round(now - self.first, 3), fields["ip"], fields["kind"], fields["reason"],
+                fields.get("aor"), fields.get("failures", 0), fields["seconds"]))
+        return super().emit(event, **fields)
 
 
 @dataclass
@@ -151,13 +155,9 @@ def replay(cfg: Config, path: str | Path) -> ReplayReport:
     cfg = dataclasses.replace(cfg, sip=SipConfig(ports=cfg.sip.ports,
                                                  transports=cfg.sip.transports, mode="forward"))
     clock = _Clock()
-    log = io.StringIO()
-    events = EventLog(log, json_mode=True)
+    events = _Recorder(clock)
     store = Store(":memory:")
-    guard = _ReplayGuard(cfg, sets=_NoSets(), store=store, events=events, clock=clock,
-                         wall=clock)
-    decisions: list[Decision] = []
-    guard.decisions = decisions
+    guard = Guard(cfg, sets=_NoSets(), store=store, events=events, clock=clock, wall=clock)
     packets = sip_packets = 0
     first: float | None = None
     try:
@@ -165,7 +165,7 @@ def replay(cfg: Config, path: str | Path) -> ReplayReport:
             for ts, packet in read_pcap(handle):
                 packets += 1
                 if first is None:
-                    first = guard.first = ts
+                    first = events.first = ts
                 clock.now = ts
                 before = guard.counters.total()
                 guard.handle(packet, HOOK_FORWARD)
@@ -176,4 +176,4 @@ def replay(cfg: Config, path: str | Path) -> ReplayReport:
     finally:
         store.close()
     return ReplayReport(packets, sip_packets, first, clock.now if packets else None,
-                        decisions, dict(guard.counters))
+                        events.decisions, dict(guard.counters))

@@ -105,10 +105,15 @@ class SubnetShare:
         self.started = 0.0
 
     def add(self, metric: str, ip: str) -> None:
-        table = self.counts.setdefault(metric, {})
+        table = self.counts.get(metric)
+        if table is None:
+            table = self.counts[metric] = {}
         key = subnet_of(ip)
-        if key in table or len(table) < self.max_subnets:
-            table[key] = table.get(key, 0) + 1
+        count = table.get(key)
+        if count is not None:
+            table[key] = count + 1
+        elif len(table) < self.max_subnets:
+            table[key] = 1
 
     def check(self, now: float) -> list[Anomaly]:
         """At the end of a window: subnets over their share; then start a new window."""

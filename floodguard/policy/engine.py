@@ -60,6 +60,10 @@ STATE_VERSION = 1
 _TAG_PLAIN = -1
 _TAG_ALLOW = -2
 
+# User-Agent strings whose scanner check is remembered (emptied when full: a flood of random
+# agents only costs the plain check).
+_MAX_AGENTS_SEEN = 4096
+
 # Distinct "malformed:<reason>" verdicts cached/counted; parser reasons are a small fixed set,
 # the cap only guards against a parser that puts packet data in its reason.
 _MAX_MALFORMED_REASONS = 64
@@ -190,7 +194,7 @@ class Engine:
     """Verdicts for requests, learning from responses, bans and known-good sources."""
 
     __slots__ = (
-        "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_gw_verdicts", "_decay",
+        "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_ua_seen", "_gw_verdicts", "_decay",
         "_decay_override", "_limiter", "_gateways", "_budget", "_nonces", "_pending",
         "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed",
     )
@@ -246,6 +250,7 @@ class Engine:
             (cidr, index) for index, gw in enumerate(cfg.gateways) for cidr in gw.sources
         )
         self._scanners = tuple(ua.lower() for ua in cfg.scanner.user_agents)
+        self._ua_seen: dict[str, bool] = {}
         self._gw_verdicts = tuple(Verdict(False, f"rate:gateway:{gw.name}") for gw in cfg.gateways)
         lim = cfg.limits
         self._limiter.configure(lim.register_rate, lim.register_burst, lim.sip_rate, lim.sip_burst)
@@ -289,6 +294,16 @@ class Engine:
         return _TAG_PLAIN if group is None else group
 
     def _is_scanner(self, user_agent: str) -> bool:
+        # A fleet of phones repeats a handful of User-Agent strings: remember the answers.
+        seen = self._ua_seen.get(user_agent)
+        if seen is not None:
+            return seen
+        if len(self._ua_seen) >= _MAX_AGENTS_SEEN:
+            self._ua_seen.clear()
+        seen = self._ua_seen[user_agent] = self._match_scanner(user_agent)
+        return seen
+
+    def _match_scanner(self, user_agent: str) -> bool:
         low = user_agent.lower()
         # A plain loop, not any(genexpr) or a regex: measured clearly faster on the hot path.
         for pattern in self._scanners:  # noqa: SIM110
@@ -396,14 +411,16 @@ class Engine:
             verdict = _SUSPENDED if ban.kind == KIND_SUSPEND else _BANNED
             self._count(verdict.reason)
             return verdict
-        verdict = self._malformed.get(reason)
-        if verdict is None:
+        cached = self._malformed.get(reason)
+        if cached is None:
             verdict = Verdict(False, f"malformed:{reason}")
             if len(self._malformed) < _MAX_MALFORMED_REASONS:
                 self._malformed[reason] = verdict
             else:
                 self._count("malformed:other")
                 return verdict
+        else:
+            verdict = cached
         self._count(verdict.reason)
         return verdict
 
