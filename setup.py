@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPRODUCIBLE = [f"-ffile-prefix-map={HERE}=."]
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-std=gnu11",
           *REPRODUCIBLE]
-# Per-packet Python: keep in step with COMPILED in tests/conftest.py.
+# Per-packet Python (tests/conftest.py refuses a build older than these sources).
 COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (

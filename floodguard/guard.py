@@ -121,12 +121,7 @@ class Guard:
             return self._unreadable(payload)
         now = self.clock()
         body = pkt.payload
-        if self.forward:
-            inbound = pkt.dport in self.ports and not (
-                pkt.sport in self.ports and body[:8] == b"SIP/2.0 "
-            )
-        else:
-            inbound = hook != HOOK_LOCAL_OUT
+        inbound = self._inbound(pkt.sport, pkt.dport, body, hook)
         if not body:
             return True  # TCP handshakes and ACKs: the kernel's SYN and connection limits apply
         try:
@@ -140,6 +135,13 @@ class Guard:
             verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
             return self._finish(verdict, pkt.src)
         return self._judge(now, pkt.src, pkt.dst, inbound, msg)
+
+    def _inbound(self, sport: int, dport: int, body: bytes, hook: int) -> bool:
+        """A client's packet (else the registrar's): by hook, or in forward mode by ports."""
+        if self.forward:
+            return dport in self.ports and not (
+                sport in self.ports and body[:8] == b"SIP/2.0 ")
+        return hook != HOOK_LOCAL_OUT
 
     def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView) -> bool:
         if inbound:
@@ -172,14 +174,8 @@ class Guard:
             pkt = parse_ip(payload)
             if pkt is None:
                 return self._unreadable(payload)
-            if pkt.proto == "udp":
-                if self.forward:
-                    inbound = pkt.dport in self.ports and not (
-                        pkt.sport in self.ports and pkt.payload[:8] == b"SIP/2.0 ")
-                else:
-                    inbound = hook != HOOK_LOCAL_OUT
-                if inbound:
-                    return self._by_source(pkt.src, tcp=False)
+            if pkt.proto == "udp" and self._inbound(pkt.sport, pkt.dport, pkt.payload, hook):
+                return self._by_source(pkt.src, tcp=False)
             return self._handle_general(payload, hook)
         return self._unreadable(payload)
 
