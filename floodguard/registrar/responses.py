@@ -54,6 +54,8 @@ PARSE_REASONS: dict[str, str] = {
     "incomplete": "Bad Request - Incomplete Message",
 }
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
 _SALVAGE_NAMES = {
     b"via": b"Via",
     b"v": b"Via",
@@ -214,6 +216,10 @@ def salvage_400(data: bytes, parse_reason: str, ip: str, port: int) -> bytes | N
         canon = _SALVAGE_NAMES.get(name.strip().lower())
         value = value.strip()
         if canon is None or not value or len(value) > _MAX_SALVAGED_LINE:
+            continue
+        if _CONTROL.search(value):
+            # never echo a CR, NUL or other control byte: a reader that splits on it would see
+            # a header line the sender planted in our reply
             continue
         values = found.setdefault(canon, [])
         if not values or (canon == b"Via" and len(values) < _MAX_SALVAGED_VIAS):
