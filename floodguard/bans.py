@@ -7,11 +7,11 @@ agrees.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from floodguard import addr
 from floodguard.config import Config
 from floodguard.store import BanRow, Store
 
@@ -46,20 +46,17 @@ class BanView:
 
 
 def canonical(ip: str) -> str:
+    """The canonical form of an operator-given address (``addr.canonical``); BanError if bad."""
     try:
-        return str(ipaddress.ip_address(ip.strip()))
-    except ValueError:
-        raise BanError(f"not an IP address: {ip!r}") from None
+        return addr.canonical(ip)
+    except ValueError as exc:
+        raise BanError(str(exc)) from None
 
 
 def allowed_by(cfg: Config, ip: str) -> str | None:
-    """The allow-list network that covers ip, if any."""
-    address = ipaddress.ip_address(ip)
-    for net in cfg.blacklist.allow:
-        network = ipaddress.ip_network(net)
-        if network.version == address.version and address in network:
-            return net
-    return None
+    """The allow-list network that covers ip, if any (``::ffff:a.b.c.d`` is IPv4 on both
+    sides); ValueError when ip is not an address."""
+    return addr.Networks(cfg.blacklist.allow).covering(ip)
 
 
 def describe(row: BanRow, now: float) -> str:
@@ -103,6 +100,9 @@ class BanBook:
         ip = canonical(ip)
         if seconds < 1:
             raise BanError("--ttl must be at least 1 second")
+        problem = addr.unbannable(addr.parse(ip))
+        if problem is not None:
+            raise BanError(f"{ip} is {problem}: it cannot be banned")
         covering = allowed_by(self.cfg, ip)
         if covering is not None:
             raise BanError(f"{ip} is in the allow list ({covering}); the allow list always wins")

@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import click
 
-from floodguard import __version__
+from floodguard import __version__, addr
 from floodguard import config as configmod
 from floodguard.bans import BanBook
 
@@ -29,6 +29,16 @@ def load_config(path: str | None) -> configmod.Config:
             click.echo(line, err=True)
         sys.exit(2)
 
+
+def _ip_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """An address argument in canonical form (``::ffff:a.b.c.d`` is IPv4); exit 2 if bad."""
+    try:
+        return addr.canonical(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+ip_argument = click.argument("ip", callback=_ip_argument)
 
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -287,7 +297,7 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
 
 @blacklist_group.command("add")
 @config_option
-@click.argument("ip")
+@ip_argument
 @click.option("--ttl", type=int, default=None, help="seconds (default: blacklist.ban_time)")
 @click.option("--reason", default="manual", show_default=True)
 def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str) -> None:
@@ -306,7 +316,7 @@ def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str
 
 @blacklist_group.command("remove")
 @config_option
-@click.argument("ip")
+@ip_argument
 def blacklist_remove(config_path: str | None, ip: str) -> None:
     """Lift a ban or suspension on IP."""
     from floodguard.bans import BanError
@@ -323,7 +333,7 @@ def blacklist_remove(config_path: str | None, ip: str) -> None:
 
 @blacklist_group.command("explain")
 @config_option
-@click.argument("ip")
+@ip_argument
 def blacklist_explain(config_path: str | None, ip: str) -> None:
     """Say why IP is banned and until when."""
     from floodguard.bans import BanError

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from floodguard import addr
 from floodguard.config import Config
 
 RULES_ENV = "FLOODGUARD_RULES"
@@ -171,7 +172,7 @@ def allow_entries(networks: Iterable[str], family: int) -> tuple[str, ...]:
     """Networks of ``family`` for a hash:net set; /0 (which hash:net refuses) becomes two /1."""
     out: list[str] = []
     for text in networks:
-        net = ipaddress.ip_network(text, strict=False)
+        net = addr.parse_network(text)  # ::ffff:a.b.c.d/n (n >= 96) lands in the IPv4 set
         if net.version != family:
             continue
         parts = list(net.subnets(prefixlen_diff=1)) if net.prefixlen == 0 else [net]
@@ -278,10 +279,36 @@ def hashlimit_args(
     return " ".join([*head, f"--hashlimit-name fg-{purpose[:3]}-{digest}", *tail])
 
 
-def queue_args(num: int, workers: int, fail_open: bool) -> str:
-    """NFQUEUE target options."""
-    text = f"--queue-num {num}" if workers == 1 else f"--queue-balance {num}:{num + workers - 1}"
-    return text + (" --queue-bypass" if fail_open else "")
+def queue_args(num: int, fail_open: bool) -> str:
+    """NFQUEUE target options for one queue."""
+    return f"--queue-num {num}" + (" --queue-bypass" if fail_open else "")
+
+
+# Byte offsets (into the IP header) of the 32-bit word whose low byte is the last byte of the
+# address that picks the worker: the IPv4 source/destination's last octet, the last byte of an
+# IPv6 source/destination's /prefix (so a host rotating addresses in its /64 meets one worker).
+def _slice_offset(family: int, direction: str, v6_prefix: int) -> int:
+    if family == 4:
+        return 12 if direction == "src" else 16
+    start = 8 if direction == "src" else 24
+    return start + max(1, v6_prefix // 8) - 4
+
+
+def queue_slices(num: int, workers: int, family: int, v6_prefix: int) -> list[dict[str, Any]]:
+    """With several workers, one rule per queue: a u32 match on a byte of the client's address
+    (source of requests, destination of responses) picks the queue, so all traffic of one source
+    (UDP and TCP, requests and responses) meets the same engine. The kernel's --queue-balance
+    hashes the protocol and both addresses, which splits one source over several engines."""
+    out = []
+    for i in range(workers):
+        lo, hi = i * 256 // workers, (i + 1) * 256 // workers - 1
+        span = f"0x{lo:x}" if lo == hi else f"0x{lo:x}:0x{hi:x}"
+        out.append({
+            "slice_src": f"0x{_slice_offset(family, 'src', v6_prefix):x}&0xff={span}",
+            "slice_dst": f"0x{_slice_offset(family, 'dst', v6_prefix):x}&0xff={span}",
+            "queue_one": num + i,
+        })
+    return out
 
 
 # ---------------------------------------------------------------- templates
@@ -344,10 +371,15 @@ def _config_or(cfg: Config, section: str, key: str, default: Any) -> Any:
     return getattr(getattr(cfg, section, None), key, default)
 
 
+def v6_prefix(cfg: Config) -> int:
+    """The IPv6 prefix length that stands for one source (limits.ipv6_prefix)."""
+    return int(cfg.limits.ipv6_prefix)
+
+
 def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str, Any]:
     t = lambda section, key: _tunable(tunables, section, key)  # noqa: E731
     suffix = "" if family == 4 else "-v6"
-    prefix = 32 if family == 4 else int(t("hashlimit", "ipv6_source_prefix"))
+    prefix = 32 if family == 4 else v6_prefix(cfg)
     limits = cfg.limits
     per_source = {
         "family": family,
@@ -364,7 +396,11 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         "allow_set": f"floodguard-allow{suffix}",
         "ban_set": f"floodguard-ban{suffix}",
         "known_set": f"floodguard-known{suffix}",
-        "queue": queue_args(cfg.queue.num, cfg.queue.workers, cfg.queue.fail_open),
+        "queue_in": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
+                     if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QIN"),
+        "queue_out": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
+                      if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QOUT"),
+        "bypass": " --queue-bypass" if cfg.queue.fail_open else "",
         # monitor mode: the limit rules only count what they would drop
         "limit_action": "" if cfg.guard.mode == "monitor" else "-j DROP",
         "guard_mark": str(t("mark", "guard")),
@@ -396,11 +432,14 @@ def _set_context(cfg: Config, tunables: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _flags(cfg: Config, family: int) -> set[str]:
-    return {*cfg.sip.transports, cfg.sip.mode, f"ipv{family}"}
+    flags = {*cfg.sip.transports, cfg.sip.mode, f"ipv{family}"}
+    if cfg.queue.workers > 1:
+        flags.add("workers")
+    return flags
 
 
-_EACH = ("port", "user_agent", "gateway_source")
-_FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6"}
+_EACH = ("port", "user_agent", "gateway_source", "queue_slice")
+_FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6", "workers"}
 
 
 def _gateway_sources(cfg: Config, family: int) -> list[dict[str, Any]]:
@@ -430,6 +469,8 @@ def _expand(
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
     if each == "gateway_source":
         return _gateway_sources(cfg, family)
+    if each == "queue_slice":
+        return queue_slices(cfg.queue.num, cfg.queue.workers, family, v6_prefix(cfg))
     raise RenderError(f"{where}: each must be one of {', '.join(_EACH)}, got {each!r}")
 
 
@@ -450,8 +491,14 @@ def _render_chains(
             where = f"{path.name}: chain[{index}]"
             if not isinstance(chain, Mapping):
                 raise RenderError(f"{where}: must be a table")
-            _expect(chain, where, {"table", "name", "jump_from", "rule"}, {"table", "name"})
+            _expect(chain, where, {"table", "name", "jump_from", "rule", "when"},
+                    {"table", "name"})
             table, name = chain["table"], chain["name"]
+            chain_when = chain.get("when", [])
+            if not isinstance(chain_when, list) or not set(chain_when) <= _FLAGS:
+                raise RenderError(f"{where}: when must be a list of {sorted(_FLAGS)}")
+            if not set(chain_when) <= flags:
+                continue
             if table not in BUILTIN_CHAINS:
                 raise RenderError(f"{where}: table must be one of {', '.join(BUILTIN_CHAINS)}")
             if not isinstance(name, str) or not is_ours(name) or len(name) > 28:
@@ -560,7 +607,7 @@ def render(cfg: Config, directory: str | os.PathLike[str] | None = None) -> Rule
             if arg in ("-j", "-g") and is_ours(args[i + 1]) and not any(
                     c == (rule.family, rule.table, args[i + 1]) for c in chains):
                 raise RenderError(f"rule {rule.spec!r} jumps to undeclared chain {args[i + 1]}")
-    allow = tuple(str(ipaddress.ip_network(n, strict=False)) for n in cfg.blacklist.allow)
+    allow = tuple(addr.canonical_network(n) for n in cfg.blacklist.allow)
     return Ruleset(tuple(rules), tuple(jumps), tuple(chains), tuple(sets), allow, str(folder))
 
 
