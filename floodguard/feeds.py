@@ -3,13 +3,15 @@
 A feed is a text file or URL with one IP address per line (``#`` comments and blank lines
 ignored; ``ip,anything`` CSV lines take the first field). Each import bans the listed addresses
 for ``ban_time`` seconds in the kernel set and the store (reason ``feed:<name>``), so an address
-that drops off the list expires by itself. The allow list always wins. A feed that cannot be
-fetched or read keeps the bans it already made and is retried at the next interval.
+that drops off the list expires by itself. The allow list always wins. A line that is not one
+bannable address (junk, a network, 0.0.0.0, multicast, loopback, over-long) is skipped on its
+own and counted (``feed_imported`` event: ``skipped`` and a few ``skipped_examples``); the rest
+is imported. A feed that cannot be fetched or read keeps the bans it already made and is retried
+at the next interval.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from floodguard.bans import allowed_by
+from floodguard import addr
 from floodguard.config import Config, FeedConfig
 from floodguard.events import EventLog
 from floodguard.store import Store
@@ -30,6 +32,31 @@ class FeedError(Exception):
     """A feed could not be fetched or read; the message is one line."""
 
 
+MAX_LINE = 512  # longer lines are skipped unread (a feed line is an address and a comment)
+EXAMPLES = 5  # skipped lines quoted in the feed_imported event
+
+
+@dataclass
+class Skipped:
+    """Lines or addresses left out of an import: how many, and the first few with the reason."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, why: str) -> None:
+        self.count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(f"{where}: {why}")
+
+
+@dataclass
+class FeedList:
+    """A parsed feed: its addresses (canonical, without duplicates) and the lines skipped."""
+
+    addresses: list[str] = field(default_factory=list)
+    skipped: Skipped = field(default_factory=Skipped)
+
+
 @dataclass
 class FeedResult:
     """What one import did."""
@@ -37,7 +64,7 @@ class FeedResult:
     name: str
     banned: list[str] = field(default_factory=list)
     allowed: list[str] = field(default_factory=list)
-    invalid: int = 0
+    skipped: Skipped = field(default_factory=Skipped)  # bad lines, and addresses the kernel refused
     full: int = 0
 
 
@@ -57,31 +84,51 @@ def fetch(source: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def parse(text: str) -> tuple[list[str], int]:
-    """(addresses in canonical form without duplicates, count of unreadable lines)."""
+def _clip(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def parse(text: str) -> FeedList:
+    """The feed's addresses in canonical form (``::ffff:a.b.c.d`` as IPv4) without duplicates.
+
+    A line that is not one bannable address (junk, a network, 0.0.0.0 or ``::``, multicast,
+    loopback, the broadcast address, or longer than MAX_LINE) is skipped on its own.
+    """
+    out = FeedList()
     seen: dict[str, None] = {}
-    invalid = 0
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_LINE:
+            out.skipped.add(f"line {number}", f"longer than {MAX_LINE} characters")
+            continue
         item = line.split("#", 1)[0].strip().split(",", 1)[0].strip()
         if not item:
             continue
         try:
-            seen[str(ipaddress.ip_address(item))] = None
-        except ValueError:
-            invalid += 1
-    return list(seen), invalid
+            address = addr.parse(item)
+        except ValueError as exc:
+            out.skipped.add(f"line {number}", str(exc))
+            continue
+        problem = addr.unbannable(address)
+        if problem is not None:
+            out.skipped.add(f"line {number}", f"{_clip(item)} is {problem}")
+            continue
+        seen[str(address)] = None
+    out.addresses = list(seen)
+    return out
 
 
 def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
                 now: float | None = None) -> FeedResult:
-    """Fetch one feed and ban what it lists (allow list excepted)."""
-    from floodguard.kernel import SetFullError
+    """Fetch one feed and ban what it lists (allow list excepted). Bad lines, and addresses
+    the kernel refuses, are skipped one by one and counted in ``result.skipped``."""
+    from floodguard.kernel import KernelError, SetFullError
 
-    addresses, invalid = parse(fetch(feed.source))
-    result = FeedResult(feed.name, invalid=invalid)
+    listed = parse(fetch(feed.source))
+    result = FeedResult(feed.name, skipped=listed.skipped)
+    allow = addr.Networks(cfg.blacklist.allow)
     now = time.time() if now is None else now
-    for ip in addresses:
-        if allowed_by(cfg, ip) is not None:
+    for ip in listed.addresses:
+        if allow.covering(ip) is not None:
             result.allowed.append(ip)
             continue
         current = store.get_ban(ip, now=now)
@@ -91,6 +138,9 @@ def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
             sets.add("ban", ip, feed.ban_time)
         except SetFullError:
             result.full += 1
+            continue
+        except KernelError as exc:
+            result.skipped.add(ip, " ".join(str(exc).split()))
             continue
         store.put_ban(ip, "manual", f"feed:{feed.name}", feed.ban_time, now=now)
         result.banned.append(ip)
@@ -138,5 +188,6 @@ class FeedScheduler:
                 store.close()
                 sets.close()
             self.events.emit("feed_imported", feed=feed.name, banned=len(result.banned),
-                             allowed=len(result.allowed), invalid=result.invalid,
+                             allowed=len(result.allowed), skipped=result.skipped.count,
+                             skipped_examples=result.skipped.examples or None,
                              full=result.full, seconds=feed.ban_time)

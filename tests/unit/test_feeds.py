@@ -32,19 +32,41 @@ class Sets:
 
 
 def test_parse_dedupes_canonicalises_and_counts_junk():
-    addresses, invalid = parse(FEED)
-    assert addresses == ["192.0.2.1", "2001:db8::1", "198.51.100.7", "127.0.0.5"]
-    assert invalid == 2
+    listed = parse(FEED)
+    assert listed.addresses == ["192.0.2.1", "2001:db8::1", "198.51.100.7"]
+    assert listed.skipped.count == 3  # loopback, junk, a network
+    assert listed.skipped.examples[0] == "line 6: '127.0.0.5' is a loopback address"
+    assert listed.skipped.examples[1] == "line 7: not an IP address: 'not-an-ip'"
+
+
+BAD_LINES = [
+    "0.0.0.0", "::", "0:0::0", "224.0.0.1", "ff02::1", "127.0.0.1", "::1", "255.255.255.255",
+    "::ffff:0.0.0.0", "::ffff:127.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "fe80::1%eth0",
+    "10.0.0.0/8", "x" * 5000, "1.2.3.4" + " " * 600, "\x00", "1.2.3.4\x00",
+]
+
+
+def test_each_bad_line_is_skipped_alone_and_the_rest_imported(tmp_path):
+    good = ["192.0.2.10", "2001:db8::10", "::ffff:198.51.100.10"]
+    lines = [x for pair in zip(BAD_LINES, good * 7, strict=False) for x in pair]
+    listed = parse("\n".join(lines))
+    assert listed.addresses == ["192.0.2.10", "2001:db8::10", "198.51.100.10"]
+    assert listed.skipped.count == len(BAD_LINES)
+    assert len(listed.skipped.examples) == 5
+    assert "line 1: '0.0.0.0' is the unspecified address" in listed.skipped.examples
+    assert all(len(e) < 200 for e in listed.skipped.examples)
 
 
 def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path):
     path = tmp_path / "list.txt"
-    path.write_text(FEED)
-    cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n')
+    path.write_text(FEED + "::ffff:10.9.9.9\n")
+    cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n'
+                '[blacklist]\nallow = ["::ffff:10.9.9.0/120"]\n')
     store, sets = Store(tmp_path / "s.db"), Sets()
     result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
     assert result.banned == ["192.0.2.1", "2001:db8::1", "198.51.100.7"]
-    assert result.allowed == ["127.0.0.5"] and result.invalid == 2
+    # a mapped address is IPv4, and so is a mapped allow-list network
+    assert result.allowed == ["10.9.9.9"] and result.skipped.count == 3
     assert sets.added["192.0.2.1"] == ("ban", 600)
     row = store.get_ban("2001:db8::1", now=1001)
     assert row.reason == "feed:apiban" and row.until == 1600
@@ -53,6 +75,47 @@ def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path):
     again = import_feed(cfg, cfg.feeds[0], store, Sets(), now=1100)
     assert "198.51.100.7" not in again.banned
     assert store.get_ban("198.51.100.7", now=1100).reason == "spraying"
+
+
+def test_an_address_the_kernel_refuses_is_skipped_not_fatal(tmp_path):
+    from floodguard.kernel import KernelError
+
+    class Refusing(Sets):
+        def add(self, kind, ip, timeout=None):
+            if ip == "192.0.2.2":
+                raise KernelError("ipset add floodguard-ban 192.0.2.2: refused")
+            super().add(kind, ip, timeout)
+
+    path = tmp_path / "list.txt"
+    path.write_text("192.0.2.1\n192.0.2.2\n192.0.2.3\n")
+    cfg = loads(f'[[feed]]\nname = "f"\nsource = "{path}"\n')
+    store, sets = Store(tmp_path / "s.db"), Refusing()
+    result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
+    assert result.banned == ["192.0.2.1", "192.0.2.3"]
+    assert result.skipped.count == 1 and "refused" in result.skipped.examples[0]
+    assert store.get_ban("192.0.2.2", now=1000) is None
+
+
+def test_scheduler_event_counts_skipped_lines(tmp_path):
+    import io
+    import json
+
+    from floodguard.events import EventLog
+    from floodguard.feeds import FeedScheduler
+
+    path = tmp_path / "list.txt"
+    path.write_text("0.0.0.0\n192.0.2.1\n224.0.0.5\n192.0.2.2\n")
+    cfg = loads(f'[state]\npath = "{tmp_path / "s.db"}"\n'
+                f'[[feed]]\nname = "f"\nsource = "{path}"\n')
+    log, sets = io.StringIO(), Sets()
+    FeedScheduler(cfg, EventLog(log, json_mode=True), lambda: Store(tmp_path / "s.db"),
+                  lambda: sets).check()
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["feed_imported"]
+    assert events[0]["banned"] == 2 and events[0]["skipped"] == 2
+    assert events[0]["skipped_examples"] == ["line 1: '0.0.0.0' is the unspecified address",
+                                             "line 3: '224.0.0.5' is a multicast address"]
+    assert set(sets.added) == {"192.0.2.1", "192.0.2.2"}
 
 
 def test_fetch_over_http_and_errors(tmp_path):
