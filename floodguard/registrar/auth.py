@@ -5,8 +5,11 @@ Nonces are stateless (HMAC-signed, time-limited, bound to the source address, se
 nonce, so a replayed request is refused. That table is bucketed by the nonce's issue time and a
 bucket is dropped once every nonce in it is stale, which bounds it by rate x lifetime.
 
-Unknown users and wrong passwords take the same path: an unknown user is verified against a
-random dummy HA1, so both produce the same 401 after the same amount of work.
+Nothing about an account shows before authentication: every challenge offers the same
+algorithms whoever it is for (the registrar's `algorithms`, then any algorithm some account
+is limited to that the list lacks), unknown users are verified against a random dummy HA1, and an
+answer with an algorithm the account does not allow is verified against the dummy too, so all of
+them produce the same 401 as a wrong password after the same amount of work.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class AuthResult(enum.Enum):
     MISSING = "missing"  # no usable Digest credentials: plain challenge
     BAD_NONCE = "bad_nonce"  # forged, malformed or issued to another address
     STALE = "stale"  # right password, expired nonce: challenge with stale=true
-    FAILED = "failed"  # wrong response (wrong password or unknown user)
+    FAILED = "failed"  # wrong response (wrong password, unknown user or algorithm not allowed)
     REPLAY = "replay"  # nonce-count not above one already accepted
 
 
@@ -121,13 +124,15 @@ class Authenticator:
         self._dummy = {alg: os.urandom(32).hex()[: 32 if alg == "MD5" else 64]
                        for alg in digest.ALGORITHMS}
         self._ha1: dict[str, dict[str, str]] = {}
-        self._offered: dict[str, tuple[str, ...]] = {}
+        self._challenged: tuple[str, ...] = self.algorithms
         self.set_accounts(accounts)
 
     def set_accounts(self, accounts: Mapping[str, Account]) -> None:
         """Install a (re)loaded accounts table; HA1s of plaintext passwords are precomputed."""
         table: dict[str, dict[str, str]] = {}
-        offered: dict[str, tuple[str, ...]] = {}
+        # One challenge set for everyone, so it cannot tell accounts apart: the configured
+        # order, plus what an account limited to other algorithms needs to log in at all.
+        challenged = list(self.algorithms)
         for user, account in accounts.items():
             algs = account.offered(self.algorithms)
             keys: dict[str, str] = {}
@@ -138,33 +143,36 @@ class Authenticator:
                 if stored is not None:
                     keys[alg] = stored
             table[user] = keys
-            offered[user] = algs
-        self._ha1, self._offered = table, offered
+            challenged.extend(a for a in algs if a not in challenged)
+        self._ha1, self._challenged = table, tuple(challenged)
 
     def known(self, user: str | None) -> bool:
+        """Whether `user` has an account (for authenticated callers only: see the docstring)."""
         return user is not None and user in self._ha1
 
     @property
     def nonce_counts(self) -> int:
         return len(self._counter)
 
-    def offered(self, user: str | None) -> tuple[str, ...]:
-        """Algorithms to challenge `user` with; unknown users get the registrar's order."""
-        if user is None:
-            return self.algorithms
-        return self._offered.get(user, self.algorithms)
+    @property
+    def challenged(self) -> tuple[str, ...]:
+        """The algorithms every challenge offers, in order (the same for every user)."""
+        return self._challenged
 
-    def challenge(self, user: str | None, source_ip: str, now: float, *,
-                  stale: bool = False) -> list[str]:
-        """WWW-Authenticate header lines, one per algorithm in order, sharing one nonce."""
+    def challenge(self, source_ip: str, now: float, *, stale: bool = False) -> list[str]:
+        """WWW-Authenticate header lines, one per algorithm in order, sharing one nonce.
+
+        Deliberately not per user: a per-account list here would tell who exists.
+        """
         nonce = self._nonces.make(source_ip, now)
         return [
             "WWW-Authenticate: " + digest.challenge_header(self.realm, nonce, alg, stale=stale)
-            for alg in self.offered(user)
+            for alg in self._challenged
         ]
 
     def check(self, msg: SipMessage, source_ip: str, now: float) -> tuple[AuthResult, str | None]:
-        """Verify the request's credentials; returns the result and the digest username."""
+        """Verify the request's credentials (any method: the digest covers it); returns the
+        result and the digest username."""
         creds = msg.authorization
         if creds is None or creds.scheme.lower() != "digest":
             return AuthResult.MISSING, None
@@ -187,12 +195,11 @@ class Authenticator:
         if status is digest.NonceStatus.INVALID:
             return AuthResult.BAD_NONCE, username
         algorithm = (creds.algorithm or "MD5").upper()
+        if algorithm not in self._challenged:
+            return AuthResult.MISSING, username  # the same for every user: nobody was offered it
+        # Unknown user, or an algorithm this account may not use: verify against a dummy HA1,
+        # so the answer and the work match a wrong password.
         keys = self._ha1.get(username)
-        offered = self._offered.get(username, self.algorithms) if keys is not None \
-            else self.algorithms
-        if algorithm not in offered:
-            return AuthResult.MISSING, username
-        # Unknown user: verify against a dummy HA1 so timing and answer match a wrong password.
         key = keys.get(algorithm) if keys is not None else None
         good = digest.verify(algorithm, key or self._dummy[algorithm], creds,
                              msg.method or "REGISTER", body=msg.body)

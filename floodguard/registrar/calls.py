@@ -1,7 +1,8 @@
 """Requests other than REGISTER: a redirect server for INVITE, OPTIONS, and the rest.
 
 INVITE to an online AOR gets 302 with its contacts (no media, no proxying), an AOR whose
-bindings are all offline (or that has none) gets 480 at once, an unknown AOR 404. OPTIONS to the
+bindings are all offline (or that has none) gets 480 at once, an unknown AOR 404; the core asks
+`invite` only for a caller that authenticated (see core.py). OPTIONS to the
 registrar gets 200 with Allow. ACK is swallowed; CANCEL and BYE get 481 because a redirect server
 keeps no transactions or dialogs to cancel or end; anything else gets 405 with Allow.
 """

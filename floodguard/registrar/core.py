@@ -2,9 +2,15 @@
 
 `Registrar.handle_datagram` / `handle_message` take one message and where it came from and return
 the bytes to send back (or None). Nothing here raises for any input: malformed requests get a 400
-with a reason, non-SIP input is dropped. Authenticated REGISTERs go through a small response
-cache keyed by transaction, so a UDP retransmission is answered with the same response instead
-of being taken for a replay.
+with a reason, non-SIP input is dropped. Authenticated REGISTERs and INVITEs go through a small
+response cache keyed by transaction, so a UDP retransmission is answered with the same response
+instead of being taken for a replay.
+
+Nothing about an account reaches a caller who has not authenticated: REGISTER and INVITE are
+challenged with the same 401 whoever they name, and the INVITE answers that depend on the callee
+(302 with its contacts, 480, 404) go only to a caller holding valid credentials of any account.
+Every other answer before authentication (OPTIONS 200, 405, 481, 416, 420, 400) depends on the
+request alone, never on the accounts or bindings.
 """
 
 from __future__ import annotations
@@ -188,11 +194,7 @@ class Registrar:
         if method != "ACK" and method != "CANCEL" and msg.header("require"):
             return self._bad_extension(msg, head, src)
         if method == "INVITE":
-            user_known = self.auth.known(_ruri_user(msg))
-            status, reason, headers = calls.invite(
-                msg.request_uri, self.table, user_known, self.wall())
-            self.stats[f"INVITE {status}"] += 1
-            return response(head, status, src.ip, src.port, reason=reason, headers=headers)
+            return self._invite(msg, head, src)
         if method == "OPTIONS":
             status, reason, headers = calls.options()
             return response(head, status, src.ip, src.port, reason=reason, headers=headers)
@@ -232,20 +234,15 @@ class Registrar:
                             reason="Bad Request - To Must Be a SIP AOR with a User")
         if msg.header("require"):
             return self._bad_extension(msg, head, src)
-        key: tuple[Any, ...] | None = None
-        if msg.authorization is not None:
-            key = (src.ip, src.port, head.call_id, head.cseq_num, msg.via_branch)
-            cached = self.cache.get(key)
-            if cached is not None:
-                self.stats["retransmission"] += 1
-                return cached
+        key = self._cache_key(msg, head, src)
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            self.stats["retransmission"] += 1
+            return cached
         now = self.wall()
         result, username = self.auth.check(msg, src.ip, now)
         self.stats[_AUTH_STAT[result]] += 1
         if result is not AuthResult.OK:
-            challenge = self.auth.challenge(to_user, src.ip, now,
-                                            stale=result is AuthResult.STALE)
-            return response(head, 401, src.ip, src.port, headers=challenge)
+            return self._challenge(head, src, now, result)
         if username != to_user:
             # Anti-hijack: credentials only ever change the AOR of their own user.
             reply = response(head, 403, src.ip, src.port,
@@ -256,6 +253,41 @@ class Registrar:
         if key is not None:
             self.cache.put(key, reply, self.mono())
         return reply
+
+    # --- INVITE: a redirect server, for authenticated callers only ----------------------------
+
+    def _invite(self, msg: SipMessage, head: ReplyHead, src: Source) -> bytes:
+        """302/480/404 only after the caller authenticated as any account; before that, every
+        INVITE gets the same 401 whether the callee exists, is online, offline or unknown."""
+        key = self._cache_key(msg, head, src)
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            self.stats["retransmission"] += 1
+            return cached
+        now = self.wall()
+        result, _ = self.auth.check(msg, src.ip, now)
+        self.stats[f"INVITE {_AUTH_STAT[result]}"] += 1
+        if result is not AuthResult.OK:
+            return self._challenge(head, src, now, result)
+        status, reason, headers = calls.invite(
+            msg.request_uri, self.table, self.auth.known(_ruri_user(msg)), now)
+        self.stats[f"INVITE {status}"] += 1
+        reply = response(head, status, src.ip, src.port, reason=reason, headers=headers)
+        if key is not None:
+            self.cache.put(key, reply, self.mono())
+        return reply
+
+    # --- shared by REGISTER and INVITE ---------------------------------------------------------
+
+    @staticmethod
+    def _cache_key(msg: SipMessage, head: ReplyHead, src: Source) -> tuple[Any, ...] | None:
+        """Transaction key for answers that used up a nonce-count (None: no credentials)."""
+        if msg.authorization is None:
+            return None
+        return (src.ip, src.port, head.call_id, head.cseq_num, head.cseq_method, msg.via_branch)
+
+    def _challenge(self, head: ReplyHead, src: Source, now: float, result: AuthResult) -> bytes:
+        challenge = self.auth.challenge(src.ip, now, stale=result is AuthResult.STALE)
+        return response(head, 401, src.ip, src.port, headers=challenge)
 
     def _apply(self, msg: SipMessage, head: ReplyHead, src: Source, aor: str, domain: str,
                now: float) -> bytes:

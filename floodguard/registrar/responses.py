@@ -52,6 +52,7 @@ PARSE_REASONS: dict[str, str] = {
     "too_large": "Bad Request - Message Too Large",
     "truncated_body": "Bad Request - Body Shorter Than Content-Length",
     "incomplete": "Bad Request - Incomplete Message",
+    "control_char": "Bad Request - Control Character in Header",
 }
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")

@@ -118,16 +118,30 @@ class Uac:
         )
 
     def authorize(self, challenge: bytes | SipMessage, *, nc: int = 1,
-                  password: str | None = None) -> str:
+                  password: str | None = None, algorithm: str | None = None) -> str:
+        """Credentials for a REGISTER answering `challenge`."""
         return authorize(challenge, self.user, password or self.password, "REGISTER", self.uri,
-                         nc=nc)
+                         nc=nc, algorithm=algorithm)
 
-    def invite(self, user: str, *, call_id: str | None = None) -> bytes:
-        target = f"sip:{user}@{self.server}"
+    def authorize_invite(self, challenge: bytes | SipMessage, callee: str, *,
+                         password: str | None = None) -> str:
+        """Credentials for an INVITE to `callee` answering `challenge`."""
+        return authorize(challenge, self.user, password or self.password, "INVITE",
+                         self.invite_uri(callee))
+
+    def invite_uri(self, callee: str) -> str:
+        return f"sip:{callee}@{self.server}"
+
+    def invite(self, user: str, *, call_id: str | None = None, cseq: int = 1,
+               authorization: str | None = None) -> bytes:
+        """An INVITE to `user` (no body); `authorization` answers a challenge."""
+        target = self.invite_uri(user)
+        headers = [f"Contact: <{self.contact}>"]
+        if authorization is not None:
+            headers.append(f"Authorization: {authorization}")
         return request("INVITE", target, via=self.local, from_uri=self.aor, to_uri=target,
-                       call_id=call_id or new_token(8) + "@uac", cseq=1,
-                       transport=self.transport,
-                       headers=[f"Contact: <{self.contact}>"])
+                       call_id=call_id or new_token(8) + "@uac", cseq=cseq,
+                       transport=self.transport, headers=headers)
 
     def options(self, target: str | None = None) -> bytes:
         uri = target or self.uri

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -272,3 +273,21 @@ def sipp_error(result: subprocess.CompletedProcess[str], cwd: Path) -> str:
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in cwd.glob("sipp-*.err"))
     return (f"sipp exit {result.returncode}\n{result.stdout[-2000:]}\n"
             f"{result.stderr[-2000:]}\n{logs}")
+
+
+_VARIABLE = [
+    (re.compile(rb'nonce="[^"]*"'), b'nonce="N"'),
+    (re.compile(rb";tag=[^;>,\s]*"), b";tag=T"),
+    (re.compile(rb"^(Call-ID|i):[^\r\n]*", re.M | re.I), b"Call-ID: C"),
+    (re.compile(rb"^Date:[^\r\n]*\r\n", re.M | re.I), b""),
+]
+
+
+def normalize(response: bytes, *names: str) -> bytes:
+    """A response with what may differ between two otherwise identical requests blanked out:
+    nonces, tags, the Call-ID, the Date, and `names` (e.g. the user the request was for)."""
+    for pattern, blank in _VARIABLE:
+        response = pattern.sub(blank, response)
+    for name in names:
+        response = response.replace(name.encode(), b"USER")
+    return response

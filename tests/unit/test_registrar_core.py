@@ -91,12 +91,18 @@ def test_first_register_is_challenged_md5_first_with_one_nonce(env):
     assert "received=192.0.2.10" in resp.via and "rport=5070" in resp.via
 
 
-def test_account_algorithms_win(env):
+def test_account_algorithms_limit_answers_not_challenges(env):
+    # The challenge is the same as anyone's (no per-account list to tell accounts apart) ...
     resp = env.send(env.uac("sha").register())
-    assert [c.algorithm for c in resp.challenges] == ["SHA-256"]
+    assert [c.algorithm for c in resp.challenges] == ["MD5", "SHA-256"]
     uac = env.uac("sha")
+    # ... an answer with an algorithm the account does not allow fails like a wrong password ...
     challenge = env.send(uac.register())
-    ok = env.send(uac.register(authorization=uac.authorize(challenge)))
+    refused = env.send(uac.register(authorization=uac.authorize(challenge, algorithm="MD5")))
+    assert refused.status == 401 and env.reg.stats["auth failed"] == 1
+    # ... and the allowed one logs in.
+    challenge = env.send(uac.register())
+    ok = env.send(uac.register(authorization=uac.authorize(challenge, algorithm="SHA-256")))
     assert ok.status == 200
 
 
@@ -371,14 +377,21 @@ def test_bindings_survive_a_restart_with_their_expiry(env, tmp_path):
 
 def test_invite_redirects_to_online_contacts_480_offline_404_unknown(env):
     caller = env.uac("1002", port=6000)
-    assert env.send(caller.invite("1001")).status == 480  # known, not registered
-    assert env.send(caller.invite("nobody")).status == 404
+
+    def invite(callee: str):
+        challenge = env.send(caller.invite(callee), port=6000)
+        assert challenge.status == 401  # nothing about the callee before authentication
+        return env.send(caller.invite(callee, cseq=2, authorization=caller.authorize_invite(
+            challenge, callee)), port=6000)
+
+    assert invite("1001").status == 480  # known, not registered
+    assert invite("nobody").status == 404
     uac = env.uac()
     env.register(uac)
-    moved = env.send(caller.invite("1001"))
+    moved = invite("1001")
     assert moved.status == 302 and [c.uri for c in moved.contacts] == [uac.contact]
     env.table.active("1001", env.clock.wall)[0].online = False
-    assert env.send(caller.invite("1001")).status == 480
+    assert invite("1001").status == 480
 
 
 def test_options_ack_cancel_bye_and_other_methods(env):
