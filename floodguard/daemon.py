@@ -125,7 +125,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     signal.signal(signal.SIGINT, flags.on_stop)
     signal.signal(signal.SIGHUP, flags.on_reload)
 
-    store = Store(cfg.state.path)
+    store = Store(cfg.state.path, events=events)  # a damaged file is moved aside (state_corrupt)
     store.defer_checkpoints()  # checkpoints run in Guard.snapshot(), off the packet path
     specs = render(cfg).sets
     with SetManager(specs) as manager:
@@ -198,7 +198,7 @@ def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.rules import render
 
-    scheduler = FeedScheduler(cfg, events, lambda: Store(scheduler.cfg.state.path),
+    scheduler = FeedScheduler(cfg, events, lambda: Store(scheduler.cfg.state.path, events=events),
                               lambda: SetManager(render(scheduler.cfg).sets))
     scheduler.start()
     return scheduler
@@ -212,7 +212,7 @@ def _fleet(cfg: Config, events: EventLog) -> FleetLink | None:
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.rules import render
 
-    link = FleetLink(cfg, events, lambda: Store(link.cfg.state.path),
+    link = FleetLink(cfg, events, lambda: Store(link.cfg.state.path, events=events),
                      lambda: SetManager(render(link.cfg).sets))
     link.load(LOAD_TIMEOUT)
     return link

@@ -3,6 +3,10 @@
 Sources: the kernel (our rules' counters, set sizes), the guard's counters that each worker
 publishes to the state store every second, the bans in the store, and the registrar's bindings
 (same database). Rates come from two snapshots taken some time apart.
+
+The state database is read, never repaired here: a damaged one is reported (``state`` and a
+health line) and left for ``floodguard run``/``apply`` to move aside; databases they moved
+aside are reported until an operator deletes them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from typing import Any
 
 from floodguard.config import Config
-from floodguard.store import Store
+from floodguard.store import CORRUPT_SNAPSHOT, Store, StoreError, quarantined
 
 GUARD_STALE_AFTER = 5.0  # a worker publishes every second; older than this: not running
 SET_NEAR_FULL = 0.8
@@ -136,33 +140,70 @@ def _fleet(cfg: Config, store: Store, now: float) -> dict[str, Any] | None:
             "age": round(now - saved, 1)}
 
 
+def _state(cfg: Config, store: Store | None, error: str | None) -> dict[str, Any]:
+    """The state database: readable or not, and the damaged copies moved aside from it."""
+    record = store.load_snapshot(CORRUPT_SNAPSHOT) if store is not None else None
+    last = record[1] if record is not None and isinstance(record[1], dict) else {}
+    moved = []
+    for path in quarantined(cfg.state.path):
+        try:
+            entry: dict[str, Any] = {"path": str(path), "time": path.stat().st_mtime}
+        except OSError:
+            continue  # deleted meanwhile
+        if last.get("moved_to") == str(path.absolute()):
+            entry.update(time=last.get("time"), error=last.get("error"))
+        moved.append(entry)
+    return {"ok": error is None, "path": cfg.state.path, "error": error,
+            "last_recovery": last or None, "moved_aside": moved}
+
+
 def collect(cfg: Config, *, kernel: bool = True) -> dict[str, Any]:
     """One snapshot of every layer."""
     now = time.time()
-    store = Store(cfg.state.path)
     try:
-        bans = store.active_bans(now=now)
-        by_aor: dict[str, int] = {}
-        for row in bans:
-            if row.aor:
-                by_aor[row.aor] = by_aor.get(row.aor, 0) + 1
-        data: dict[str, Any] = {
-            "time": now,
-            "mode": cfg.guard.mode,
-            "guard": _guard(store, now),
-            "bans": [row.as_dict(now) for row in bans],
-            "bans_by_kind": _count(row.kind for row in bans),
-            "bans_by_reason": _count(row.reason for row in bans),
-            "top_aors": [{"aor": a, "bans": n}
-                         for a, n in sorted(by_aor.items(), key=lambda kv: -kv[1])[:10]],
-            "registrations": _registrations(store, now),
-            "fleet": _fleet(cfg, store, now),
-        }
-    finally:
-        store.close()
+        store = Store(cfg.state.path, recover=False)
+    except StoreError as exc:
+        data = _unreadable(cfg, now, " ".join(str(exc).split()))
+    else:
+        try:
+            data = _from_store(cfg, store, now)
+        finally:
+            store.close()
     data["kernel"] = _kernel(cfg) if kernel else {"ok": None}
     data["health"] = health(data)
     return data
+
+
+def _unreadable(cfg: Config, now: float, error: str) -> dict[str, Any]:
+    """What can be shown without the state database."""
+    return {"time": now, "mode": cfg.guard.mode,
+            "guard": {"ok": False, "workers": [], "verdicts": {}, "learned": {},
+                      "ban_latency": {"buckets": [], "counts": [], "sum": 0.0},
+                      "top_sources": []},
+            "bans": [], "bans_by_kind": {}, "bans_by_reason": {}, "top_aors": [],
+            "registrations": None, "fleet": None, "state": _state(cfg, None, error)}
+
+
+def _from_store(cfg: Config, store: Store, now: float) -> dict[str, Any]:
+    """Every layer the state database tells about."""
+    bans = store.active_bans(now=now)
+    by_aor: dict[str, int] = {}
+    for row in bans:
+        if row.aor:
+            by_aor[row.aor] = by_aor.get(row.aor, 0) + 1
+    return {
+        "time": now,
+        "mode": cfg.guard.mode,
+        "guard": _guard(store, now),
+        "bans": [row.as_dict(now) for row in bans],
+        "bans_by_kind": _count(row.kind for row in bans),
+        "bans_by_reason": _count(row.reason for row in bans),
+        "top_aors": [{"aor": a, "bans": n}
+                     for a, n in sorted(by_aor.items(), key=lambda kv: -kv[1])[:10]],
+        "registrations": _registrations(store, now),
+        "fleet": _fleet(cfg, store, now),
+        "state": _state(cfg, store, None),
+    }
 
 
 def _count(items: Any) -> dict[str, int]:
@@ -175,6 +216,16 @@ def _count(items: Any) -> dict[str, int]:
 def health(data: dict[str, Any]) -> list[str]:
     """Problems an operator must look at; empty when all is well."""
     problems = []
+    state = data.get("state") or {}
+    if state.get("ok") is False:
+        problems.append(f"state database unreadable ({state.get('error')}): floodguard run and "
+                        "apply move a damaged one aside and start fresh")
+    for moved in state.get("moved_aside", []):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moved["time"]))
+        why = f", {moved['error']}" if moved.get("error") else ""
+        problems.append(f"state database was damaged ({stamp}{why}) and moved aside to "
+                        f"{moved['path']}: bans and registrations saved before then are lost; "
+                        "delete that file once inspected")
     kernel = data["kernel"]
     if kernel.get("ok") is False:
         problems.append("kernel rules missing: " + kernel.get("error", "run floodguard apply"))

@@ -1,12 +1,17 @@
 """Status snapshot helpers, the rich screen and the metrics collector on sample data."""
 
 import io
+import json
+from pathlib import Path
 
 from rich.console import Console
 
 from floodguard import status
+from floodguard.config import loads
+from floodguard.events import EventLog
 from floodguard.metrics import queue_stats
 from floodguard.status_view import build
+from floodguard.store import Store
 
 
 def sample(time=100.0, reg_drops=10, queued=5, ok=3):
@@ -56,3 +61,31 @@ def test_queue_stats_parses_the_proc_file(tmp_path):
     assert queue_stats(proc) == [{"queue": 0, "waiting": 3, "queue_dropped": 7,
                                   "user_dropped": 9}]
     assert queue_stats(tmp_path / "missing") == []
+
+
+def test_a_damaged_state_database_shows_until_the_moved_file_is_deleted(tmp_path):
+    path = tmp_path / "state.db"
+    cfg = loads(f'[state]\npath = "{path}"\n')
+    path.write_bytes(b"garbage, not a database\n" * 100)
+    data = status.collect(cfg, kernel=False)  # status reads, it never moves anything
+    assert data["state"]["ok"] is False and "not a database" in data["state"]["error"]
+    assert any(p.startswith("state database unreadable") for p in data["health"])
+    assert path.read_bytes().startswith(b"garbage")
+    json.dumps(data)  # --json must still work
+
+    recovered = Store(path, events=EventLog(io.StringIO())).recovered  # as run/apply open it
+    assert recovered is not None
+    data = status.collect(cfg, kernel=False)
+    state = data["state"]
+    assert state["ok"] is True and state["last_recovery"]["moved_to"] == recovered["moved_to"]
+    assert [m["path"] for m in state["moved_aside"]] == [recovered["moved_to"]]
+    [line] = [p for p in data["health"] if p.startswith("state database was damaged")]
+    assert recovered["moved_to"] in line and "not a database" in line
+    text = io.StringIO()
+    Console(file=text, width=400).print(build(data, status.rates(data, data)))
+    assert "state database was damaged" in text.getvalue()
+
+    Path(recovered["moved_to"]).unlink()  # the operator has looked at it
+    data = status.collect(cfg, kernel=False)
+    assert data["state"]["moved_aside"] == []
+    assert not any("state database" in p for p in data["health"])
