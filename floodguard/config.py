@@ -199,6 +199,9 @@ class LimitsConfig:
     sip_rate: float = field(default=20.0, metadata=_check(_number_gt(0)))
     sip_burst: int = field(default=50, metadata=_check(_int_ge(1)))
     queue_budget: int = field(default=20000, metadata=_check(_int_ge(1)))
+    # IPv6 sources are limited, counted, suspended and banned per prefix of this length: one
+    # host usually owns a whole /64 and can rotate through it at will.
+    ipv6_prefix: int = field(default=64, metadata=_check(_int_ge(8, 128)))
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,12 @@ class RegistrarConfig:
     max_contacts: int = field(default=10, metadata=_check(_int_ge(1)))
     tcp_idle_timeout: int = field(default=300, metadata=_check(_int_ge(1)))
     max_connections: int = field(default=10000, metadata=_check(_int_ge(1)))
+    # TCP/TLS connections one source may hold (an IPv6 source is its /64), so a few addresses
+    # cannot take every slot of max_connections.
+    max_connections_per_source: int = field(default=32, metadata=_check(_int_ge(1)))
+    # Seconds a TCP/TLS peer may leave our answers unread (output over the high-water mark)
+    # before the connection is dropped and its buffers freed.
+    tcp_write_timeout: float = field(default=10.0, metadata=_check(_number_ge(0.5)))
     liveness_timeout: float = field(default=4.0, metadata=_check(_number_ge(0.5)))
 
 

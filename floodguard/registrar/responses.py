@@ -56,6 +56,7 @@ PARSE_REASONS: dict[str, str] = {
 }
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CSEQ = re.compile(rb"[0-9]{1,10}[ \t]+[A-Za-z0-9.!%*_+`'~-]+")
 
 _SALVAGE_NAMES = {
     b"via": b"Via",
@@ -187,12 +188,14 @@ def response(
     if status > 100 and head.to_tag is None:
         to = f"{to};tag={to_tag_for(head.call_id, head.from_value, head.cseq_num)}"
     extra = "".join(f"{line}\r\n" for line in headers)
+    # a request without a CSeq (answered 400) gets none back rather than a made-up one
+    cseq = "" if head.cseq_num is None else f"CSeq: {head.cseq_num} {head.cseq_method}\r\n"
     if date:
         extra += f"Date: {http_date()}\r\n"
     return (
         f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}\r\nVia: {top}\r\n"
         f"From: {head.from_value}\r\nTo: {to}\r\nCall-ID: {head.call_id}\r\n"
-        f"CSeq: {head.cseq_num} {head.cseq_method}\r\n{extra}"
+        f"{cseq}{extra}"
         f"Server: {SERVER}\r\nContent-Length: 0\r\n\r\n"
     ).encode("utf-8", "replace")
 
@@ -218,7 +221,7 @@ def salvage_400(data: bytes, parse_reason: str, ip: str, port: int) -> bytes | N
         value = value.strip()
         if canon is None or not value or len(value) > _MAX_SALVAGED_LINE:
             continue
-        if _CONTROL.search(value):
+        if _CONTROL.search(value) or (canon == b"CSeq" and not _CSEQ.fullmatch(value)):
             # never echo a CR, NUL or other control byte: a reader that splits on it would see
             # a header line the sender planted in our reply
             continue

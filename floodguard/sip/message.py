@@ -69,6 +69,11 @@ _MAX_UINT_DIGITS = 10
 _MAX_ITEMS = 64
 _MAX_AUTH_VALUES = 8
 
+# What may not stand in a header block: a control character other than HTAB (NUL, DEL, ...)
+# or a CR that does not start a CRLF. Every reader of a message (this parser, the C scan, the
+# registrar) must agree where each header line ends; a bare CR is a line end to some parsers
+# and a value byte to others, which lets a spoofer plant a header in a reply that echoes it.
+_BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 # The quoted-string loop is unrolled and whitespace spelled [ \t] rather than \s: both keep
 # the regex engine on its fast paths.  Unterminated quotes and brackets run to the end.
@@ -780,6 +785,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
         if hend - off > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
             raise SipParseError("header_too_long")
 
+    bad = _BAD_HEADER_BYTES.search(data, off, hend + 2 if data[hend:hend + 2] == b"\r\n" else hend)
+    if bad is not None:
+        raise SipParseError("control_char", f"byte 0x{data[bad.start()]:02x} in the header block")
     start = lines[0]
     method: str | None = None
     uri: str | None = None
