@@ -28,6 +28,12 @@ Redis layout, ``<p>`` being ``[fleet] channel`` (default ``floodguard``; also th
     <p>:stats   hash  counts from the last sweep (bans, tombstones, known, deleted, ts)
     <p>:sweeper string: which node sweeps expired entries now (SET NX EX)
 
+Whatever is read from Redis is untrusted: every entry is checked field by field
+(``check_change``: a bannable canonical address, ``ts``/``until`` finite and in range, a small
+``failures`` count, a known ``kind``, capped text) and a bad one is skipped and reported
+(``fleet_invalid`` with a few examples), never blocking the entries after it; a row SQLite still
+refuses is skipped alone (``_write``).
+
 ``until`` and ``ts`` are wall-clock seconds (the time of the change), so nodes need NTP. Merge
 rules, the same in Redis (Lua) and on each node: a ban never shortens a ban (the later ``until``
 stays); an unban lifts a ban made before it; a ban made after an unban replaces it. Tombstones
@@ -45,22 +51,24 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import ipaddress
 import json
 import math
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
+from floodguard import addr
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
+from floodguard.policy.blacklist import KIND_BLACKLIST, KIND_MANUAL, KIND_SUSPEND
 from floodguard.store import BanRow, JournalEntry, Store
 
 POLL_SECONDS = 0.05  # journal poll and pub/sub wait per step
@@ -83,8 +91,15 @@ LOAD_TIMEOUT = 5.0
 SQL_CHUNK = 500
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 RECENT_LAGS = 10000
-MAX_FIELD = 256  # longest reason/aor/kind taken from the fleet
+MAX_FIELD = 256  # longest reason/aor/node taken from the fleet (longer ones are cut)
+MAX_COUNT = 1_000_000  # largest failure count taken from the fleet
+MAX_CLOCK_SKEW = 600.0  # seconds a change's time may be ahead of this node's clock
+MAX_AHEAD = 2 * IPSET_MAX_TIMEOUT  # seconds an entry's `until` may lie in the future
+MAX_ENTRY = 4096  # bytes of one Redis hash value (an entry is ~200)
+MAX_MESSAGE = 8 * 1024 * 1024  # bytes of one pub/sub message (PUSH_BATCH entries)
+KINDS = (KIND_SUSPEND, KIND_BLACKLIST, KIND_MANUAL)
 EVENT_IPS = 20  # addresses listed in one fleet_applied event
+EVENT_BAD = 5  # malformed entries quoted in one fleet_invalid event
 
 SNAPSHOT = "fleet"
 CURSOR_SNAPSHOT = "fleet-cursor"
@@ -100,7 +115,8 @@ for _, c in ipairs(changes) do
   local raw = redis.call('HGET', KEYS[1], c.ip)
   if raw then
     local ok, cur = pcall(cjson.decode, raw)
-    if ok and type(cur) == 'table' and cur.ts and cur['until'] then
+    if ok and type(cur) == 'table' and type(cur.ts) == 'number'
+        and type(cur['until']) == 'number' then
       if c.op == 'unban' then
         if cur.op == 'unban' then
           take = c.ts > cur.ts
@@ -276,27 +292,6 @@ def _errors() -> tuple[type[BaseException], ...]:
 # ---------------------------------------------------------------- changes
 
 
-def parse_ip(value: Any) -> tuple[str, int, int] | None:
-    """(canonical text, version, integer) of an address; None when it is not one.
-
-    IPv4 goes through inet_pton (C, ~10x faster than ipaddress: the fleet parses every
-    address it receives); everything else through ipaddress, whose text form the store uses.
-    """
-    if not isinstance(value, str) or "%" in value:  # no scoped IPv6: not for ipsets
-        return None
-    try:
-        packed = socket.inet_pton(socket.AF_INET, value)
-    except OSError:
-        pass
-    else:
-        return socket.inet_ntop(socket.AF_INET, packed), 4, int.from_bytes(packed, "big")
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    return str(address), address.version, int(address)
-
-
 def split_origin(reason: str, node: str) -> tuple[str, str]:
     """(origin node, reason) of a stored reason: fleet bans are kept as ``fleet:<node>:<why>``."""
     if reason.startswith(ORIGIN_PREFIX):
@@ -336,62 +331,100 @@ def supersedes(new: dict[str, Any], cur: dict[str, Any]) -> bool:
     return new["until"] > cur["until"]
 
 
-def _text(value: Any, default: str | None) -> str | None:
-    if type(value) is str and len(value) <= MAX_FIELD:  # the usual case, fast
-        return value or default
-    if value is None or not isinstance(value, str | int | float) or isinstance(value, bool):
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
+
+
+class BadEntry(ValueError):
+    """A fleet entry that cannot be applied; the message says which field and why."""
+
+
+def _text(raw: dict[str, Any], key: str, default: str | None) -> str | None:
+    """A text field: at most MAX_FIELD characters, control characters (which would reach
+    terminals through ``blacklist list``) replaced by ``?``."""
+    value = raw.get(key)
+    if value is None or value == "":
         return default
-    return str(value)[:MAX_FIELD] or default
+    if type(value) is not str:
+        raise BadEntry(f"{key} is not text")
+    if len(value) > MAX_FIELD:
+        value = value[:MAX_FIELD]
+    if not value.isprintable():
+        value = value.translate(_CONTROL)
+    return value
 
 
-def valid_change(raw: Any) -> dict[str, Any] | None:
-    """A well-formed change from the fleet (canonical address, numbers as floats), else None."""
+def _seconds(raw: dict[str, Any], key: str, low: float, high: float) -> float:
+    value = raw.get(key)
+    if type(value) is not float and type(value) is not int:  # no bool, no text
+        raise BadEntry(f"{key} is missing or not a number")
+    number = float(value) if -1e18 < value < 1e18 else math.inf
+    if not low <= number <= high:  # also false for nan
+        raise BadEntry(f"{key} {_shown(value)} is out of range")
+    return number
+
+
+def _count(raw: dict[str, Any], key: str) -> int:
+    value = raw.get(key)
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer():
+        value = int(value)  # 6.0: numbers may come back as floats from Redis' Lua
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise BadEntry(f"{key} {_shown(value)} is not an integer from 0 to {MAX_COUNT}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def check_change(raw: Any, now: float | None = None) -> dict[str, Any]:
+    """A well-formed change from the fleet, every field bounded; BadEntry says what is wrong.
+
+    The address must be one bannable address (canonical form kept); ``ts`` lies between 0 and
+    ``now`` + MAX_CLOCK_SKEW, ``until`` between 0 and ``now`` + MAX_AHEAD; ``failures`` is a
+    small non-negative integer; ``kind`` one of KINDS; text fields are capped (``_text``).
+    """
     if type(raw) is not dict:
-        return None
+        raise BadEntry("not a JSON object")
     op = raw.get("op")
     if op != "ban" and op != "unban" and op != "known":  # not `in` a set: op may be a list
-        return None
-    parsed = parse_ip(raw.get("ip"))
+        raise BadEntry(f"op {_shown(op)} is not ban, unban or known")
     try:
-        ts, until = float(raw["ts"]), float(raw["until"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if parsed is None or not (math.isfinite(ts) and math.isfinite(until)):
-        return None
-    change = {"op": op, "ip": parsed[0], "ts": ts, "until": until,
-              "node": _text(raw.get("node"), "?")}
+        address = addr.parse(raw.get("ip"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BadEntry(str(exc)) from None
+    problem = addr.unbannable(address)
+    if problem is not None:
+        raise BadEntry(f"{address} is {problem}")
+    now = time.time() if now is None else now
+    change = {"op": op, "ip": str(address), "ts": _seconds(raw, "ts", 0.0, now + MAX_CLOCK_SKEW),
+              "until": _seconds(raw, "until", 0.0, now + MAX_AHEAD),
+              "node": _text(raw, "node", "?")}
     if op == "ban":
-        failures = raw.get("failures")
-        change["kind"] = _text(raw.get("kind"), "manual")
-        change["reason"] = _text(raw.get("reason"), "fleet")
-        change["aor"] = _text(raw.get("aor"), None)
-        change["failures"] = failures if type(failures) is int else 0
+        kind = raw.get("kind") or "manual"
+        if kind not in KINDS:
+            raise BadEntry(f"kind {_shown(kind)} is not one of {', '.join(KINDS)}")
+        change["kind"] = kind
+        change["reason"] = _text(raw, "reason", "fleet")
+        change["aor"] = _text(raw, "aor", None)
+        change["failures"] = _count(raw, "failures")
     return change
+
+
+def valid_change(raw: Any, now: float | None = None) -> dict[str, Any] | None:
+    """``check_change``, None instead of BadEntry."""
+    try:
+        return check_change(raw, now)
+    except BadEntry:
+        return None
 
 
 # ---------------------------------------------------------------- this node: allow list, kernel
 
 
-class AllowList:
-    """``blacklist.allow`` parsed once (``bans.allowed_by`` parses it per call)."""
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self.networks = []
-        for text in networks:
-            net = ipaddress.ip_network(text, strict=False)
-            self.networks.append((text, net.version, int(net.network_address),
-                                  int(net.broadcast_address)))
-
-    def covering(self, ip: str) -> str | None:
-        """The allow-list network that covers ip, if any."""
-        parsed = parse_ip(ip)
-        if parsed is None:
-            raise ValueError(f"not an IP address: {ip!r}")
-        _, version, number = parsed
-        for text, net_version, first, last in self.networks:
-            if net_version == version and first <= number <= last:
-                return text
-        return None
+AllowList = addr.Networks  # blacklist.allow parsed once; ``covering(ip)`` as bans.allowed_by
 
 
 class KernelWriter:
@@ -428,7 +461,7 @@ class KernelWriter:
                 add(kind, ip, _timeout(seconds))
             except SetFullError:
                 full.append(ip)
-            except (KernelError, OSError):
+            except (KernelError, OSError, ValueError):
                 failed.append(ip)
         return full, failed
 
@@ -464,15 +497,33 @@ def _local(store: Store, table: str, ips: list[str]) -> dict[str, tuple[float, f
     return out
 
 
-def _write(store: Store, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """Many rows in few transactions (Store.put_ban commits each row: ~75 µs a ban).
+# a row SQLite cannot take (e.g. an integer over 64 bits); "database is locked" and the like
+# are not among them: they propagate, and the link retries the whole batch later
+_ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError,
+               sqlite3.IntegrityError)
+
+
+def _write(store: Store, sql: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Many rows in few transactions (Store.put_ban commits each row: ~75 µs a ban); returns
+    the rows SQLite refused, each tried alone after its chunk failed, so one bad row never
+    blocks the others.
 
     Rows written here are not journalled: they came from the fleet.
     """
+    refused: list[tuple[Any, ...]] = []
     for i in range(0, len(rows), SQL_CHUNK):
-        with store.db:
-            store.db.execute("BEGIN")
-            store.db.executemany(sql, rows[i:i + SQL_CHUNK])
+        chunk = rows[i:i + SQL_CHUNK]
+        try:
+            with store.db:
+                store.db.execute("BEGIN")
+                store.db.executemany(sql, chunk)
+        except _ROW_ERRORS:
+            for row in chunk:
+                try:
+                    store.db.execute(sql, row)
+                except _ROW_ERRORS:
+                    refused.append(row)
+    return refused
 
 
 _PUT_BANS = ("INSERT OR REPLACE INTO bans(ip, kind, reason, aor, failures, created, until) "
@@ -595,8 +646,11 @@ class Applier:
                 f"{ORIGIN_PREFIX}{c['node']}:{c['reason']}"
             # created = the origin's time of the ban, so a later unban compares right
             rows.append((c["ip"], c["kind"], reason, c["aor"], c["failures"], c["ts"], c["until"]))
-        _write(self.store, _PUT_BANS, rows)
-        result.bans.extend(c["ip"] for c in add)
+        refused = {row[0] for row in _write(self.store, _PUT_BANS, rows)}
+        for ip in refused:  # the kernel must not hold a ban the store knows nothing of
+            self.kernel.remove("ban", ip)
+        result.errors += len(refused)
+        result.bans.extend(c["ip"] for c in add if c["ip"] not in refused)
 
     def _known(self, changes: dict[str, dict[str, Any]], now: float, result: ApplyResult) -> None:
         if not changes:
@@ -610,18 +664,65 @@ class Applier:
         full, failed = self.kernel.add_many("known", [(c["ip"], c["until"] - now) for c in add])
         result.full += len(full)
         result.errors += len(failed)
-        _write(self.store, _PUT_KNOWN, [(c["ip"], c["until"]) for c in add])
-        result.known += len(add)
+        refused = {row[0] for row in _write(self.store, _PUT_KNOWN,
+                                            [(c["ip"], c["until"]) for c in add])}
+        for ip in refused:
+            self.kernel.remove("known", ip)
+        result.errors += len(refused)
+        result.known += len(add) - len(refused)
 
 
 # ---------------------------------------------------------------- the link
 
 
-def _decode(raw: Any) -> Any:
+def _decode(raw: Any, limit: int = MAX_ENTRY) -> Any:
+    """JSON from Redis; None when it is not JSON or longer than ``limit`` bytes."""
+    if isinstance(raw, bytes | str) and len(raw) > limit:
+        return None
     try:
         return json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # [[[[… nests past the recursion limit
         return None
+
+
+def _entry(raw: Any, now: float) -> dict[str, Any]:
+    """The change stored as one Redis hash value; BadEntry when it is not a good one."""
+    if isinstance(raw, bytes | str) and len(raw) > MAX_ENTRY:
+        raise BadEntry(f"longer than {MAX_ENTRY} bytes")
+    return check_change(_decode(raw), now)
+
+
+def _name(value: Any) -> str:
+    """A Redis field name (a node or an address) for events and status, cut to MAX_FIELD."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:MAX_FIELD]
+
+
+def _beat(raw: Any) -> dict[str, Any] | None:
+    """A node's heartbeat as another node wrote it, each field bounded; None if not one."""
+    data = _decode(raw)
+    if not isinstance(data, dict):
+        return None
+
+    def count(key: str) -> int | None:
+        value = data.get(key)
+        return value if type(value) is int and 0 <= value <= 2**53 else None
+
+    instance = data.get("instance")
+    up_since = data.get("up_since")
+    return {"ts": _number(data.get("ts")), "bans_set": count("bans_set"),
+            "bans_store": count("bans_store"), "stopped": data.get("stopped") is True,
+            "instance": instance[:MAX_FIELD] if isinstance(instance, str) else None,
+            "up_since": _number(up_since) if up_since is not None else None}
+
+
+def _number(value: Any) -> float:
+    """A number another node wrote (heartbeat, stats); 0.0 when it is not a finite one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 class FleetLink:
@@ -918,7 +1019,7 @@ class FleetLink:
                 chunk = mine[i:i + SQL_CHUNK]
                 current = self.client.hmget(key, [c["ip"] for c in chunk])
                 for change, raw in zip(chunk, current, strict=True):
-                    cur = valid_change(_decode(raw)) if raw is not None else None
+                    cur = valid_change(_decode(raw), now) if raw is not None else None
                     if cur is None or supersedes(change, cur):
                         out.append(change)
         return self._send(out) if out else 0
@@ -929,6 +1030,7 @@ class FleetLink:
         """Apply what other nodes published (waits up to POLL_SECONDS for the first message)."""
         changes: list[dict[str, Any]] = []
         origins: set[str] = set()
+        bad: list[str] = []
         conn = self.pubsub.connection
         # Wait for data without reading, then read each message whole with the socket timeout:
         # a short read timeout would cut a large message in half under load.
@@ -938,10 +1040,11 @@ class FleetLink:
         while True:
             message = self.pubsub.get_message(timeout=SOCKET_TIMEOUT)
             if message is not None and message.get("type") == "message":
-                self._take(message.get("data"), changes, origins)
+                self._take(message.get("data"), changes, origins, bad)
             taken += 1
             if taken >= MAX_DRAIN or len(changes) >= PUSH_BATCH or not conn.can_read(timeout=0):
                 break
+        self._reject("pubsub", bad)
         if not changes:
             return
         self.counts["received"] += len(changes)
@@ -959,21 +1062,33 @@ class FleetLink:
                 lag_ms=round(max(result.lags) * 1000, 1) if result.lags else None,
                 ips=(result.bans + result.unbans)[:EVENT_IPS])
 
-    def _take(self, data: Any, changes: list[dict[str, Any]], origins: set[str]) -> None:
-        """The valid changes of one published message from another node."""
-        body = _decode(data)
+    def _take(self, data: Any, changes: list[dict[str, Any]], origins: set[str],
+              bad: list[str]) -> None:
+        """The valid changes of one published message from another node; the bad ones (with
+        why) go to ``bad``."""
+        body = _decode(data, MAX_MESSAGE)
         if not isinstance(body, dict) or not isinstance(body.get("changes"), list):
-            self.counts["invalid"] += 1
+            bad.append(f"message: not a JSON object with changes, or over {MAX_MESSAGE} bytes")
             return
         if body.get("node") == self.node:
             return  # this node's own changes, back from the channel
-        origins.add(str(body.get("node")))
+        origin = _name(body.get("node"))
+        origins.add(origin)
+        now = time.time()
         for raw in body["changes"]:
-            change = valid_change(raw)
-            if change is None:
-                self.counts["invalid"] += 1
-            else:
-                changes.append(change)
+            try:
+                changes.append(check_change(raw, now))
+            except BadEntry as exc:
+                ip = raw.get("ip") if isinstance(raw, dict) else None
+                bad.append(f"from {origin}: {_shown(ip)}: {exc}")
+
+    def _reject(self, where: str, bad: list[str]) -> None:
+        """Count entries skipped as malformed and say so in one event (first few quoted)."""
+        if not bad:
+            return
+        self.counts["invalid"] += len(bad)
+        self.events.emit("fleet_invalid", where=where, count=len(bad),
+                         examples=bad[:EVENT_BAD])
 
     def _account(self, result: ApplyResult, live: bool = True) -> None:
         self.counts["bans"] += len(result.bans)
@@ -997,8 +1112,15 @@ class FleetLink:
             cursor = 0
             while True:
                 cursor, page = self.client.hscan(key, cursor, count=1000)
-                changes = [c for raw in page.values()
-                           if (c := valid_change(_decode(raw))) is not None]
+                now = time.time()
+                changes: list[dict[str, Any]] = []
+                bad: list[str] = []
+                for name, raw in page.items():
+                    try:
+                        changes.append(_entry(raw, now))
+                    except BadEntry as exc:
+                        bad.append(f"{_shown(_name(name))}: {exc}")
+                self._reject(key, bad)
                 result = applier.apply(changes, live=False)
                 self._account(result, live=False)
                 totals["bans"] += len(result.bans)
@@ -1024,9 +1146,9 @@ class FleetLink:
         self.client.hset(self.keys.nodes, self.node, json.dumps(beat))
         nodes = {}
         for name, raw in self.client.hgetall(self.keys.nodes).items():
-            data = _decode(raw)
-            if isinstance(data, dict):
-                nodes[name.decode() if isinstance(name, bytes) else str(name)] = data
+            data = _beat(raw)
+            if data is not None:
+                nodes[_name(name)] = data
         self.nodes = nodes
         mine = nodes.get(self.node, {})
         if mine.get("instance") not in (None, self.instance) and not self._conflict_reported:
@@ -1034,8 +1156,7 @@ class FleetLink:
             self.events.emit("fleet_node_conflict", node=self.node,
                              note="another floodguard uses this [fleet] node name")
         stats = self.client.hgetall(self.keys.stats)
-        self.redis_counts = {(k.decode() if isinstance(k, bytes) else k): float(v)
-                             for k, v in stats.items()}
+        self.redis_counts = {_name(k): _number(v) for k, v in stats.items()}
         self.redis_counts["entries"] = float(self.client.hlen(self.keys.bans))
 
     def _sweep_step(self) -> None:
@@ -1054,7 +1175,7 @@ class FleetLink:
         now = time.time()
         dead: list[Any] = []
         for ip, raw in page.items():
-            change = valid_change(_decode(raw))
+            change = valid_change(_decode(raw), now)
             if change is None or change["until"] < now - SWEEP_GRACE:
                 dead += [ip, raw]
             elif change["op"] == "ban":
@@ -1073,7 +1194,7 @@ class FleetLink:
             return
         for name, raw in self.client.hgetall(self.keys.nodes).items():
             data = _decode(raw)
-            if not isinstance(data, dict) or now - float(data.get("ts") or 0) > NODE_FORGET:
+            if not isinstance(data, dict) or now - _number(data.get("ts")) > NODE_FORGET:
                 self.client.hdel(self.keys.nodes, name)
         self.client.hset(self.keys.stats, mapping={**sweep["counts"], "ts": now})
         self._sweep = None
@@ -1100,7 +1221,7 @@ class FleetLink:
             "lag": self.lag_summary(), "cursor": self.cursor,
             "local": dict(self.local_counts), "redis": dict(self.redis_counts),
             "monitor": self.cfg.guard.mode == "monitor",
-            "nodes": {name: {"age": round(now - float(d.get("ts") or 0), 1),
+            "nodes": {name: {"age": round(now - _number(d.get("ts")), 1),
                              "bans_set": d.get("bans_set"), "bans_store": d.get("bans_store"),
                              "stopped": bool(d.get("stopped"))}
                       for name, d in sorted(self.nodes.items())},
@@ -1152,7 +1273,7 @@ def report(cfg: Config, store: Store, sets: Any | None, *,
             fleet: dict[str, dict[str, Any]] = {}
             tombstones = 0
             for _ip, raw in client.hscan_iter(keys.bans, count=1000):
-                change = valid_change(_decode(raw))
+                change = valid_change(_decode(raw), now)
                 if change is None or change["until"] <= now:
                     continue
                 if change["op"] == "unban":
@@ -1182,11 +1303,11 @@ def report(cfg: Config, store: Store, sets: Any | None, *,
 def _nodes(client: Any, keys: Keys, now: float) -> list[dict[str, Any]]:
     out = []
     for name, raw in client.hgetall(keys.nodes).items():
-        beat = _decode(raw)
-        if not isinstance(beat, dict):
+        beat = _beat(raw)
+        if beat is None:
             continue
-        age = now - float(beat.get("ts") or 0)
-        out.append({"node": name.decode() if isinstance(name, bytes) else str(name),
+        age = now - _number(beat.get("ts"))
+        out.append({"node": _name(name),
                     "age": round(age, 1), "alive": age < NODE_ALIVE and not beat.get("stopped"),
                     "stopped": bool(beat.get("stopped")), "bans_set": beat.get("bans_set"),
                     "bans_store": beat.get("bans_store")})

@@ -138,14 +138,55 @@ def test_merge_rules():
 
 
 def test_valid_change_canonicalises_and_rejects_junk():
-    change = valid_change({**ban("2001:DB8::0001", 1.5, 99), "reason": "r" * 999,
-                           "failures": "many"})
-    assert change["ip"] == "2001:db8::1" and len(change["reason"]) == 256
-    assert change["failures"] == 0
+    change = valid_change({**ban("2001:DB8::0001", 1.5, 99), "reason": "r" * 999 + "\x1b[2J",
+                           "failures": 7.0, "node": "n\n1", "extra": [1] * 99})
+    assert change["ip"] == "2001:db8::1" and change["reason"] == "r" * 256
+    assert change["failures"] == 7 and change["node"] == "n?1" and "extra" not in change
+    assert valid_change({**ban("::ffff:192.0.2.1", 1, 2), "reason": "a\x1b[2Jb"}) == {
+        **ban("192.0.2.1", 1.0, 2.0), "reason": "a?[2Jb"}
     for junk in (None, [], {"op": "ban"}, {**ban("x", 1, 2)}, {**ban("192.0.2.1", 1, 2),
                                                                "op": "drop"},
                  {**ban("192.0.2.1", 1, 2), "until": "nan"}):
         assert valid_change(junk) is None
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("failures", 10**23, "failures"), ("failures", -1, "failures"), ("failures", "6", "failures"),
+    ("failures", 1.5, "failures"), ("failures", True, "failures"), ("failures", [6], "failures"),
+    ("failures", float("inf"), "failures"), ("failures", 1e300, "failures"),
+    ("ts", float("nan"), "ts"), ("ts", float("inf"), "ts"), ("ts", -1, "ts"),
+    ("ts", NOW + 3600, "ts"), ("ts", 10**400, "ts"), ("ts", "1700000000", "ts"), ("ts", None, "ts"),
+    ("until", NOW + 10 * 365 * 86400, "until"), ("until", -5, "until"), ("until", True, "until"),
+    ("ip", "0.0.0.0", "unspecified"), ("ip", "::", "unspecified"), ("ip", "224.0.0.9", "multicast"),
+    ("ip", "127.0.0.1", "loopback"), ("ip", "::ffff:0.0.0.0", "unspecified"),
+    ("ip", "fe80::1%eth0", "scoped"), ("ip", "1.2.3.4/32", "not an IP"), ("ip", 3232235777, "not"),
+    ("ip", "1" * 100000, "not an IP"), ("kind", "lockdown", "kind"), ("kind", ["ban"], "kind"),
+    ("reason", 5, "reason"), ("aor", {"a": 1}, "aor"), ("node", 1.5, "node"),
+    ("op", ["ban"], "op"),
+])
+def test_check_change_bounds_every_field(field, value, why):
+    from floodguard.fleet import BadEntry, check_change
+
+    good = ban("192.0.2.1", NOW - 10, NOW + 170)
+    assert check_change(good, NOW)["failures"] == 6
+    with pytest.raises(BadEntry, match=why) as info:
+        check_change({**good, field: value}, NOW)
+    assert len(str(info.value)) < 200
+
+
+def test_applier_skips_a_row_sqlite_refuses_and_keeps_the_rest(tmp_path):
+    store, sets = Store(tmp_path / "s.db"), Sets()
+    applier = Applier(Config(), store, sets)
+    # not checked (check_change would refuse it): the store layer must still hold
+    result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180,
+                                                                failures=10**23),
+                            ban("192.0.2.3", 1000, 1180)], now=1001)
+    assert result.bans == ["192.0.2.1", "192.0.2.3"] and result.errors == 1
+    assert ("ban", "192.0.2.2") not in sets.entries and store.get_ban("192.0.2.2", 1001) is None
+    assert store.get_ban("192.0.2.3", now=1001).failures == 6
 
 
 def test_allow_list_agrees_with_bans_allowed_by():
