@@ -440,3 +440,84 @@ def test_cluster_url(tmp_path, servers):
     a.store.put_known("192.0.2.2", 600)
     a.step()
     b.until(lambda: b.banned("192.0.2.1") and ("known", "192.0.2.2") in b.sets.entries)
+
+
+def poison(now: float) -> dict[str, str]:
+    """Entries written straight into Redis by someone who can write to it (or a buggy node)."""
+    def entry(ip: str, **over) -> str:
+        return json.dumps({"op": "ban", "ip": ip, "ts": now, "until": now + 600, "node": "evil",
+                           "kind": "manual", "reason": "poison", "failures": 1, **over})
+
+    return {
+        "192.0.2.50": entry("192.0.2.50", failures=10**23),  # the one that wedged the link
+        "192.0.2.51": entry("192.0.2.51", failures=-3),
+        "192.0.2.52": entry("192.0.2.52", ts=float("nan")),  # json writes NaN, json reads it
+        "192.0.2.53": entry("192.0.2.53", until=1e300),
+        "192.0.2.54": entry("192.0.2.54", ts=now + 86400 * 365),  # an unban "from the future"
+        "192.0.2.55": entry("192.0.2.55", kind="x" * 5000),
+        "192.0.2.56": entry("192.0.2.56", ts="yesterday"),
+        "0.0.0.0": entry("0.0.0.0"),
+        "224.0.0.1": entry("224.0.0.1"),
+        "deep": "[" * 2000 + "]" * 2000,
+        "huge": entry("192.0.2.57", reason="r" * 100000),
+        "junk": "not json",
+    }
+
+
+def good(now: float, *ips: str) -> dict[str, str]:
+    return {ip: json.dumps({"op": "ban", "ip": ip, "ts": now, "until": now + 600, "node": "x",
+                            "kind": "manual", "reason": "ok", "failures": 2}) for ip in ips}
+
+
+def test_poisoned_entries_are_skipped_and_reported_the_rest_applies(tmp_path, redis_server):
+    client = fleet.connect(redis_server.url)
+    now = time.time()
+    client.hset("floodguard:bans", mapping={**poison(now), **good(now, "198.51.100.1",
+                                                                   "2001:db8::1")})
+    # a ban with a long, terminal-hostile reason is applied, its reason cut and cleaned
+    client.hset("floodguard:bans", "198.51.100.2", json.dumps({
+        "op": "ban", "ip": "::ffff:198.51.100.2", "ts": now, "until": now + 600, "node": "x",
+        "reason": "\x1b[2J" + "A" * 1000}))
+    b = Node(tmp_path, "b", redis_server.url)
+    assert b.link.load(2.0)  # the pull at start went through all of it
+    for ip in ("198.51.100.1", "2001:db8::1", "198.51.100.2"):
+        assert b.banned(ip) and b.store.get_ban(ip) is not None, ip
+    assert b.store.get_ban("198.51.100.2").reason == "fleet:x:?[2J" + "A" * 252
+    assert not any(ip.startswith(("192.0.2.", "0.", "224.")) for _, ip in b.sets.entries)
+    invalid = b.events("fleet_invalid")
+    assert sum(e["count"] for e in invalid) == 12 and b.link.counts["invalid"] == 12
+    examples = [x for e in invalid for x in e["examples"]]
+    assert examples and all(len(e["examples"]) <= 5 for e in invalid)
+    assert all(x.split(": ", 1)[0].strip("'") in poison(now) and len(x) < 200 for x in examples)
+    # the link comes up and stays up, re-reading the poison on every re-sync
+    b.until(lambda: b.link.up)
+    b.link._down(OSError("cut"))
+    b.link.retry_at = 0.0
+    b.until(lambda: b.link.up)
+    assert not b.events("fleet_error")
+    # live: poisoned changes published on the channel are skipped one by one, the rest applies
+    evil = [json.loads(v) if v.startswith("{") else v for v in poison(time.time()).values()]
+    client.publish("floodguard", json.dumps({"node": "evil", "changes": [
+        *evil, *(json.loads(v) for v in good(time.time(), "198.51.100.3").values())]}))
+    client.publish("floodguard", "garbage")
+    client.publish("floodguard", json.dumps({"node": "n" * 10000, "changes": 5}))
+    b.until(lambda: b.banned("198.51.100.3"))
+    b.step(3)
+    assert b.link.up and not b.events("fleet_error")
+    # this node's own ban of an address whose Redis entry is malformed still gets pushed
+    client.hset("floodguard:bans", "203.0.113.9", json.dumps({"op": "ban", "ts": "x",
+                                                              "until": "y"}))
+    b.store.put_ban("203.0.113.9", "manual", "manual", 600)
+    b.step(2)
+    assert json.loads(client.hget("floodguard:bans", "203.0.113.9"))["node"] == "b"
+    assert b.link.up and not b.events("fleet_error")
+    # garbage heartbeats and stats do not break the link or the status report
+    client.hset("floodguard:nodes", mapping={"x": json.dumps({"ts": "soon", "bans_set": "∞"}),
+                                             "y": "[[[", "z" * 1000: "{}"})
+    client.hset("floodguard:stats", mapping={"bans": "lots"})
+    b.link._last_heartbeat = 0.0
+    b.link._next_sweep = 0.0
+    b.step(4)
+    assert b.link.up and not b.events("fleet_error") and b.link.state()["nodes"]["x"]["age"] > 0
+    assert fleet.report(b.cfg, b.store, b.sets)["redis"]["ok"]
+    client.close()
