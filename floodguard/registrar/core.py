@@ -67,6 +67,8 @@ class Settings:
     max_contacts: int = 10
     tcp_idle_timeout: int = 300
     max_connections: int = 10000
+    max_connections_per_source: int = 32
+    tcp_write_timeout: float = 10.0
     liveness_timeout: float = 4.0
 
     @classmethod

@@ -1,12 +1,11 @@
 """asyncio transports for the registrar: UDP, TCP and TLS on every listen address (IPv4 and IPv6).
 
-UDP hands each datagram to the core. TCP and TLS frame messages by Content-Length (mandatory on
-streams, RFC 3261 §18.3), cap the bytes buffered per connection, answer RFC 5626 CRLF keep-alive
-pings, and close connections that are idle, that dribble a partial message for too long, or that
-send something unparseable (the framing is lost then). A housekeeping task runs every 100 ms:
-liveness probes, the write-behind flush of bindings, and every second or so expiry, nonce-count
-pruning and connection timeouts. SIGTERM/SIGINT stop cleanly with a final flush; SIGHUP reloads
-the accounts file.
+UDP hands each datagram to the core; TCP and TLS connections are `streams.StreamProtocol`
+(framing, caps, output flow control), admitted within `max_connections` and
+`max_connections_per_source`. A housekeeping task runs every 100 ms: liveness probes, the
+write-behind flush of bindings, and every second or so expiry, nonce-count pruning and
+connection timeouts (idle, partial message, unread output). SIGTERM/SIGINT stop cleanly with a
+final flush; SIGHUP reloads the accounts file.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import socket
 import sqlite3
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from floodguard.config import ConfigError, split_listen
@@ -29,14 +29,12 @@ from floodguard.registrar.accounts import Account
 from floodguard.registrar.bindings import Binding, BindingTable
 from floodguard.registrar.core import Registrar, Settings, Source
 from floodguard.registrar.liveness import Liveness
-from floodguard.sip.message import MAX_MESSAGE, SipParseError, parse_message
+from floodguard.registrar.streams import StreamProtocol
 
 log = logging.getLogger("floodguard.registrar")
 
 TLS_PORT = 5061
 HOUSEKEEPING_INTERVAL = 0.1
-PARTIAL_MESSAGE_TIMEOUT = 30.0
-_STREAM_CAP = MAX_MESSAGE + 4096
 # About 1,500 queued datagrams: under overload, requests queue for well under T1 (500 ms) and
 # the excess is dropped rather than answered after the client already retransmitted.
 _UDP_BUFFER = 2 * 1024 * 1024
@@ -154,92 +152,6 @@ class _UdpEndpoint:
                 self.server.errors("unexpected error handling a UDP datagram")
 
 
-class _StreamProtocol(asyncio.Protocol):
-    """One TCP or TLS connection: Content-Length framing, size cap, keep-alives."""
-
-    def __init__(self, server: RegistrarServer, transport_name: str, local: str) -> None:
-        self.server = server
-        self.name = transport_name
-        self.local = local
-        self.transport: asyncio.Transport | None = None
-        self.peer: tuple[str, int] = ("", 0)
-        self.buffer = b""
-        self.last_activity = time.monotonic()
-        self.partial_since: float | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.peer = (str(peer[0]), int(peer[1]))
-        if len(self.server.conns) >= self.server.settings.max_connections:
-            transport.abort()  # type: ignore[attr-defined]
-            return
-        self.server.conns[(self.name, *self.peer)] = self
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        key = (self.name, *self.peer)
-        if self.server.conns.get(key) is self:
-            del self.server.conns[key]
-        self.transport = None
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def write(self, data: bytes) -> bool:
-        if self.transport is None or self.transport.is_closing():
-            return False
-        self.transport.write(data)
-        return True
-
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
-        self.last_activity = now
-        buffer = self.buffer + data if self.buffer else data
-        if len(buffer) > _STREAM_CAP:
-            self.buffer = b""
-            self.close()
-            return
-        try:
-            buffer = self._consume(buffer)
-        except Exception:
-            self.server.errors("unexpected error handling a stream message")
-            buffer = b""
-            self.close()
-        self.buffer = buffer
-        if buffer:
-            if self.partial_since is None:
-                self.partial_since = now
-        else:
-            self.partial_since = None
-
-    def _consume(self, buffer: bytes) -> bytes:
-        core = self.server.core
-        src = Source(self.name, self.peer[0], self.peer[1], self.local)
-        while buffer:
-            if buffer[0] in (13, 10):
-                stripped = buffer.lstrip(b"\r\n")
-                if b"\r\n\r\n" in buffer[: len(buffer) - len(stripped)]:
-                    self.write(b"\r\n")  # RFC 5626 keep-alive: CRLFCRLF ping, CRLF pong
-                buffer = stripped
-                continue
-            try:
-                msg = parse_message(buffer, stream=True)
-            except SipParseError as exc:
-                if exc.reason in ("incomplete", "truncated_body"):
-                    return buffer
-                reply = core.bad_input(buffer, src, exc.reason)
-                if reply is not None:
-                    self.write(reply)
-                self.close()  # the framing is lost: nothing after this can be trusted
-                return b""
-            buffer = buffer[msg.length :]
-            reply = core.handle_message(msg, src)
-            if reply is not None:
-                self.write(reply)
-        return buffer
-
-
 class RegistrarServer:
     """Owns the sockets, the binding table, liveness and the housekeeping task."""
 
@@ -266,7 +178,9 @@ class RegistrarServer:
         self.udp: dict[str, _UdpEndpoint] = {}
         self.udp_addr: dict[str, tuple[str, int]] = {}
         self.stream_addr: dict[str, tuple[str, int]] = {}
-        self.conns: dict[tuple[str, str, int], _StreamProtocol] = {}
+        self.conns: dict[tuple[str, str, int], StreamProtocol] = {}
+        self.per_source: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # connections refused or aborted, by reason
         self.servers: list[asyncio.Server] = []
         self.addresses: list[str] = []
         self._routes: dict[str, str | None] = {}
@@ -317,7 +231,7 @@ class RegistrarServer:
         sock = _bound_socket(host, port, socket.SOCK_STREAM)
         local = f"{name}:" + (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         server = await asyncio.get_running_loop().create_server(
-            lambda: _StreamProtocol(self, name, local), sock=sock, ssl=context,
+            lambda: StreamProtocol(self, name, local), sock=sock, ssl=context,
             ssl_handshake_timeout=10.0 if context is not None else None, backlog=1024,
         )
         self.servers.append(server)
@@ -393,12 +307,34 @@ class RegistrarServer:
 
     def _close_idle(self, now: float) -> None:
         idle = self.settings.tcp_idle_timeout
+        write_timeout = self.settings.tcp_write_timeout
         for conn in list(self.conns.values()):
-            if now - conn.last_activity > idle or (
-                conn.partial_since is not None and now - conn.partial_since
-                > PARTIAL_MESSAGE_TIMEOUT
-            ):
-                conn.close()
+            conn.expire(now, idle, write_timeout)
+
+    # --- connection slots ----------------------------------------------------------------------
+
+    def admit(self, conn: StreamProtocol) -> bool:
+        """Take a slot for a new connection, or say why not (the caller aborts it)."""
+        s = self.settings
+        if len(self.conns) >= s.max_connections:
+            self.dropped["max_connections"] += 1
+            return False
+        if self.per_source[conn.source] >= s.max_connections_per_source:
+            self.dropped["max_connections_per_source"] += 1
+            return False
+        self.conns[(conn.name, *conn.peer)] = conn
+        self.per_source[conn.source] += 1
+        return True
+
+    def release(self, conn: StreamProtocol) -> None:
+        key = (conn.name, *conn.peer)
+        if self.conns.get(key) is conn:
+            del self.conns[key]
+        left = self.per_source[conn.source] - 1
+        if left > 0:
+            self.per_source[conn.source] = left
+        else:
+            del self.per_source[conn.source]
 
     # --- liveness Sender ---------------------------------------------------------------------
 

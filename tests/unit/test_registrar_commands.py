@@ -39,6 +39,19 @@ def test_every_settings_error_is_reported_at_once(tmp_path):
         assert key in result.output
 
 
+def test_connection_limits_are_read_and_validated(tmp_path):
+    s = load_settings(write_config(tmp_path, "max_connections_per_source = 4\n"
+                                             "tcp_write_timeout = 2.5\n"))
+    assert (s.max_connections_per_source, s.tcp_write_timeout) == (4, 2.5)
+    defaults = load_settings(write_config(tmp_path))
+    assert (defaults.max_connections_per_source, defaults.tcp_write_timeout) == (32, 10.0)
+    path = write_config(tmp_path, 'max_connections_per_source = 0\ntcp_write_timeout = "x"\n')
+    result = CliRunner().invoke(registrar_command, ["-c", path])
+    assert result.exit_code == 2
+    assert "registrar.max_connections_per_source" in result.output
+    assert "registrar.tcp_write_timeout" in result.output
+
+
 def test_missing_explicit_config_file_fails(tmp_path):
     result = CliRunner().invoke(endpoints_command, ["-c", str(tmp_path / "none.toml")])
     assert result.exit_code == 2 and "no such file" in result.output
