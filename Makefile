@@ -5,10 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server openssl \
 	python3-venv python3-dev build-essential \
-	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client
+	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client \
+	clang libclang-rt-dev
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-deps venv test unit integration lint bench demo clean
+.PHONY: deps system-deps venv test unit integration lint bench demo clean fuzz
 
 deps: system-deps venv
 
@@ -43,6 +44,13 @@ unit: deps
 
 test: deps lint
 	$(VENV)/bin/pytest -q tests
+
+FUZZ_SECONDS ?= 300
+# Coverage-guided fuzzing (atheris/libFuzzer) of the C code that reads attacker bytes, built with
+# ASan+UBSan into build/fuzz: the SIP scan differentially against the Python parsers, the NFQUEUE
+# binding's datagram parsing against a Python reading. FUZZ_SECONDS per target; corpus in fuzz/.
+fuzz: deps
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 DEMO_DURATION ?= 5
 # The attack lab: every scenario against real phones, with and without floodguard side by side,

@@ -1,0 +1,120 @@
+"""Fuzz target: the NFQUEUE binding's datagram parsing (ASan + UBSan) against a Python reading.
+
+An input is one datagram as the kernel would deliver it (netlink messages carrying
+NFQNL_MSG_PACKET attributes); its first byte chooses whether MSG_TRUNC is set and whether a
+callback runs. The binding's handle_datagram() (through fuzz/nfq_harness.c) must hand the
+callback exactly the (payload, hook) pairs, count exactly the packet messages and leave exactly
+the verdicts that a straightforward Python reading of the same bytes gives.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from instrumented import load  # noqa: E402
+
+nfq = load("_nfq_fuzz")
+
+NLMSG_HDRLEN = 16
+HDRS_LEN = 20  # netlink header + nfgenmsg
+NLMSG_ERROR = 2
+MSG_PACKET = (3 << 8) | 0  # NFNL_SUBSYS_QUEUE, NFQNL_MSG_PACKET
+NFQA_PACKET_HDR, NFQA_PAYLOAD = 1, 10
+NLA_TYPE_MASK = 0x3FFF
+BATCH = 256
+
+
+class Mismatch(AssertionError):
+    """The binding and the reference reading disagree."""
+
+
+def align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def reference(data: bytes, truncated: bool) -> tuple[int, list[tuple[bytes, int, int, bool]]]:
+    """(packet messages, [(payload, hook, id, cut short)] of the packets that have an id)."""
+    count, packets, off, n = 0, [], 0, len(data)
+    while off + NLMSG_HDRLEN <= n:
+        length, kind = struct.unpack_from("=IH", data, off)
+        cut = False
+        if length < NLMSG_HDRLEN:
+            break
+        if length > n - off:
+            if not truncated:
+                break
+            length, cut = n - off, True
+        if kind == MSG_PACKET and length >= HDRS_LEN:
+            count += 1
+            pid, hook, payload = None, 0, b""
+            p, end = off + HDRS_LEN, off + length
+            while p + 4 <= end:
+                alen, atype = struct.unpack_from("=HH", data, p)
+                if alen < 4 or alen > end - p:
+                    break
+                value = data[p + 4:p + alen]
+                if atype & NLA_TYPE_MASK == NFQA_PACKET_HDR and len(value) >= 7:
+                    pid, hook = struct.unpack_from(">I", value)[0], value[6]
+                elif atype & NLA_TYPE_MASK == NFQA_PAYLOAD:
+                    payload = value
+                p += align4(alen)
+            if pid is not None:
+                packets.append((payload, hook, pid, cut))
+        off += align4(length)
+    return count, packets
+
+
+def verdict(payload: bytes) -> bool:
+    return zlib.crc32(payload) & 1 == 0
+
+
+def check(data: bytes) -> None:
+    mode, body = (data[0], data[1:]) if data else (0, b"")
+    truncated, with_callback = bool(mode & 1), not mode & 2
+    seen: list[tuple[bytes, int]] = []
+
+    def callback(payload: bytes, hook: int) -> bool:
+        if type(payload) is not bytes or type(hook) is not int:
+            raise Mismatch(f"callback got {type(payload)}, {type(hook)}")
+        seen.append((payload, hook))
+        if payload[:1] == b"!":
+            raise ValueError("a callback error: the packet gets the fail_open verdict")
+        return verdict(payload)
+
+    count, drops, accept = nfq.feed(body, truncated, callback if with_callback else None)
+    want_count, packets = reference(body, truncated)
+    if count != want_count:
+        raise Mismatch(f"{count} packet messages, the reference reads {want_count}")
+    judged = [(payload, hook) for payload, hook, _pid, cut in packets if not cut]
+    if seen != (judged if with_callback else []):
+        raise Mismatch(f"callback saw {seen!r}, the reference {judged!r}")
+    # the verdicts still pending: drops since the last full batch, the last accept since then
+    want_drops: list[int] = []
+    want_accept: int | None = None
+    for payload, _hook, pid, cut in packets:  # fail_open: accept unless the callback drops
+        accepted = cut or not with_callback or payload[:1] == b"!" or verdict(payload)
+        if accepted:
+            want_accept = pid
+        else:
+            if len(want_drops) == BATCH:
+                want_drops, want_accept = [], None
+            want_drops.append(pid)
+    if (drops, accept) != (want_drops, want_accept):
+        raise Mismatch(f"pending verdicts {drops!r}/{accept!r}, "
+                       f"the reference {want_drops!r}/{want_accept!r}")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, check)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

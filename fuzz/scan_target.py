@@ -1,0 +1,87 @@
+"""Fuzz target: the C SIP scan (ASan + UBSan) against the Python parsers it stands in for.
+
+Every input goes to ``scan_sip`` and ``scan_packet``. Whenever one answers, each field must equal
+what ``parse_message`` / ``parse_ip`` give for the same bytes (the differential check of
+tests/unit/test_sip_scan.py); a difference raises, and atheris saves the input as a crash.
+Run through fuzz/run.py, which sets up the sanitizer runtime.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+with atheris.instrument_imports(include=["floodguard"]):
+    from floodguard.packet import parse_ip
+    from floodguard.sip.message import SipParseError, parse_message
+
+from instrumented import load  # noqa: E402
+
+scan = load("_scan")
+
+
+class Mismatch(AssertionError):
+    """The scan and the parser disagree."""
+
+
+def expected(data: bytes) -> tuple[object, ...]:
+    msg = parse_message(data)
+    auth = msg.authorization
+    return (
+        msg.is_request, msg.method, msg.status, msg.call_id, msg.cseq_num, msg.cseq_method,
+        msg.aor, msg.user_agent,
+        None if auth is None else (auth.scheme, auth.username, auth.nonce),
+        tuple((c.scheme, c.nonce, c.stale) for c in msg.challenges),
+        msg.granted_expires,
+    )
+
+
+def scanned(view: object) -> tuple[object, ...]:
+    v = view
+    auth = v.authorization  # type: ignore[attr-defined]
+    return (
+        v.is_request, v.method, v.status, v.call_id,  # type: ignore[attr-defined]
+        v.cseq_num, v.cseq_method, v.aor, v.user_agent,  # type: ignore[attr-defined]
+        None if auth is None else (auth.scheme, auth.username, auth.nonce),
+        tuple((c.scheme, c.nonce, c.stale) for c in v.challenges),  # type: ignore[attr-defined]
+        v.granted_expires,  # type: ignore[attr-defined]
+    )
+
+
+def compare_sip(data: bytes, view: object, what: str) -> None:
+    try:
+        want = expected(data)
+    except SipParseError as exc:
+        raise Mismatch(f"{what}: the scan answered, the parser rejects ({exc})") from None
+    got = scanned(view)
+    if got != want:
+        raise Mismatch(f"{what}: scan {got!r} != parser {want!r}")
+
+
+def check(data: bytes) -> None:
+    """One input through both entry points; raises Mismatch on any disagreement."""
+    view = scan.scan_sip(data)
+    if view is not None:
+        compare_sip(data, view, "scan_sip")
+    fast = scan.scan_packet(data)
+    if fast is not None:
+        pkt = parse_ip(data)
+        if pkt is None:
+            raise Mismatch("scan_packet answered, parse_ip declines")
+        head = (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+        if tuple(fast[:5]) != head:
+            raise Mismatch(f"scan_packet {fast[:5]!r} != parse_ip {head!r}")
+        compare_sip(pkt.payload, fast[5], "scan_packet")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, check)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
