@@ -1,0 +1,52 @@
+"""The CLI and bans.py read addresses through floodguard.addr: ``::ffff:a.b.c.d`` is IPv4, bad
+input is a usage error (exit 2) before anything else happens."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from floodguard.bans import BanBook, BanError, allowed_by
+from floodguard.cli import main
+from floodguard.config import loads
+from floodguard.store import Store
+
+ALLOW = '[blacklist]\nallow = ["127.0.0.0/8", "::ffff:10.0.0.1/128", "2001:db8::/32"]\n'
+
+
+@pytest.mark.parametrize(("ip", "want"), [
+    ("10.0.0.1", "::ffff:a00:1/128"), ("::ffff:10.0.0.1", "::ffff:a00:1/128"),
+    ("::ffff:127.0.0.9", "127.0.0.0/8"), ("2001:DB8::5", "2001:db8::/32"), ("10.0.0.2", None),
+])
+def test_allowed_by_reads_mapped_addresses_and_networks_as_ipv4(ip, want):
+    assert allowed_by(loads(ALLOW), ip) == want
+
+
+def test_ban_book_canonicalises_and_refuses_what_cannot_be_banned(tmp_path):
+    book = BanBook(loads(ALLOW), Store(tmp_path / "s.db"), None)
+    assert book.add("::ffff:192.0.2.1", 60, "r").ip == "192.0.2.1"
+    assert book.explain("::FFFF:192.0.2.1").startswith("192.0.2.1 is banned")
+    assert book.remove("::ffff:192.0.2.1") and book.store.get_ban("192.0.2.1") is None
+    for bad, why in (("::ffff:10.0.0.1", "allow list"), ("0.0.0.0", "unspecified"),
+                     ("ff02::1", "multicast"), ("1.2.3", "not an IP address"),
+                     ("fe80::1%eth0", "scoped")):
+        with pytest.raises(BanError, match=why):
+            book.add(bad, 60, "r")
+
+
+@pytest.mark.parametrize("command", ["add", "remove", "explain"])
+def test_cli_rejects_a_bad_address_with_exit_2(tmp_path, command):
+    config = tmp_path / "f.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n')
+    result = CliRunner().invoke(main, ["blacklist", command, "10.0.0.256", "-c", str(config)])
+    assert result.exit_code == 2 and "not an IP address: '10.0.0.256'" in result.output
+    assert not (tmp_path / "s.db").exists()  # refused before the store or the kernel
+
+
+def test_cli_explain_answers_for_the_canonical_address(tmp_path):
+    config = tmp_path / "f.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n' + ALLOW)
+    result = CliRunner().invoke(main, ["blacklist", "explain", "::ffff:10.0.0.1", "-c",
+                                       str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("10.0.0.1 is in the allow list (::ffff:a00:1/128)")
