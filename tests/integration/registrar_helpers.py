@@ -91,6 +91,16 @@ class NetPair:
         for ns in (self.client_ns, self.server_ns):
             run("ip", "netns", "del", ns, check=False)
 
+    @property
+    def client_dev(self) -> str:
+        return f"fgr{self.client_ns.split('-')[2]}c"
+
+    def add_client_address(self, ip: str) -> None:
+        """One more source address on the client side (same subnet as the others)."""
+        prefix = "64" if ":" in ip else "24"
+        run("ip", "-n", self.client_ns, "addr", "add", f"{ip}/{prefix}", "dev", self.client_dev,
+            *(("nodad",) if ":" in ip else ()))
+
 
 def in_netns(ns: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Call fn in a thread that has joined network namespace `ns`; return its result."""
@@ -128,6 +138,82 @@ def udp_socket(ns: str, ip: str, port: int = 0, timeout: float = 3.0) -> socket.
     sock = in_netns(ns, make)
     sock.settimeout(timeout)
     return sock
+
+
+def tcp_socket(ns: str, ip: str, dest: tuple[str, int], timeout: float = 3.0,
+               rcvbuf: int | None = None) -> socket.socket:
+    """A TCP socket from `ip` inside namespace `ns`, connected to `dest`."""
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        try:
+            if rcvbuf is not None:  # before connect, so the window is small from the start
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((ip, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    sock = in_netns(ns, make)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(dest)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def read_stream_message(conn: socket.socket, buffer: bytearray) -> SipMessage:
+    """One message from a stream (headers up to CRLFCRLF, then Content-Length bytes)."""
+    return parse_message(read_stream_bytes(conn, buffer), stream=True)
+
+
+def read_stream_bytes(conn: socket.socket, buffer: bytearray) -> bytes:
+    """The bytes of one message from a stream; `buffer` keeps what follows it."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = conn.recv(65535)
+        if not chunk:
+            raise ConnectionError("closed by the registrar")
+        buffer += chunk
+    end = buffer.index(b"\r\n\r\n") + 4
+    length = parse_message(bytes(buffer[:end]), stream=True).content_length or 0
+    while len(buffer) < end + length:
+        chunk = conn.recv(65535)
+        if not chunk:
+            raise ConnectionError("closed by the registrar")
+        buffer += chunk
+    message = bytes(buffer[: end + length])
+    del buffer[: end + length]
+    return message
+
+
+def stream_exchange(conn: socket.socket, data: bytes, buffer: bytearray) -> SipMessage:
+    """Send a request on a stream and return the first response (skipping OPTIONS probes)."""
+    conn.sendall(data)
+    while True:
+        msg = read_stream_message(conn, buffer)
+        if not msg.is_request:
+            return msg
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process (VmRSS) in kB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def self_signed(tmp: Path, ip: str = SERVER_IP) -> tuple[Path, Path]:
+    """A throwaway certificate and key for the registrar's TLS listener."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=registrar",
+        "-addext", f"subjectAltName=IP:{ip}")
+    return cert, key
 
 
 def host_port(ip: str, port: int) -> str:
@@ -250,7 +336,8 @@ def registrar_env(tmp: Path, **registrar: Any) -> Iterator[tuple[NetPair, Regist
 def sipp(pair: NetPair, scenario: str, *, user_lines: list[str], port: int, cwd: Path,
          transport: str = "u1", calls: int | None = None, rate: int | None = None,
          local_ip: str = CLIENT_IP, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run a SIPp UAC scenario from the client namespace; `user_lines` are injection rows."""
+    """Run a SIPp UAC scenario from the client namespace; `user_lines` are injection rows.
+    `scenario` is a file in ASSETS, or an absolute path (e.g. from `invite_scenario`)."""
     inf = cwd / f"users-{secrets.token_hex(3)}.csv"
     inf.write_text("SEQUENTIAL\n" + "\n".join(user_lines) + "\n")
     cmd = ["ip", "netns", "exec", pair.client_ns, "sipp", "-sf", str(ASSETS / scenario),
@@ -267,6 +354,86 @@ def auth_line(user: str, password: str | None = None, expires: int = 3600) -> st
     """An injection row for register.xml / register_rejected.xml."""
     return (f"{user};[authentication username={user} password={password or 'secret' + user}];"
             f"{expires}")
+
+
+_INVITE_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!-- Authenticated INVITE expecting {status}. Injection fields: 0 callee, 1 [authentication ...]
+     of the caller. -->
+<scenario name="invite {status} (authenticated)">
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[field0]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:caller@[local_ip]>;tag=[call_number]
+To: <sip:[field0]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send>
+    <![CDATA[
+ACK sip:[field0]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+From: <sip:caller@[local_ip]>;tag=[call_number]
+To: <sip:[field0]@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[field0]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:caller@[local_ip]>;tag=[call_number]
+To: <sip:[field0]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:caller@[local_ip]:[local_port]>
+[field1]
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="{status}"/>
+  <send>
+    <![CDATA[
+ACK sip:[field0]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+From: <sip:caller@[local_ip]>;tag=[call_number]
+To: <sip:[field0]@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def invite_scenario(tmp: Path, status: int) -> str:
+    """A SIPp scenario (written into `tmp`) for an INVITE that authenticates after the
+    registrar's 401 and expects `status` (302, 480 or 404); rows from `invite_line`."""
+    path = tmp / f"invite_auth_{status}.xml"
+    path.write_text(_INVITE_SCENARIO.format(status=status))
+    return str(path)
+
+
+def invite_line(callee: str, caller: str = "1009") -> str:
+    """An injection row for `invite_scenario`: the callee and the caller's credentials."""
+    return f"{callee};[authentication username={caller} password=secret{caller}]"
 
 
 def sipp_error(result: subprocess.CompletedProcess[str], cwd: Path) -> str:
