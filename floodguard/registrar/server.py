@@ -317,14 +317,22 @@ class RegistrarServer:
         """Take a slot for a new connection, or say why not (the caller aborts it)."""
         s = self.settings
         if len(self.conns) >= s.max_connections:
-            self.dropped["max_connections"] += 1
+            self.note_drop(conn, "max_connections")
             return False
         if self.per_source[conn.source] >= s.max_connections_per_source:
-            self.dropped["max_connections_per_source"] += 1
+            self.note_drop(conn, "max_connections_per_source")
             return False
         self.conns[(conn.name, *conn.peer)] = conn
         self.per_source[conn.source] += 1
         return True
+
+    def note_drop(self, conn: StreamProtocol, why: str) -> None:
+        """Count a refused or aborted connection; log the first few and then every 1000th."""
+        self.dropped[why] += 1
+        total = sum(self.dropped.values())
+        if total <= 20 or total % 1000 == 0:
+            log.warning("%s connection from %s port %d dropped: %s (%d dropped so far)",
+                        conn.name, conn.peer[0], conn.peer[1], why, total)
 
     def release(self, conn: StreamProtocol) -> None:
         key = (conn.name, *conn.peer)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -27,8 +26,6 @@ from floodguard.sip.message import MAX_MESSAGE, SipParseError, parse_message
 
 if TYPE_CHECKING:
     from floodguard.registrar.server import RegistrarServer
-
-log = logging.getLogger("floodguard.registrar")
 
 PARTIAL_MESSAGE_TIMEOUT = 30.0
 _STREAM_CAP = MAX_MESSAGE + 4096
@@ -133,8 +130,7 @@ class StreamProtocol(asyncio.Protocol):
     def abort(self, why: str) -> None:
         """Drop the connection and its buffers now."""
         if self.transport is not None:
-            self.server.dropped[why] += 1
-            log.debug("%s %s:%d dropped: %s", self.name, *self.peer, why)
+            self.server.note_drop(self, why)
             self.transport.abort()
         self.buffer = b""
 
@@ -142,9 +138,9 @@ class StreamProtocol(asyncio.Protocol):
         """Housekeeping: drop what has waited too long (idle, partial, undrained output)."""
         if self.transport is None:
             return
-        if self.closing_since is not None or self.blocked_since is not None:
-            since = self.closing_since if self.closing_since is not None else self.blocked_since
-            if now - since > write_timeout:  # type: ignore[operator]
+        since = self.closing_since if self.closing_since is not None else self.blocked_since
+        if since is not None:
+            if now - since > write_timeout:
                 self.abort("peer did not read its answers")
         elif now - self.last_activity > idle or (
                 self.partial_since is not None and now - self.partial_since

@@ -14,6 +14,8 @@ from .registrar_helpers import (
     ASSETS,
     CLIENT_IP,
     auth_line,
+    invite_line,
+    invite_scenario,
     registrar_env,
     sipp,
     sipp_error,
@@ -74,7 +76,8 @@ def test_offline_endpoint_gets_480_and_comes_back(tmp_path):
                                    timeout=BOUND + 2)
             assert took <= BOUND, f"offline after {took:.1f} s, bound {BOUND} s"
             assert phone(server).expires_in > 3000  # offline, yet still registered
-            invite = sipp(pair, "invite_480.xml", user_lines=["1001"], port=5091, cwd=tmp_path)
+            invite = sipp(pair, invite_scenario(tmp_path, 480), user_lines=[invite_line("1001")],
+                          port=5091, cwd=tmp_path)
             assert invite.returncode == 0, sipp_error(invite, tmp_path)
 
             # A later check answered: online again.
@@ -88,7 +91,8 @@ def test_offline_endpoint_gets_480_and_comes_back(tmp_path):
                             port=PHONE_PORT, cwd=tmp_path)
             assert register.returncode == 0, sipp_error(register, tmp_path)
             server.wait_for(lambda rows: phone(server).online, timeout=1)
-            invite = sipp(pair, "invite_302.xml", user_lines=["1001"], port=5091, cwd=tmp_path)
+            invite = sipp(pair, invite_scenario(tmp_path, 302), user_lines=[invite_line("1001")],
+                          port=5091, cwd=tmp_path)
             assert invite.returncode == 0, sipp_error(invite, tmp_path)
             # the probe counts reach status and metrics through the database
             time.sleep(1.2)

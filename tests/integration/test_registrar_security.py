@@ -133,7 +133,10 @@ def test_register_and_invite_over_ipv6(env, sockets):
     challenge = exchange(sock, uac.register(), dest)
     ok = exchange(sock, uac.register(authorization=uac.authorize(challenge)), dest)
     assert ok.status == 200 and [c.uri for c in ok.contacts] == [uac.contact]
-    moved = exchange(sock, uac.invite("1005"), dest)
+    challenge = exchange(sock, uac.invite("1005"), dest)
+    assert challenge.status == 401 and not challenge.contacts
+    moved = exchange(sock, uac.invite("1005", cseq=2,
+                                      authorization=uac.authorize_invite(challenge, "1005")), dest)
     assert moved.status == 302 and moved.contacts[0].uri == uac.contact
     time.sleep(0.3)
     [row] = [r for r in server.endpoints() if r.aor.startswith("1005@")]

@@ -15,6 +15,8 @@ from .registrar_helpers import (
     SERVER_IP,
     auth_line,
     exchange,
+    invite_line,
+    invite_scenario,
     registrar_env,
     sipp,
     sipp_error,
@@ -79,14 +81,19 @@ def test_wrong_password_and_unknown_user_get_401_again(env):
 def test_invite_redirects_online_and_rejects_unregistered_and_unknown(env):
     pair, server, tmp = env
     ok(sipp(pair, "register.xml", user_lines=[auth_line("1002")], port=5072, cwd=tmp), tmp)
-    ok(sipp(pair, "invite_302.xml", user_lines=["1002"], port=5080, cwd=tmp), tmp)
-    ok(sipp(pair, "invite_480.xml", user_lines=["1003"], port=5080, cwd=tmp), tmp)
-    ok(sipp(pair, "invite_404.xml", user_lines=["nobody"], port=5080, cwd=tmp), tmp)
+    for callee, status in (("1002", 302), ("1003", 480), ("nobody", 404)):
+        ok(sipp(pair, invite_scenario(tmp, status), user_lines=[invite_line(callee)],
+                port=5080, cwd=tmp), tmp)
     # The 302 carries the registered contact.
     sock = udp_socket(pair.client_ns, CLIENT_IP)
     try:
-        caller = Uac("1009", "x", f"{SERVER_IP}:5060", f"{CLIENT_IP}:{sock.getsockname()[1]}")
-        moved = exchange(sock, caller.invite("1002"), (SERVER_IP, 5060))
+        caller = Uac("1009", "secret1009", f"{SERVER_IP}:5060",
+                     f"{CLIENT_IP}:{sock.getsockname()[1]}")
+        challenge = exchange(sock, caller.invite("1002"), (SERVER_IP, 5060))
+        assert challenge.status == 401  # nothing about the callee without credentials
+        moved = exchange(sock, caller.invite("1002", cseq=2, authorization=caller
+                                             .authorize_invite(challenge, "1002")),
+                         (SERVER_IP, 5060))
     finally:
         sock.close()
     assert moved.status == 302
@@ -135,4 +142,5 @@ def test_restart_keeps_bindings_and_acknowledged_ones_are_flushed(env):
     after = {r.contact: r for r in server.endpoints()}
     assert set(after) == set(before)
     assert 880 <= after[uac.contact].expires_in <= 900
-    ok(sipp(pair, "invite_302.xml", user_lines=["1010"], port=5080, cwd=tmp), tmp)
+    ok(sipp(pair, invite_scenario(tmp, 302), user_lines=[invite_line("1010")], port=5080,
+            cwd=tmp), tmp)
