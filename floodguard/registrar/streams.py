@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import time
 from typing import TYPE_CHECKING
 
+from floodguard import addr
 from floodguard.registrar.core import Source
 from floodguard.sip.message import MAX_MESSAGE, SipParseError, parse_message
 
@@ -41,17 +41,12 @@ _SOCKET_SNDBUF = 128 * 1024
 
 
 def source_key(ip: str) -> str:
-    """What a per-source limit counts: an IPv4 address, the /64 of an IPv6 address (one
-    subscriber's LAN: a host can use every address in it)."""
+    """What a per-source limit counts: an IPv4 address (also written ``::ffff:a.b.c.d``), the
+    /64 of an IPv6 address (one subscriber's LAN: a host can use every address in it)."""
     try:
-        address = ipaddress.ip_address(ip.partition("%")[0])
+        return addr.source_key(ip, 64)
     except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address)
-    return str(address)
+        return ip  # not something the kernel would hand us; count it as it is
 
 
 class StreamProtocol(asyncio.Protocol):

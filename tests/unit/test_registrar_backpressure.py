@@ -86,7 +86,7 @@ def test_source_key_groups_ipv6_by_64_and_unmaps_ipv4():
         == "2001:db8:1:2::"
     assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
     assert source_key("::ffff:192.0.2.7") == "192.0.2.7"
-    assert source_key("fe80::1%eth0") == "fe80::"
+    assert source_key("fe80::1%eth0") == "fe80::1%eth0"  # scoped: counted per address
     assert source_key("not an address") == "not an address"
 
 
