@@ -19,11 +19,12 @@ from typing import Protocol
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
-from floodguard.packet import parse_ip
+from floodguard.packet import parse_ip, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, SipView, Unban, Verdict
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
+from floodguard.sip.proof import ProofKey, check_credentials, tokenise
 from floodguard.store import Store
 
 HOOK_LOCAL_IN = 1
@@ -42,6 +43,13 @@ TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
 # time is left, so steady re-registrations do not cost a write each.
 KNOWN_REFRESH_SHARE = 0.5
+# A registrar that hands one nonce to several clients is reported at most this often.
+SHARED_NONCE_REPORT_EVERY = 3600.0
+SHARED_NONCE_HINT = (
+    "the registrar gives several clients the same nonce; floodguard does not rely on nonces "
+    "(its own token in the digest opaque proves receipt), but replay protection does: "
+    "Kamailio: modparam(\"auth\", \"auth_checks_register\", 11) with a secret; Asterisk: "
+    "nonce_lifetime cannot fix it, put floodguard's registrar or Kamailio in front")
 
 
 class SetWriter(Protocol):
@@ -67,7 +75,11 @@ class Guard:
         wall: Callable[[], float] = time.time,
         flush_conntrack: Callable[[str], None] | None = None,
         engine: Engine | None = None,
+        prove_by_nonce: bool = False,
     ) -> None:
+        """``prove_by_nonce``: take "the registrar's nonce was first issued to this address" as
+        proof of address instead of the guard's token, and alter no packet; only for offline
+        replay of captures, where no token was ever handed out."""
         self.cfg = cfg
         self.sets = sets
         self.store = store
@@ -95,26 +107,32 @@ class Guard:
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
+        self.proof = ProofKey(store.secret("proof"))
+        self.prove_by_nonce = prove_by_nonce
+        self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
     # ------------------------------------------------------------------ per packet
 
-    def handle(self, payload: bytes, hook: int) -> bool:
+    def handle(self, payload: bytes, hook: int) -> bool | bytes:
+        """Verdict for one packet: accept, drop, or accept with these bytes instead (a challenge
+        with the guard's proof token, a REGISTER with the registrar's opaque put back or with
+        unproven credentials taken out)."""
         self._t0 = time.perf_counter()
         if len(payload) >= MAX_UDP_PACKET:
             return self._large(payload, hook)
         fast = scan_packet(payload)
         if fast is None:
             return self._handle_general(payload, hook)
-        src, dst, _, sport, dport, msg = fast
+        src, dst, proto, sport, dport, msg = fast
         if self.forward:
             ports = self.ports
             # a scanned response starts with exactly "SIP/2.0 ", a request never does
             inbound = dport in ports and not (sport in ports and not msg.is_request)
         else:
             inbound = hook != HOOK_LOCAL_OUT
-        return self._judge(self.clock(), src, dst, inbound, msg)
+        return self._judge(self.clock(), src, dst, inbound, msg, payload, proto == "tcp")
 
-    def _handle_general(self, payload: bytes, hook: int) -> bool:
+    def _handle_general(self, payload: bytes, hook: int) -> bool | bytes:
         """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
         pkt = parse_ip(payload)
         if pkt is None:
@@ -134,7 +152,7 @@ class Guard:
                 return True
             verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
             return self._finish(verdict, pkt.src)
-        return self._judge(now, pkt.src, pkt.dst, inbound, msg)
+        return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
 
     def _inbound(self, sport: int, dport: int, body: bytes, hook: int) -> bool:
         """A client's packet (else the registrar's): by hook, or in forward mode by ports."""
@@ -143,13 +161,33 @@ class Guard:
                 sport in self.ports and body[:8] == b"SIP/2.0 ")
         return hook != HOOK_LOCAL_OUT
 
-    def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView) -> bool:
+    def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView,
+               payload: bytes, tcp: bool) -> bool | bytes:
         if inbound:
             if msg.is_request:
+                proven = tcp  # a TCP source completed a handshake: its address is real
+                rewritten: bytes | None = None
                 if msg.method == "REGISTER":
                     self.registers += 1
                     self.share.add("register", src)
-                return self._finish(self.engine.on_request(now, src, msg), src)
+                    auth = msg.authorization
+                    if tcp or auth is None:
+                        pass
+                    elif self.prove_by_nonce:
+                        proven = bool(auth.nonce) and self.engine.nonce_holder(
+                            now, auth.nonce or "") == src
+                    else:
+                        proven, rewritten = self._prove(payload, src)
+                verdict = self.engine.on_request(now, src, msg, proven)
+                accept = self._finish(verdict, src)
+                if rewritten is None or not verdict.accept:
+                    return accept
+                if proven:
+                    return rewritten  # the registrar's own opaque put back
+                if self.monitor or verdict.reason == "allow":
+                    return accept  # monitor mode and trusted sources: never altered
+                self.counters["strip:unproven"] += 1
+                return rewritten
             if self.engine.is_banned(now, src):
                 self.counters["drop:banned"] += 1
                 return False
@@ -162,11 +200,44 @@ class Guard:
             self.counters["pass:response-out"] += 1
             if verdict.actions:
                 self.apply(verdict.actions)
+            if (msg.status == 401 or msg.status == 407) and not tcp and not self.prove_by_nonce:
+                return self._tokenise(payload, dst)
             return True
         self.counters["pass:request-out"] += 1
         return True
 
-    def _large(self, payload: bytes, hook: int) -> bool:
+    def _prove(self, payload: bytes, src: str) -> tuple[bool, bytes | None]:
+        """(proven, rewritten packet) for a UDP REGISTER with credentials: proven when they
+        carry the guard's token for src (the registrar's opaque then goes back in); otherwise
+        the packet without its credentials, so the guess never reaches the registrar."""
+        pkt = parse_ip(payload)
+        if pkt is None:
+            return False, None
+        proven, sip = check_credentials(pkt.payload, src, self.proof)
+        if sip is None:
+            return False, None
+        return proven, replace_udp_payload(payload, sip)
+
+    def _tokenise(self, payload: bytes, client: str) -> bool | bytes:
+        """A 401/407 going out over UDP, with the guard's proof token in each challenge."""
+        if self.engine.stats_value("shared_nonces") and (
+                self.clock() - self._shared_reported >= SHARED_NONCE_REPORT_EVERY):
+            self._shared_reported = self.clock()
+            self.events.emit("registrar_shared_nonces",
+                             count=self.engine.stats_value("shared_nonces"),
+                             hint=SHARED_NONCE_HINT)
+        pkt = parse_ip(payload)
+        if pkt is None:
+            return True
+        sip = tokenise(pkt.payload, client, self.proof)
+        out = None if sip is None else replace_udp_payload(payload, sip)
+        if out is None:
+            self.counters["pass:challenge-untokenised"] += 1
+            return True
+        self.counters["tokenised"] += 1
+        return out
+
+    def _large(self, payload: bytes, hook: int) -> bool | bytes:
         """A packet of MAX_UDP_PACKET bytes or more: inbound over UDP, dropped "oversize"
         unread; anything else read as usual unless the queue cut it short (over COPY_RANGE
         bytes), then it is judged by its source alone."""
@@ -179,7 +250,7 @@ class Guard:
             return self._handle_general(payload, hook)
         return self._unreadable(payload)
 
-    def _unreadable(self, payload: bytes) -> bool:
+    def _unreadable(self, payload: bytes) -> bool | bytes:
         """A packet parse_ip refused, or one the queue cut at COPY_RANGE bytes: a long enough
         one is judged by the source in its IP header, anything else is malformed."""
         if len(payload) >= MAX_UDP_PACKET:

@@ -24,6 +24,7 @@ __all__ = [
     "URG",
     "Packet",
     "parse_ip",
+    "replace_udp_payload",
 ]
 
 FIN = 0x01
@@ -178,3 +179,58 @@ def parse_ip(data: bytes) -> Packet | None:
     except (IndexError, ValueError, TypeError, OSError, struct.error):
         # Defensive only: every offset is bounds-checked above.
         return None
+
+
+# ---------------------------------------------------------------- rewriting a UDP payload
+
+# A rewritten datagram stays under a common path MTU: a larger one might not leave (DF set).
+MAX_REWRITTEN = 1400
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def replace_udp_payload(data: bytes, payload: bytes) -> bytes | None:
+    """The UDP packet ``data`` (IPv4, or IPv6 without extension headers) with a new payload,
+    lengths and checksums recomputed; None for anything else, a fragment, or a result that grew
+    past MAX_REWRITTEN bytes (a shrinking one is always possible)."""
+    if len(data) < 28:
+        return None
+    version = data[0] >> 4
+    if version == 4:
+        ihl = (data[0] & 0x0F) * 4
+        if ihl < 20 or len(data) < ihl + 8 or data[9] != _UDP:
+            return None
+        if struct.unpack_from("!H", data, 6)[0] & 0x3FFF:  # MF or a fragment offset
+            return None
+        head = 8 + ihl
+        total = ihl + 8 + len(payload)
+        if total > MAX_REWRITTEN and total > len(data):
+            return None
+        ip = bytearray(data[:ihl])
+        struct.pack_into("!H", ip, 2, total)
+        struct.pack_into("!H", ip, 10, 0)
+        struct.pack_into("!H", ip, 10, _checksum(bytes(ip)))
+        pseudo = bytes(ip[12:20]) + struct.pack("!BBH", 0, _UDP, 8 + len(payload))
+    elif version == 6:
+        if len(data) < 48 or data[6] != _UDP:
+            return None
+        head = 48
+        if 48 + len(payload) > max(MAX_REWRITTEN, len(data)):
+            return None
+        ip = bytearray(data[:40])
+        struct.pack_into("!H", ip, 4, 8 + len(payload))
+        pseudo = bytes(ip[8:40]) + struct.pack("!IxxxB", 8 + len(payload), _UDP)
+    else:
+        return None
+    sport, dport = _ports.unpack_from(data, head - 8)
+    udp = bytearray(_udp_header.pack(sport, dport, 8 + len(payload)) + b"\0\0")
+    checksum = _checksum(pseudo + bytes(udp) + payload) or 0xFFFF
+    struct.pack_into("!H", udp, 6, checksum)
+    return bytes(ip) + bytes(udp) + payload

@@ -157,7 +157,9 @@ def replay(cfg: Config, path: str | Path) -> ReplayReport:
     clock = _Clock()
     events = _Recorder(clock)
     store = Store(":memory:")
-    guard = Guard(cfg, sets=_NoSets(), store=store, events=events, clock=clock, wall=clock)
+    # a capture holds no guard tokens: the registrar's nonce stands in as proof of address
+    guard = Guard(cfg, sets=_NoSets(), store=store, events=events, clock=clock, wall=clock,
+                  prove_by_nonce=True)
     packets = sip_packets = 0
     first: float | None = None
     try:

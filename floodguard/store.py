@@ -381,6 +381,24 @@ class Store:
         except ValueError:
             return None
 
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random secret kept in the store, created on first use; every process that opens
+        the same store gets the same one (the guard's proof key: shared by all workers and
+        kept across restarts, so tokens handed out before a restart still prove receipt)."""
+        key = f"secret-{name}"
+        self.db.execute(
+            "INSERT OR IGNORE INTO snapshots(name, saved, data) VALUES (?, ?, ?)",
+            (key, time.time(), json.dumps(os.urandom(size).hex())))
+        found = self.load_snapshot(key)
+        try:
+            value = bytes.fromhex(found[1]) if found is not None else b""
+        except (TypeError, ValueError):
+            value = b""
+        if len(value) < 16:  # damaged: replace it (tokens handed out so far stop proving)
+            value = os.urandom(size)
+            self.save_snapshot(key, value.hex())
+        return value
+
     # operator commands ----------------------------------------------------------
 
     def queue_command(self, op: str, ip: str, seconds: float | None = None,

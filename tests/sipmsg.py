@@ -50,8 +50,24 @@ def response(status: int, reason: str, user: str, *, call_id: str, cseq: int,
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def auth_value(user: str, password: str, nonce: str, host: str = "sip.test") -> str:
-    return digest.authorization_header(user, password, REALM, nonce, f"sip:{host}", "REGISTER")
+def auth_value(user: str, password: str, nonce: str, host: str = "sip.test",
+               opaque: str | None = None) -> str:
+    value = digest.authorization_header(user, password, REALM, nonce, f"sip:{host}", "REGISTER")
+    return value if opaque is None else f'{value}, opaque="{opaque}"'
+
+
+def opaque_of(packet: bytes | bool) -> str | None:
+    """The opaque of the first challenge in a packet the guard handed back (as a client would
+    echo it), or None when the guard let the original through."""
+    if not isinstance(packet, bytes):
+        return None
+    from floodguard.packet import parse_ip
+    from floodguard.sip.message import parse_message
+
+    pkt = parse_ip(packet)
+    assert pkt is not None
+    challenges = parse_message(pkt.payload).challenges
+    return challenges[0].opaque if challenges else None
 
 
 def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:

@@ -3,7 +3,7 @@
  *
  *     q = Queue(queue_num, max_len=65536, fail_open=True, accept_overflow=False,
  *               copy_range=65531, rcvbuf=8 MiB)
- *     n = q.run(callback, timeout=0.0, max_packets=4096)   # callback(payload, hook) -> bool
+ *     n = q.run(callback, timeout=0.0, max_packets=4096)   # callback(payload, hook) -> verdict
  *     q.close()
  *
  * Binding is one NFQNL_MSG_CONFIG message (bind + copy mode + queue length + fail-open flag,
@@ -21,6 +21,11 @@
  * still pending up to that id. Packet ids are given out in the order the kernel writes the
  * messages to the socket, so the batch never covers a packet that has not been read; the drops
  * go first in the same buffer, and the kernel handles the messages of a buffer in order.
+ *
+ * The callback's verdict is a bool (accept or drop) or bytes: accept the packet with these
+ * bytes as its new content (the caller fixes the IP/UDP headers). Such a packet is answered at
+ * once, on its own (NFQNL_MSG_VERDICT with NFQA_PAYLOAD), after the verdicts collected before it,
+ * so no later batch accept can release it unchanged.
  *
  * A callback that raises counts an error and the packet gets the fail_open verdict. When the
  * callback raises something that is not an Exception (KeyboardInterrupt, SystemExit) or a signal
@@ -197,6 +202,30 @@ static int add_verdict(Queue *q, uint32_t id, int accept) {
     return 0;
 }
 
+/* Accepts packet id with new content: the verdicts collected so far go first, then this one on
+ * its own. Returns 0 or an errno. */
+static int send_mangled(Queue *q, uint32_t id, const char *data, Py_ssize_t len) {
+    size_t size = VERDICT_LEN + NLA_HDRLEN + NLA_ALIGN((size_t)len);
+    unsigned char *buf, *p;
+    int err;
+
+    if (len > MAX_COPY_RANGE)
+        return EMSGSIZE;
+    err = flush_verdicts(q);
+    if (err)
+        return err;
+    buf = PyMem_Malloc(size);
+    if (buf == NULL)
+        return ENOMEM;
+    p = put_verdict(buf, q, NFQNL_MSG_VERDICT, NF_ACCEPT, id);
+    p = put_attr(buf, p, NFQA_PAYLOAD, data, (uint16_t)len);
+    Py_BEGIN_ALLOW_THREADS
+    err = nl_send(q->fd, buf, (size_t)(p - buf));
+    Py_END_ALLOW_THREADS
+    PyMem_Free(buf);
+    return err;
+}
+
 /* ------------------------------------------------------------------ receiving */
 
 static void parse_packet(const struct nlmsghdr *nlh, size_t len, Packet *pkt) {
@@ -255,7 +284,10 @@ static void restore_exception(Run *run) {
 #endif
 }
 
-/* The callback's verdict for one packet; never leaves an exception set. */
+#define ANSWERED 2  /* judge(): the packet was accepted with new content, already answered */
+
+/* The callback's verdict for one packet (1 accept, 0 drop, ANSWERED); never leaves an
+ * exception set. */
 static int judge(Queue *q, Run *run, const Packet *pkt) {
     PyObject *args[2], *result;
     int accept;
@@ -280,6 +312,13 @@ static int judge(Queue *q, Run *run, const Packet *pkt) {
         accept = 1;
     } else if (result == Py_False) {
         accept = 0;
+    } else if (result != NULL && PyBytes_CheckExact(result)) {
+        if (send_mangled(q, pkt->id, PyBytes_AS_STRING(result), PyBytes_GET_SIZE(result)) == 0) {
+            accept = ANSWERED;
+        } else {
+            q->verdict_errors++;
+            accept = 1;  /* the original content, rather than losing the packet */
+        }
     } else if (result != NULL) {
         accept = PyObject_IsTrue(result);
     } else {
@@ -348,6 +387,8 @@ static int handle_datagram(Queue *q, Run *run, int i) {
             } else {
                 accept = judge(q, run, &pkt);
             }
+            if (accept == ANSWERED)
+                goto next;
             err = add_verdict(q, pkt.id, accept);
             if (err)
                 return -err;

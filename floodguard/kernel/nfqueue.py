@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from floodguard.kernel import _nfq
 
-Verdict = Callable[[bytes, int], bool]
+# True accepts, False drops, bytes accepts the packet with that new content
+Verdict = Callable[[bytes, int], bool | bytes]
 
 # netfilter hook numbers as passed to the verdict function
 HOOK_LOCAL_IN = 1

@@ -18,7 +18,8 @@ Requests, in order (first match wins):
    group's own budget, and an IP-authenticated trunk never registers, so it would otherwise
    never become known and could be starved by a spoofed flood.
 
-Responses are always accepted but drive the learning: see nonces.py (proof of address),
+Responses are always accepted but drive the learning: see nonces.py (nonces the registrar hands
+to more than one client: a registrar setting to fix, reported, never relied on),
 suspension.py (consecutive failures) and blacklist.py (spraying, repeat offenders, escalation).
 A success marks the source known-good for twice the granted expiry.
 
@@ -321,8 +322,10 @@ class Engine:
 
     # ------------------------------------------------------------ packets
 
-    def on_request(self, now: float, src: str, msg: SipView) -> Verdict:
-        """Verdict for a request from client ``src``."""
+    def on_request(self, now: float, src: str, msg: SipView, proven: bool = False) -> Verdict:
+        """Verdict for a request from client ``src``. ``proven``: the request really comes from
+        ``src`` (a TCP connection, or a UDP REGISTER whose credentials carry the guard's proof
+        of receipt for src); only then can its answer count for or against src."""
         counts = self._counts
         limiter = self._limiter
         rec = limiter.record(now, src)
@@ -356,18 +359,15 @@ class Engine:
                     counts["budget"] = counts.get("budget", 0) + 1
                     return _BUDGET
             if method == "REGISTER" and (auth := msg.authorization) is not None:
-                self._track(now, src, msg, auth)
+                self._track(now, src, msg, auth, proven)
             verdict = _OK
         counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
         return verdict
 
-    def _track(self, now: float, src: str, msg: SipView, auth: AuthView) -> None:
-        nonce = auth.nonce
+    def _track(self, now: float, src: str, msg: SipView, auth: AuthView, proven: bool) -> None:
         call_id = msg.call_id
         cseq = msg.cseq_num
-        if nonce and call_id is not None and cseq is not None and self._nonces.issued(
-            now, src, nonce
-        ):
+        if proven and auth.nonce and call_id is not None and cseq is not None:
             aor = msg.aor or auth.username or ""
             self._pending.add(now, src, call_id, cseq, aor.lower())
         else:
@@ -381,8 +381,8 @@ class Engine:
             return _OK
         if status == 401 or status == 407:
             for challenge in msg.challenges:
-                if challenge.nonce:
-                    self._nonces.issue(now, client, challenge.nonce)
+                if challenge.nonce and self._nonces.issue(now, client, challenge.nonce):
+                    self._count("shared_nonces")
         call_id = msg.call_id
         cseq = msg.cseq_num
         if msg.cseq_method != "REGISTER" or call_id is None or cseq is None:
@@ -569,6 +569,14 @@ class Engine:
         removed += self._counters.by_aor.sweep(now, limit)
         return removed
 
+    def nonce_holder(self, now: float, nonce: str) -> str | None:
+        """The client a registrar nonce was first issued to (within the nonce ttl)."""
+        return self._nonces.table.peek(nonce, now)
+
+    def stats_value(self, key: str) -> int:
+        """One learning counter (e.g. "shared_nonces"), without building every stat."""
+        return self._counts.get(key, 0)
+
     def _tables(self) -> dict[str, LruTable[Any, Any]]:
         return {
             "sources": self._limiter.table,
@@ -595,7 +603,8 @@ class Engine:
         }
         for reason in sorted(verdicts):
             out[f"verdict:{reason}"] = self._counts.get(reason, 0)
-        for key in ("responses", "unproven", "stale", "failures", "successes", "unban",
+        for key in ("responses", "unproven", "shared_nonces", "stale", "failures", "successes",
+                    "unban",
                     "ban_refused:allow", *(f"ban:{kind}" for kind in KINDS)):
             out[key] = self._counts.get(key, 0)
         for key, value in self._counts.items():

@@ -1,9 +1,11 @@
-"""Proof of address: nonces the registrar issued to each source, and authenticated REGISTERs
-waiting for their answer.
+"""Nonces the registrar issued, and authenticated REGISTERs waiting for their answer.
 
-A challenge (401/407) going out to address S carries nonces; only a host that really receives
-packets at S can learn them. A REGISTER from S presenting one of those nonces is therefore truly
-from S, and its answer (401/403/200) is evidence about S — a spoofed packet cannot produce it.
+A registrar nonce proves nothing about who holds it: Kamailio's stock auth module and Asterisk
+PJSIP give every client challenged in the same second the same nonce. Proof of address is the
+guard's token (floodguard.sip.proof) or a TCP connection; the nonce table only notices a
+registrar that hands one nonce to several clients, so the operator can be told to fix it.
+Authenticated REGISTERs from a proven source wait in the pending table for their answer
+(401/403/200), which is then evidence about that source.
 
 Both tables are flat bounded LRUs keyed by tuples, so one busy source costs one entry per
 nonce or transaction, and a flood of distinct sources can only push out the oldest entries.
@@ -19,28 +21,29 @@ MAX_AOR_LEN = 256
 
 
 class NonceTable:
-    """(source, nonce) pairs issued by the registrar, each kept for ``ttl`` seconds."""
+    """Nonce -> the client it was first issued to, each kept for ``ttl`` seconds."""
 
     __slots__ = ("_table", "ttl")
 
     def __init__(self, cap: int, ttl: float = 600.0) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
-        self._table: LruTable[tuple[str, str], bool] = LruTable(cap)
+        self._table: LruTable[str, str] = LruTable(cap)
         self.ttl = float(ttl)
 
     @property
-    def table(self) -> LruTable[tuple[str, str], bool]:
+    def table(self) -> LruTable[str, str]:
         """The underlying table (sizes and counters for stats)."""
         return self._table
 
-    def issue(self, now: float, src: str, nonce: str) -> None:
-        """Remember that ``nonce`` was sent to ``src`` (re-issuing refreshes it)."""
-        self._table.put((src, nonce), True, now + self.ttl, now)
-
-    def issued(self, now: float, src: str, nonce: str) -> bool:
-        """Was ``nonce`` sent to ``src`` within the last ``ttl`` seconds?"""
-        return self._table.peek((src, nonce), now) is not None
+    def issue(self, now: float, src: str, nonce: str) -> bool:
+        """Remember that ``nonce`` was sent to ``src``; True when it was already sent to
+        another client within the last ``ttl`` seconds (a shared nonce)."""
+        first = self._table.peek(nonce, now)
+        if first is None:
+            self._table.put(nonce, src, now + self.ttl, now)
+            return False
+        return first != src
 
     def __len__(self) -> int:
         return len(self._table)

@@ -64,6 +64,7 @@ def authorize(
             return digest.authorization_header(
                 user, password, option.realm or "", option.nonce or "", uri, method,
                 algorithm=(option.algorithm or "MD5").upper(), qop="auth", nc=nc,
+                opaque=option.opaque,  # returned unchanged, as RFC 7616 requires
             )
     raise ValueError("no matching digest challenge")
 

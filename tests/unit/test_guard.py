@@ -9,7 +9,7 @@ from floodguard.config import Config, loads
 from floodguard.events import EventLog
 from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
 from floodguard.store import Store
-from tests.sipmsg import auth_value, register, response, tcp, udp
+from tests.sipmsg import auth_value, opaque_of, register, response, tcp, udp
 
 SERVER = "192.0.2.10"
 
@@ -55,9 +55,11 @@ def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
     req = udp(client, SERVER, 5060, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
     assert guard.handle(req, HOOK_LOCAL_IN)
     chal = response(401, "Unauthorized", user, call_id=call_id, cseq=cseq, challenge_nonce=nonce)
-    assert guard.handle(udp(SERVER, client, 5060, 5060, chal), HOOK_LOCAL_OUT)
+    out = guard.handle(udp(SERVER, client, 5060, 5060, chal), HOOK_LOCAL_OUT)
+    assert out
     req = udp(client, SERVER, 5060, 5060, register(
-        user, src=client, call_id=call_id, cseq=cseq + 1, auth=auth_value(user, password, nonce)))
+        user, src=client, call_id=call_id, cseq=cseq + 1,
+        auth=auth_value(user, password, nonce, opaque=opaque_of(out))))
     accepted = guard.handle(req, HOOK_LOCAL_IN)
     if final == 200:
         answer = response(200, "OK", user, call_id=call_id, cseq=cseq + 1, expires=3600)
@@ -129,12 +131,12 @@ def test_ipv6_ban(rig):
         nonce = f"v6n{i}"
         guard.handle(udp(client, server, 5060, 5060, register(
             "1001", src=f"[{client}]", call_id=f"v{i}", cseq=1)), HOOK_LOCAL_IN)
-        guard.handle(udp(server, client, 5060, 5060, response(
+        out = guard.handle(udp(server, client, 5060, 5060, response(
             401, "Unauthorized", "1001", call_id=f"v{i}", cseq=1, challenge_nonce=nonce)),
             HOOK_LOCAL_OUT)
         guard.handle(udp(client, server, 5060, 5060, register(
             "1001", src=f"[{client}]", call_id=f"v{i}", cseq=2,
-            auth=auth_value("1001", "bad", nonce))), HOOK_LOCAL_IN)
+            auth=auth_value("1001", "bad", nonce, opaque=opaque_of(out)))), HOOK_LOCAL_IN)
         guard.handle(udp(server, client, 5060, 5060, response(
             401, "Unauthorized", "1001", call_id=f"v{i}", cseq=2, challenge_nonce=nonce + "b")),
             HOOK_LOCAL_OUT)

@@ -82,11 +82,15 @@ class Harness:
         self.eng = Engine(self.cfg, **self.kwargs)
         self._nonce = 0
         self._call = 0
+        # (client, nonce) of every challenge sent: what the guard's proof token stands for
+        self.proofs: set[tuple[str, str]] = set()
 
     # low level ----------------------------------------------------------
     def req(self, src: str, msg: Msg) -> Verdict:
         self.now += self.step
-        v = self.eng.on_request(self.now, src, _as_view(msg))
+        auth = msg.authorization
+        proven = auth is not None and (src, auth.nonce) in self.proofs
+        v = self.eng.on_request(self.now, src, _as_view(msg), proven)
         self.actions.extend(v.actions)
         return v
 
@@ -107,6 +111,7 @@ class Harness:
     def challenge(self, client: str, call_id: str, cseq: int, *, stale: bool = False,
                   status: int = 401) -> str:
         nonce = self.fresh_nonce()
+        self.proofs.add((client, nonce))
         self.resp(client, Msg(is_request=False, method=None, status=status, call_id=call_id,
                               cseq_num=cseq, challenges=(Challenge(nonce, stale),)))
         return nonce
@@ -343,13 +348,18 @@ def test_property_spoofed_traffic_never_bans_the_spoofed_address(ops: list) -> N
     assert h.eng.stats()["failures"] == 0
 
 
-def test_expired_nonce_is_not_proof() -> None:
-    h = Harness(kwargs={"nonce_ttl": 60.0})
-    call_id, cseq, nonce = h.first_challenge(VICTIM, "alice@example.com")
-    h.now += 61
-    h.req(VICTIM, Msg(call_id=call_id, cseq_num=cseq, authorization=Auth("alice", nonce)))
-    h.answer(VICTIM, call_id, cseq, 403)
-    assert h.eng.stats()["failures"] == 0
+def test_a_shared_nonce_is_counted_and_proves_nothing() -> None:
+    h = Harness()
+    # a registrar with time-only nonces challenges VICTIM and ATTACKER with the same nonce
+    for client in (VICTIM, ATTACKER):
+        h.resp(client, Msg(is_request=False, method=None, status=401, call_id=f"c-{client}",
+                           cseq_num=1, challenges=(Challenge("same-second", False),)))
+    assert h.eng.stats()["shared_nonces"] == 1
+    # the attacker presents it as VICTIM: no proof token for VICTIM, so nothing counts
+    for i in range(10):
+        h.req(VICTIM, Msg(call_id=f"s{i}", cseq_num=2, authorization=Auth("alice", "same-second")))
+        h.answer(VICTIM, f"s{i}", 2, 403)
+    assert h.eng.stats()["failures"] == 0 and not h.bans()
 
 
 def test_pending_request_expires() -> None:
