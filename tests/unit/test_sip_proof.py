@@ -1,0 +1,78 @@
+"""The proof-of-receipt token: minted into challenges, checked and removed from credentials."""
+
+from __future__ import annotations
+
+import struct
+
+from floodguard.packet import _checksum, parse_ip, replace_udp_payload
+from floodguard.sip.message import parse_message
+from floodguard.sip.proof import ProofKey, check_credentials, tokenise
+from tests.sipmsg import auth_value, register, response, udp
+
+KEY = ProofKey(b"k" * 32)
+CLIENT, OTHER = "198.51.100.7", "198.51.100.8"
+
+
+def challenge(opaque: str | None = None) -> bytes:
+    msg = response(401, "Unauthorized", "1001", call_id="c", cseq=1, challenge_nonce="N1")
+    if opaque is not None:
+        msg = msg.replace(b'nonce="N1"', b'nonce="N1", opaque="' + opaque.encode() + b'"')
+    return msg
+
+
+def answer(opaque: str | None, nonce: str = "N1") -> bytes:
+    return register("1001", src=CLIENT, call_id="c", cseq=2,
+                    auth=auth_value("1001", "pw", nonce, opaque=opaque))
+
+
+def test_token_round_trip_restores_the_registrars_own_opaque() -> None:
+    for original in (None, "reg-opaque-42"):
+        sent = tokenise(challenge(original), CLIENT, KEY)
+        assert sent is not None
+        token = parse_message(sent).challenges[0].opaque
+        assert token and token.startswith("fg1.")
+        sent_answer = answer(token)
+        proven, restored = check_credentials(sent_answer, CLIENT, KEY)
+        assert proven and restored is not None
+        creds = parse_message(restored).authorization
+        assert creds is not None and creds.opaque == original and creds.nonce == "N1"
+        assert creds.response == parse_message(sent_answer).authorization.response
+
+
+def test_a_token_proves_only_its_own_address_and_nonce() -> None:
+    token = parse_message(tokenise(challenge(), CLIENT, KEY)).challenges[0].opaque
+    for client, nonce in ((OTHER, "N1"), (CLIENT, "N2")):
+        proven, stripped = check_credentials(answer(token, nonce), client, KEY)
+        assert not proven and stripped is not None
+        msg = parse_message(stripped)
+        assert msg.authorization is None and msg.call_id == "c"  # the rest is kept
+    assert not check_credentials(answer(token), CLIENT, ProofKey(b"x" * 32))[0]
+
+
+def test_credentials_without_a_token_are_taken_out() -> None:
+    for opaque in (None, "fg1.forged.-", "plain"):
+        proven, stripped = check_credentials(answer(opaque), CLIENT, KEY)
+        assert not proven and parse_message(stripped).authorization is None
+
+
+def test_no_credentials_nothing_to_do() -> None:
+    assert check_credentials(register("1001", src=CLIENT, call_id="c", cseq=1), CLIENT,
+                             KEY) == (False, None)
+
+
+def test_rewritten_packets_have_valid_lengths_and_checksums() -> None:
+    for src, dst in (("192.0.2.1", CLIENT), ("2001:db8::1", "2001:db8::7")):
+        packet = udp(src, dst, 5060, 5060, challenge())
+        sip = tokenise(parse_ip(packet).payload, dst, KEY)
+        out = replace_udp_payload(packet, sip)
+        assert out is not None and parse_ip(out).payload == sip
+        if ":" in src:
+            pseudo = out[8:40] + struct.pack("!IxxxB", len(out) - 40, 17)
+            assert _checksum(pseudo + out[40:]) == 0
+        else:
+            assert _checksum(out[:20]) == 0
+            assert struct.unpack_from("!H", out, 2)[0] == len(out)
+            pseudo = out[12:20] + struct.pack("!BBH", 0, 17, len(out) - 20)
+            assert _checksum(pseudo + out[20:]) == 0
+    big = udp("192.0.2.1", CLIENT, 5060, 5060, challenge())
+    assert replace_udp_payload(big, b"x" * 1500) is None  # growing past the MTU bound
