@@ -6,6 +6,7 @@ raises a differential Mismatch; anything else passes.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def check(data: bytes) -> None:
         raise Mismatch("planted: scan and parser disagree")
 
 
+def argv() -> list[str]:
+    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
+    -fork run argv[0] again, and this script is not executable by itself."""
+    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
+
+
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, check)
+    atheris.Setup(argv(), check)
     atheris.Fuzz()

@@ -9,6 +9,7 @@ the verdicts that a straightforward Python reading of the same bytes gives.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import zlib
@@ -111,8 +112,14 @@ def check(data: bytes) -> None:
                        f"the reference {want_drops!r}/{want_accept!r}")
 
 
+def argv() -> list[str]:
+    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
+    -fork run argv[0] again, and this script is not executable by itself."""
+    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
+
+
 def main() -> None:
-    atheris.Setup(sys.argv, check)
+    atheris.Setup(argv(), check)
     atheris.Fuzz()
 
 

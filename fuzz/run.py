@@ -64,7 +64,8 @@ def sanitizer_env() -> dict[str, str]:
     return env
 
 
-def command(name: str, seconds: int, files: list[str], out: Path) -> list[str]:
+def command(name: str, seconds: int, files: list[str], out: Path, merge: bool = False,
+            ) -> list[str]:
     spec = TARGETS[name]
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(spec["script"]), f"-artifact_prefix={out}/artifacts/{name}-",
@@ -76,21 +77,32 @@ def command(name: str, seconds: int, files: list[str], out: Path) -> list[str]:
         return [*cmd, *files]
     work = out / "corpus" / name
     work.mkdir(parents=True, exist_ok=True)
+    if merge:  # inputs from work that add coverage go into the committed corpus
+        return [*cmd, "-merge=1", str(HERE / "corpus" / name), str(work)]
     return [*cmd, f"-max_total_time={seconds}", str(work), str(HERE / "corpus" / name)]
 
 
-def run(name: str, seconds: int, files: list[str], env: dict[str, str], work: Path) -> bool:
+def run(name: str, seconds: int, files: list[str], env: dict[str, str], work: Path,
+        merge: bool = False) -> bool:
     """One target; True when it found nothing. Its output goes to <work>/<name>.log."""
     work.mkdir(parents=True, exist_ok=True)
     log = work / f"{name}.log"
+    wrapper = work / f"{name}-target"  # argv[0] for libFuzzer's own re-runs (-merge)
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{TARGETS[name]["script"]}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**env, "FUZZ_ARGV0": str(wrapper)}
     started = time.monotonic()
     with open(log, "w") as out:
-        done = subprocess.run(command(name, seconds, files, work), env=env, stdout=out,
+        done = subprocess.run(command(name, seconds, files, work, merge), env=env, stdout=out,
                               stderr=subprocess.STDOUT, cwd=HERE.parent, check=False,
                               timeout=seconds + 120)
     text = log.read_text(errors="replace")
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
     failed = done.returncode != 0 or FAILURE.search(text) is not None
+    if merge:
+        merged = re.search(r"MERGE-OUTER: (\d+) new files", text)
+        failed = failed or merged is None
+        runs = [f"merged {merged.group(1) if merged else 'no'} new"]
     took = time.monotonic() - started
     print(f"fuzz {name}: {'FAILED' if failed else 'ok'}, {runs[-1] if runs else '?'} inputs in "
           f"{took:.1f} s (exit {done.returncode}; log {log})", flush=True)
@@ -112,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="per target (default: $FUZZ_SECONDS or 300)")
     parser.add_argument("--work", type=Path, default=build.OUT,
                         help="logs, new corpus inputs and failing inputs (default: build/fuzz)")
+    parser.add_argument("--merge", action="store_true",
+                        help="instead of fuzzing: merge the inputs a run found that add "
+                             "coverage into fuzz/corpus/<target>/")
     parser.add_argument("targets", nargs="*", metavar="TARGET",
                         help=f"{', '.join(TARGETS)} (default: {' '.join(DEFAULT)})")
     argv = sys.argv[1:] if argv is None else argv
@@ -127,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fuzz: {exc}", file=sys.stderr)
         return 2
     work = args.work.resolve()
-    results = [run(name, args.seconds, files, env, work) for name in (args.targets or DEFAULT)]
+    results = [run(name, args.seconds, files, env, work, args.merge)
+               for name in (args.targets or DEFAULT)]
     return 0 if all(results) else 1
 
 

@@ -8,6 +8,7 @@ Run through fuzz/run.py, which sets up the sanitizer runtime.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -78,8 +79,14 @@ def check(data: bytes) -> None:
         compare_sip(pkt.payload, fast[5], "scan_packet")
 
 
+def argv() -> list[str]:
+    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
+    -fork run argv[0] again, and this script is not executable by itself."""
+    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
+
+
 def main() -> None:
-    atheris.Setup(sys.argv, check)
+    atheris.Setup(argv(), check)
     atheris.Fuzz()
 
 
