@@ -2,9 +2,11 @@
 
 An input is one datagram as the kernel would deliver it (netlink messages carrying
 NFQNL_MSG_PACKET attributes); its first byte chooses whether MSG_TRUNC is set and whether a
-callback runs. The binding's handle_datagram() (through fuzz/nfq_harness.c) must hand the
-callback exactly the (payload, hook) pairs, count exactly the packet messages and leave exactly
-the verdicts that a straightforward Python reading of the same bytes gives.
+callback runs. The callback accepts, drops, raises or returns new content (sent at once with
+the verdicts pending before it), depending on the payload. The binding's handle_datagram()
+(through fuzz/nfq_harness.c) must hand the callback exactly the (payload, hook) pairs, count
+exactly the packet messages and leave exactly the pending verdicts that a straightforward
+Python reading of the same bytes gives.
 """
 
 from __future__ import annotations
@@ -72,8 +74,16 @@ def reference(data: bytes, truncated: bool) -> tuple[int, list[tuple[bytes, int,
     return count, packets
 
 
-def verdict(payload: bytes) -> bool:
-    return zlib.crc32(payload) & 1 == 0
+MAX_COPY_RANGE = 0xFFFF - 4  # longest new content the binding sends
+
+
+def verdict(payload: bytes) -> bool | bytes:
+    """Accept, drop or accept with new content (bytes), spread over the payloads; new content
+    too long to send (a ``#`` first) must fall back to accepting the packet unchanged."""
+    if payload[:1] == b"#":
+        return b"x" * (MAX_COPY_RANGE + 1)
+    pick = zlib.crc32(payload) % 3
+    return True if pick == 0 else False if pick == 1 else payload[::-1] + b"+"
 
 
 def check(data: bytes) -> None:
@@ -81,7 +91,7 @@ def check(data: bytes) -> None:
     truncated, with_callback = bool(mode & 1), not mode & 2
     seen: list[tuple[bytes, int]] = []
 
-    def callback(payload: bytes, hook: int) -> bool:
+    def callback(payload: bytes, hook: int) -> bool | bytes:
         if type(payload) is not bytes or type(hook) is not int:
             raise Mismatch(f"callback got {type(payload)}, {type(hook)}")
         seen.append((payload, hook))
@@ -100,8 +110,11 @@ def check(data: bytes) -> None:
     want_drops: list[int] = []
     want_accept: int | None = None
     for payload, _hook, pid, cut in packets:  # fail_open: accept unless the callback drops
-        accepted = cut or not with_callback or payload[:1] == b"!" or verdict(payload)
-        if accepted:
+        given = True if cut or not with_callback or payload[:1] == b"!" else verdict(payload)
+        if isinstance(given, bytes) and len(given) <= MAX_COPY_RANGE:
+            want_drops, want_accept = [], None  # sent at once, after everything pending
+            continue
+        if given:
             want_accept = pid
         else:
             if len(want_drops) == BATCH:
