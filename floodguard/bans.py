@@ -83,7 +83,8 @@ class BanBook:
         if self.sets is None:
             return {}
         try:
-            return dict(self.sets.list("ban"))
+            # an IPv6 source is kept per prefix: "2001:db8:1:2::/64" is the source 2001:db8:1:2::
+            return {ip.split("/", 1)[0]: left for ip, left in self.sets.list("ban")}
         except Exception:  # noqa: BLE001 — listing is best effort; the store is the truth
             return {}
 
@@ -96,16 +97,23 @@ class BanBook:
             views.append(BanView(ip, None, kernel[ip]))
         return views
 
+    def key(self, ip: str) -> str:
+        """An operator-given address as bans are kept: canonical, an IPv6 address as the
+        network of its limits.ipv6_prefix (the guard counts and bans IPv6 sources that way)."""
+        return addr.source_key(canonical(ip), self.cfg.limits.ipv6_prefix)
+
     def add(self, ip: str, seconds: int, reason: str) -> BanRow:
-        ip = canonical(ip)
+        given = canonical(ip)
+        ip = self.key(given)
         if seconds < 1:
             raise BanError("--ttl must be at least 1 second")
         problem = addr.unbannable(addr.parse(ip))
         if problem is not None:
             raise BanError(f"{ip} is {problem}: it cannot be banned")
-        covering = allowed_by(self.cfg, ip)
+        covering = allowed_by(self.cfg, given) or allowed_by(self.cfg, ip)
         if covering is not None:
-            raise BanError(f"{ip} is in the allow list ({covering}); the allow list always wins")
+            raise BanError(f"{given} is in the allow list ({covering}); the allow list always "
+                           "wins")
         if self.sets is not None:
             self.sets.add("ban", ip, seconds)
         row = self.store.put_ban(ip, "manual", reason, seconds)
@@ -113,7 +121,7 @@ class BanBook:
         return row
 
     def remove(self, ip: str) -> bool:
-        ip = canonical(ip)
+        ip = self.key(ip)
         in_kernel = False
         if self.sets is not None:
             in_kernel = bool(self.sets.remove("ban", ip))
@@ -122,7 +130,7 @@ class BanBook:
         return in_store or in_kernel
 
     def explain(self, ip: str) -> str:
-        ip = canonical(ip)
+        ip = self.key(ip)
         now = time.time()
         covering = allowed_by(self.cfg, ip)
         if covering is not None:

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
+from floodguard.addr import source_key
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
@@ -43,6 +44,8 @@ TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
 # time is left, so steady re-registrations do not cost a write each.
 KNOWN_REFRESH_SHARE = 0.5
+# IPv6 address -> its prefix key; emptied when full (a flood of addresses only costs the lookup)
+V6_KEY_CACHE = 65536
 # A registrar that hands one nonce to several clients is reported at most this often.
 SHARED_NONCE_REPORT_EVERY = 3600.0
 SHARED_NONCE_HINT = (
@@ -109,6 +112,8 @@ class Guard:
         self._command_id = store.last_command_id()
         self.proof = ProofKey(store.secret("proof"))
         self.prove_by_nonce = prove_by_nonce
+        self.v6_prefix = cfg.limits.ipv6_prefix
+        self._v6_keys: dict[str, str] = {}
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
     # ------------------------------------------------------------------ per packet
@@ -150,8 +155,8 @@ class Guard:
                 # judged on its own: it cannot be mis-read as a failure
                 self.counters[f"pass:partial:{exc.reason}"] += 1
                 return True
-            verdict = self.engine.on_unparseable(now, pkt.src, exc.reason)
-            return self._finish(verdict, pkt.src)
+            key = self._key(pkt.src)
+            return self._finish(self.engine.on_unparseable(now, key, exc.reason), key)
         return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
 
     def _inbound(self, sport: int, dport: int, body: bytes, hook: int) -> bool:
@@ -161,8 +166,25 @@ class Guard:
                 sport in self.ports and body[:8] == b"SIP/2.0 ")
         return hook != HOOK_LOCAL_OUT
 
+    def _key(self, ip: str) -> str:
+        """The engine's key for a client address: IPv4 as it is, IPv6 as the network address
+        of its limits.ipv6_prefix (a host owns its /64 and rotates through it at will)."""
+        if ":" not in ip:
+            return ip
+        keys = self._v6_keys
+        key = keys.get(ip)
+        if key is None:
+            if len(keys) >= V6_KEY_CACHE:
+                keys.clear()
+            key = keys[ip] = source_key(ip, self.v6_prefix)
+        return key
+
     def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView,
                payload: bytes, tcp: bool) -> bool | bytes:
+        if inbound:
+            src = self._key(src)
+        else:
+            dst = self._key(dst)
         if inbound:
             if msg.is_request:
                 proven = tcp  # a TCP source completed a handshake: its address is real
@@ -246,7 +268,7 @@ class Guard:
             if pkt is None:
                 return self._unreadable(payload)
             if pkt.proto == "udp" and self._inbound(pkt.sport, pkt.dport, pkt.payload, hook):
-                return self._by_source(pkt.src, tcp=False)
+                return self._by_source(self._key(pkt.src), tcp=False)
             return self._handle_general(payload, hook)
         return self._unreadable(payload)
 
@@ -259,7 +281,7 @@ class Guard:
             if raw and len(raw) in (4, 16):
                 src = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
                 proto = payload[9] if version == 4 else payload[6]
-                return self._by_source(src, tcp=proto == socket.IPPROTO_TCP)
+                return self._by_source(self._key(src), tcp=proto == socket.IPPROTO_TCP)
         self.counters["drop:malformed:ip"] += 1
         return self.monitor
 
@@ -465,6 +487,9 @@ class Guard:
         self.ports = frozenset(cfg.sip.ports)
         self.forward = cfg.sip.mode == "forward"
         self.monitor = cfg.guard.mode == "monitor"
+        if cfg.limits.ipv6_prefix != self.v6_prefix:
+            self.v6_prefix = cfg.limits.ipv6_prefix
+            self._v6_keys = {}
         actions = self.engine.reload(cfg)
         if actions:
             self.apply(actions)

@@ -12,6 +12,7 @@ namespace reads exactly as before apply (legacy tables cannot be unregistered fr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -151,6 +152,18 @@ def _check_not_mixed(backend: Backend) -> None:
                 f"`floodguard remove --backend {name}` first (never mix both backends)")
 
 
+def _drop_stale_sets(sets: SetManager, ruleset: Ruleset) -> None:
+    """Destroy floodguard sets the ruleset no longer has (e.g. floodguard-ban-v6 after the
+    IPv6 ban set became per prefix): our rules no longer use them; one a foreign rule still
+    uses stays. Bans are reloaded from the store, so nothing is lost."""
+    wanted = set(ruleset.set_names())
+    for name in sets.names():
+        if name in wanted or name.endswith("-new"):
+            continue
+        with contextlib.suppress(KernelError):  # a foreign rule still uses it: leave it
+            sets.destroy([name])
+
+
 def apply(
     cfg: Config,
     backend: str = "auto",
@@ -173,6 +186,7 @@ def apply(
             report.created_sets = sets.ensure()
             report.allow_added, report.allow_removed = sets.sync_allow(ruleset.allow)
             _apply_rules(chosen, ruleset, report)
+            _drop_stale_sets(sets, ruleset)
         except KernelError as exc:
             try:
                 if previous_allow is not None:

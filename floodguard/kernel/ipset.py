@@ -305,6 +305,8 @@ class SetManager:
 
     def _entry(self, spec: SetSpec, value: str) -> tuple[str, str]:
         if spec.type == "hash:net":
+            if spec.prefix is not None and "/" not in value:
+                value = f"{value}/{spec.prefix}"  # a source kept per prefix
             net = ipaddress.ip_network(value, strict=False)
             return f"{net.network_address}/{net.prefixlen}", "net"
         return str(ipaddress.ip_address(value)), "ip"

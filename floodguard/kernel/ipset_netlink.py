@@ -24,6 +24,7 @@ IPSET_ATTR_PROTOCOL = 1
 IPSET_ATTR_SETNAME = 2
 IPSET_ATTR_DATA = 7
 IPSET_ATTR_IP = 1
+IPSET_ATTR_CIDR = 3
 IPSET_ATTR_TIMEOUT = 6
 IPSET_ATTR_IPADDR_IPV4 = 1
 IPSET_ATTR_IPADDR_IPV6 = 2
@@ -48,6 +49,7 @@ class NetlinkSetWriter:
 
     def __init__(self, specs: Sequence[SetSpec]) -> None:
         self._names = {(s.kind, s.family): s.name for s in specs}
+        self._prefix = {s.name: s.prefix for s in specs if s.prefix is not None}
         try:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._sock.bind((0, 0))
@@ -73,6 +75,9 @@ class NetlinkSetWriter:
         except OSError:
             raise KernelError(f"not an IP address: {ip!r}") from None
         data = _attr(IPSET_ATTR_IP | NLA_F_NESTED, packed)
+        prefix = self._prefix.get(name)
+        if prefix is not None:  # a hash:net set of sources: the kernel masks the address
+            data += _attr(IPSET_ATTR_CIDR, bytes([prefix]))
         if timeout is not None:
             seconds = max(0, min(int(timeout), IPSET_MAX_TIMEOUT))
             data += _attr(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, struct.pack("!I", seconds))

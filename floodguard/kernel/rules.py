@@ -93,6 +93,8 @@ class SetSpec:
     timeout: int | None
     maxelem: int
     hashsize: int
+    # hash:net sets that hold sources: a plain address is entered as its /prefix network
+    prefix: int | None = None
 
     @property
     def inet(self) -> str:
@@ -394,8 +396,9 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         raise RenderError("limits.queue_budget: hashlimit allows at most 1000000 per second")
     return {
         "allow_set": f"floodguard-allow{suffix}",
-        "ban_set": f"floodguard-ban{suffix}",
-        "known_set": f"floodguard-known{suffix}",
+        # IPv6 sources are banned and known per limits.ipv6_prefix (hash:net, sets.toml)
+        "ban_set": "floodguard-ban" if family == 4 else "floodguard-ban-net6",
+        "known_set": "floodguard-known" if family == 4 else "floodguard-known-net6",
         "queue_in": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
                      if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QIN"),
         "queue_out": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
@@ -542,9 +545,11 @@ def _render_sets(
             where = f"{path.name}: set[{index}]"
             if not isinstance(item, Mapping):
                 raise RenderError(f"{where}: must be a table")
-            _expect(item, where, {"kind", "name", "type", "timeout", "maxelem", "hashsize"},
+            _expect(item, where,
+                    {"kind", "name", "type", "type_v6", "timeout", "maxelem", "hashsize"},
                     {"kind", "name", "type", "maxelem", "hashsize"})
-            if item["type"] not in ("hash:ip", "hash:net"):
+            stype = str(item.get("type_v6", item["type"]) if family == 6 else item["type"])
+            if stype not in ("hash:ip", "hash:net"):
                 raise RenderError(f"{where}: type must be hash:ip or hash:net")
 
             def number(key: str, where: str = where, item: Mapping[str, Any] = item) -> int:
@@ -557,13 +562,17 @@ def _render_sets(
                     raise RenderError(f"{where}: {key} must be >= 0")
                 return value
 
-            name = str(item["name"]) + ("" if family == 4 else "-v6")
+            # an IPv6 set of sources kept per prefix has its own name, so an upgrade from the
+            # per-address set needs no type change in place (apply drops the old one)
+            per_prefix = family == 6 and stype != item["type"]
+            name = str(item["name"]) + ("" if family == 4 else "-net6" if per_prefix else "-v6")
             if len(name) > 31:
                 raise RenderError(f"{where}: set name {name} is longer than 31 characters")
             out.append(SetSpec(
-                kind=str(item["kind"]), name=name, family=family, type=str(item["type"]),
+                kind=str(item["kind"]), name=name, family=family, type=stype,
                 timeout=number("timeout") if "timeout" in item else None,
                 maxelem=number("maxelem"), hashsize=number("hashsize"),
+                prefix=v6_prefix(cfg) if per_prefix else None,
             ))
     kinds = [s.kind for s in out if s.family == 4]
     for required in ("ban", "known", "allow"):

@@ -28,7 +28,10 @@ Malformed packets are dropped "malformed:<reason>", except from allow-listed sou
 
 AORs are compared lower-cased (at most 256 characters kept), so case games cannot split an
 account's failure count. Source addresses are used as given as table keys; the guard must pass
-canonical text (``socket.inet_ntop`` form). Operator input to ban()/unban() is canonicalised.
+canonical text (``socket.inet_ntop`` form), an IPv6 source as the network address of its
+``limits.ipv6_prefix`` (``addr.source_key``), so a host rotating through its /64 is one source;
+allow-list and gateway entries longer than that prefix cover the whole prefix. Operator input to
+ban()/unban() is canonicalised.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..addr import source_key
 from ..config import Config
 from .blacklist import (
     KIND_BLACKLIST,
@@ -246,9 +250,12 @@ class Engine:
     def _apply(self, cfg: Config) -> None:
         self._cfg = cfg
         self._gen += 1  # cached source tags are recomputed on next use
-        self._allow = NetSet(cfg.blacklist.allow)
+        # IPv6 sources arrive keyed by their limits.ipv6_prefix network (the guard's job)
+        prefix = cfg.limits.ipv6_prefix
+        self._allow = NetSet(cfg.blacklist.allow, prefix)
         self._gw_map: NetMap[int] = NetMap(
-            (cidr, index) for index, gw in enumerate(cfg.gateways) for cidr in gw.sources
+            ((cidr, index) for index, gw in enumerate(cfg.gateways) for cidr in gw.sources),
+            prefix,
         )
         self._scanners = tuple(ua.lower() for ua in cfg.scanner.user_agents)
         self._ua_seen: dict[str, bool] = {}
@@ -311,6 +318,10 @@ class Engine:
             if pattern in low:
                 return True
         return False
+
+    def _source_key(self, ip: str) -> str:
+        """Operator input as a table key: canonical, an IPv6 address as its prefix network."""
+        return source_key(canonical_ip(ip), self._cfg.limits.ipv6_prefix)
 
     def is_allowed(self, ip: str) -> bool:
         """Is ip on the allow list?"""
@@ -492,7 +503,7 @@ class Engine:
     ) -> tuple[Action, ...]:
         """Operator ban (replaces any current ban of ip). ValueError for a bad address, a
         non-positive length, or an allow-listed address."""
-        ip = canonical_ip(ip)
+        ip = self._source_key(ip)
         if self._is_allowed(ip):
             raise ValueError(f"{ip} is on the allow list and is never banned")
         if not seconds > 0:
@@ -517,7 +528,7 @@ class Engine:
         """Record a ban decided elsewhere (a persisted row, an operator command already written
         to the kernel and store): no actions. Replaces any current ban of ip. ValueError for a
         bad address, kind or length, or an allow-listed address (the allow list wins)."""
-        ip = canonical_ip(ip)
+        ip = self._source_key(ip)
         if self._is_allowed(ip):
             raise ValueError(f"{ip} is on the allow list and is never banned")
         if kind not in KINDS:
@@ -530,7 +541,7 @@ class Engine:
     def unban(self, now: float, ip: str, reason: str = "manual") -> tuple[Action, ...]:
         """Operator unban: lifts any ban of ip and forgets its offence and escalation history.
         Always returns the Unban (the kernel set may hold it even if this table does not)."""
-        ip = canonical_ip(ip)
+        ip = self._source_key(ip)
         self._bans.remove(ip)
         self._counters.forget_source(ip)
         self._blacklist.forget(ip)

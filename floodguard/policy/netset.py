@@ -55,7 +55,9 @@ class NetMap(Generic[V]):
 
     __slots__ = ("_v4", "_v6", "_size")
 
-    def __init__(self, items: Iterable[tuple[str, V]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, V]] = (), v6_prefix: int = 128) -> None:
+        """``v6_prefix``: an IPv6 network longer than this covers its whole /v6_prefix (the
+        engine keys IPv6 sources by that prefix, so an entry cannot be narrower)."""
         v4: dict[int, dict[int, V]] = {}
         v6: dict[int, dict[int, V]] = {}
         size = 0
@@ -69,6 +71,8 @@ class NetMap(Generic[V]):
                 net = ipaddress.ip_network(
                     (int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96)
                 )
+            if net.version == 6 and net.prefixlen > v6_prefix:
+                net = net.supernet(new_prefix=v6_prefix)
             bits = net.max_prefixlen
             shift = bits - net.prefixlen
             table = v4 if net.version == 4 else v6
@@ -110,5 +114,5 @@ class NetSet(NetMap[bool]):
 
     __slots__ = ()
 
-    def __init__(self, cidrs: Iterable[str] = ()) -> None:
-        super().__init__((cidr, True) for cidr in cidrs)
+    def __init__(self, cidrs: Iterable[str] = (), v6_prefix: int = 128) -> None:
+        super().__init__(((cidr, True) for cidr in cidrs), v6_prefix)

@@ -52,7 +52,8 @@ def test_bad_feed_lines_are_skipped_and_the_rest_lands_in_the_ban_set(lab: Lab) 
     assert event["banned"] == 4 and event["skipped"] == len(BAD), event
     assert event["skipped_examples"][0] == "line 2: '0.0.0.0' is the unspecified address"
     assert members(lab, "floodguard-ban") == {"198.51.100.20", "198.51.100.21", "203.0.113.22"}
-    assert members(lab, "floodguard-ban-v6") == {"2001:db8::20"}
+    # IPv6 sources are banned per /64 (limits.ipv6_prefix)
+    assert members(lab, "floodguard-ban-net6") == {"2001:db8::/64"}
     explain = lab.server.floodguard("blacklist", "explain", "::ffff:198.51.100.21", "-c",
                                     str(config)).stdout
     assert explain.startswith("198.51.100.21 is banned") and "feed:apiban" in explain

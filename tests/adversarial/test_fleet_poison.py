@@ -33,7 +33,7 @@ def entry(ip: str, now: float, **over: Any) -> str:
 def kernel_bans(fleet: Fleet, name: str) -> set[str]:
     """Both ban sets of a node, read with the ipset tool."""
     out: set[str] = set()
-    for set_name in ("floodguard-ban", "floodguard-ban-v6"):
+    for set_name in ("floodguard-ban", "floodguard-ban-net6"):
         text = fleet.nodes[name].server.run("ipset", "list", set_name).stdout
         out.update(line.split()[0] for line in text.split("Members:", 1)[1].splitlines()
                    if line.strip())

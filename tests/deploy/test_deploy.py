@@ -163,7 +163,7 @@ def test_rules_and_sets_in_the_container_namespace(container: Container) -> None
     assert "NFQUEUE" in rules and "--queue-bypass" in rules
     assert "friendly-scanner" not in rules  # the test inventory turned the scanner layer off
     sets = container.netns_run(container.ns, "ipset", "list", "-n").stdout.split()
-    assert {"floodguard-ban", "floodguard-ban-v6", "floodguard-allow"} <= set(sets), sets
+    assert {"floodguard-ban", "floodguard-ban-net6", "floodguard-allow"} <= set(sets), sets
     shown = json.loads(container.ssh("floodguard show --json").stdout)
     assert shown["installed"] is True
 

@@ -73,8 +73,8 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
     status = lab.server.show(config)
     assert status["installed"] and status["backend"] == lab.backend
     sets = {row["name"]: row for row in status["sets"]}
-    assert set(sets) == {f"floodguard-{k}{v}" for k in ("ban", "known", "allow")
-                         for v in ("", "-v6")}
+    assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
     assert sets["floodguard-allow"]["entries"] == 2 and sets["floodguard-allow-v6"]["entries"] == 2
     assert sets["floodguard-ban"]["maxelem"] == 1048576 and sets["floodguard-ban"]["references"]
 
@@ -187,8 +187,10 @@ def test_apply_restores_saved_bans_and_known_sources(lab: Lab) -> None:
 
     listed = json.loads(lab.server.python(code))
     bans = dict(listed["ban"])
-    assert set(bans) == {CLIENTS4[0], CLIENTS6[0]}
-    assert 290 <= bans[CLIENTS4[0]] <= 300 and 890 <= bans[CLIENTS6[0]] <= 900
+    # a row saved per address (before per-prefix keying) comes back as its /64
+    v6 = "fd00:fa:0:1::/64"
+    assert CLIENTS6[0].startswith("fd00:fa:0:1::") and set(bans) == {CLIENTS4[0], v6}
+    assert 290 <= bans[CLIENTS4[0]] <= 300 and 890 <= bans[v6] <= 900
     assert [ip for ip, _ in listed["known"]] == [CLIENTS4[1]]
 
 
@@ -227,7 +229,8 @@ print(json.dumps(out))
     assert len(out["created"]) == 6
     assert out["full"] == "ipset floodguard-ban is full: 10.1.0.3 was not added"
     ban = {ip: left for ip, left in out["ban"]}
-    assert 38 <= ban["10.1.0.1"] <= 40 and ban["10.1.0.2"] == 0 and ban["2001:db8::1"] > 3000
+    # an IPv6 source is kept per /64 (limits.ipv6_prefix)
+    assert 38 <= ban["10.1.0.1"] <= 40 and ban["10.1.0.2"] == 0 and ban["2001:db8::/64"] > 3000
     assert out["test"] == [True, False, False]  # allow set is empty until apply syncs it
     assert out["removed"] == [True, False]
     assert out["after_flush"] == [] and len(out["destroyed"]) == 6

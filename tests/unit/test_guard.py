@@ -122,13 +122,13 @@ def test_garbage_udp_is_dropped_and_counted_tcp_partial_passes(rig):
     assert any(k.startswith("pass:partial") for k in guard.counters)
 
 
-def test_ipv6_ban(rig):
+def test_ipv6_guesses_rotating_through_one_64_are_one_source(rig):
     guard, sets, _, _, clock = rig()
-    client = "2001:db8::7"
     server = "2001:db8::10"
     for i in range(6):
         clock.t += 1
         nonce = f"v6n{i}"
+        client = f"2001:db8::{i + 0x100:x}"  # a fresh address of the same /64 for every guess
         guard.handle(udp(client, server, 5060, 5060, register(
             "1001", src=f"[{client}]", call_id=f"v{i}", cseq=1)), HOOK_LOCAL_IN)
         out = guard.handle(udp(server, client, 5060, 5060, response(
@@ -140,7 +140,10 @@ def test_ipv6_ban(rig):
         guard.handle(udp(server, client, 5060, 5060, response(
             401, "Unauthorized", "1001", call_id=f"v{i}", cseq=2, challenge_nonce=nonce + "b")),
             HOOK_LOCAL_OUT)
-    assert sets.entries[("ban", client)] == 180
+    assert sets.entries[("ban", "2001:db8::")] == 180  # the /64, in the per-prefix set
+    blocked = udp("2001:db8::ffff", server, 5060, 5060, register(
+        "1001", src="[2001:db8::ffff]", call_id="late", cseq=1))
+    assert guard.handle(blocked, HOOK_LOCAL_IN) is False  # any address of that /64
 
 
 def test_restart_restores_bans_with_remaining_time(rig, tmp_path):

@@ -144,7 +144,8 @@ def test_add_picks_family_and_clamps_timeout() -> None:
     m.add("known", "10.0.0.2")
     m.add("allow", "10.1.0.0/16")
     assert fake.entries["floodguard-ban"] == {"10.0.0.1": 13}
-    assert fake.entries["floodguard-ban-v6"] == {"2001:db8::1": 2147483}
+    # an IPv6 source is banned per limits.ipv6_prefix
+    assert fake.entries["floodguard-ban-net6"] == {"2001:db8::/64": 2147483}
     assert fake.entries["floodguard-known"] == {"10.0.0.2": None}  # the set's default
     assert fake.entries["floodguard-allow"] == {"10.1.0.0/16": None}
 

@@ -90,7 +90,7 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
     ]
     raw = [r.spec for r in ruleset.rules if r.family == 6 and r.table == "raw"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
-    assert all("floodguard-ban-v6" in spec for spec in raw[1:]) and len(raw) == 5
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:]) and len(raw) == 5
 
 
 def test_limits_order_in_sip_chain() -> None:
@@ -228,10 +228,18 @@ def test_allow_entries_split_zero_prefix() -> None:
 def test_set_specs() -> None:
     cfg = loads("[blacklist]\nban_time = 3000000\nmax_ban_time = 3000000\n")
     sets = {s.name: s for s in render(cfg).sets}
-    assert set(sets) == {f"floodguard-{k}{v}" for k in ("ban", "known", "allow")
-                         for v in ("", "-v6")}
+    assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
     assert sets["floodguard-ban"].timeout == rules.IPSET_MAX_TIMEOUT
-    assert sets["floodguard-known-v6"].timeout == 7200 and sets["floodguard-known-v6"].family == 6
+    known6 = sets["floodguard-known-net6"]
+    assert known6.timeout == 7200 and known6.family == 6
+    # IPv6 sources are banned and known per limits.ipv6_prefix
+    assert (known6.type, known6.prefix) == ("hash:net", 64)
+    assert (sets["floodguard-ban-net6"].type, sets["floodguard-ban-net6"].prefix) == (
+        "hash:net", 64)
+    assert sets["floodguard-ban"].prefix is None and sets["floodguard-allow-v6"].prefix is None
+    wide = {s.name: s for s in render(loads("[limits]\nipv6_prefix = 56\n")).sets}
+    assert wide["floodguard-ban-net6"].prefix == 56
     assert sets["floodguard-allow"].timeout is None
     assert sets["floodguard-ban"].maxelem >= 1_000_000
 
