@@ -51,7 +51,7 @@ def _rule_name(rule: dict[str, Any]) -> str:
     spec = rule["rule"]
     if "floodguard-ban" in spec:
         return "ban-set"
-    if "--icase" in spec:
+    if "--icase" in spec and "-m hashlimit" not in spec:
         return "scanner"
     if "fg-gwy-" in spec:
         return "gateway"

@@ -89,3 +89,15 @@ def test_a_damaged_state_database_shows_until_the_moved_file_is_deleted(tmp_path
     data = status.collect(cfg, kernel=False)
     assert data["state"]["moved_aside"] == []
     assert not any("state database" in p for p in data["health"])
+
+
+def test_every_limit_rule_is_named_for_its_layer() -> None:
+    from floodguard.config import Config
+    from floodguard.kernel.rules import render
+    from floodguard.status import _rule_name
+
+    names = [_rule_name({"rule": r.spec}) for r in render(Config()).rules
+             if r.family == 4 and r.chain == "FLOODGUARD-SIP" and "DROP" in r.spec]
+    # the REGISTER limit matches in any case (--icase) but is no scanner rule
+    assert names == ["scanner"] * 5 + ["tcp-connlimit", "tcp-syn", "register-rate", "sip-rate",
+                                       "queue-budget"]
