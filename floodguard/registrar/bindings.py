@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from floodguard.store import open_recovering
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reg_bindings (
     aor TEXT NOT NULL,
@@ -104,6 +106,12 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     try:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # a damaged file is moved aside (state_corrupt) and a fresh one starts, as for
+            # the guard: the registrar never stays down over it
+            from floodguard.store import open_recovering
+
+            recovered, _ = open_recovering(path)
+            recovered.close()
         db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

@@ -67,3 +67,14 @@ def test_shares_the_guard_state_database(tmp_path):
     assert {"bans", "reg_bindings", "reg_meta"} <= tables
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
+
+
+def test_a_damaged_state_file_is_moved_aside_and_the_registrar_starts(tmp_path) -> None:
+    from floodguard.registrar.bindings import BindingTable
+
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is no database" * 100)
+    table = BindingTable(str(path), now=1_800_000_000.0)
+    assert len(table) == 0
+    moved = [p.name for p in tmp_path.iterdir() if p.name.startswith("state.db.corrupt-")]
+    assert len(moved) == 1
