@@ -108,8 +108,6 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             # a damaged file is moved aside (state_corrupt) and a fresh one starts, as for
             # the guard: the registrar never stays down over it
-            from floodguard.store import open_recovering
-
             recovered, _ = open_recovering(path)
             recovered.close()
         db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
