@@ -22,7 +22,16 @@ from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.packet import parse_ip, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
-from floodguard.policy.engine import Action, Ban, Engine, MarkKnown, SipView, Unban, Verdict
+from floodguard.policy.engine import (
+    Action,
+    Ban,
+    Counted,
+    Engine,
+    MarkKnown,
+    SipView,
+    Unban,
+    Verdict,
+)
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import ProofKey, check_credentials, tokenise
@@ -208,7 +217,7 @@ class Guard:
                     return rewritten  # the registrar's own opaque put back
                 if self.monitor or verdict.reason == "allow":
                     return accept  # monitor mode and trusted sources: never altered
-                self.counters["strip:unproven"] += 1
+                self.counters["proof:stripped"] += 1
                 return rewritten
             if self.engine.is_banned(now, src):
                 self.counters["drop:banned"] += 1
@@ -254,9 +263,9 @@ class Guard:
         sip = tokenise(pkt.payload, client, self.proof)
         out = None if sip is None else replace_udp_payload(payload, sip)
         if out is None:
-            self.counters["pass:challenge-untokenised"] += 1
+            self.counters["proof:untokenised"] += 1
             return True
-        self.counters["tokenised"] += 1
+        self.counters["proof:tokenised"] += 1
         return out
 
     def _large(self, payload: bytes, hook: int) -> bool | bytes:
@@ -319,6 +328,9 @@ class Guard:
     # ------------------------------------------------------------------ actions
 
     def apply(self, actions: tuple[Action, ...] | list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Counted):
+                self.store.record_failure(self.name, action.ip, action.aor, now=self.wall())
         if self.monitor:
             self._log_only(actions)
             return
@@ -418,6 +430,12 @@ class Guard:
             self._set("add", "ban", row.ip, max(1, math.ceil(remaining)))
         for ip, remaining in self.store.active_known(now=wall):
             self._set("add", "known", ip, max(1, math.ceil(remaining)))
+        # failures counted after the snapshot (a crash came before the next one): count them
+        # again, so a guesser gets no fresh six after a restart
+        since = snap[0] if snap is not None else 0.0
+        for ip, aor, when in self.store.failures_since(self.name, since):
+            if wall - when < self.engine.counter_ttl:
+                self.apply(self.engine.count_failure(now - (wall - when), ip, aor))
         return len(bans)
 
     def tick(self) -> None:
@@ -476,7 +494,9 @@ class Guard:
         self.publish_counters()
         now = self.clock()
         self._last_snapshot = now
-        self.store.save_snapshot(self.name, self.engine.export_state(now), now=self.wall())
+        wall = self.wall()
+        self.store.save_snapshot(self.name, self.engine.export_state(now), now=wall)
+        self.store.forget_failures(self.name, before=wall)
         self.store.save_snapshot(f"baseline-{self.name}", self.baseline.export(),
                                  now=self.wall())
         self.store.prune(now=self.wall())

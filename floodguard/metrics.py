@@ -61,15 +61,23 @@ class FloodguardCollector(Collector):
         anomalies = CounterMetricFamily("floodguard_anomalies",
                                         "Registration anomalies (baseline spikes and drops, one "
                                         "subnet dominating)", labels=["metric", "kind"])
+        proof = CounterMetricFamily(
+            "floodguard_guard_proof",
+            "Proof of receipt: challenges that got the guard's token (tokenised) or could not "
+            "(untokenised), UDP REGISTERs whose unproven credentials were taken out (stripped)",
+            labels=["what"])
         for key, value in sorted(data["guard"]["verdicts"].items()):
             verdict, _, reason = key.partition(":")
             if verdict == "anomaly":
                 metric, _, kind = reason.partition(":")
                 anomalies.add_metric([metric, kind], value)
+            elif verdict == "proof":
+                proof.add_metric([reason], value)
             else:
                 verdicts.add_metric([verdict, reason], value)
         yield verdicts
         yield anomalies
+        yield proof
         learned = CounterMetricFamily(
             "floodguard_registrations_observed",
             "Authenticated REGISTER outcomes the guard learned from responses: failures are "

@@ -1,4 +1,4 @@
-"""Pure policy decisions (no I/O, time passed in): rate limits, proof-of-address learning,
+"""Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's answers,
 suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
 
 from .blacklist import BanRecord
@@ -7,6 +7,7 @@ from .engine import (
     AuthView,
     Ban,
     ChallengeView,
+    Counted,
     Engine,
     MarkKnown,
     SipView,
@@ -20,6 +21,7 @@ __all__ = [
     "Ban",
     "BanRecord",
     "ChallengeView",
+    "Counted",
     "Engine",
     "MarkKnown",
     "SipView",

@@ -164,7 +164,16 @@ class MarkKnown:
     seconds: int
 
 
-Action = Ban | Unban | MarkKnown
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A proven failure of ``aor`` from ip was counted (the guard journals it at once, so a
+    crash before the next snapshot cannot hand a guesser a fresh count)."""
+
+    ip: str
+    aor: str
+
+
+Action = Ban | Unban | MarkKnown | Counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +275,11 @@ class Engine:
         self._budget.reconfigure(lim.queue_budget, lim.queue_budget)
         decay = self._decay_override
         self._decay = float(cfg.blacklist.max_ban_time if decay is None else decay)
+
+    @property
+    def counter_ttl(self) -> float:
+        """Idle time after which a consecutive-failure counter is forgotten."""
+        return self._counters.ttl
 
     @property
     def config(self) -> Config:
@@ -450,8 +464,15 @@ class Engine:
         self._known.put(src, until, until, now)
         return Verdict(True, "ok", (MarkKnown(src, _seconds(until - now)),))
 
+    def count_failure(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
+        """Count a proven failure again (journal replay after a restart); the ban actions it
+        leads to, if any (none for a ban already in force)."""
+        return tuple(a for a in self._failure(now, src, aor).actions
+                     if not isinstance(a, Counted))
+
     def _failure(self, now: float, src: str, aor: str) -> Verdict:
         self._count("failures")
+        counted: tuple[Action, ...] = (Counted(src, aor),)
         cfg = self._cfg
         bl = cfg.blacklist
         sprayed = self._blacklist.failure(now, src, aor, bl.auth_failures, bl.window)
@@ -470,7 +491,7 @@ class Engine:
                     src, now + seconds, REASON_CONSECUTIVE, KIND_SUSPEND, aor, consecutive
                 )
                 actions = self._impose(now, rec, seconds)
-        return Verdict(True, "ok", actions) if actions else _OK
+        return Verdict(True, "ok", counted + actions)
 
     def _blacklist_ban(
         self, now: float, src: str, aor: str, failures: int, reason: str

@@ -46,7 +46,7 @@ def test_shared_nonces_never_frame_the_victim(glab: GuardLab, registrar: str) ->
     if registrar == "kamailio":
         assert [e for e in events if e["event"] == "registrar_shared_nonces"], events
     counters = _counters(glab)
-    assert counters.get("strip:unproven", 0) >= 8, counters
+    assert counters.get("proof:stripped", 0) >= 8, counters
     after = glab.sipp_register(VICTIM, [("1002", "secret1002")], calls=2, rate=2, port=5072)
     assert after["successful"] == 2 and after["failed"] == 0
 

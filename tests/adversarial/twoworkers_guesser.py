@@ -44,6 +44,8 @@ class Client:
             self.sock.bind((src, sport))
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # a second run from the same port must not wait for the first one's TIME_WAIT
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.sock.bind((src, sport))
             self.sock.settimeout(3)
             self.sock.connect((server, 5060))

@@ -161,6 +161,28 @@ def test_restart_restores_bans_with_remaining_time(rig, tmp_path):
     assert guard2.engine.is_banned(clock2.t, "198.51.100.20")
 
 
+def test_failures_counted_after_the_last_snapshot_survive_a_crash(rig):
+    guard, sets, store, _, clock = rig()
+    guard.snapshot()  # the last snapshot, then four proven failures and a crash (no snapshot)
+    for i in range(4):
+        clock.t += 1
+        attempt(guard, "198.51.100.21", "1001", "bad", i, f"k{i}", 1)
+    assert ("ban", "198.51.100.21") not in sets.entries
+    store.close()
+    clock2 = Clock()
+    clock2.t = clock.t + 5
+    guard2, sets2, _, _, _ = rig(clock=clock2)
+    guard2.restore()
+    # two more wrong guesses, not six, and the source is suspended
+    for i in range(2):
+        clock2.t += 1
+        attempt(guard2, "198.51.100.21", "1001", "bad", 10 + i, f"l{i}", 1)
+    assert sets2.entries[("ban", "198.51.100.21")] == 180
+    # a snapshot holds them now: the journal is emptied, a second restart counts nothing twice
+    guard2.snapshot()
+    assert guard2.store.failures_since(guard2.name, 0.0) == []
+
+
 def test_full_set_keeps_the_ban_in_the_store(rig):
     guard, sets, store, log, clock = rig()
     sets.fail = True

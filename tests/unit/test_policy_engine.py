@@ -22,7 +22,7 @@ from floodguard.config import (
     ScannerConfig,
     SuspensionConfig,
 )
-from floodguard.policy import Ban, Engine, MarkKnown, SipView, Unban, Verdict
+from floodguard.policy import Ban, Counted, Engine, MarkKnown, SipView, Unban, Verdict
 
 NAT = "203.0.113.10"
 ATTACKER = "198.51.100.66"
@@ -467,7 +467,7 @@ def test_late_answer_never_shortens_a_ban() -> None:
     h.eng.ban(h.now, ATTACKER, 10_000, "operator")
     start = len(h.actions)
     h.answer(ATTACKER, call_id, cseq, 403)  # 5th AOR: would be a 3600 s blacklist ban
-    assert h.actions[start:] == []
+    assert [a for a in h.actions[start:] if not isinstance(a, Counted)] == []
     (record,) = h.eng.active_bans(h.now)
     assert (record.kind, record.until) == ("manual", h.now + 10_000)
 
