@@ -1,5 +1,5 @@
-"""Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's answers,
-suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
+"""Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's
+answers, suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
 
 from .blacklist import BanRecord
 from .engine import (
