@@ -20,7 +20,7 @@ from floodguard.addr import source_key
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
-from floodguard.packet import parse_ip, replace_udp_payload
+from floodguard.packet import Packet, parse_ip, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.engine import (
     Action,
@@ -36,6 +36,7 @@ from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import ProofKey, check_credentials, tokenise
 from floodguard.store import Store
+from floodguard.tcpflow import FlowTable
 
 HOOK_LOCAL_IN = 1
 HOOK_FORWARD = 2
@@ -123,6 +124,7 @@ class Guard:
         self.prove_by_nonce = prove_by_nonce
         self.v6_prefix = cfg.limits.ipv6_prefix
         self._v6_keys: dict[str, str] = {}
+        self.flows = FlowTable()
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
     # ------------------------------------------------------------------ per packet
@@ -132,7 +134,12 @@ class Guard:
         with the guard's proof token, a REGISTER with the registrar's opaque put back or with
         unproven credentials taken out)."""
         self._t0 = time.perf_counter()
-        if len(payload) >= MAX_UDP_PACKET:
+        size = len(payload)
+        if size > 40 and size < COPY_RANGE:
+            version = payload[0] >> 4
+            if (payload[9] if version == 4 else payload[6] if version == 6 else 0) == 6:
+                return self._tcp(payload, hook)
+        if size >= MAX_UDP_PACKET:
             return self._large(payload, hook)
         fast = scan_packet(payload)
         if fast is None:
@@ -151,6 +158,8 @@ class Guard:
         pkt = parse_ip(payload)
         if pkt is None:
             return self._unreadable(payload)
+        if pkt.proto == "tcp":
+            return self._tcp_segment(pkt, hook)
         now = self.clock()
         body = pkt.payload
         inbound = self._inbound(pkt.sport, pkt.dport, body, hook)
@@ -167,6 +176,37 @@ class Guard:
             key = self._key(pkt.src)
             return self._finish(self.engine.on_unparseable(now, key, exc.reason), key)
         return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
+
+    def _tcp(self, payload: bytes, hook: int) -> bool | bytes:
+        pkt = parse_ip(payload)
+        if pkt is None:
+            return self._unreadable(payload)
+        return self._tcp_segment(pkt, hook)
+
+    def _tcp_segment(self, pkt: Packet, hook: int) -> bool:
+        """A TCP segment: reassembled with the rest of its flow, every complete message in it
+        judged once. A drop of any of them (or a gap, a desynchronising retransmission,
+        malformed data) cuts the flow: its later segments are dropped too."""
+        now = self.clock()
+        body = pkt.payload
+        if self._inbound(pkt.sport, pkt.dport, body, hook):
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            status, messages = self.flows.inbound(now, key, pkt.seq, pkt.tcp_flags, body)
+            accept = True
+            for msg in messages:
+                if self._judge(now, pkt.src, pkt.dst, True, msg, b"", True) is False:
+                    accept = False
+            if status.startswith("drop:"):
+                self.counters[("would-drop:" if self.monitor else "drop:") + status[5:]] += 1
+                return self.monitor
+            if not accept:
+                self.flows.kill(key)
+                self.counters["tcp:cut"] += 1
+            return accept
+        key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        for msg in self.flows.outbound(now, key, pkt.seq, pkt.ack, pkt.tcp_flags, body):
+            self._judge(now, pkt.src, pkt.dst, False, msg, b"", True)
+        return True
 
     def _inbound(self, sport: int, dport: int, body: bytes, hook: int) -> bool:
         """A client's packet (else the registrar's): by hook, or in forward mode by ports."""
@@ -483,7 +523,8 @@ class Guard:
         self._last_counters = self.clock()
         self.store.save_snapshot(f"counters-{self.name}", {
             "verdicts": dict(self.counters), "set_errors": self.set_errors,
-            "engine": self.engine.stats(),
+            "engine": {**self.engine.stats(), "table:tcp_flows": len(self.flows),
+                       "evicted:tcp_flows": self.flows.evicted},
             "ban_latency": {"buckets": list(BAN_LATENCY_BUCKETS), "counts": self.ban_latency,
                             "sum": self.ban_latency_sum},
             "offenders": sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS],

@@ -41,6 +41,7 @@ _V6_FRAGMENT = 44
 _V6_MAX_EXT = 8
 
 _ports = struct.Struct("!HH")
+_seq_ack = struct.Struct("!II")
 _udp_header = struct.Struct("!HHH")
 _v4_udp = struct.Struct("!4s4sHHH")  # addresses (offset 12) and UDP header of a 20-byte header
 _tuple_new = tuple.__new__
@@ -65,6 +66,8 @@ class Packet(NamedTuple):
     dport: int
     payload: bytes  # UDP datagram payload, or TCP segment data after the header
     tcp_flags: int  # TCP flag bits (FIN..CWR), 0 for UDP
+    seq: int = 0  # TCP sequence number
+    ack: int = 0  # TCP acknowledgement number
 
 
 def _l4(
@@ -84,8 +87,10 @@ def _l4(
         doff = (data[off + 12] >> 4) * 4
         if doff < 20 or off + doff > end:
             return None
+        seq, ack = _seq_ack.unpack_from(data, off + 4)
         return Packet(
-            family, src, dst, "tcp", sport, dport, data[off + doff : end], data[off + 13]
+            family, src, dst, "tcp", sport, dport, data[off + doff : end], data[off + 13],
+            seq, ack,
         )
     return None
 
@@ -168,7 +173,7 @@ def parse_ip(data: bytes) -> Packet | None:
                 cache = _v4_text
                 return _tuple_new(Packet, (
                     4, cache.get(src) or _v4_address(src), cache.get(dst) or _v4_address(dst),
-                    "udp", sport, dport, data[28 : 20 + length], 0,
+                    "udp", sport, dport, data[28 : 20 + length], 0, 0, 0,
                 ))
         version = data[0] >> 4
         if version == 4:

@@ -75,6 +75,7 @@ def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     return bytes(layer / UDP(sport=sport, dport=dport) / payload)
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, payload: bytes, flags: str = "PA") -> bytes:
+def tcp(src: str, dst: str, sport: int, dport: int, payload: bytes, flags: str = "PA",
+        seq: int = 0, ack: int = 0) -> bytes:
     layer = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
-    return bytes(layer / TCP(sport=sport, dport=dport, flags=flags) / payload)
+    return bytes(layer / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack) / payload)

@@ -670,6 +670,15 @@ def _check_start_line(line: bytes) -> None:
         _parse_request_line(line)
 
 
+def is_start_line(line: bytes) -> bool:
+    """Is this (without its line end) a SIP request or status line?"""
+    try:
+        _check_start_line(line)
+    except SipParseError:
+        return False
+    return True
+
+
 def _split_lines_slow(data: bytes, off: int, limit: int) -> tuple[int, int, list[bytes]]:
     """Split header lines on LF with an optional CR; return (end, body start, lines).
 

@@ -19,7 +19,7 @@ import pytest
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
-GUESSER = Path(__file__).with_name("twoworkers_guesser.py")
+GUESSER = Path(__file__).with_name("guesser.py")
 ATTACKER, PHONE = CLIENTS4[0], CLIENTS4[1]
 
 

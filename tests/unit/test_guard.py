@@ -109,17 +109,40 @@ def test_spoofed_nonces_never_ban(rig):
     assert not any(kind == "ban" for kind, _ in sets.entries)
 
 
-def test_garbage_udp_is_dropped_and_counted_tcp_partial_passes(rig):
+def test_garbage_udp_is_dropped_and_tcp_is_judged_whole_message_by_message(rig):
     guard, _, _, _, _ = rig()
     assert guard.handle(udp("203.0.113.1", SERVER, 4000, 5060, b"\x00\x01garbage"), HOOK_LOCAL_IN) \
         is False
     assert guard.handle(b"\x45\x00junk", HOOK_LOCAL_IN) is False
-    half = register("1001", src="203.0.113.2", call_id="t", cseq=1)[:60]
-    assert guard.handle(tcp("203.0.113.2", SERVER, 40000, 5060, half), HOOK_LOCAL_IN) is True
-    rest = b"Via: continuation of a header block\r\n\r\n"
-    assert guard.handle(tcp("203.0.113.2", SERVER, 40000, 5060, rest), HOOK_LOCAL_IN) is True
     assert any(k.startswith("drop:malformed") for k in guard.counters)
-    assert any(k.startswith("pass:partial") for k in guard.counters)
+    client = "203.0.113.2"
+    syn = tcp(client, SERVER, 40000, 5060, b"", flags="S", seq=999)
+    assert guard.handle(syn, HOOK_LOCAL_IN) is True
+    whole = register("1001", src=client, call_id="t", cseq=1)
+    # one REGISTER written in two send() calls: judged once, when it is complete
+    assert guard.handle(tcp(client, SERVER, 40000, 5060, whole[:60], seq=1000),
+                        HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:ok"] == 0
+    assert guard.handle(tcp(client, SERVER, 40000, 5060, whole[60:], seq=1000 + 60),
+                        HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:ok"] == 1
+    # a retransmission of the same bytes is not judged again ...
+    assert guard.handle(tcp(client, SERVER, 40000, 5060, whole[60:], seq=1000 + 60),
+                        HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:ok"] == 1
+    # ... different bytes for the same range are dropped and cut the flow
+    forged = b"X" * (len(whole) - 60)
+    assert guard.handle(tcp(client, SERVER, 40000, 5060, forged, seq=1000 + 60),
+                        HOOK_LOCAL_IN) is False
+    assert guard.counters["drop:tcp-desync"] == 1
+    # six REGISTERs pipelined in one segment of a new flow: six judged
+    assert guard.handle(tcp(client, SERVER, 40001, 5060, b"", flags="S", seq=5), HOOK_LOCAL_IN)
+    six = b"".join(register("1001", src=client, call_id=f"p{i}", cseq=1) for i in range(6))
+    assert guard.handle(tcp(client, SERVER, 40001, 5060, six, seq=6), HOOK_LOCAL_IN) is True
+    assert guard.counters["pass:ok"] == 7
+    # a segment after a gap is dropped (the sender retransmits in order)
+    gap = tcp(client, SERVER, 40001, 5060, whole, seq=6 + len(six) + 100)
+    assert guard.handle(gap, HOOK_LOCAL_IN) is False and guard.counters["drop:tcp-gap"] == 1
 
 
 def test_ipv6_guesses_rotating_through_one_64_are_one_source(rig):

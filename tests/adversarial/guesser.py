@@ -1,6 +1,12 @@
-"""A password guesser that alternates UDP and TCP from one address (a script, not a test).
+"""A password guesser from one address (a script, not a test), shared by the attack tests.
 
-    twoworkers_guesser.py --src IP --server IP [--user 1001] [--guesses 12] [--gap 0.25]
+    guesser.py --src IP --server IP [--user 1001] [--guesses 12] [--gap 0.25]
+               [--transports udp,tcp] [--split] [--pipeline N] [--mss N] [--call-id-pad N]
+
+--transports: the guesses take turns over these (default: alternate UDP and TCP). TCP tricks
+that used to escape a guard judging segment by segment: --split writes each REGISTER in two
+send() calls; --pipeline N sends N guesses in one write, then reads the N answers; --mss N
+sets a small MSS (536 splits every answer) and --call-id-pad N makes the Call-ID that long.
 
 It plays by the rules a real client follows, so every guess is a *proven* failure: it first gets
 one challenge over UDP and one over its TCP connection (first challenges never count), then
@@ -32,10 +38,12 @@ _LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE 
 class Client:
     """One REGISTER dialog per transport from src, with the latest challenge it received."""
 
-    def __init__(self, src: str, server: str, user: str, transport: str, sport: int) -> None:
+    def __init__(self, src: str, server: str, user: str, transport: str, sport: int,
+                 split: bool = False, mss: int = 0, pad: int = 0) -> None:
         self.src, self.server, self.user, self.transport, self.sport = (
             src, server, user, transport, sport)
-        self.call_id = f"tw-{transport}-{time.time_ns()}@{src}"
+        self.split = split
+        self.call_id = f"tw-{transport}-{time.time_ns()}{'x' * pad}@{src}"
         self.cseq = 0
         self.challenge: SipMessage | None = None
         self.buffer = b""
@@ -46,6 +54,8 @@ class Client:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             # a second run from the same port must not wait for the first one's TIME_WAIT
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if mss:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
             self.sock.bind((src, sport))
             self.sock.settimeout(3)
             self.sock.connect((server, 5060))
@@ -76,6 +86,12 @@ class Client:
         try:
             if self.transport == "udp":
                 self.sock.sendto(data, (self.server, 5060))
+            elif self.split:
+                half = len(data) // 2
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.sock.sendall(data[:half])
+                time.sleep(0.05)
+                self.sock.sendall(data[half:])
             else:
                 self.sock.sendall(data)
         except OSError:
@@ -124,17 +140,43 @@ class Client:
             return True
         return False
 
-    def guess(self, password: str) -> int | None:
-        """Send one wrong-password REGISTER answering the latest challenge; the status or None."""
+    def answer(self, password: str, nc: int = 1) -> bytes:
+        """A REGISTER answering the latest challenge with this password."""
         assert self.challenge is not None
         option = self.challenge.challenges[0]
         qop = "auth" if option.qop and "auth" in option.qop.lower().split(",") else None
         uri = f"sip:{self.server}"
         auth = digest.authorization_header(
             self.user, password, option.realm or "", option.nonce or "", uri, "REGISTER",
-            algorithm=(option.algorithm or "MD5").upper(), qop=qop, nc=1,
+            algorithm=(option.algorithm or "MD5").upper(), qop=qop, nc=nc,
             opaque=option.opaque)
-        self.send(self.register(auth))
+        return self.register(auth)
+
+    def pipeline(self, passwords: list[str]) -> list[int | None]:
+        """Several guesses in one write; the status of each answer, in order."""
+        data = b"".join(self.answer(p, nc=i + 1) for i, p in enumerate(passwords))
+        first = self.cseq - len(passwords) + 1
+        self.send(data)
+        statuses: dict[int, int] = {}
+        deadline = time.monotonic() + WAIT * 2
+        while len(statuses) < len(passwords) and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                frame = self._frame()
+            except OSError:
+                break
+            if frame is None:
+                continue
+            msg = parse_message(frame)
+            if msg.status and msg.status >= 200 and msg.cseq_num is not None:
+                statuses[msg.cseq_num] = msg.status
+                if msg.status == 401 and msg.challenges:
+                    self.challenge = msg
+        return [statuses.get(first + i) for i in range(len(passwords))]
+
+    def guess(self, password: str) -> int | None:
+        """Send one wrong-password REGISTER answering the latest challenge; the status or None."""
+        self.send(self.answer(password))
         msg = self.receive()
         if msg is None:
             return None
@@ -152,22 +194,36 @@ def main() -> None:
     ap.add_argument("--user", default="1001")
     ap.add_argument("--guesses", type=int, default=12)
     ap.add_argument("--gap", type=float, default=0.25)
+    ap.add_argument("--transports", default="udp,tcp")
+    ap.add_argument("--split", action="store_true")
+    ap.add_argument("--pipeline", type=int, default=1)
+    ap.add_argument("--mss", type=int, default=0)
+    ap.add_argument("--call-id-pad", type=int, default=0)
     args = ap.parse_args()
-    clients = {"udp": Client(args.src, args.server, args.user, "udp", 5091),
-               "tcp": Client(args.src, args.server, args.user, "tcp", 5092)}
+    order = args.transports.split(",")
+    ports = {"udp": 5091, "tcp": 5092}
+    clients = {name: Client(args.src, args.server, args.user, name, ports[name],
+                            split=args.split, mss=args.mss, pad=args.call_id_pad)
+               for name in dict.fromkeys(order)}
     challenges = {name: int(client.ask_challenge()) for name, client in clients.items()}
     if not all(challenges.values()):
         raise SystemExit(f"no first challenge: {challenges}")
     guesses: list[dict[str, object]] = []
     silent_run = 0
-    for i in range(args.guesses):
+    i = 0
+    while i < args.guesses and silent_run < 2:
         time.sleep(args.gap)
-        name = "udp" if i % 2 == 0 else "tcp"
-        status = clients[name].guess(f"wrong-{i}")
-        guesses.append({"transport": name, "status": status})
-        silent_run = silent_run + 1 if status is None else 0
-        if silent_run >= 2:
-            break
+        name = order[len(guesses) % len(order)] if args.pipeline == 1 else order[0]
+        if args.pipeline > 1 and name == "tcp":
+            batch = [f"wrong-{i + k}" for k in range(min(args.pipeline, args.guesses - i))]
+            statuses = clients[name].pipeline(batch)
+        else:
+            batch = [f"wrong-{i}"]
+            statuses = [clients[name].guess(batch[0])]
+        for status in statuses:
+            guesses.append({"transport": name, "status": status})
+            silent_run = silent_run + 1 if status is None else 0
+        i += len(batch)
     wrong = [g for g in guesses if g["status"] in (401, 403)]
     print(json.dumps({
         "challenges": challenges, "guesses": guesses, "wrong": len(wrong),
