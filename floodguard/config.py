@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -120,6 +121,12 @@ def _list_of(
     return check
 
 
+def _interface(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:@+-]{1,15}", value):
+        raise _Invalid("must be a network interface name")
+    return value
+
+
 def _port(value: Any) -> int:
     return _int_ge(1, 65535)(value)
 
@@ -188,6 +195,11 @@ class SipConfig:
         metadata=_check(_list_of(_one_of("udp", "tcp"), '"udp" or "tcp"')),
     )
     mode: str = field(default="local", metadata=_check(_one_of("local", "forward")))
+    # forward mode: the interfaces on the registrar's side. A packet is the registrar's output
+    # only when it really arrives from there (never judged by its ports: anyone can send from
+    # port 5060), and requests arriving there are not clients'.
+    registrar_interfaces: tuple[str, ...] = field(
+        default=(), metadata=_check(_list_of(_interface, "interface names", nonempty=False)))
 
 
 @dataclass(frozen=True)
@@ -461,6 +473,9 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
             f"blacklist.max_ban_time: must be >= blacklist.ban_time ({cfg.blacklist.ban_time}), "
             f"got {cfg.blacklist.max_ban_time}"
         )
+    if cfg.sip.mode == "forward" and not cfg.sip.registrar_interfaces:
+        errors.append('sip.registrar_interfaces: required with mode = "forward" (the '
+                      "interfaces on the registrar's side, e.g. [\"eth1\"])")
     if cfg.queue.num + cfg.queue.workers - 1 > 65535:
         errors.append("queue.workers: queue.num + workers - 1 must be <= 65535")
     for what, items in (("gateway", cfg.gateways), ("feed", cfg.feeds)):

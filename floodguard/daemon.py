@@ -117,7 +117,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.ipset_netlink import NetlinkSetWriter
     from floodguard.kernel.nfqueue import QueueRunner
-    from floodguard.kernel.rules import render
+    from floodguard.kernel.rules import guard_mark, render
 
     events = events or EventLog()
     flags = _Flags()
@@ -134,7 +134,11 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     guard = Guard(cfg, sets=sets, store=store, events=events, name=f"engine-q{queue_num}",
                   flush_conntrack=ConntrackFlusher(events))
     restored = guard.restore()
-    runner = QueueRunner(queue_num, guard.handle, fail_open=cfg.queue.fail_open)
+    # forward mode: the rules mark what arrives from the registrar's side; that mark, never the
+    # ports, makes a packet the registrar's output
+    out_mark = guard_mark(which="registrar") if cfg.sip.mode == "forward" else (0, 0)
+    runner = QueueRunner(queue_num, guard.handle, fail_open=cfg.queue.fail_open,
+                         out_mark=out_mark)
     events.emit("guard_started", queue=queue_num, pid=os.getpid(), restored_bans=restored)
     last_tick = 0.0
     try:

@@ -102,8 +102,6 @@ class Guard:
         self.wall = wall
         self.flush_conntrack = flush_conntrack
         self.engine = engine or Engine(cfg)
-        self.ports = frozenset(cfg.sip.ports)
-        self.forward = cfg.sip.mode == "forward"
         self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
         self.offenders: dict[str, int] = {}
@@ -144,14 +142,9 @@ class Guard:
         fast = scan_packet(payload)
         if fast is None:
             return self._handle_general(payload, hook)
-        src, dst, proto, sport, dport, msg = fast
-        if self.forward:
-            ports = self.ports
-            # a scanned response starts with exactly "SIP/2.0 ", a request never does
-            inbound = dport in ports and not (sport in ports and not msg.is_request)
-        else:
-            inbound = hook != HOOK_LOCAL_OUT
-        return self._judge(self.clock(), src, dst, inbound, msg, payload, proto == "tcp")
+        src, dst, proto, _, _, msg = fast
+        return self._judge(self.clock(), src, dst, hook != HOOK_LOCAL_OUT, msg, payload,
+                           proto == "tcp")
 
     def _handle_general(self, payload: bytes, hook: int) -> bool | bytes:
         """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
@@ -208,11 +201,11 @@ class Guard:
             self._judge(now, pkt.src, pkt.dst, False, msg, b"", True)
         return True
 
-    def _inbound(self, sport: int, dport: int, body: bytes, hook: int) -> bool:
-        """A client's packet (else the registrar's): by hook, or in forward mode by ports."""
-        if self.forward:
-            return dport in self.ports and not (
-                sport in self.ports and body[:8] == b"SIP/2.0 ")
+    @staticmethod
+    def _inbound(sport: int, dport: int, body: bytes, hook: int) -> bool:
+        """A client's packet, else the registrar's output: by the hook, never by ports (anyone
+        can send from port 5060). In forward mode the queue binding reports what the rules
+        marked as arriving from the registrar's side with the LOCAL_OUT hook."""
         return hook != HOOK_LOCAL_OUT
 
     def _key(self, ip: str) -> str:
@@ -545,8 +538,6 @@ class Guard:
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.ports = frozenset(cfg.sip.ports)
-        self.forward = cfg.sip.mode == "forward"
         self.monitor = cfg.guard.mode == "monitor"
         if cfg.limits.ipv6_prefix != self.v6_prefix:
             self.v6_prefix = cfg.limits.ipv6_prefix

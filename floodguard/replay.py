@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 
 from floodguard.config import Config, SipConfig
 from floodguard.events import EventLog
-from floodguard.guard import HOOK_FORWARD, Guard
+from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
+from floodguard.packet import parse_ip
 from floodguard.store import Store
 
 _MAGIC = {
@@ -148,12 +149,22 @@ class ReplayReport:
                 "verdicts": self.verdicts}
 
 
+def _hook(packet: bytes, ports: frozenset[int]) -> int:
+    """Which way a captured packet went. Offline, only the packet can tell: requests to a SIP
+    port come from clients, anything else from a SIP port is the registrar's. (The live guard
+    never guesses from ports: the kernel's hook or the rules' mark tell it.)"""
+    pkt = parse_ip(packet)
+    if pkt is not None and pkt.sport in ports and (
+            pkt.dport not in ports or pkt.payload[:8] == b"SIP/2.0 "):
+        return HOOK_LOCAL_OUT
+    return HOOK_LOCAL_IN
+
+
 def replay(cfg: Config, path: str | Path) -> ReplayReport:
     """Run the policy over the capture at path."""
-    # Direction comes from the packets themselves (requests to a SIP port come from clients,
-    # responses from a SIP port go to them), as in forward mode.
     cfg = dataclasses.replace(cfg, sip=SipConfig(ports=cfg.sip.ports,
-                                                 transports=cfg.sip.transports, mode="forward"))
+                                                 transports=cfg.sip.transports, mode="local"))
+    ports = frozenset(cfg.sip.ports)
     clock = _Clock()
     events = _Recorder(clock)
     store = Store(":memory:")
@@ -170,7 +181,7 @@ def replay(cfg: Config, path: str | Path) -> ReplayReport:
                     first = events.first = ts
                 clock.now = ts
                 before = guard.counters.total()
-                guard.handle(packet, HOOK_FORWARD)
+                guard.handle(packet, _hook(packet, ports))
                 if guard.counters.total() != before:
                     sip_packets += 1
     except OSError as exc:

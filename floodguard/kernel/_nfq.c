@@ -2,7 +2,7 @@
  * floodguard.kernel._nfq: a small NFQUEUE consumer over raw netlink (no libnetfilter_queue).
  *
  *     q = Queue(queue_num, max_len=65536, fail_open=True, accept_overflow=False,
- *               copy_range=65531, rcvbuf=8 MiB)
+ *               copy_range=65531, rcvbuf=8 MiB, out_mark=0, out_mask=0)
  *     n = q.run(callback, timeout=0.0, max_packets=4096)   # callback(payload, hook) -> verdict
  *     q.close()
  *
@@ -26,6 +26,11 @@
  * bytes as its new content (the caller fixes the IP/UDP headers). Such a packet is answered at
  * once, on its own (NFQNL_MSG_VERDICT with NFQA_PAYLOAD), after the verdicts collected before it,
  * so no later batch accept can release it unchanged.
+ *
+ * With out_mask set, a packet whose mark has (mark & out_mask) == out_mark is reported with the
+ * hook NF_INET_LOCAL_OUT whatever hook queued it: in forward mode the rules mark the packets
+ * that really come from the registrar's side, and that mark (never the ports) tells the guard
+ * a packet is the registrar's output.
  *
  * A callback that raises counts an error and the packet gets the fail_open verdict. When the
  * callback raises something that is not an Exception (KeyboardInterrupt, SystemExit) or a signal
@@ -82,6 +87,7 @@ typedef struct {
     int ndrops;
     int have_accept;
     uint32_t accept_id;
+    uint32_t out_mark, out_mask;
     unsigned long long packets, errors, truncated, overruns, verdict_errors;
     unsigned char vbuf[(BATCH + 1) * VERDICT_LEN];
 } Queue;
@@ -90,6 +96,7 @@ typedef struct {
     int has_id;
     uint32_t id;
     uint8_t hook;
+    uint32_t mark;
     const unsigned char *payload;
     Py_ssize_t len;
     uint32_t cap_len;
@@ -255,6 +262,13 @@ static void parse_packet(const struct nlmsghdr *nlh, size_t len, Packet *pkt) {
             pkt->payload = data;
             pkt->len = (Py_ssize_t)(alen - NLA_HDRLEN);
             break;
+        case NFQA_MARK:
+            if (alen >= NLA_HDRLEN + 4) {
+                uint32_t v;
+                memcpy(&v, data, 4);
+                pkt->mark = ntohl(v);
+            }
+            break;
         case NFQA_CAP_LEN:
             if (alen >= NLA_HDRLEN + 4) {
                 uint32_t v;
@@ -298,7 +312,8 @@ static int judge(Queue *q, Run *run, const Packet *pkt) {
         PyErr_Clear();
         return q->fail_open;
     }
-    args[1] = PyLong_FromLong(pkt->hook);
+    args[1] = PyLong_FromLong(q->out_mask && (pkt->mark & q->out_mask) == q->out_mark
+                              ? NF_INET_LOCAL_OUT : pkt->hook);
     if (args[1] == NULL) {
         Py_DECREF(args[0]);
         q->errors++;
@@ -551,16 +566,17 @@ static PyObject *Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 
 static int Queue_init(Queue *q, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"queue_num", "max_len", "fail_open", "accept_overflow",
-                             "copy_range", "rcvbuf", NULL};
+                             "copy_range", "rcvbuf", "out_mark", "out_mask", NULL};
     int queue_num, fail_open = 1, accept_overflow = 0, rcvbuf = DEFAULT_RCVBUF;
     unsigned int max_len = DEFAULT_MAX_LEN, copy_range = MAX_COPY_RANGE;
+    unsigned int out_mark = 0, out_mask = 0;
     struct sockaddr_nl addr = {.nl_family = AF_NETLINK};
     socklen_t addrlen = sizeof addr;
     int one = 1, err;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|$IppIi:Queue", kwlist, &queue_num,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|$IppIiII:Queue", kwlist, &queue_num,
                                      &max_len, &fail_open, &accept_overflow, &copy_range,
-                                     &rcvbuf))
+                                     &rcvbuf, &out_mark, &out_mask))
         return -1;
     if (q->fd >= 0 || q->slots != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Queue is already initialised");
@@ -575,6 +591,8 @@ static int Queue_init(Queue *q, PyObject *args, PyObject *kwds) {
         return -1;
     }
     q->queue_num = queue_num;
+    q->out_mark = out_mark & out_mask;
+    q->out_mask = out_mask;
     q->fail_open = fail_open;
     q->accept_overflow = accept_overflow;
     q->slots = PyMem_RawMalloc((size_t)SLOTS * SLOT_SIZE);

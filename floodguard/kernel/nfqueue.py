@@ -53,14 +53,18 @@ class QueueRunner:
     def __init__(
         self, queue_num: int, verdict: Verdict, *, fail_open: bool = True,
         accept_overflow: bool = False, max_len: int = DEFAULT_MAX_LEN,
+        out_mark: tuple[int, int] = (0, 0),
     ) -> None:
+        """``out_mark`` (value, mask): packets whose mark matches are reported with the
+        LOCAL_OUT hook, as the registrar's output (forward mode); (0, 0) for none."""
         self.queue_num = queue_num
         self.verdict = verdict
         self._max_len = max_len
         try:
             self._queue = _nfq.Queue(queue_num, max_len=max_len, fail_open=fail_open,
                                      accept_overflow=accept_overflow, copy_range=COPY_RANGE,
-                                     rcvbuf=SOCKET_BUFFER)
+                                     rcvbuf=SOCKET_BUFFER, out_mark=out_mark[0],
+                                     out_mask=out_mark[1])
         except OSError as exc:
             raise QueueError(f"cannot bind NFQUEUE {queue_num}: "
                              f"{exc.strerror or exc}") from None

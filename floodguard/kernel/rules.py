@@ -407,6 +407,9 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         # monitor mode: the limit rules only count what they would drop
         "limit_action": "" if cfg.guard.mode == "monitor" else "-j DROP",
         "guard_mark": str(t("mark", "guard")),
+        "registrar_mark": str(t("mark", "registrar")),
+        # only floodguard's own rule may set it: cleared first on everything else
+        "registrar_mask": str(t("mark", "registrar")).partition("/")[2],
         "source_prefix": prefix,
         "tcp_connlimit": int(_config_or(cfg, "limits", "tcp_connlimit", t("tcp", "connlimit"))),
         "register_match": string_match_arg(str(t("register", "match"))),
@@ -441,7 +444,8 @@ def _flags(cfg: Config, family: int) -> set[str]:
     return flags
 
 
-_EACH = ("port", "user_agent", "gateway_source", "queue_slice")
+_EACH = ("port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
+         "registrar_port")
 _FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6", "workers"}
 
 
@@ -472,6 +476,12 @@ def _expand(
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
     if each == "gateway_source":
         return _gateway_sources(cfg, family)
+    if each == "registrar_if":
+        return [{"registrar_if": name} for name in cfg.sip.registrar_interfaces]
+    if each == "registrar_port":
+        return [{"registrar_if": name, "transport": tr, "port": port}
+                for name in cfg.sip.registrar_interfaces
+                for tr in cfg.sip.transports for port in cfg.sip.ports]
     if each == "queue_slice":
         return queue_slices(cfg.queue.num, cfg.queue.workers, family, v6_prefix(cfg))
     raise RenderError(f"{where}: each must be one of {', '.join(_EACH)}, got {each!r}")
@@ -587,18 +597,21 @@ def load_templates(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dic
             _read_toml(directory / "tunables.toml"))
 
 
-def guard_mark(directory: str | os.PathLike[str] | None = None) -> tuple[int, int]:
-    """(value, mask) of the mark that sends a re-injected packet past floodguard's chains.
+def guard_mark(directory: str | os.PathLike[str] | None = None,
+               which: str = "guard") -> tuple[int, int]:
+    """(value, mask) of one of floodguard's marks (tunables.toml [mark]).
 
-    A guard that hands a packet back with NF_REPEAT and this mark set lets the host's own rules
-    after floodguard's jump judge it too; a plain NF_ACCEPT ends the hook there.
+    "guard": a guard that hands a packet back with NF_REPEAT and this mark set lets the host's
+    own rules after floodguard's jump judge it too (a plain NF_ACCEPT ends the hook there).
+    "registrar": forward mode's mark on packets from the registrar's side.
     """
     _, _, tunables = load_templates(rules_dir(directory))
-    value, _, mask = str(_tunable(tunables, "mark", "guard")).partition("/")
+    value, _, mask = str(_tunable(tunables, "mark", which)).partition("/")
     try:
         return int(value, 0), int(mask or "0xffffffff", 0)
     except ValueError:
-        raise RenderError(f"tunables.toml: [mark] guard must be VALUE/MASK, got {value}") from None
+        raise RenderError(f"tunables.toml: [mark] {which} must be VALUE/MASK, got {value}") \
+            from None
 
 
 def render(cfg: Config, directory: str | os.PathLike[str] | None = None) -> Ruleset:

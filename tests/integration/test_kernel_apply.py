@@ -99,7 +99,8 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
 
 
 def test_changed_config_updates_in_place(lab: Lab) -> None:
-    first = lab.config('[sip]\nports = [5060, 5070]\nmode = "forward"\n')
+    first = lab.config('[sip]\nports = [5060, 5070]\nmode = "forward"\n'
+                       'registrar_interfaces = ["eth1"]\n')
     lab.apply(first)
     lab.server.run("ipset", "add", "floodguard-ban", "198.51.100.1", "timeout", "500")
     second = lab.config('[sip]\nports = [5080]\ntransports = ["udp"]\n[limits]\n'

@@ -3,7 +3,7 @@
 import pytest
 
 from floodguard import config as cfgmod
-from floodguard.config import Config, ConfigError
+from floodguard.config import Config, ConfigError, loads
 
 
 def errors_of(text: str) -> list[str]:
@@ -44,6 +44,7 @@ FULL = """
 ports = [5060, 5070]
 transports = ["udp"]
 mode = "forward"
+registrar_interfaces = ["eth1"]
 [limits]
 register_rate = 3
 register_burst = 6
@@ -226,3 +227,12 @@ def test_dumps_can_hide_the_redis_password():
     shown = cfgmod.dumps(cfg, redact=True)
     assert "s3cret" not in shown and 'redis_url = "rediss://edge:***@redis.example:6380/0"' in shown
     assert cfgmod.redact_url("redis://redis.example:6379/0") == "redis://redis.example:6379/0"
+
+
+def test_forward_mode_needs_the_registrars_interfaces() -> None:
+    with pytest.raises(ConfigError) as err:
+        loads('[sip]\nmode = "forward"\n')
+    assert "sip.registrar_interfaces: required" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["bad name/x"]\n')
+    assert "sip.registrar_interfaces" in str(err.value)

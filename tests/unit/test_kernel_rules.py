@@ -35,7 +35,7 @@ UPDATE = os.environ.get("FLOODGUARD_UPDATE_GOLDEN") == "1"
 CONFIGS = {
     "defaults": "",
     "multiport_tcp": '[sip]\nports = [5060, 5070]\ntransports = ["tcp"]\n',
-    "forward": '[sip]\nmode = "forward"\n',
+    "forward": '[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n',
     "workers4": "[queue]\nnum = 10\nworkers = 4\n",
     "fail_closed": "[queue]\nfail_open = false\n",
     "monitor": '[guard]\nmode = "monitor"\n',
@@ -119,7 +119,7 @@ def test_limits_order_in_sip_chain() -> None:
 
 
 def test_forward_mode_hooks_forward_only() -> None:
-    ruleset = render(loads('[sip]\nmode = "forward"\n'))
+    ruleset = render(loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n'))
     assert {(j.table, j.chain) for j in ruleset.jumps} == {("raw", "PREROUTING"),
                                                            ("filter", "FORWARD")}
     forward = [j.target for j in ruleset.jumps if j.family == 4 and j.chain == "FORWARD"]
@@ -245,7 +245,8 @@ def test_set_specs() -> None:
 
 
 def test_plan_fresh_table_inserts_jumps_in_order() -> None:
-    target = render(loads('[sip]\nmode = "forward"\n')).state(4, "filter")
+    forward = '[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n'
+    target = render(loads(forward)).state(4, "filter")
     plan = plan_table("filter", TableState(), target)
     text = restore_text([plan])
     assert text.splitlines()[-3:] == ["-I FORWARD 1 -j FLOODGUARD-OUT",
