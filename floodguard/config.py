@@ -195,6 +195,11 @@ class SipConfig:
         metadata=_check(_list_of(_one_of("udp", "tcp"), '"udp" or "tcp"')),
     )
     mode: str = field(default="local", metadata=_check(_one_of("local", "forward")))
+    # SIP over TLS: not inspected, but banned sources are dropped and the per-source limits
+    # apply (floodguard's own registrar tells the guard its TLS outcomes directly)
+    tls_ports: tuple[int, ...] = field(
+        default=(5061,), metadata=_check(_list_of(_port, "ports from 1 to 65535",
+                                                  nonempty=False)))
     # forward mode: the interfaces on the registrar's side. A packet is the registrar's output
     # only when it really arrives from there (never judged by its ports: anyone can send from
     # port 5060), and requests arriving there are not clients'.

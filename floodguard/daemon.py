@@ -132,6 +132,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
         manager.ensure()
     sets = NetlinkSetWriter(specs)
     guard = Guard(cfg, sets=sets, store=store, events=events, name=f"engine-q{queue_num}",
+                  queue=queue_num,
                   flush_conntrack=ConntrackFlusher(events))
     restored = guard.restore()
     # forward mode: the rules mark what arrives from the registrar's side; that mark, never the

@@ -20,6 +20,7 @@ from floodguard.addr import source_key
 from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
+from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_ip, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.engine import (
@@ -89,6 +90,7 @@ class Guard:
         flush_conntrack: Callable[[str], None] | None = None,
         engine: Engine | None = None,
         prove_by_nonce: bool = False,
+        queue: int | None = None,
     ) -> None:
         """``prove_by_nonce``: take "the registrar's nonce was first issued to this address" as
         proof of address instead of the guard's token, and alter no packet; only for offline
@@ -120,6 +122,10 @@ class Guard:
         self._command_id = store.last_command_id()
         self.proof = ProofKey(store.secret("proof"))
         self.prove_by_nonce = prove_by_nonce
+        # which worker this is (None: the only one): registrar reports are taken by the worker
+        # the rules send that source to
+        self.queue = queue
+        self._report_id = store.last_report_id()
         self.v6_prefix = cfg.limits.ipv6_prefix
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
@@ -472,9 +478,11 @@ class Guard:
         return len(bans)
 
     def tick(self) -> None:
-        """Periodic work between packets: known-good marks, operator commands, snapshots."""
+        """Periodic work between packets: known-good marks, operator commands, registrar
+        reports, snapshots."""
         if self._known_pending:
             self.flush_known()
+        self.take_reports()
         for cmd in self.store.take_commands(self._command_id):
             self._command_id = cmd.id
             now = self.clock()
@@ -493,6 +501,23 @@ class Guard:
             self.snapshot()
         if now - self._last_baseline >= BASELINE_EVERY:
             self.learn_baseline()
+
+    def take_reports(self) -> None:
+        """Outcomes floodguard's registrar told about TLS registrations (which the guard cannot
+        read): counted like the answers it sees on UDP and TCP."""
+        cfg = self.cfg.queue
+        for report in self.store.reports_after(self._report_id):
+            self._report_id = report.id
+            if self.queue is not None and cfg.workers > 1 and queue_for(
+                    report.ip, cfg.num, cfg.workers, self.v6_prefix) != self.queue:
+                continue
+            try:
+                key = self._key(report.ip)
+            except ValueError:
+                continue
+            self._t0 = time.perf_counter()
+            self.apply(self.engine.report(self.clock(), key, report.aor, report.ok,
+                                          report.expires))
 
     def learn_baseline(self) -> None:
         """Once a minute: registrations and REGISTER rate against the usual, /24 shares."""

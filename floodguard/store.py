@@ -28,6 +28,17 @@ from floodguard.events import EventLog
 
 JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
 
+SCHEMA_REPORTS = """
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ip TEXT NOT NULL,
+    aor TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    expires INTEGER,
+    created REAL NOT NULL
+);
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     ip TEXT PRIMARY KEY,
@@ -74,7 +85,33 @@ CREATE TABLE IF NOT EXISTS commands (
     reason TEXT,
     created REAL NOT NULL
 );
-"""
+""" + SCHEMA_REPORTS
+
+
+# Registrar reports are read within a second by a running guard; older ones only wait for one
+# that is down, and a guard that was down an hour has no use for them.
+REPORTS_KEEP = 3600.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """One authenticated REGISTER's outcome, told by floodguard's own registrar for traffic the
+    guard cannot read (TLS): a failure (wrong password) or a success."""
+
+    id: int
+    ip: str
+    aor: str
+    ok: bool
+    expires: int | None
+
+
+def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int | None,
+               now: float | None = None) -> None:
+    """Write one report into the state database through any connection to it (the
+    registrar's own); the table is created if this database has none yet."""
+    db.execute(SCHEMA_REPORTS)
+    db.execute("INSERT INTO reports(ip, aor, ok, expires, created) VALUES (?, ?, ?, ?, ?)",
+               (ip, aor[:256], int(ok), expires, time.time() if now is None else now))
 
 
 @dataclass(frozen=True)
@@ -352,6 +389,7 @@ class Store:
         self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
+        self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
 
     # known-good -------------------------------------------------------------
 
@@ -438,6 +476,17 @@ class Store:
         cur = self.db.execute(
             "SELECT id, op, ip, seconds, reason FROM commands WHERE id > ? ORDER BY id", (after,))
         return [Command(*r) for r in cur.fetchall()]
+
+    def reports_after(self, after: int, limit: int = 10_000) -> list[Report]:
+        """Authentication outcomes a registrar reported (see put_report), oldest first."""
+        cur = self.db.execute(
+            "SELECT id, ip, aor, ok, expires FROM reports WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit))
+        return [Report(rid, ip, aor, bool(ok), expires) for rid, ip, aor, ok, expires in cur]
+
+    def last_report_id(self) -> int:
+        found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()
+        return int(found[0])
 
     def last_command_id(self) -> int:
         found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()

@@ -296,6 +296,16 @@ def _slice_offset(family: int, direction: str, v6_prefix: int) -> int:
     return start + max(1, v6_prefix // 8) - 4
 
 
+def queue_for(ip: str, num: int, workers: int, v6_prefix: int) -> int:
+    """The queue the rules send this client address to (see queue_slices)."""
+    packed = ipaddress.ip_address(ip).packed
+    byte = packed[-1] if len(packed) == 4 else packed[max(1, v6_prefix // 8) - 1]
+    for i in range(workers):
+        if i * 256 // workers <= byte <= (i + 1) * 256 // workers - 1:
+            return num + i
+    return num + workers - 1
+
+
 def queue_slices(num: int, workers: int, family: int, v6_prefix: int) -> list[dict[str, Any]]:
     """With several workers, one rule per queue: a u32 match on a byte of the client's address
     (source of requests, destination of responses) picks the queue, so all traffic of one source
@@ -383,7 +393,7 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
     suffix = "" if family == 4 else "-v6"
     prefix = 32 if family == 4 else v6_prefix(cfg)
     limits = cfg.limits
-    per_source = {
+    per_source: dict[str, Any] = {
         "family": family,
         "htable_size": int(t("hashlimit", "htable_size")),
         "htable_max": int(t("hashlimit", "htable_max")),
@@ -445,7 +455,7 @@ def _flags(cfg: Config, family: int) -> set[str]:
 
 
 _EACH = ("port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
-         "registrar_port")
+         "registrar_port", "tls_port")
 _FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6", "workers"}
 
 
@@ -476,6 +486,8 @@ def _expand(
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
     if each == "gateway_source":
         return _gateway_sources(cfg, family)
+    if each == "tls_port":
+        return [{"port": port} for port in cfg.sip.tls_ports if port not in cfg.sip.ports]
     if each == "registrar_if":
         return [{"registrar_if": name} for name in cfg.sip.registrar_interfaces]
     if each == "registrar_port":

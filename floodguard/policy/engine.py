@@ -56,7 +56,7 @@ from .blacklist import (
 from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .lru import LruTable
 from .netset import NetMap, NetSet, canonical_ip, parse_ip
-from .nonces import NonceTable, PendingTable
+from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
 from .suspension import SuspensionCounters
 
 STATE_VERSION = 1
@@ -463,6 +463,16 @@ class Engine:
             until = previous  # behind a NAT, another phone may hold it longer
         self._known.put(src, until, until, now)
         return Verdict(True, "ok", (MarkKnown(src, _seconds(until - now)),))
+
+    def report(self, now: float, src: str, aor: str, ok: bool,
+               expires: int | None = None) -> tuple[Action, ...]:
+        """An outcome the registrar told directly (TLS, which the guard cannot read): the
+        source is proven by its TLS connection, so it counts like an answer seen going out."""
+        aor = aor.lower()[:MAX_AOR_LEN]
+        if self._is_allowed(src):
+            return ()
+        verdict = self._success(now, src, aor, expires) if ok else self._failure(now, src, aor)
+        return verdict.actions
 
     def count_failure(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
         """Count a proven failure again (journal replay after a restart); the ban actions it

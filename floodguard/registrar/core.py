@@ -138,7 +138,11 @@ class Registrar:
         liveness: Liveness | None = None,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        report: Callable[[str, str, bool, int | None], None] | None = None,
     ) -> None:
+        """``report(ip, aor, ok, expires)``: told the outcome of every authenticated REGISTER
+        over TLS, which the guard cannot read (see floodguard.store.put_report)."""
+        self.report = report
         self.settings = settings
         self.table = table
         self.liveness = liveness
@@ -243,18 +247,29 @@ class Registrar:
         now = self.wall()
         result, username = self.auth.check(msg, src.ip, now)
         self.stats[_AUTH_STAT[result]] += 1
+        aor = f"{to_user}@{domain}".lower()
         if result is not AuthResult.OK:
+            if result is AuthResult.FAILED:
+                self._tell(src, aor, False, None)
             return self._challenge(head, src, now, result)
         if username != to_user:
             # Anti-hijack: credentials only ever change the AOR of their own user.
             reply = response(head, 403, src.ip, src.port,
                              reason="Forbidden - Username Does Not Match AOR")
+            self._tell(src, aor, False, None)
         else:
             reply = self._apply(msg, head, src, to_user, domain, now)
+            if reply.startswith(b"SIP/2.0 200 "):
+                self._tell(src, aor, True, msg.expires)
         # The nonce-count is used up now: a retransmission must get this same answer.
         if key is not None:
             self.cache.put(key, reply, self.mono())
         return reply
+
+    def _tell(self, src: Source, aor: str, ok: bool, expires: int | None) -> None:
+        """Report a proven outcome over TLS to the guard (it reads UDP and TCP itself)."""
+        if self.report is not None and src.transport == "tls":
+            self.report(src.ip, aor, ok, expires)
 
     # --- INVITE: a redirect server, for authenticated callers only ----------------------------
 

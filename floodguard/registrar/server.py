@@ -30,6 +30,7 @@ from floodguard.registrar.bindings import Binding, BindingTable
 from floodguard.registrar.core import Registrar, Settings, Source
 from floodguard.registrar.liveness import Liveness
 from floodguard.registrar.streams import StreamProtocol
+from floodguard.store import put_report
 
 log = logging.getLogger("floodguard.registrar")
 
@@ -171,7 +172,7 @@ class RegistrarServer:
         self.liveness = Liveness(self.table, self, settings.time_to_live,
                                  give_up=settings.liveness_timeout)
         self.core = Registrar(settings, accounts, self.table, secret=bytes.fromhex(secret_hex),
-                              liveness=self.liveness)
+                              liveness=self.liveness, report=self._report)
         self.accounts_loader = accounts_loader
         self.errors = _ErrorLog()
         self.db_errors = 0
@@ -215,6 +216,13 @@ class RegistrarServer:
             await self.stop()
             raise
         self._task = asyncio.create_task(self._housekeeping())
+
+    def _report(self, ip: str, aor: str, ok: bool, expires: int | None) -> None:
+        """A TLS outcome for the guard, through the shared state database."""
+        try:
+            put_report(self.table.db, ip, aor, ok, expires)
+        except sqlite3.Error:
+            self.db_errors += 1
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self.settings

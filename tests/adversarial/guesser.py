@@ -26,6 +26,7 @@ import argparse
 import json
 import re
 import socket
+import ssl
 import time
 
 from floodguard.sip import digest
@@ -58,12 +59,17 @@ class Client:
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
             self.sock.bind((src, sport))
             self.sock.settimeout(3)
-            self.sock.connect((server, 5060))
+            self.sock.connect((server, 5061 if transport == "tls" else 5060))
+            if transport == "tls":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                self.sock = context.wrap_socket(self.sock)
         self.sock.settimeout(WAIT)
 
     def register(self, authorization: str | None) -> bytes:
         self.cseq += 1
-        via = "TCP" if self.transport == "tcp" else "UDP"
+        via = self.transport.upper()
         lines = [
             f"REGISTER sip:{self.server} SIP/2.0",
             f"Via: SIP/2.0/{via} {self.src}:{self.sport};branch=z9hG4bK-{self.call_id}-"
@@ -201,7 +207,7 @@ def main() -> None:
     ap.add_argument("--call-id-pad", type=int, default=0)
     args = ap.parse_args()
     order = args.transports.split(",")
-    ports = {"udp": 5091, "tcp": 5092}
+    ports = {"udp": 5091, "tcp": 5092, "tls": 5093}
     clients = {name: Client(args.src, args.server, args.user, name, ports[name],
                             split=args.split, mss=args.mss, pad=args.call_id_pad)
                for name in dict.fromkeys(order)}
@@ -229,6 +235,7 @@ def main() -> None:
         "challenges": challenges, "guesses": guesses, "wrong": len(wrong),
         "wrong_udp": sum(g["transport"] == "udp" for g in wrong),
         "wrong_tcp": sum(g["transport"] == "tcp" for g in wrong),
+        "wrong_tls": sum(g["transport"] == "tls" for g in wrong),
         "silent": sum(g["status"] is None for g in guesses)}))
 
 

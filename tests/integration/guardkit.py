@@ -80,15 +80,18 @@ class GuardLab:
                 self.kamailio.wait()
         self.server.sh("pkill -f 'kamailio -f " + str(self.tmp) + "' || true", check=False)
 
-    def start_registrar(self) -> None:
-        """floodguard's own registrar on SERVER4:5060, accounts 1001..1010 like Kamailio's."""
+    def start_registrar(self, tls: tuple[Path, Path] | None = None) -> None:
+        """floodguard's own registrar on SERVER4:5060, accounts 1001..1010 like Kamailio's;
+        with tls (certificate, key) also TLS on SERVER4:5061."""
         assert self.config_path is not None
         accounts = self.tmp / "accounts.toml"
         accounts.write_text("".join(f'[[account]]\nuser = "{u}"\npassword = "secret{u}"\n'
                                     for u in range(1001, 1011)))
         text = self.config_path.read_text()
+        tls_keys = (f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n'
+                    f'tls_listen = ["{SERVER4}:5061"]\n') if tls else ""
         self.config_path.write_text(text + f'\n[registrar]\nlisten = ["{SERVER4}:5060"]\n'
-                                    f'accounts = "{accounts}"\n')
+                                    f'accounts = "{accounts}"\n' + tls_keys)
         log = open(self.tmp / "registrar.log", "w")  # noqa: SIM115 — closed with the process
         self.kamailio = subprocess.Popen(  # stopped like Kamailio
             ["ip", "netns", "exec", self.server.name, str(FLOODGUARD), "registrar", "-c",

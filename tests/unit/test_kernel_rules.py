@@ -87,10 +87,15 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
         "-p udp -m udp --dport 5070 -j FLOODGUARD-SIP",
         "-p tcp -m tcp --dport 5060 -j FLOODGUARD-SIP",
         "-p tcp -m tcp --dport 5070 -j FLOODGUARD-SIP",
+        "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLS",  # TLS: limited and banned, not queued
     ]
     raw = [r.spec for r in ruleset.rules if r.family == 6 and r.table == "raw"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
-    assert all("floodguard-ban-net6" in spec for spec in raw[1:]) and len(raw) == 5
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:]) and len(raw) == 6
+    assert raw[-1] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
+                       "-j DROP")
+    tls = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD-TLS"]
+    assert not any("NFQUEUE" in spec for spec in tls) and any("fg-sip-" in s for s in tls)
 
 
 def test_limits_order_in_sip_chain() -> None:
