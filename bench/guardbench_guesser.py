@@ -35,6 +35,7 @@ class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.records: list[dict[str, object]] = []
         self.nonce: str | None = None
+        self.opaque: str | None = None
         self.answers = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -46,7 +47,10 @@ class _Endpoint(asyncio.DatagramProtocol):
         cseq = (_header(data, b"CSeq") or "0").split()
         self.records.append({"cseq": int(cseq[0]) if cseq and cseq[0].isdigit() else 0,
                              "sent": float(stamp) if stamp else None, "received": received})
-        self.nonce = _nonce(_header(data, b"WWW-Authenticate")) or self.nonce
+        challenge = _header(data, b"WWW-Authenticate")
+        nonce = _param(challenge, "nonce")
+        if nonce:  # the opaque (the guard's proof token) is returned with its nonce
+            self.nonce, self.opaque = nonce, _param(challenge, "opaque")
 
 
 def _header(msg: bytes, name: bytes) -> str | None:
@@ -59,18 +63,20 @@ def _header(msg: bytes, name: bytes) -> str | None:
     return msg[start:end].strip().decode("utf-8", "replace")
 
 
-def _nonce(challenge: str | None) -> str | None:
+def _param(challenge: str | None, name: str) -> str | None:
     if not challenge:
         return None
-    pos = challenge.find('nonce="')
+    pos = challenge.find(f' {name}="')
+    if pos < 0:
+        pos = challenge.find(f',{name}="')
     if pos < 0:
         return None
-    start = pos + 7
+    start = pos + len(name) + 3
     return challenge[start : challenge.find('"', start)]
 
 
 def _register(server: str, src: str, port: int, user: str, call_id: str, cseq: int,
-              nonce: str | None) -> bytes:
+              nonce: str | None, opaque: str | None = None) -> bytes:
     lines = [
         f"REGISTER sip:{server} SIP/2.0",
         f"Via: SIP/2.0/UDP {src}:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
@@ -86,7 +92,8 @@ def _register(server: str, src: str, port: int, user: str, call_id: str, cseq: i
     if nonce is not None:
         wrong = hashlib.md5(os.urandom(8)).hexdigest()  # noqa: S324 — a deliberately wrong guess
         lines.append(f'Authorization: Digest username="{user}", realm="{server}", '
-                     f'nonce="{nonce}", uri="sip:{server}", response="{wrong}", algorithm=MD5')
+                     f'nonce="{nonce}", uri="sip:{server}", response="{wrong}", algorithm=MD5'
+                     + (f', opaque="{opaque}"' if opaque else ""))
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -112,7 +119,8 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
         start = loop.time()
         last_answers, last_change = proto.answers, start
         for k in range(1, max_guesses + 1):
-            transport.sendto(_register(server, src, port, user, call_id, k + 1, proto.nonce))
+            transport.sendto(_register(server, src, port, user, call_id, k + 1, proto.nonce,
+                                       proto.opaque))
             await asyncio.sleep(max(0.0, start + k * period - loop.time()))
             if proto.answers != last_answers:
                 last_answers, last_change = proto.answers, loop.time()

@@ -23,6 +23,7 @@ from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_ip, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
+from floodguard.policy.buckets import TokenBucket
 from floodguard.policy.engine import (
     Action,
     Ban,
@@ -35,6 +36,7 @@ from floodguard.policy.engine import (
 )
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
+from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 from floodguard.sip.proof import ProofKey, check_credentials, tokenise
 from floodguard.store import Store
 from floodguard.tcpflow import FlowTable
@@ -55,6 +57,10 @@ TOP_OFFENDERS = 20
 # Refresh a known-good entry in the kernel and the store only when less than this share of its
 # time is left, so steady re-registrations do not cost a write each.
 KNOWN_REFRESH_SHARE = 0.5
+# Unproven credentials taken out of REGISTERs per second (each is a packet rewrite in Python);
+# beyond this budget they are dropped: a flood of bogus credentials costs a cheap test each.
+STRIP_RATE = 200.0
+TOKEN_MARK = PROOF_PREFIX
 # IPv6 address -> its prefix key; emptied when full (a flood of addresses only costs the lookup)
 V6_KEY_CACHE = 65536
 # A registrar that hands one nonce to several clients is reported at most this often.
@@ -129,6 +135,7 @@ class Guard:
         self.v6_prefix = cfg.limits.ipv6_prefix
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
+        self._strips = TokenBucket(STRIP_RATE, STRIP_RATE)
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
     # ------------------------------------------------------------------ per packet
@@ -237,6 +244,7 @@ class Guard:
             if msg.is_request:
                 proven = tcp  # a TCP source completed a handshake: its address is real
                 rewritten: bytes | None = None
+                unproven = False  # UDP credentials without the guard's token for src
                 if msg.method == "REGISTER":
                     self.registers += 1
                     self.share.add("register", src)
@@ -246,18 +254,20 @@ class Guard:
                     elif self.prove_by_nonce:
                         proven = bool(auth.nonce) and self.engine.nonce_holder(
                             now, auth.nonce or "") == src
-                    else:
+                    elif TOKEN_MARK in payload:  # a cheap look first: most floods carry none
                         proven, rewritten = self._prove(payload, src)
+                        unproven = not proven
+                    else:
+                        unproven = True
                 verdict = self.engine.on_request(now, src, msg, proven)
                 accept = self._finish(verdict, src)
-                if rewritten is None or not verdict.accept:
+                if not verdict.accept:
                     return accept
                 if proven:
-                    return rewritten  # the registrar's own opaque put back
-                if self.monitor or verdict.reason == "allow":
+                    return rewritten if rewritten is not None else accept
+                if not unproven or self.monitor or verdict.reason == "allow":
                     return accept  # monitor mode and trusted sources: never altered
-                self.counters["proof:stripped"] += 1
-                return rewritten
+                return self._unproven(now, payload, src, rewritten)
             if self.engine.is_banned(now, src):
                 self.counters["drop:banned"] += 1
                 return False
@@ -275,6 +285,20 @@ class Guard:
             return True
         self.counters["pass:request-out"] += 1
         return True
+
+    def _unproven(self, now: float, payload: bytes, src: str,
+                  stripped: bytes | None) -> bool | bytes:
+        """Credentials without proof never reach the registrar: taken out (it challenges
+        afresh, which the phone of a first deployment needs once), within a budget of such
+        rewrites per second; beyond it (a flood of bogus credentials) dropped."""
+        if self._strips.take(now):
+            if stripped is None:
+                stripped = self._prove(payload, src)[1]
+            if stripped is not None:
+                self.counters["proof:stripped"] += 1
+                return stripped
+        self.counters["drop:unproven"] += 1
+        return False
 
     def _prove(self, payload: bytes, src: str) -> tuple[bool, bytes | None]:
         """(proven, rewritten packet) for a UDP REGISTER with credentials: proven when they

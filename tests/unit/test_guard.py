@@ -305,3 +305,29 @@ def test_large_packets(rig):
     guard.engine.ban(clock.t, "203.0.113.20", 60)
     assert guard.handle(cut, HOOK_LOCAL_IN) is False
     assert guard.handle(b"\x45" + b"\x00" * 30, HOOK_LOCAL_IN) is False  # short junk: malformed
+
+
+def test_unproven_credentials_never_reach_the_registrar(rig):
+    from floodguard.guard import STRIP_RATE
+
+    guard, _, _, _, clock = rig()
+    stripped = dropped = 0
+    for i in range(int(STRIP_RATE) + 50):  # a flood of bogus credentials from many sources
+        client = f"198.18.{i // 250}.{i % 250 + 1}"
+        req = udp(client, SERVER, 5060, 5060, register(
+            "1001", src=client, call_id=f"b{i}", cseq=2, auth=auth_value("1001", "x", "n")))
+        out = guard.handle(req, HOOK_LOCAL_IN)
+        if isinstance(out, bytes):
+            assert b"Authorization" not in out  # taken out: the registrar just challenges
+            stripped += 1
+        else:
+            assert out is False
+            dropped += 1
+    # a budget of rewrites per second; beyond it, a cheap drop
+    assert stripped == STRIP_RATE and dropped == 50
+    assert guard.counters["drop:unproven"] == 50
+    clock.t += 1.0
+    client = "198.18.9.9"
+    req = udp(client, SERVER, 5060, 5060, register(
+        "1001", src=client, call_id="late", cseq=2, auth=auth_value("1001", "x", "n")))
+    assert isinstance(guard.handle(req, HOOK_LOCAL_IN), bytes)
