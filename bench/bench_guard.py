@@ -340,8 +340,8 @@ def in_process(quick: bool, profile: bool) -> dict[str, Any]:
     from floodguard.sip._scan import scan_packet
     from floodguard.sip.message import parse_message
 
-    packets = recorded(registration_mix(500 if quick else 2000, rounds=2))
     guard = _in_process_guard(FAST_CONFIG)
+    packets = recorded(registration_mix(500 if quick else 2000, rounds=2, key=guard.proof))
     handle = guard.handle
     for pkt, hook in packets:  # learn (nonces, known sources) once, as in steady state
         handle(pkt, hook)
@@ -407,6 +407,19 @@ def _install_queue_rules(lab: Lab) -> None:
                 "NFQUEUE", "--queue-num", str(QUEUE))
 
 
+def _proof_key(config: Path) -> str:
+    """The proof key the guard will use (kept in its state store), so the generated phones
+    return valid tokens."""
+    from floodguard import config as configmod
+    from floodguard.store import Store
+
+    store = Store(configmod.load(str(config)).state.path)
+    try:
+        return store.secret("proof").hex()
+    finally:
+        store.close()
+
+
 def _measure(lab: Lab, consumer: str, config: Path, sources: int, window: float) -> dict:
     if consumer == "bare":
         proc = lab.spawn("bare", lab.srv, [PYTHON, str(BENCH / "guardbench_bare.py"),
@@ -418,7 +431,7 @@ def _measure(lab: Lab, consumer: str, config: Path, sources: int, window: float)
     gen = lab.spawn("generator", lab.cli, [
         PYTHON, str(BENCH / "guardbench_traffic.py"), "mix", "--server-ns", lab.srv,
         "--sources", str(sources), "--seconds", str(window + 30), "--queue", str(QUEUE),
-        "--warmup"], LOAD_CPU)
+        "--warmup", "--proof-key", _proof_key(config)], LOAD_CPU)
     try:
         gen.wait_line(lambda line: line == "warm", 120)
         time.sleep(1.0)

@@ -27,6 +27,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from floodguard.sip.proof import ProofKey
+
 SERVER = "10.250.0.1"
 CLIENT = "10.250.0.2"
 # Spoofed sources live outside the lab's 10.250.0.0/16 link: the server routes 10.0.0.0/8 to
@@ -87,7 +89,8 @@ def _nonce(index: int, round_: int) -> str:
 
 
 def register(src: str, sport: int, user: str, call_id: str, cseq: int, *,
-             nonce: str | None = None, agent: str = "Yealink SIP-T46S 66.85.0.5") -> bytes:
+             nonce: str | None = None, agent: str = "Yealink SIP-T46S 66.85.0.5",
+             opaque: str | None = None) -> bytes:
     """A REGISTER as a desk phone sends it; with ``nonce`` it carries a digest Authorization."""
     lines = [
         f"REGISTER sip:{SERVER} SIP/2.0",
@@ -106,7 +109,8 @@ def register(src: str, sport: int, user: str, call_id: str, cseq: int, *,
         lines.append(
             f'Authorization: Digest username="{user}", realm="{REALM}", nonce="{nonce}", '
             f'uri="sip:{SERVER}", response="{os.urandom(16).hex()}", algorithm=MD5, '
-            f'cnonce="{os.urandom(4).hex()}", qop=auth, nc=00000001')
+            f'cnonce="{os.urandom(4).hex()}", qop=auth, nc=00000001'
+            + (f', opaque="{opaque}"' if opaque is not None else ""))
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -133,14 +137,16 @@ def response(status: int, src: str, sport: int, user: str, call_id: str, cseq: i
 
 
 def registration_mix(sources: int, *, base: str = MIX_BASE, fail_every: int = 10,
-                     rounds: int = 1) -> list[Wire]:
+                     rounds: int = 1, key: ProofKey | None = None) -> list[Wire]:
     """The throughput mix: per source and round, one full digest registration.
 
     REGISTER without credentials (in) -> 401 with a fresh nonce (out) -> REGISTER with
     Authorization for that nonce (in) -> 200 OK (out), except every ``fail_every``-th
     transaction (staggered over sources, never twice in a row for one source) answered 401:
     a proven failure. Sources never reach the suspension threshold, so the mix costs the
-    full policy path throughout instead of turning into cheap "banned" drops.
+    full policy path throughout instead of turning into cheap "banned" drops. With the guard's
+    proof ``key`` the credentials return the token the guard put into the 401, as a phone
+    behind the guard does.
     """
     out: list[Wire] = []
     for round_ in range(rounds):
@@ -156,8 +162,10 @@ def registration_mix(sources: int, *, base: str = MIX_BASE, fail_every: int = 10
                             register(src, sport, user, call_id, cseq)))
             out.append(Wire(False, SERVER, SIP_PORT, src, sport,
                             response(401, src, sport, user, call_id, cseq, nonce=nonce)))
+            token = None if key is None else key.mint(src, nonce.encode(), None).decode()
             out.append(Wire(True, src, sport, SERVER, SIP_PORT,
-                            register(src, sport, user, call_id, cseq + 1, nonce=nonce)))
+                            register(src, sport, user, call_id, cseq + 1, nonce=nonce,
+                                     opaque=token)))
             status = 401 if fail else 200
             out.append(Wire(False, SERVER, SIP_PORT, src, sport,
                             response(status, src, sport, user, call_id, cseq + 1,
@@ -309,7 +317,8 @@ def send_mix(args: argparse.Namespace) -> dict[str, object]:
     every source register once (known-good marks written) before the flat-out phase; "warm"
     is printed when that round has been consumed.
     """
-    mix = registration_mix(args.sources, fail_every=args.fail_every)
+    key = ProofKey(bytes.fromhex(args.proof_key)) if args.proof_key else None
+    mix = registration_mix(args.sources, fail_every=args.fail_every, key=key)
     raw = _raw_socket()
     enter_netns(args.server_ns)
     srv = _server_socket()
@@ -383,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     mix.add_argument("--fail-every", type=int, default=10)
     mix.add_argument("--queue", type=int, default=0)
     mix.add_argument("--warmup", action="store_true")
+    mix.add_argument("--proof-key", default="", help="the guard's proof key (hex)")
     spoof = sub.add_parser("spoof", help="one REGISTER per distinct spoofed source")
     spoof.add_argument("--server-ns", required=True)
     spoof.add_argument("--count", type=int, default=1_000_000)
