@@ -92,7 +92,8 @@ def _guard(store: Store, now: float) -> dict[str, Any]:
         for key, value in data.get("verdicts", {}).items():
             verdicts[key] = verdicts.get(key, 0) + value
         for key, value in data.get("engine", {}).items():
-            if key in ("failures", "successes", "unproven", "stale", "responses"):
+            if key in ("failures", "successes", "unproven", "stale", "responses",
+                       "shared_nonces"):
                 learned[key] = learned.get(key, 0) + value
         hist = data.get("ban_latency")
         if hist:
@@ -171,6 +172,7 @@ def collect(cfg: Config, *, kernel: bool = True) -> dict[str, Any]:
             store.close()
     data["kernel"] = _kernel(cfg) if kernel else {"ok": None}
     data["health"] = health(data)
+    data["notes"] = notes(data)
     return data
 
 
@@ -242,6 +244,17 @@ def health(data: dict[str, Any]) -> list[str]:
         if worker["alive"] and worker["set_errors"]:
             problems.append(f"guard {worker['name']}: {worker['set_errors']} kernel set errors")
     return problems
+
+
+def notes(data: dict[str, Any]) -> list[str]:
+    """What an operator should know but that is no fault of floodguard's."""
+    out = []
+    shared = data["guard"].get("learned", {}).get("shared_nonces", 0)
+    if shared:
+        out.append(f"the registrar gave {shared} nonces to more than one client: floodguard "
+                   "relies on its own proof token, but the registrar's replay protection is weak "
+                   "(Kamailio: set auth_checks_register, e.g. 11, and a secret)")
+    return out
 
 
 def rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:

@@ -62,6 +62,7 @@ def _health(data: dict[str, Any]) -> Panel:
     for row in data["kernel"].get("sets", []):
         lines.append(f"set {row['name']}: {row['entries']}/{row['maxelem']}")
     lines += [f"[red]PROBLEM: {p}[/red]" for p in data["health"]] or ["[green]healthy[/green]"]
+    lines += [f"[yellow]note: {n}[/yellow]" for n in data.get("notes", [])]
     return Panel("\n".join(lines), title="health")
 
 

@@ -45,6 +45,10 @@ def test_shared_nonces_never_frame_the_victim(glab: GuardLab, registrar: str) ->
     assert not [e for e in events if e["event"] in ("suspend", "ban")], events
     if registrar == "kamailio":
         assert [e for e in events if e["event"] == "registrar_shared_nonces"], events
+        assert glab.config_path is not None
+        status = json.loads(glab.server.floodguard(
+            "status", "--json", "-c", str(glab.config_path), check=False).stdout)
+        assert any("more than one client" in note for note in status["notes"]), status
     counters = _counters(glab)
     assert counters.get("proof:stripped", 0) >= 8, counters
     after = glab.sipp_register(VICTIM, [("1002", "secret1002")], calls=2, rate=2, port=5072)
