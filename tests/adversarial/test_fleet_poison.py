@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from floodguard.addr import source_key
 from tests.integration.fleetkit import Fleet, build, wait_for
 
 pytestmark = pytest.mark.root
@@ -31,12 +32,13 @@ def entry(ip: str, now: float, **over: Any) -> str:
 
 
 def kernel_bans(fleet: Fleet, name: str) -> set[str]:
-    """Both ban sets of a node, read with the ipset tool."""
+    """Both ban sets of a node, read with the ipset tool, as the sources they stand for (the
+    IPv6 set holds each source's /64, e.g. 2001:db8:: for 2001:db8::51)."""
     out: set[str] = set()
     for set_name in ("floodguard-ban", "floodguard-ban-net6"):
         text = fleet.nodes[name].server.run("ipset", "list", set_name).stdout
-        out.update(line.split()[0] for line in text.split("Members:", 1)[1].splitlines()
-                   if line.strip())
+        out.update(line.split()[0].split("/")[0]
+                   for line in text.split("Members:", 1)[1].splitlines() if line.strip())
     return out
 
 
@@ -65,7 +67,7 @@ def test_poisoned_fleet_entries_are_skipped_and_the_rest_reaches_the_kernel(
     for name in "ab":
         assert wait_for(lambda n=name: fleet.events(n, "fleet_up"), 10), fleet.events(name)
         banned = kernel_bans(fleet, name)
-        assert all(ip in banned for ip in GOOD), (banned, fleet.events(name))
+        assert all(source_key(ip) in banned for ip in GOOD), (banned, fleet.events(name))
         assert not any(ip.startswith("192.0.2.") or ip == "0.0.0.0" for ip in banned), banned
         assert "is banned" in fleet.floodguard(name, "blacklist", "explain", GOOD[0])
     # a (started first) read and reported the poison; its sweep then deleted it from Redis
