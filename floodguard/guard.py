@@ -37,7 +37,7 @@ from floodguard.policy.engine import (
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
-from floodguard.sip.proof import ProofKey, check_credentials, tokenise
+from floodguard.sip.proof import ProofKey, check_credentials, may_prove, tokenise
 from floodguard.store import Store
 from floodguard.tcpflow import FlowTable
 
@@ -254,7 +254,9 @@ class Guard:
                     elif self.prove_by_nonce:
                         proven = bool(auth.nonce) and self.engine.nonce_holder(
                             now, auth.nonce or "") == src
-                    elif TOKEN_MARK in payload:  # a cheap look first: most floods carry none
+                    elif TOKEN_MARK in payload and may_prove(payload, src, auth.nonce,
+                                                             self.proof):
+                        # cheap looks first: a flood carries no token, or not a valid one
                         proven, rewritten = self._prove(payload, src)
                         unproven = not proven
                     else:

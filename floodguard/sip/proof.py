@@ -34,6 +34,9 @@ _ITEM = re.compile(
 _SCHEME = re.compile(rb"[ \t]*digest[ \t]+", re.IGNORECASE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNESCAPE = re.compile(rb"\\(.)")
+# A token as it stands in a request, for a check before any parsing.
+_TOKEN = re.compile(
+    rb'opaque[ \t]*=[ \t]*"?(fg1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]+)', re.IGNORECASE)
 
 
 def _b64(data: bytes) -> bytes:
@@ -85,6 +88,16 @@ class ProofKey:
         if not hmac.compare_digest(mac, self._mac(client, nonce, raw)):
             return False, None
         return True, original
+
+
+def may_prove(data: bytes, client: str, nonce: str | None, key: ProofKey) -> bool:
+    """A cheap first look at a request: does it carry a valid token for client and nonce? Only
+    then is it worth parsing and rewriting (check_credentials); a flood of bogus or foreign
+    tokens costs one regex search and one HMAC each."""
+    if not nonce:
+        return False
+    found = _TOKEN.search(data)
+    return found is not None and key.check(client, nonce.encode(), found.group(1))[0]
 
 
 def _items(value: bytes) -> list[tuple[bytes, bytes]] | None:

@@ -76,3 +76,15 @@ def test_rewritten_packets_have_valid_lengths_and_checksums() -> None:
             assert _checksum(pseudo + out[20:]) == 0
     big = udp("192.0.2.1", CLIENT, 5060, 5060, challenge())
     assert replace_udp_payload(big, b"x" * 1500) is None  # growing past the MTU bound
+
+
+def test_a_cheap_look_finds_only_valid_tokens() -> None:
+    from floodguard.sip.proof import may_prove
+
+    token = parse_message(tokenise(challenge(), CLIENT, KEY)).challenges[0].opaque
+    assert may_prove(answer(token), CLIENT, "N1", KEY)
+    assert may_prove(answer(token).replace(b"opaque=", b"OPAQUE ="), CLIENT, "N1", KEY)
+    assert not may_prove(answer(token), OTHER, "N1", KEY)  # someone else's token
+    assert not may_prove(answer(token), CLIENT, "N2", KEY)  # for another nonce
+    assert not may_prove(answer("fg1.forged.-"), CLIENT, "N1", KEY)
+    assert not may_prove(answer(None), CLIENT, "N1", KEY)
