@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
@@ -80,9 +81,7 @@ def test_truncated_capture_stops_cleanly(tmp_path):
     cut.write_bytes(data[: len(data) - 30])
     with open(cut, "rb") as handle:
         assert len(list(read_pcap(handle))) == 23
-    try:
-        with open(tmp_path / "bf.pcap", "rb") as handle:
-            handle.read(1)
+    with open(tmp_path / "bf.pcap", "rb") as handle:
+        handle.read(1)  # a reader that does not start at the file's header
+        with pytest.raises(PcapError, match="not a pcap"):
             list(read_pcap(handle))
-    except PcapError as exc:
-        assert "not a pcap" in str(exc)

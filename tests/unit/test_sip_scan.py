@@ -223,15 +223,39 @@ def test_scan_fields_of_a_register() -> None:
     assert (view.authorization.username, view.authorization.nonce) == ("1001", "XyZ123")
 
 
-def test_list_caps_match_the_parser() -> None:
-    many = ", ".join(f"<sip:c{i}@h>;expires={i}" for i in range(70))
-    agrees(sip("SIP/2.0 200 OK", "CSeq: 1 REGISTER", f"Contact: {many}"))
-    agrees(sip("SIP/2.0 200 OK", "CSeq: 1 REGISTER", "Contact: <sip:c@h>" + ";p" * 70
-               + ";expires=5"))
-    agrees(sip("SIP/2.0 200 OK", "CSeq: 1 REGISTER", "Contact: <sip:c@h>" + ";p" * 62
-               + ";expires=5"))
-    items = ", ".join(f"k{i}=v" for i in range(70))
-    agrees(sip("REGISTER sip:x SIP/2.0", f"Authorization: Digest {items}, nonce=late"))
+def contacts(n: int) -> bytes:
+    """A 200 with n contacts, the last one's expires the largest."""
+    return sip("SIP/2.0 200 OK", "CSeq: 1 REGISTER",
+               "Contact: " + ", ".join(f"<sip:c{i}@h>;expires={i}" for i in range(n)))
+
+
+def contact_params(n: int) -> bytes:
+    """A 200 whose one contact has n parameters before its expires."""
+    return sip("SIP/2.0 200 OK", "CSeq: 1 REGISTER", "Contact: <sip:c@h>" + ";p" * n
+               + ";expires=5")
+
+
+def auth_items(n: int) -> bytes:
+    """A REGISTER whose digest credentials have n items before the nonce."""
+    items = ", ".join(f"k{i}=v" for i in range(n))
+    return sip("REGISTER sip:x SIP/2.0", f"Authorization: Digest {items}, nonce=late")
+
+
+@pytest.mark.parametrize(("build", "last", "field", "value"), [
+    (contacts, 64, "granted_expires", 63),
+    (contact_params, 62, "granted_expires", 5),
+    (auth_items, 62, "nonce", "late"),
+], ids=["contacts", "contact-params", "auth-items"])
+def test_list_caps_match_the_parser(build, last, field, value) -> None:
+    """Up to the item cap the scan answers, reads the item after the run and equals the
+    parser; past it, where the parser stops reading, the scan declines."""
+    at_cap = build(last)
+    assert agrees(at_cap), "the scan declined a list within its cap"
+    view = scan_sip(at_cap)
+    got = view.authorization.nonce if field == "nonce" else view.granted_expires
+    assert got == value
+    assert scan_sip(build(last + 1)) is None, "the scan answered a list over its cap"
+    assert scan_sip(build(70)) is None
 
 
 def test_rejects_non_bytes() -> None:
