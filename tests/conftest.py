@@ -1,17 +1,31 @@
-"""Checks for the whole test run: the compiled modules under test match their sources.
+"""Checks for the whole test run, and fixtures every tier shares.
 
-setup.py compiles the guard and the policy engine with mypyc; in a checkout installed with
-``pip install -e`` the compiled module sits beside its source and Python imports it first. A
-source edited after the build would then go untested: the run stops instead, asking for the
-rebuild that ``make`` does by itself.
+- The compiled modules under test match their sources: setup.py compiles the guard and the
+  policy engine with mypyc; in a checkout installed with ``pip install -e`` the compiled module
+  sits beside its source and Python imports it first. A source edited after the build would
+  then go untested: the run stops instead, asking for the rebuild that ``make`` does by itself.
+- The ``root`` marker: a test module that needs root and the real kernel says so with
+  ``pytestmark = pytest.mark.root("tool", ...)``, naming the commands it runs. Such a test fails
+  (never skips) when it runs without root or without one of those commands, before any of its
+  fixtures builds namespaces. This hook is the only place that checks.
+- ``kernel_sets``: floodguard's kernel sets in memory (tests/kernelfake.py), for unit tests.
+- ``status_sample``: status snapshots as ``floodguard status`` collects them.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.kernelfake import KernelSets
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +46,64 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if stale:
         pytest.exit(f"compiled modules are older than their sources ({', '.join(stale)}): "
                     "rebuild with `make deps` (or `.venv/bin/pip install -e .`)", returncode=4)
+
+
+# ---------------------------------------------------------------- tests that need root
+
+
+def missing_tools(tools: list[str]) -> list[str]:
+    """The commands of ``tools`` found neither on PATH nor in /usr/sbin."""
+    return [tool for tool in tools
+            if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``root``: fail loudly, never skip, without root or a tool they name."""
+    marks = list(item.iter_markers("root"))
+    if not marks:
+        return
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root and a real kernel (network namespaces, iptables, "
+                    "ipset): run it as root, e.g. `sudo make test`", pytrace=False)
+    tools = list(dict.fromkeys(str(tool) for mark in marks for tool in mark.args))
+    missing = missing_tools(tools)
+    if missing:
+        pytest.fail(f"missing for this test: {', '.join(missing)}: run `sudo make deps`",
+                    pytrace=False)
+
+
+# ---------------------------------------------------------------- shared fixtures
+
+
+@pytest.fixture
+def kernel_sets() -> KernelSets:
+    """floodguard's kernel sets (default configuration) in memory, like pyroute2's ipmock."""
+    from tests.kernelfake import KernelSets
+
+    return KernelSets()
+
+
+@pytest.fixture
+def status_sample() -> Callable[..., dict[str, Any]]:
+    """Builds status snapshots: one worker, one suspension, a ban set 900/1000 full."""
+
+    def sample(time: float = 100.0, reg_drops: int = 10, queued: int = 5,
+               ok: int = 3) -> dict[str, Any]:
+        return {
+            "time": time, "mode": "enforce",
+            "guard": {"ok": True, "workers": [{"name": "engine-q0", "alive": True, "age": 0.5,
+                                               "set_errors": 0, "tables": {"sources": 4}}],
+                      "verdicts": {"pass:ok": ok, "drop:rate:sip": 1},
+                      "top_sources": [{"ip": "192.0.2.9", "dropped": 7}]},
+            "bans": [{"ip": "192.0.2.9", "kind": "suspend", "remaining": 170.0,
+                      "reason": "consecutive-failures", "aor": "1001@x"}],
+            "bans_by_kind": {"suspend": 1}, "bans_by_reason": {"consecutive-failures": 1},
+            "top_aors": [{"aor": "1001@x", "bans": 1}],
+            "registrations": {"bindings": 3, "online": 2, "offline": 1},
+            "kernel": {"ok": True, "installed": True, "queued": queued,
+                       "drops": {"register-rate": reg_drops},
+                       "sets": [{"name": "floodguard-ban", "entries": 900, "maxelem": 1000}]},
+        }
+
+    return sample

@@ -1,4 +1,4 @@
-"""Community blocklist parsing and import (kernel set recorded, real store)."""
+"""Community blocklist parsing and import (kernel sets in memory, real store)."""
 
 import http.server
 import threading
@@ -8,6 +8,7 @@ import pytest
 from floodguard.config import loads
 from floodguard.feeds import FeedError, fetch, import_feed, parse
 from floodguard.store import Store
+from tests.kernelfake import KernelSets
 
 FEED = """# APIBAN-style list
 192.0.2.1
@@ -18,17 +19,6 @@ FEED = """# APIBAN-style list
 not-an-ip
 203.0.113.0/24
 """
-
-
-class Sets:
-    def __init__(self):
-        self.added = {}
-
-    def add(self, kind, ip, timeout=None):
-        self.added[ip] = (kind, timeout)
-
-    def close(self):
-        pass
 
 
 def test_parse_dedupes_canonicalises_and_counts_junk():
@@ -57,22 +47,24 @@ def test_each_bad_line_is_skipped_alone_and_the_rest_imported(tmp_path):
     assert all(len(e) < 200 for e in listed.skipped.examples)
 
 
-def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path):
+def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path, kernel_sets):
     path = tmp_path / "list.txt"
     path.write_text(FEED + "::ffff:10.9.9.9\n")
     cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n'
                 '[blacklist]\nallow = ["::ffff:10.9.9.0/120"]\n')
-    store, sets = Store(tmp_path / "s.db"), Sets()
+    store, sets = Store(tmp_path / "s.db"), kernel_sets
     result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
     assert result.banned == ["192.0.2.1", "2001:db8::1", "198.51.100.7"]
     # a mapped address is IPv4, and so is a mapped allow-list network
     assert result.allowed == ["10.9.9.9"] and result.skipped.count == 3
-    assert sets.added["192.0.2.1"] == ("ban", 600)
+    assert sets.list("ban") == [("192.0.2.1", 600), ("198.51.100.7", 600),
+                                ("2001:db8::/64", 600)]
+    assert not sets.test("ban", "10.9.9.9")
     row = store.get_ban("2001:db8::1", now=1001)
     assert row.reason == "feed:apiban" and row.until == 1600
     # a longer ban already in place is kept
     store.put_ban("198.51.100.7", "blacklist", "spraying", 86400, now=1000)
-    again = import_feed(cfg, cfg.feeds[0], store, Sets(), now=1100)
+    again = import_feed(cfg, cfg.feeds[0], store, KernelSets(), now=1100)
     assert "198.51.100.7" not in again.banned
     assert store.get_ban("198.51.100.7", now=1100).reason == "spraying"
 
@@ -80,23 +72,20 @@ def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path):
 def test_an_address_the_kernel_refuses_is_skipped_not_fatal(tmp_path):
     from floodguard.kernel import KernelError
 
-    class Refusing(Sets):
-        def add(self, kind, ip, timeout=None):
-            if ip == "192.0.2.2":
-                raise KernelError("ipset add floodguard-ban 192.0.2.2: refused")
-            super().add(kind, ip, timeout)
-
     path = tmp_path / "list.txt"
     path.write_text("192.0.2.1\n192.0.2.2\n192.0.2.3\n")
     cfg = loads(f'[[feed]]\nname = "f"\nsource = "{path}"\n')
-    store, sets = Store(tmp_path / "s.db"), Refusing()
+    sets = KernelSets(refuse={
+        "192.0.2.2": KernelError("ipset add floodguard-ban 192.0.2.2: refused")})
+    store = Store(tmp_path / "s.db")
     result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
     assert result.banned == ["192.0.2.1", "192.0.2.3"]
     assert result.skipped.count == 1 and "refused" in result.skipped.examples[0]
     assert store.get_ban("192.0.2.2", now=1000) is None
+    assert sets.addresses("ban") == {"192.0.2.1", "192.0.2.3"}
 
 
-def test_scheduler_event_counts_skipped_lines(tmp_path):
+def test_scheduler_event_counts_skipped_lines(tmp_path, kernel_sets):
     import io
     import json
 
@@ -107,7 +96,7 @@ def test_scheduler_event_counts_skipped_lines(tmp_path):
     path.write_text("0.0.0.0\n192.0.2.1\n224.0.0.5\n192.0.2.2\n")
     cfg = loads(f'[state]\npath = "{tmp_path / "s.db"}"\n'
                 f'[[feed]]\nname = "f"\nsource = "{path}"\n')
-    log, sets = io.StringIO(), Sets()
+    log, sets = io.StringIO(), kernel_sets
     FeedScheduler(cfg, EventLog(log, json_mode=True), lambda: Store(tmp_path / "s.db"),
                   lambda: sets).check()
     events = [json.loads(line) for line in log.getvalue().splitlines()]
@@ -115,7 +104,8 @@ def test_scheduler_event_counts_skipped_lines(tmp_path):
     assert events[0]["banned"] == 2 and events[0]["skipped"] == 2
     assert events[0]["skipped_examples"] == ["line 1: '0.0.0.0' is the unspecified address",
                                              "line 3: '224.0.0.5' is a multicast address"]
-    assert set(sets.added) == {"192.0.2.1", "192.0.2.2"}
+    assert sets.addresses("ban") == {"192.0.2.1", "192.0.2.2"}
+    assert sets.closed  # the scheduler closes the sets it opened
 
 
 def test_fetch_over_http_and_errors(tmp_path):

@@ -1,4 +1,4 @@
-"""The guard's packet path with real parsing and the real engine; kernel sets are recorded."""
+"""The guard's packet path with real parsing and the real engine; kernel sets in memory."""
 
 import io
 import json
@@ -9,23 +9,10 @@ from floodguard.config import Config, loads
 from floodguard.events import EventLog
 from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
 from floodguard.store import Store
+from tests.kernelfake import KernelSets
 from tests.sipmsg import auth_value, opaque_of, register, response, tcp, udp
 
 SERVER = "192.0.2.10"
-
-
-class RecordingSets:
-    def __init__(self):
-        self.entries: dict[tuple[str, str], int | None] = {}
-        self.fail = False
-
-    def add(self, kind, ip, timeout=None):
-        if self.fail:
-            raise RuntimeError("set is full")
-        self.entries[(kind, ip)] = timeout
-
-    def remove(self, kind, ip):
-        self.entries.pop((kind, ip), None)
 
 
 class Clock:
@@ -41,9 +28,10 @@ def rig(tmp_path):
     def make(cfg: Config | None = None, clock=None):
         clock = clock or Clock()
         log = io.StringIO()
-        sets = RecordingSets()
+        cfg = cfg or Config()
+        sets = KernelSets(cfg)
         store = Store(tmp_path / "state.db")
-        guard = Guard(cfg or Config(), sets=sets, store=store, events=EventLog(log, True),
+        guard = Guard(cfg, sets=sets, store=store, events=EventLog(log, True),
                       clock=clock, wall=lambda: clock.t + 1_700_000_000)
         return guard, sets, store, log, clock
     return make
@@ -163,7 +151,7 @@ def test_ipv6_guesses_rotating_through_one_64_are_one_source(rig):
         guard.handle(udp(server, client, 5060, 5060, response(
             401, "Unauthorized", "1001", call_id=f"v{i}", cseq=2, challenge_nonce=nonce + "b")),
             HOOK_LOCAL_OUT)
-    assert sets.entries[("ban", "2001:db8::")] == 180  # the /64, in the per-prefix set
+    assert sets.entries[("ban", "2001:db8::/64")] == 180  # the /64, in the per-prefix set
     blocked = udp("2001:db8::ffff", server, 5060, 5060, register(
         "1001", src="[2001:db8::ffff]", call_id="late", cseq=1))
     assert guard.handle(blocked, HOOK_LOCAL_IN) is False  # any address of that /64
@@ -208,7 +196,7 @@ def test_failures_counted_after_the_last_snapshot_survive_a_crash(rig):
 
 def test_full_set_keeps_the_ban_in_the_store(rig):
     guard, sets, store, log, clock = rig()
-    sets.fail = True
+    sets.maxelem = 0  # the kernel refuses every new entry: SetFullError
     for i in range(6):
         clock.t += 1
         attempt(guard, "198.51.100.30", "1001", "bad", i, f"f{i}", 1)

@@ -9,12 +9,11 @@ from prometheus_client.registry import CollectorRegistry
 
 from floodguard import metrics
 from floodguard.config import Config
-from tests.unit.test_status import sample
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "monitoring"
 
 
-def exposition(monkeypatch) -> str:
+def exposition(monkeypatch, sample) -> str:
     data = sample()
     data["guard"]["verdicts"]["anomaly:registrations:spike"] = 2
     data["guard"]["learned"] = {"failures": 6, "successes": 40}
@@ -29,8 +28,8 @@ def exposition(monkeypatch) -> str:
     return generate_latest(registry).decode()
 
 
-def test_exposition_has_every_layer(monkeypatch):
-    text = exposition(monkeypatch)
+def test_exposition_has_every_layer(monkeypatch, status_sample):
+    text = exposition(monkeypatch, status_sample)
     assert 'floodguard_kernel_dropped_packets_total{rule="register-rate"} 10.0' in text
     assert 'floodguard_guard_verdicts_total{reason="ok",verdict="pass"} 3.0' in text
     assert 'floodguard_anomalies_total{kind="spike",metric="registrations"} 2.0' in text
@@ -44,9 +43,9 @@ def test_exposition_has_every_layer(monkeypatch):
     assert 'floodguard_active_bans{kind="suspend",reason="consecutive-failures"} 1.0' in text
 
 
-def test_dashboard_and_alerts_only_use_metrics_that_exist(monkeypatch):
+def test_dashboard_and_alerts_only_use_metrics_that_exist(monkeypatch, status_sample):
     names = set(re.findall(r"^(floodguard_\w+?)(?:_total|_bucket|_count|_sum)?[{ ]",
-                           exposition(monkeypatch), re.M))
+                           exposition(monkeypatch, status_sample), re.M))
     exported = names | {n + s for n in names for s in ("_total", "_bucket", "_count", "_sum")}
     dashboard = json.loads((EXAMPLES / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

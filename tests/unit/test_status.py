@@ -14,26 +14,8 @@ from floodguard.status_view import build
 from floodguard.store import Store
 
 
-def sample(time=100.0, reg_drops=10, queued=5, ok=3):
-    return {
-        "time": time, "mode": "enforce",
-        "guard": {"ok": True, "workers": [{"name": "engine-q0", "alive": True, "age": 0.5,
-                                           "set_errors": 0, "tables": {"sources": 4}}],
-                  "verdicts": {"pass:ok": ok, "drop:rate:sip": 1},
-                  "top_sources": [{"ip": "192.0.2.9", "dropped": 7}]},
-        "bans": [{"ip": "192.0.2.9", "kind": "suspend", "remaining": 170.0,
-                  "reason": "consecutive-failures", "aor": "1001@x"}],
-        "bans_by_kind": {"suspend": 1}, "bans_by_reason": {"consecutive-failures": 1},
-        "top_aors": [{"aor": "1001@x", "bans": 1}],
-        "registrations": {"bindings": 3, "online": 2, "offline": 1},
-        "kernel": {"ok": True, "installed": True, "queued": queued,
-                   "drops": {"register-rate": reg_drops},
-                   "sets": [{"name": "floodguard-ban", "entries": 900, "maxelem": 1000}]},
-    }
-
-
-def test_rates_and_health():
-    before, after = sample(), sample(time=102.0, reg_drops=30, queued=9, ok=7)
+def test_rates_and_health(status_sample):
+    before, after = status_sample(), status_sample(time=102.0, reg_drops=30, queued=9, ok=7)
     rates = status.rates(before, after)
     assert rates["kernel:register-rate"] == 10.0
     assert rates["kernel:queued"] == 2.0
@@ -44,11 +26,11 @@ def test_rates_and_health():
     assert any("guard not running" in p for p in status.health(after))
 
 
-def test_screen_renders_every_part():
-    data = sample(time=101.0, reg_drops=20)
+def test_screen_renders_every_part(status_sample):
+    data = status_sample(time=101.0, reg_drops=20)
     data["health"] = status.health(data)
     out = io.StringIO()
-    Console(file=out, width=120).print(build(data, status.rates(sample(), data)))
+    Console(file=out, width=120).print(build(data, status.rates(status_sample(), data)))
     text = out.getvalue()
     for needle in ("register-rate", "192.0.2.9", "consecutive-failures", "2 online",
                    "engine-q0 up", "900/1000"):
