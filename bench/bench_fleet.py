@@ -45,9 +45,9 @@ HERE = Path(__file__).resolve()
 
 def node_main(args: argparse.Namespace) -> int:
     """A fleet link as the supervisor runs it; prints progress lines, then a summary."""
-    from floodguard import fleet
     from floodguard.config import loads
     from floodguard.events import EventLog
+    from floodguard.fleet import link as fleet  # FleetLink, count_set, RECENT_LAGS
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.rules import render
     from floodguard.store import Store

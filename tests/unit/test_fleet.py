@@ -12,6 +12,7 @@ from floodguard.fleet import (
     change_from_journal,
     change_from_row,
     connect,
+    netlink_writer,
     redact,
     split_origin,
     supersedes,
@@ -21,7 +22,9 @@ from floodguard.store import Store
 
 
 class Sets:
-    """A kernel set manager stand-in: (kind, ip) -> timeout."""
+    """A kernel set manager stand-in: (kind, ip) -> timeout. It is also its own set writer (the
+    add/remove/close of ``NetlinkSetWriter``): pass ``Sets.writer`` as the ``writer_factory``,
+    so nothing reaches a real kernel."""
 
     def __init__(self, full_after=None):
         self.entries = {}
@@ -42,6 +45,10 @@ class Sets:
 
     def close(self):
         pass
+
+    @staticmethod
+    def writer(sets):
+        return sets
 
 
 def ban(ip, ts, until, **extra):
@@ -179,7 +186,7 @@ def test_check_change_bounds_every_field(field, value, why):
 
 def test_applier_skips_a_row_sqlite_refuses_and_keeps_the_rest(tmp_path):
     store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(Config(), store, sets)
+    applier = Applier(Config(), store, sets, writer_factory=Sets.writer)
     # not checked (check_change would refuse it): the store layer must still hold
     result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180,
                                                                 failures=10**23),
@@ -202,7 +209,7 @@ def test_allow_list_agrees_with_bans_allowed_by():
 def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
     cfg = loads('[blacklist]\nallow = ["127.0.0.0/8", "192.0.2.7/32"]\n')
     store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(cfg, store, sets)
+    applier = Applier(cfg, store, sets, writer_factory=Sets.writer)
     result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.7", 1000, 1180),
                             ban("192.0.2.9", 900, 999),  # already expired
                             {"op": "known", "ip": "192.0.2.2", "ts": 1000, "until": 1600,
@@ -233,10 +240,11 @@ def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
 
 def test_applier_monitor_mode_and_full_set(tmp_path):
     store = Store(tmp_path / "s.db")
-    monitor = Applier(loads('[guard]\nmode = "monitor"\n'), store, Sets())
+    monitor = Applier(loads('[guard]\nmode = "monitor"\n'), store, Sets(),
+                      writer_factory=Sets.writer)
     assert monitor.apply([ban("192.0.2.1", 1000, 1180)], now=1001).monitor == 1
     assert store.get_ban("192.0.2.1", now=1001) is None
-    full = Applier(Config(), store, Sets(full_after=1))
+    full = Applier(Config(), store, Sets(full_after=1), writer_factory=Sets.writer)
     result = full.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180)], now=1001)
     # the store keeps both (as the guard does): a restart retries the kernel
     assert result.full == 1 and store.get_ban("192.0.2.2", now=1001) is not None
@@ -244,7 +252,7 @@ def test_applier_monitor_mode_and_full_set(tmp_path):
 
 def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
     store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(Config(), store, sets)
+    applier = Applier(Config(), store, sets, writer_factory=Sets.writer)
     applier.apply([ban("192.0.2.1", 1000, 9e9), ban("192.0.2.2", 1000, 9e9)])
     store.put_ban("192.0.2.3", "manual", "manual", 600)  # this node's own: the guard's business
     lifted = applier.reload(loads('[blacklist]\nallow = ["192.0.2.0/30"]\n'))
@@ -254,7 +262,7 @@ def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
 
 def test_kernel_writer_counts_what_the_kernel_refused():
     sets = Sets(full_after=2)
-    writer = KernelWriter(sets)  # a set manager without specs (a fake) is used as it is
+    writer = KernelWriter(sets, Sets.writer)
     full, failed = writer.add_many("ban", [("192.0.2.1", 10.2), ("192.0.2.2", 0.1),
                                            ("192.0.2.3", 5), ("192.0.2.4", 5)])
     assert full == ["192.0.2.3", "192.0.2.4"] and failed == []
@@ -262,3 +270,20 @@ def test_kernel_writer_counts_what_the_kernel_refused():
     assert sets.entries == {("ban", "192.0.2.1"): 11, ("ban", "192.0.2.2"): 1}
     writer.remove("ban", "192.0.2.1")
     assert ("ban", "192.0.2.1") not in sets.entries
+
+
+def test_netlink_writer_falls_back_to_the_set_manager(monkeypatch):
+    from floodguard.kernel import KernelError, ipset_netlink
+    from floodguard.kernel.ipset import SetManager
+    from floodguard.kernel.rules import render
+
+    sets = SetManager(render(Config()).sets)
+
+    def refused(specs):
+        raise KernelError("no netlink here")
+
+    monkeypatch.setattr(ipset_netlink, "NetlinkSetWriter", refused)
+    assert netlink_writer(sets) is sets
+    writer = KernelWriter(sets)  # the default writer factory
+    assert writer.writer is sets
+    writer.close()  # leaves the set manager to its owner

@@ -121,7 +121,8 @@ class Node:
         self.log = io.StringIO()
         self.store = Store(self.path)
         self.link = FleetLink(self.cfg, EventLog(self.log, json_mode=True),
-                              lambda: Store(self.path), lambda: self.sets)
+                              lambda: Store(self.path), lambda: self.sets,
+                              writer_factory=Sets.writer)
 
     def step(self, times: int = 1) -> None:
         for _ in range(times):
