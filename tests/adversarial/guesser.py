@@ -44,15 +44,19 @@ class Client:
         self.src, self.server, self.user, self.transport, self.sport = (
             src, server, user, transport, sport)
         self.split = split
+        self.family = socket.AF_INET6 if ":" in src else socket.AF_INET
+        # hosts as a SIP URI writes them (IPv6 in brackets)
+        self.host = f"[{src}]" if ":" in src else src
+        self.target = f"[{server}]" if ":" in server else server
         self.call_id = f"tw-{transport}-{time.time_ns()}{'x' * pad}@{src}"
         self.cseq = 0
         self.challenge: SipMessage | None = None
         self.buffer = b""
         if transport == "udp":
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
             self.sock.bind((src, sport))
         else:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock = socket.socket(self.family, socket.SOCK_STREAM)
             # a second run from the same port must not wait for the first one's TIME_WAIT
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if mss:
@@ -71,15 +75,15 @@ class Client:
         self.cseq += 1
         via = self.transport.upper()
         lines = [
-            f"REGISTER sip:{self.server} SIP/2.0",
-            f"Via: SIP/2.0/{via} {self.src}:{self.sport};branch=z9hG4bK-{self.call_id}-"
+            f"REGISTER sip:{self.target} SIP/2.0",
+            f"Via: SIP/2.0/{via} {self.host}:{self.sport};branch=z9hG4bK-{self.call_id}-"
             f"{self.cseq};rport",
             "Max-Forwards: 70",
-            f"From: <sip:{self.user}@{self.server}>;tag=tw{self.sport}",
-            f"To: <sip:{self.user}@{self.server}>",
+            f"From: <sip:{self.user}@{self.target}>;tag=tw{self.sport}",
+            f"To: <sip:{self.user}@{self.target}>",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} REGISTER",
-            f"Contact: <sip:{self.user}@{self.src}:{self.sport};transport={self.transport}>",
+            f"Contact: <sip:{self.user}@{self.host}:{self.sport};transport={self.transport}>",
             "Expires: 3600",
             "User-Agent: twoworkers-guesser",
         ]
@@ -151,7 +155,7 @@ class Client:
         assert self.challenge is not None
         option = self.challenge.challenges[0]
         qop = "auth" if option.qop and "auth" in option.qop.lower().split(",") else None
-        uri = f"sip:{self.server}"
+        uri = f"sip:{self.target}"
         auth = digest.authorization_header(
             self.user, password, option.realm or "", option.nonce or "", uri, "REGISTER",
             algorithm=(option.algorithm or "MD5").upper(), qop=qop, nc=nc,

@@ -19,6 +19,9 @@ from floodguard.store import Store
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp")
+
 ATTACKER, VICTIM = CLIENTS4[0], CLIENTS4[1]
 
 SEND = r'''

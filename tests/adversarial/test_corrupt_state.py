@@ -13,9 +13,14 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from floodguard.store import Store, quarantined
 from tests.integration.conftest import CLIENTS4
 from tests.integration.guardkit import GuardLab, svcrack
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "svcrack")
 
 ATTACKER = CLIENTS4[0]
 GARBAGE = b"\x89not a database\x00" * 512

@@ -19,6 +19,9 @@ import pytest
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp")
+
 GUESSER = Path(__file__).with_name("guesser.py")
 ATTACKER, PHONE = CLIENTS4[0], CLIENTS4[1]
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.conftest import Lab
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 FEED_RUN = """
 import sys

@@ -21,7 +21,8 @@ import pytest
 from floodguard.addr import source_key
 from tests.integration.fleetkit import Fleet, build, wait_for
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "redis-server")
 
 GOOD = ["198.51.100.1", "198.51.100.2", "2001:db8::51"]
 

@@ -18,9 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from floodguard.store import Store
 from tests.integration.conftest import SERVER4
 from tests.integration.guardkit import GuardLab
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp")
 
 OUTSIDE_GW, PHONE, ATTACKER = "10.251.0.1", "10.251.0.2", "10.251.0.3"
 INSIDE_GW = "10.250.0.254"

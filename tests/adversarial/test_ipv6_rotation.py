@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from tests.integration.conftest import CLIENTS6, NEIGHBOUR6, Lab
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 WRITER = """
 import sys

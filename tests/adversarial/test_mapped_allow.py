@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.conftest import CLIENTS4, Lab
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 TRUSTED = CLIENTS4[3]
 MAPPED = f"::ffff:{TRUSTED}"

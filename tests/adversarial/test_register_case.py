@@ -18,7 +18,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import CLIENTS4, CLIENTS6, SERVER4, SERVER6, Lab
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 FLOOD = Path(__file__).with_name("registercase_flood.py")
 RATE, SECONDS = 50, 2.0

@@ -24,7 +24,7 @@ from tests.integration.registrar_helpers import (
     tcp_socket,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 MAX_CONNECTIONS = 40
 PER_SOURCE = 8

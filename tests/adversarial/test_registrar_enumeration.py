@@ -26,7 +26,7 @@ from tests.integration.registrar_helpers import (
     udp_socket,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 SERVER = (SERVER_IP, 5060)
 # 1001 registered and answering OPTIONS, 1002 registered but silent (offline), 1003 never

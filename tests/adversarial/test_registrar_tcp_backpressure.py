@@ -25,7 +25,7 @@ from tests.integration.registrar_helpers import (
     udp_socket,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 WRITE_TIMEOUT = 3.0
 PORTS = {"tcp": 5060, "tls": 5061}

@@ -22,6 +22,9 @@ from floodguard.store import Store
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp")
+
 ATTACK = Path(__file__).with_name("shared_nonce_attack.py")
 ATTACKER, VICTIM = CLIENTS4[0], CLIENTS4[1]
 

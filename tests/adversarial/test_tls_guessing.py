@@ -13,9 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab
 from tests.integration.registrar_helpers import self_signed
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save", "sipp")
 
 GUESSER = Path(__file__).with_name("guesser.py")
 ATTACKER, PHONE = CLIENTS4[0], CLIENTS4[1]

@@ -31,6 +31,9 @@ from floodguard.store import Store
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp")
+
 GUESSER_SCRIPT = Path(__file__).with_name("guesser.py")
 # Queue 0 takes last octets 0-127, queue 1 takes 128-255.
 PHONE_Q0 = CLIENTS4[1]                          # 10.250.0.3

@@ -13,7 +13,9 @@ false``, the documented setting for offline hosts); floodguard and its Python de
 offline from the wheelhouse the role builds on the controller.
 
 Everything (container, overlay mount, namespaces, veths, SSH masters, processes) is removed in
-teardown, also on failure. Missing root or tools fail the tests; they are never skipped.
+teardown, also on failure. test_deploy.py carries
+``pytestmark = pytest.mark.root(*REQUIRED_TOOLS)``: missing root or tools fail the tests, they
+are never skipped (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ HOSTNAME = "fg-sip"
 
 SIP_PORT = 5060
 ACCOUNTS = {"1001": "Phone-1001-secret", "1002": "Phone-1002-secret"}
+# What the deployment tests run (Debian packages debootstrap, systemd-container, ansible-core,
+# openssh-client, iproute2, ipset, iptables, sip-tester, sipvicious).
 REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ansible-playbook", "ssh", "ssh-keygen",
                   "ip", "ipset", "iptables-nft-save", "sipp", "svcrack")
 
@@ -81,19 +85,6 @@ def ansible_env(folder: Path) -> dict[str, str]:
     cfg.write_text("[defaults]\n")
     return dict(os.environ, ANSIBLE_CONFIG=str(cfg), ANSIBLE_NOCOLOR="1",
                 ANSIBLE_FORCE_COLOR="0")
-
-
-def require_root_and_tools() -> None:
-    """Fail (never skip) without root or a tool the deployment tests need."""
-    if os.geteuid() != 0:
-        pytest.fail("deployment tests need root (debootstrap, systemd-nspawn, network "
-                    "namespaces): run them as root, e.g. `sudo make test`", pytrace=False)
-    missing = [tool for tool in REQUIRED_TOOLS
-               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
-    if missing:
-        pytest.fail(f"missing for the deployment tests: {', '.join(missing)} (Debian packages "
-                    "debootstrap, systemd-container, ansible-core, openssh-client, sip-tester, "
-                    "sipvicious: run `sudo make deps`)", pytrace=False)
 
 
 # ---------------------------------------------------------------- the cached Debian 12 image
@@ -499,7 +490,6 @@ class PlaybookRun:
 @pytest.fixture(scope="session")
 def debian_image() -> Path:
     """The cached Debian 12 root, built on first use."""
-    require_root_and_tools()
     return build_image()
 
 

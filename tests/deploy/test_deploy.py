@@ -12,9 +12,13 @@ import json
 import sys
 import time
 
+import pytest
+
 from floodguard import daemon
 
-from .conftest import ACCOUNTS, ASSETS, SIP_PORT, UNITS, Container
+from .conftest import ACCOUNTS, ASSETS, REQUIRED_TOOLS, SIP_PORT, UNITS, Container
+
+pytestmark = pytest.mark.root(*REQUIRED_TOOLS)
 
 PHONE_USER = "1001"
 ATTACKED_USER = "1002"

@@ -7,13 +7,12 @@ teardown itself is checked: no namespace and no process of the lab may be left.
 
 Short runs keep the suite to a few minutes: 4 s of measured attack per scenario (the attack keeps
 running until the registrations started in that window have finished). Needs root, iptables,
-ipset, conntrack, SIPVicious and Kamailio: without them the tests fail, they are never skipped.
+ipset, conntrack, SIPVicious and Kamailio: each module names them in
+``pytestmark = pytest.mark.root(...)``, and without them the tests fail, never skipped.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,6 @@ from floodguard.lab.runner import Lab, LabSettings
 from floodguard.lab.topology import lab_namespaces, lab_processes
 
 DURATION = 4.0
-
-
-def _require() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("e2e tests need root (network namespaces, iptables, raw sockets): run them "
-                    "as root, e.g. `sudo make test`", pytrace=False)
-    for tool in ("ip", "iptables", "ipset", "conntrack", "taskset", "svcrack", "svmap", "svwar"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run `sudo make deps`", pytrace=False)
 
 
 class LabSession:
@@ -59,7 +49,6 @@ def assert_nothing_left(lab: Lab, tag: str) -> None:
 
 
 def make_session(tmp: Path, **settings: Any) -> Iterator[LabSession]:
-    _require()
     workdir = tmp / "lab"
     lab = Lab(LabSettings(duration=DURATION, workdir=workdir, keep_workdir=True, **settings))
     lab.__enter__()
@@ -82,6 +71,4 @@ def fg_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
 @pytest.fixture(scope="module")
 def kamailio_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
     """The lab with Kamailio (Debian package) behind the guard."""
-    if shutil.which("kamailio") is None or shutil.which("kamcmd") is None:
-        pytest.fail("kamailio is missing: run `sudo make deps`", pytrace=False)
     yield from make_session(tmp_path_factory.mktemp("kamlab"), registrar="kamailio")

@@ -10,13 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from floodguard.lab.topology import lab_namespaces, lab_processes
 
-from .conftest import _require
+pytestmark = pytest.mark.root("ip", "iptables", "ipset", "conntrack", "taskset", "svcrack", "svmap",
+                              "svwar")
 
 
 def test_ctrl_c_during_an_attack_tears_everything_down(tmp_path: Path) -> None:
-    _require()
     workdir = tmp_path / "lab"
     proc = subprocess.Popen(
         [sys.executable, "-m", "floodguard.lab.command", "--scenario", "botnet", "--duration",

@@ -3,8 +3,13 @@ the botnet also unprotected (the same registrar, pinned to one CPU, overwhelmed)
 
 from __future__ import annotations
 
+import pytest
+
 from . import assertions as check
 from .conftest import LabSession
+
+pytestmark = pytest.mark.root("ip", "iptables", "ipset", "conntrack", "taskset", "svcrack", "svmap",
+                              "svwar")
 
 
 def test_botnet_is_cut_in_the_kernel(fg_lab: LabSession) -> None:

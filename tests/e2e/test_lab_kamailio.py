@@ -3,8 +3,13 @@ floodguard's own registrar."""
 
 from __future__ import annotations
 
+import pytest
+
 from . import assertions as check
 from .conftest import LabSession
+
+pytestmark = pytest.mark.root("ip", "iptables", "ipset", "conntrack", "taskset", "svcrack", "svmap",
+                              "svwar", "kamailio", "kamcmd")
 
 
 def test_botnet_is_cut_in_the_kernel(kamailio_lab: LabSession) -> None:

@@ -3,17 +3,16 @@
 Every test builds its own namespaces (named ``fg-<random>-<role>``), joined by a veth pair whose
 addresses (10.250.0.0/24, fd00:fa::/48) exist only inside them, runs the real CLI there with
 ``ip netns exec`` and deletes everything in teardown, also when the test fails. Nothing touches
-the host's own firewall or sets. These tests need root and a real kernel: without root they fail
-(they are never skipped).
+the host's own firewall or sets. These tests need root and a real kernel: each module carries
+``pytestmark = pytest.mark.root(<tools>)``, and without root or a tool they fail (never skip;
+see tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,17 +34,6 @@ CLIENTS6 = ["fd00:fa:0:1::2", "fd00:fa:0:2::3", "fd00:fa:0:3::4", "fd00:fa:0:4::
 NEIGHBOUR6 = "fd00:fa:0:1::9"
 # The classic rule that lets banned sources through when it sits before the ban.
 FOREIGN_TOP = ["-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT"]
-
-
-@pytest.fixture(autouse=True)
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.fail(
-            "integration tests need root and a real kernel (network namespaces, iptables, "
-            "ipset): run them as root, e.g. `sudo make test`", pytrace=False)
-    for tool in ("ip", "iptables-nft-save", "iptables-legacy-save", "ipset"):
-        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            pytest.fail(f"{tool} is missing: run `sudo make deps`", pytrace=False)
 
 
 def _sh(argv: list[str], *, check: bool = True, stdin: str | None = None,

@@ -49,7 +49,7 @@ class GuardLab:
         assert self.config_path is not None
         self.server.floodguard("apply", "-c", str(self.config_path), "--backend", "nft")
 
-    def start_kamailio(self, port: int = 5060) -> None:
+    def start_kamailio(self, port: int = 5060, extra_listen: tuple[str, ...] = ()) -> None:
         require("kamailio")
         cfg = self.tmp / "kamailio.cfg"
         text = (ASSETS / "kamailio.cfg").read_text()
@@ -57,7 +57,8 @@ class GuardLab:
         log = open(self.tmp / "kamailio.log", "w")  # noqa: SIM115 — closed with the process
         self.kamailio = subprocess.Popen(
             ["ip", "netns", "exec", self.server.name, "kamailio", "-f", str(cfg), "-DD", "-E",
-             "-l", f"udp:{SERVER4}:{port}", "-l", f"tcp:{SERVER4}:{port}", "-w", str(self.tmp)],
+             "-l", f"udp:{SERVER4}:{port}", "-l", f"tcp:{SERVER4}:{port}",
+             *(x for address in extra_listen for x in ("-l", address)), "-w", str(self.tmp)],
             stdout=log, stderr=subprocess.STDOUT)
         self.server.procs.append(self.kamailio)  # type: ignore[arg-type]
         deadline = time.monotonic() + 10
@@ -80,7 +81,8 @@ class GuardLab:
                 self.kamailio.wait()
         self.server.sh("pkill -f 'kamailio -f " + str(self.tmp) + "' || true", check=False)
 
-    def start_registrar(self, tls: tuple[Path, Path] | None = None) -> None:
+    def start_registrar(self, tls: tuple[Path, Path] | None = None,
+                        extra_listen: tuple[str, ...] = ()) -> None:
         """floodguard's own registrar on SERVER4:5060, accounts 1001..1010 like Kamailio's;
         with tls (certificate, key) also TLS on SERVER4:5061."""
         assert self.config_path is not None
@@ -90,7 +92,8 @@ class GuardLab:
         text = self.config_path.read_text()
         tls_keys = (f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n'
                     f'tls_listen = ["{SERVER4}:5061"]\n') if tls else ""
-        self.config_path.write_text(text + f'\n[registrar]\nlisten = ["{SERVER4}:5060"]\n'
+        listen = json.dumps([f"{SERVER4}:5060", *extra_listen])
+        self.config_path.write_text(text + f'\n[registrar]\nlisten = {listen}\n'
                                     f'accounts = "{accounts}"\n' + tls_keys)
         log = open(self.tmp / "registrar.log", "w")  # noqa: SIM115 — closed with the process
         self.kamailio = subprocess.Popen(  # stopped like Kamailio

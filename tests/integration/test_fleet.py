@@ -21,6 +21,9 @@ from .conftest import CLIENTS4
 from .fleetkit import REDIS_PASSWORD, Fleet, build, wait_for
 from .guardkit import svcrack
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "svcrack", "redis-server")
+
 ATTACKER = CLIENTS4[0]
 ALLOWED_ON_B = "203.0.113.7"
 

@@ -8,8 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import CLIENTS4, SERVER4
 from .guardkit import GuardLab, start, svcrack
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio", "sipp", "svcrack")
 
 UDPSEND = Path(__file__).with_name("udpsend.py")
 

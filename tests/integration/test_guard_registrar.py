@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import CLIENTS4
 from .guardkit import GuardLab, start, svcrack
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save", "sipp",
+                              "svcrack")
 
 ATTACKER, PHONE, NAT, _ = CLIENTS4
 

@@ -14,7 +14,7 @@ from floodguard.store import Store
 
 from .conftest import CLIENTS4, CLIENTS6, FOREIGN_TOP, Lab
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 FOREIGN = FOREIGN_TOP
 REPO_RULES = Path(__file__).resolve().parents[2] / "rules"

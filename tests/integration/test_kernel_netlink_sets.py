@@ -6,6 +6,10 @@ import json
 import sys
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
+
 SCRIPT = r"""
 import json
 from floodguard.kernel import SetFullError

@@ -24,7 +24,8 @@ from .conftest import (
     Lab,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "conntrack")
 
 SECONDS = 5.0
 FLOOD, SLOW, ALLOWED, SCANNER = 0, 1, 2, 3  # index into CLIENTS4 / CLIENTS6

@@ -32,7 +32,7 @@ HELPER = str(Path(__file__).resolve())
 QUEUE = 7
 SIP = 5060
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 
 # ------------------------------------------------------------------ helpers (run in the netns)

@@ -21,7 +21,7 @@ from .registrar_helpers import (
     sipp_error,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 TTL = 2
 GIVE_UP = 4.0  # sends at 0, 0.5, 1.5, 3.5 s

@@ -21,7 +21,7 @@ from .registrar_helpers import (
     udp_socket,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 SERVER = (SERVER_IP, 5060)
 

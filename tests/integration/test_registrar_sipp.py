@@ -23,7 +23,7 @@ from .registrar_helpers import (
     udp_socket,
 )
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.root("ip", "sipp")
 
 
 @pytest.fixture(scope="module")

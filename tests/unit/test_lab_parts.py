@@ -73,7 +73,7 @@ def test_sampler_classifies_floodguard_rules_by_layer() -> None:
         {"rule": "-p udp -m udp --dport 5060 -m set --match-set floodguard-ban src -j DROP",
          "packets": 4},
         {"rule": '-m string --string "friendly-scanner" --algo bm --icase -j DROP', "packets": 7},
-        {"rule": '-m string --string "REGISTER sip" --algo bm --to 160 -m hashlimit '
+        {"rule": '-m string --string "REGISTER sip" --algo bm --to 160 --icase -m hashlimit '
                  "--hashlimit-above 5/sec --hashlimit-burst 10 --hashlimit-mode srcip "
                  "--hashlimit-name fg-reg-12345678 -j DROP", "packets": 11},
         {"rule": "-m hashlimit --hashlimit-above 20/sec --hashlimit-name fg-sip-1 -j DROP",
