@@ -8,7 +8,7 @@ output only when it really arrives from the registrar's side (``sip.registrar_in
 rules mark it there and the queue binding reports it as leaving); ports decide nothing.
 
 Three namespaces: phones and the attacker outside, floodguard forwarding in the middle (reverse
-path filtering off, the worst case for spoofing), Kamailio inside.
+path filtering off, the worst case for spoofing), Kamailio or floodguard's registrar inside.
 """
 
 from __future__ import annotations
@@ -80,14 +80,21 @@ def _topology(make_netns: Any, tmp_path: Path) -> tuple[GuardLab, GuardLab]:
     path = guard.write_config('[scanner]\nuser_agents = []\n')
     path.write_text(path.read_text().replace(
         "[sip]\n", f'[sip]\nmode = "forward"\nregistrar_interfaces = ["{in_r}"]\n', 1))
-    registrar = GuardLab(inside, outside, tmp_path)
+    (tmp_path / "registrar").mkdir()
+    registrar = GuardLab(inside, outside, tmp_path / "registrar")
     return guard, registrar
 
 
-def test_forged_responses_from_outside_never_count(make_netns: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["kamailio", "floodguard"])
+def test_forged_responses_from_outside_never_count(make_netns: Any, tmp_path: Path,
+                                                   kind: str) -> None:
     guard, registrar = _topology(make_netns, tmp_path)
     guard.apply()
-    registrar.start_kamailio()
+    if kind == "kamailio":
+        registrar.start_kamailio()
+    else:
+        registrar.write_config()
+        registrar.start_registrar()
     guard.start_guard()
     try:
         before = guard.sipp_register(PHONE, [("1002", "secret1002")], calls=2, rate=2,
