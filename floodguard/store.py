@@ -426,6 +426,13 @@ class Store:
         except ValueError:
             return None
 
+    def snapshot_names(self, prefix: str = "") -> list[str]:
+        """The names of the snapshots whose name starts with ``prefix``, sorted."""
+        cur = self.db.execute(
+            "SELECT name FROM snapshots WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(prefix), prefix))
+        return [name for (name,) in cur.fetchall()]
+
     def secret(self, name: str, size: int = 32) -> bytes:
         """A random secret kept in the store, created on first use; every process that opens
         the same store gets the same one (the guard's proof key: shared by all workers and

@@ -4,6 +4,9 @@
 attackers namespace joined by veth links (``topology.py``), applies floodguard's rules there
 with ``floodguard apply``, starts the guard and a registrar, runs legitimate phones
 (``phones.py``) against one attack at a time (``attacks.py``), samples the kernel counters and
-prints or writes the result (``report.py``). Everything it creates lives in its own namespaces
+prints or writes the result (``report.py``). The scenarios, each with its description, its
+attackers and its report row, are one registry (``scenarios.py``); ``runner.py`` orchestrates a
+run with ``host.py`` (registrar and guard; Kamailio in ``kamailio.py``), ``settings.py`` and
+``procs.py``. Everything it creates lives in its own namespaces
 and is removed afterwards, also on Ctrl-C or an error.
 """

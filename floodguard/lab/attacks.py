@@ -4,22 +4,16 @@
 
 prints one JSON object with what it did (``sent``, ``answered`` and per-attack details).
 
-- ``volume``: one real source, REGISTERs as fast as one socket can send them.
-- ``botnet``: REGISTERs with bogus credentials from thousands of spoofed sources (raw socket,
-  ``IP_HDRINCL``), each source well under the per-source limits; the answers go to the spoofed
-  addresses, so nothing comes back to count.
-- ``bruteforce``: a real challenge-response password guesser from a real address with an
-  ordinary phone's user agent (so no user-agent rule helps), against one real account; the
-  right password sits in the word list, so an unprotected registrar gets cracked.
-- ``scanner``: svmap/svwar-style discovery with scanner user agents (OPTIONS sweeps and
-  extension enumeration by REGISTER), from several real addresses.
-- ``contact-abuse``: REGISTERs with huge, numerous and malformed Contact headers.
-- ``hijack``: REGISTERs for a victim's AOR pointing its Contact at the attacker: unauthenticated,
-  with wrong passwords, with a forged nonce, with the attacker's own valid credentials, and a
-  ``Contact: *`` unregistration.
+Which generators exist, with which sources, rates and targets each scenario starts them, and
+what each scenario is, is the registry's (``scenarios.py``): ``NAME`` is a generator some
+scenario names there, and its function here is that name with ``-`` written ``_`` (``ATTACKS``).
+How each one attacks is in its docstring. The botnet sends from spoofed sources (raw socket,
+``IP_HDRINCL``), so its answers go elsewhere and nothing comes back to count; the guesser uses an
+ordinary phone's user agent (so no user-agent rule helps) and has the right password in its word
+list, so an unprotected registrar gets cracked.
 
-SIPVicious' own tools (svcrack, svmap, svwar) are driven by ``runner.py`` where installed; they
-announce themselves as ``friendly-scanner``.
+SIPVicious' own tools (svcrack, svmap, svwar), also named in the registry, are started by the
+runner where installed; they announce themselves as ``friendly-scanner``.
 """
 
 from __future__ import annotations
@@ -40,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from floodguard.lab import sip
+from floodguard.lab import scenarios, sip
 from floodguard.sip import digest
 from floodguard.sip.message import SipMessage, SipParseError, parse_message
 
@@ -530,14 +524,17 @@ def hijack(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- command line
 
-ATTACKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "volume": volume,
-    "botnet": botnet,
-    "bruteforce": bruteforce,
-    "scanner": scanner,
-    "contact-abuse": contact_abuse,
-    "hijack": hijack,
-}
+Attack = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def _function(name: str) -> Attack:
+    """The generator called ``name`` in the registry: this module's function of that name."""
+    function: Attack = globals()[name.replace("-", "_")]
+    return function
+
+
+# Every generator the registry's scenarios start, by name.
+ATTACKS: dict[str, Attack] = {name: _function(name) for name in scenarios.generator_names()}
 
 
 def main(argv: list[str] | None = None) -> int:

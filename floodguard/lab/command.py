@@ -13,7 +13,10 @@ from pathlib import Path
 
 import click
 
-from floodguard.lab.runner import REGISTRARS, SCENARIOS, Lab, LabError, LabSettings
+from floodguard.lab.procs import LabError
+from floodguard.lab.runner import Lab
+from floodguard.lab.scenarios import NAMES as SCENARIOS
+from floodguard.lab.settings import REGISTRARS, LabSettings
 from floodguard.lab.topology import TopologyError, interrupts_as_exceptions, lab_namespaces
 
 NOTES = (

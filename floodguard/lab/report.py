@@ -15,20 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from floodguard.lab import scenarios
 from floodguard.lab.stats import Check
 
-DESCRIPTIONS = {
-    "volume": "one source sending REGISTERs as fast as it can",
-    "botnet": "REGISTERs with bogus credentials from thousands of spoofed sources, each under "
-              "the per-source limits",
-    "bruteforce": "challenge-response password guessing from a real address (ordinary user "
-                  "agent), plus SIPVicious svcrack",
-    "scanner": "svmap/svwar-style discovery with scanner user agents (and SIPVicious itself)",
-    "contact-abuse": "REGISTERs with huge, numerous and malformed Contact headers",
-    "hijack": "REGISTERs for a victim's AOR pointing at the attacker (wrong password, forged "
-              "nonce, own credentials, Contact: *)",
-    "storm": "500 phones re-registering at the same instant after an outage",
-}
 MODES = ((True, "protected"), (False, "unprotected"))
 
 # Series colours: attack sent, kernel layers, guard, registrar; legitimate ok / failed.
@@ -115,31 +104,34 @@ def result_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def scenario_detail(r: dict[str, Any]) -> tuple[str, str] | None:
-    """One scenario-specific row: what the attacker got out of it."""
-    attack = r.get("attack") or {}
-    scenario = r["scenario"]
-    if scenario == "bruteforce":
-        guesser = attack.get("guesser") or {}
-        svcrack = str((attack.get("svcrack") or {}).get("output", ""))
-        cracked = bool(guesser.get("cracked")) or "| Password" in svcrack and " | lab" in svcrack
-        blocked = guesser.get("blocked_after_failures")
-        text = "CRACKED" if cracked else "not cracked"
-        if blocked is not None:
-            text += f", silenced after {blocked} proven failures"
-        return ("password", text)
-    if scenario == "hijack":
-        changed = r.get("victim_binding_changed")
-        return ("victim binding changed", "-" if changed is None else
-                ("YES" if changed else "no"))
-    if scenario == "scanner":
-        found = (attack.get("scanner") or {}).get("extensions_answered")
-        return ("extensions answered to scanner", _n(found))
-    if scenario == "botnet":
-        bot = attack.get("botnet") or {}
-        if bot.get("sources"):
-            return ("spoofed sources x rate/source",
-                    f"{_n(bot['sources'])} x {bot.get('per_source_rate', 0):.2f}/s")
-    return None
+    """One scenario-specific row: what the attacker got out of it (the registry's ``detail``)."""
+    scenario = scenarios.SCENARIOS.get(r["scenario"])
+    row = scenario.detail(r) if scenario is not None and scenario.detail is not None else None
+    if row is None:
+        return None
+    label, value = row
+    return (label, value if isinstance(value, str) else _n(value))
+
+
+def description(name: str) -> str:
+    """The registry's one-line description of a scenario ('' for one it does not hold)."""
+    scenario = scenarios.SCENARIOS.get(name)
+    return scenario.description if scenario is not None else ""
+
+
+def _side_by_side(modes: dict[bool, dict[str, Any]]
+                  ) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The column titles and (label, value per column) rows of one scenario's modes."""
+    columns = [(label, modes[p]) for p, label in MODES if p in modes]
+    labels: list[str] = []
+    values: dict[str, list[str]] = {}
+    for i, (_, r) in enumerate(columns):
+        for label, value in result_rows(r):
+            if label not in values:
+                labels.append(label)
+                values[label] = ["-"] * len(columns)
+            values[label][i] = value
+    return [label for label, _ in columns], [(label, values[label]) for label in labels]
 
 
 def format_table(results: Sequence[dict[str, Any]], checks: Sequence[Check] = ()) -> str:
@@ -149,19 +141,10 @@ def format_table(results: Sequence[dict[str, Any]], checks: Sequence[Check] = ()
         by_scenario.setdefault(r["scenario"], {})[bool(r["protected"])] = r
     blocks = []
     for scenario, modes in by_scenario.items():
-        columns = [(label, modes[p]) for p, label in MODES if p in modes]
         registrar = next(iter(modes.values())).get("registrar", "floodguard")
-        title = f"{scenario}: {DESCRIPTIONS.get(scenario, '')} [{registrar} registrar]"
-        table = [["", *[label for label, _ in columns]]]
-        labels: list[str] = []
-        values: dict[str, list[str]] = {}
-        for i, (_, r) in enumerate(columns):
-            for label, value in result_rows(r):
-                if label not in values:
-                    labels.append(label)
-                    values[label] = ["-"] * len(columns)
-                values[label][i] = value
-        table += [[label, *values[label]] for label in labels]
+        title = f"{scenario}: {description(scenario)} [{registrar} registrar]"
+        heads, rows = _side_by_side(modes)
+        table = [["", *heads]] + [[label, *values] for label, values in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         lines = [title, "-" * min(100, max(len(title), sum(widths) + 3 * len(widths)))]
         for row in table:
@@ -310,20 +293,12 @@ td:first-child, th:first-child { text-align: left; }
 
 
 def _html_table(modes: dict[bool, dict[str, Any]]) -> str:
-    columns = [(label, modes[p]) for p, label in MODES if p in modes]
-    labels: list[str] = []
-    values: dict[str, list[str]] = {}
-    for i, (_, r) in enumerate(columns):
-        for label, value in result_rows(r):
-            if label not in values:
-                labels.append(label)
-                values[label] = ["-"] * len(columns)
-            values[label][i] = value
-    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)
+    heads, rows = _side_by_side(modes)
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in heads)
     body = "".join(
         f"<tr><td>{html.escape(label.strip())}</td>"
-        + "".join(f"<td>{html.escape(v)}</td>" for v in values[label]) + "</tr>"
-        for label in labels)
+        + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>"
+        for label, values in rows)
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
@@ -351,7 +326,7 @@ def render_html(results: Sequence[dict[str, Any]], checks: Iterable[Check] = (),
     for scenario, modes in by_scenario.items():
         registrar = next(iter(modes.values())).get("registrar", "floodguard")
         out.append(f'<h2 id="{html.escape(scenario)}">{html.escape(scenario)}</h2>')
-        out.append(f'<p class="note">{html.escape(DESCRIPTIONS.get(scenario, ""))}; '
+        out.append(f'<p class="note">{html.escape(description(scenario))}; '
                    f"registrar: {html.escape(str(registrar))}.</p>")
         out.append(_html_table(modes))
         out.append('<div class="plots">')

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from floodguard.lab.topology import ATTACKER_NET, BOTNET_NET, PHONE_NET
+from floodguard.lab.topology import ATTACKER_NET, BOTNET_NET, PHONE_NET, Topology
 
 REACH_CHAIN = "FGLAB-REACH"
 SENT_CHAIN = "FGLAB-SENT"
@@ -43,14 +43,15 @@ def layer_of(rule: Mapping[str, Any]) -> str | None:
         return None
     if "floodguard-ban" in spec:
         return "ban"
-    if "--icase" in spec and "-m string" in spec:
-        return "scanner"
+    # the limits first: the REGISTER limit matches its method with a string match, any case
     if "--hashlimit-name fg-reg" in spec:
         return "register-limit"
     if "--hashlimit-name fg-sip" in spec:
         return "sip-limit"
     if "--hashlimit-name fg-bud" in spec:
         return "budget"
+    if "--icase" in spec and "-m string" in spec:
+        return "scanner"
     if spec.startswith("-s ") or " -s " in spec:
         return "gateway"
     if "-p tcp" in spec:
@@ -75,6 +76,35 @@ def reach_rules() -> list[list[str]]:
     """The counting rules (iptables arguments after the chain name)."""
     return [["-s", net, "-p", "udp", "-m", "udp", "--dport", "5060", "-j", "RETURN"]
             for net in REACH_RULES.values()]
+
+
+def install_counters(topo: Topology) -> None:
+    """The counting chains this sampler reads: what the attackers send (their OUTPUT) and what
+    reaches the registrar (the registrar host's ``security`` INPUT); replaces any left over."""
+    def iptables(ns: str, *args: str) -> None:
+        topo.run_in(ns, ["iptables", "-w", *args], check=True)
+
+    atk, reg = topo.attackers_ns, topo.registrar_ns
+    remove_counters(topo)
+    iptables(atk, "-N", SENT_CHAIN)
+    iptables(atk, "-A", SENT_CHAIN, "-p", "udp", "-m", "udp", "--dport", "5060", "-j", "RETURN")
+    iptables(atk, "-I", "OUTPUT", "1", "-j", SENT_CHAIN)
+    iptables(reg, "-t", "security", "-N", REACH_CHAIN)
+    for rule in reach_rules():
+        iptables(reg, "-t", "security", "-A", REACH_CHAIN, *rule)
+    iptables(reg, "-t", "security", "-I", "INPUT", "1", "-j", REACH_CHAIN)
+
+
+def remove_counters(topo: Topology) -> None:
+    """Remove the counting chains (those that are there)."""
+    for ns, table, chain in ((topo.attackers_ns, "filter", SENT_CHAIN),
+                             (topo.registrar_ns, "security", REACH_CHAIN)):
+        builtin = "OUTPUT" if chain == SENT_CHAIN else "INPUT"
+        while topo.run_in(ns, ["iptables", "-w", "-t", table, "-D", builtin, "-j", chain],
+                          check=False).returncode == 0:
+            pass
+        topo.run_in(ns, ["iptables", "-w", "-t", table, "-F", chain], check=False)
+        topo.run_in(ns, ["iptables", "-w", "-t", table, "-X", chain], check=False)
 
 
 def parse_reach(save_text: str) -> dict[str, int]:

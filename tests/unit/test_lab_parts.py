@@ -102,3 +102,25 @@ def test_sampler_parses_its_counting_chains() -> None:
     assert sampler.parse_reach(text) == {"attackers": 3, "botnet": 9, "phones": 2}
     sent = "[42:4200] -A FGLAB-SENT -p udp -m udp --dport 5060 -j RETURN\n[7:7] -A OUTPUT -j X"
     assert sampler.parse_sent(sent) == 42
+
+
+def test_guard_verdicts_sum_the_workers_snapshots(tmp_path) -> None:
+    from floodguard.lab.host import guard_verdicts
+    from floodguard.store import Store
+
+    db = tmp_path / "state.db"
+    assert guard_verdicts(db) is None
+    store = Store(db)
+    store.save_snapshot("engine-0", {"verdicts": {"accept": 99}})
+    store.db.commit()
+    assert store.snapshot_names("counters-") == []
+    store.close()
+    assert guard_verdicts(db) is None  # no worker published counters
+    store = Store(db)
+    store.save_snapshot("counters-0", {"verdicts": {"accept": 3, "drop:ban": 1}})
+    store.save_snapshot("counters-1", {"verdicts": {"accept": 2}})
+    store.db.commit()
+    assert store.snapshot_names("counters-") == ["counters-0", "counters-1"]
+    assert store.snapshot_names() == ["counters-0", "counters-1", "engine-0"]
+    store.close()
+    assert guard_verdicts(db) == {"accept": 5, "drop:ban": 1}
