@@ -20,7 +20,7 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-
 COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (
-        "baseline", "blacklist", "buckets", "engine", "lru", "netset", "nonces", "suspension")),
+        "baseline", "buckets", "escalation", "engine", "lru", "netset", "nonces", "suspension")),
 ]
 
 compiled = mypycify(COMPILED, opt_level="3", debug_level="0")

@@ -336,7 +336,7 @@ def _touch(msg: Any) -> None:
 
 
 def in_process(quick: bool, profile: bool) -> dict[str, Any]:
-    from floodguard.packet import parse_ip
+    from floodguard.packet import parse_packet
     from floodguard.sip._scan import scan_packet
     from floodguard.sip.message import parse_message
 
@@ -356,22 +356,22 @@ def in_process(quick: bool, profile: bool) -> dict[str, Any]:
 
     def run_ip() -> None:
         for pkt, _ in packets:
-            parse_ip(pkt)
+            parse_packet(pkt)
 
     def run_parse() -> None:
         for pkt, _ in packets:
-            parse_message(parse_ip(pkt).payload)  # type: ignore[union-attr]
+            parse_message(parse_packet(pkt).payload)  # type: ignore[union-attr]
 
     def run_fields() -> None:
         for pkt, _ in packets:
-            _touch(parse_message(parse_ip(pkt).payload))  # type: ignore[union-attr]
+            _touch(parse_message(parse_packet(pkt).payload))  # type: ignore[union-attr]
 
     best: dict[str, float] = {}
     for _ in range(3 if quick else 5):
         for name, fn in (("handle", run_handle), ("scan_packet (C)", run_scan),
-                         ("parse_ip", run_ip),
-                         ("parse_ip+parse_message", run_parse),
-                         ("parse_ip+parse_message+fields", run_fields)):
+                         ("parse_packet", run_ip),
+                         ("parse_packet+parse_message", run_parse),
+                         ("parse_packet+parse_message+fields", run_fields)):
             t0 = time.process_time()
             fn()
             us = (time.process_time() - t0) / len(packets) * 1e6

@@ -2,7 +2,7 @@
 
 Run as `python bench/bench_parser.py`.  Prints microseconds per call (best of several runs)
 for a typical REGISTER, a 200 OK and a 401: parsing alone, parsing plus reading the fields
-the guard uses, and `parse_ip` on the enclosing IPv4/IPv6 packet; then scapy dissecting the
+the guard uses, and `parse_packet` on the enclosing IPv4/IPv6 packet; then scapy dissecting the
 same packet's IP/UDP layers, to show why scapy stays off the per-packet path.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from floodguard.packet import parse_ip  # noqa: E402
+from floodguard.packet import parse_packet  # noqa: E402
 from floodguard.sip.message import SipMessage, parse_message  # noqa: E402
 
 REGISTER = (
@@ -100,12 +100,12 @@ def main() -> None:
         pkt6 = bytes(
             IPv6(src="2001:db8::10", dst="2001:db8::1") / UDP(sport=5060, dport=5060) / raw
         )
-        assert parse_ip(pkt4) is not None and parse_ip(pkt6) is not None
-        ip4 = best_us(lambda p=pkt4: parse_ip(p), 20000)
-        ip6 = best_us(lambda p=pkt6: parse_ip(p), 20000)
+        assert parse_packet(pkt4) is not None and parse_packet(pkt6) is not None
+        ip4 = best_us(lambda p=pkt4: parse_packet(p), 20000)
+        ip6 = best_us(lambda p=pkt6: parse_packet(p), 20000)
 
         def pipeline(p: bytes = pkt4) -> None:
-            parsed = parse_ip(p)
+            parsed = parse_packet(p)
             assert parsed is not None
             read_fields(parse_message(parsed.payload))
 
@@ -121,8 +121,8 @@ def main() -> None:
               f"{whole:8.2f} {scapy4:8.1f} {scapy4 / ip4:5.0f}x")
     print(
         "\nmicroseconds per call, best of 7 runs.  parse: parse_message alone; +fields: parse and"
-        "\nread the fields the guard uses; ip4/ip6: parse_ip on the IPv4/IPv6 packet; pipeline:"
-        "\nparse_ip + parse_message + fields on the IPv4 packet; scapy4: scapy dissecting only"
+        "\nread the fields the guard uses; ip4/ip6: parse_packet on the IPv4/IPv6 packet; pipeline:"
+        "\nparse_packet + parse_message + fields on the IPv4 packet; scapy4: scapy dissecting only"
         "\nthe IPv4 packet's IP/UDP layers; ratio: scapy4 / ip4."
     )
 

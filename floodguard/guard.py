@@ -21,7 +21,7 @@ from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
-from floodguard.packet import Packet, parse_ip, replace_udp_payload
+from floodguard.packet import Packet, parse_packet, replace_udp_payload
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.buckets import TokenBucket
 from floodguard.policy.engine import (
@@ -161,7 +161,7 @@ class Guard:
 
     def _handle_general(self, payload: bytes, hook: int) -> bool | bytes:
         """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
-        pkt = parse_ip(payload)
+        pkt = parse_packet(payload)
         if pkt is None:
             return self._unreadable(payload)
         if pkt.proto == "tcp":
@@ -184,7 +184,7 @@ class Guard:
         return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
 
     def _tcp(self, payload: bytes, hook: int) -> bool | bytes:
-        pkt = parse_ip(payload)
+        pkt = parse_packet(payload)
         if pkt is None:
             return self._unreadable(payload)
         return self._tcp_segment(pkt, hook)
@@ -306,7 +306,7 @@ class Guard:
         """(proven, rewritten packet) for a UDP REGISTER with credentials: proven when they
         carry the guard's token for src (the registrar's opaque then goes back in); otherwise
         the packet without its credentials, so the guess never reaches the registrar."""
-        pkt = parse_ip(payload)
+        pkt = parse_packet(payload)
         if pkt is None:
             return False, None
         proven, sip = check_credentials(pkt.payload, src, self.proof)
@@ -322,7 +322,7 @@ class Guard:
             self.events.emit("registrar_shared_nonces",
                              count=self.engine.stats_value("shared_nonces"),
                              hint=SHARED_NONCE_HINT)
-        pkt = parse_ip(payload)
+        pkt = parse_packet(payload)
         if pkt is None:
             return True
         sip = tokenise(pkt.payload, client, self.proof)
@@ -338,7 +338,7 @@ class Guard:
         unread; anything else read as usual unless the queue cut it short (over COPY_RANGE
         bytes), then it is judged by its source alone."""
         if len(payload) < COPY_RANGE:
-            pkt = parse_ip(payload)
+            pkt = parse_packet(payload)
             if pkt is None:
                 return self._unreadable(payload)
             if pkt.proto == "udp" and self._inbound(pkt.sport, pkt.dport, pkt.payload, hook):
@@ -347,7 +347,7 @@ class Guard:
         return self._unreadable(payload)
 
     def _unreadable(self, payload: bytes) -> bool | bytes:
-        """A packet parse_ip refused, or one the queue cut at COPY_RANGE bytes: a long enough
+        """A packet parse_packet refused, or one the queue cut at COPY_RANGE bytes: a long enough
         one is judged by the source in its IP header, anything else is malformed."""
         if len(payload) >= MAX_UDP_PACKET:
             version = payload[0] >> 4

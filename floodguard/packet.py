@@ -1,6 +1,6 @@
 """Fast IPv4/IPv6 + UDP/TCP header parsing for packets handed over by NFQUEUE.
 
-`parse_ip` reads a raw IP packet with slicing and `struct` only (no scapy: it is two orders
+`parse_packet` reads a raw IP packet with slicing and `struct` only (no scapy: it is two orders
 of magnitude slower) and returns a `Packet`, or None for anything it cannot or should not
 read: short or truncated data, an unknown IP version, a protocol other than UDP/TCP, a
 non-first fragment, too many IPv6 extension headers.  It never raises.
@@ -23,7 +23,7 @@ __all__ = [
     "SYN",
     "URG",
     "Packet",
-    "parse_ip",
+    "parse_packet",
     "replace_udp_payload",
 ]
 
@@ -155,7 +155,7 @@ def _v4_address(packed: bytes) -> str:
     return text
 
 
-def parse_ip(data: bytes) -> Packet | None:
+def parse_packet(data: bytes) -> Packet | None:
     """Parse a raw IPv4/IPv6 packet carrying UDP or TCP; None if it can't be read."""
     try:
         if type(data) is not bytes:

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from floodguard.config import Config, SipConfig
 from floodguard.events import EventLog
 from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
-from floodguard.packet import parse_ip
+from floodguard.packet import parse_packet
 from floodguard.store import Store
 
 _MAGIC = {
@@ -153,7 +153,7 @@ def _hook(packet: bytes, ports: frozenset[int]) -> int:
     """Which way a captured packet went. Offline, only the packet can tell: requests to a SIP
     port come from clients, anything else from a SIP port is the registrar's. (The live guard
     never guesses from ports: the kernel's hook or the rules' mark tell it.)"""
-    pkt = parse_ip(packet)
+    pkt = parse_packet(packet)
     if pkt is not None and pkt.sport in ports and (
             pkt.dport not in ports or pkt.payload[:8] == b"SIP/2.0 "):
         return HOOK_LOCAL_OUT

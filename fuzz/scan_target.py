@@ -1,7 +1,7 @@
 """Fuzz target: the C SIP scan (ASan + UBSan) against the Python parsers it stands in for.
 
 Every input goes to ``scan_sip`` and ``scan_packet``. Whenever one answers, each field must equal
-what ``parse_message`` / ``parse_ip`` give for the same bytes (the differential check of
+what ``parse_message`` / ``parse_packet`` give for the same bytes (the differential check of
 tests/unit/test_sip_scan.py); a difference raises, and atheris saves the input as a crash.
 Run through fuzz/run.py, which sets up the sanitizer runtime.
 """
@@ -17,7 +17,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports(include=["floodguard"]):
-    from floodguard.packet import parse_ip
+    from floodguard.packet import parse_packet
     from floodguard.sip.message import SipParseError, parse_message
 
 from instrumented import load  # noqa: E402
@@ -70,12 +70,12 @@ def check(data: bytes) -> None:
         compare_sip(data, view, "scan_sip")
     fast = scan.scan_packet(data)
     if fast is not None:
-        pkt = parse_ip(data)
+        pkt = parse_packet(data)
         if pkt is None:
-            raise Mismatch("scan_packet answered, parse_ip declines")
+            raise Mismatch("scan_packet answered, parse_packet declines")
         head = (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
         if tuple(fast[:5]) != head:
-            raise Mismatch(f"scan_packet {fast[:5]!r} != parse_ip {head!r}")
+            raise Mismatch(f"scan_packet {fast[:5]!r} != parse_packet {head!r}")
         compare_sip(pkt.payload, fast[5], "scan_packet")
 
 

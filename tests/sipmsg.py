@@ -61,10 +61,10 @@ def opaque_of(packet: bytes | bool) -> str | None:
     echo it), or None when the guard let the original through."""
     if not isinstance(packet, bytes):
         return None
-    from floodguard.packet import parse_ip
+    from floodguard.packet import parse_packet
     from floodguard.sip.message import parse_message
 
-    pkt = parse_ip(packet)
+    pkt = parse_packet(packet)
     assert pkt is not None
     challenges = parse_message(pkt.payload).challenges
     return challenges[0].opaque if challenges else None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from floodguard import addr
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
-from floodguard.policy.blacklist import KIND_BLACKLIST, KIND_MANUAL, KIND_SUSPEND
+from floodguard.policy.escalation import KIND_BLACKLIST, KIND_MANUAL, KIND_SUSPEND
 
 if TYPE_CHECKING:
     from floodguard.store import BanRow, JournalEntry

@@ -1,7 +1,7 @@
 """Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's
 answers, suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
 
-from .blacklist import BanRecord
+from .escalation import BanRecord
 from .engine import (
     Action,
     AuthView,

@@ -20,7 +20,8 @@ Requests, in order (first match wins):
 
 Responses are always accepted but drive the learning: see nonces.py (nonces the registrar hands
 to more than one client: a registrar setting to fix, reported, never relied on),
-suspension.py (consecutive failures) and blacklist.py (spraying, repeat offenders, escalation).
+suspension.py (consecutive failures) and escalation.py (the blacklist tier: spraying, repeat
+offenders, bans that double).
 A success marks the source known-good for twice the granted expiry.
 
 Malformed packets are dropped "malformed:<reason>", except from allow-listed sources (accepted
@@ -43,7 +44,7 @@ from typing import Any, Protocol
 
 from ..addr import source_key
 from ..config import Config
-from .blacklist import (
+from .escalation import (
     KIND_BLACKLIST,
     KIND_MANUAL,
     KIND_SUSPEND,
@@ -55,7 +56,7 @@ from .blacklist import (
 )
 from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .lru import LruTable
-from .netset import NetMap, NetSet, canonical_ip, parse_ip
+from .netset import NetMap, NetSet, pack_ip
 from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
 from .suspension import SuspensionCounters
 
@@ -302,12 +303,12 @@ class Engine:
     # ------------------------------------------------------------ classification
 
     def _is_allowed(self, ip: str) -> bool:
-        return bool(self._allow) and self._allow.lookup_parsed(parse_ip(ip)) is not None
+        return bool(self._allow) and self._allow.lookup_parsed(pack_ip(ip)) is not None
 
     def _classify(self, src: str) -> int:
         if not self._allow and not self._gw_map:
             return _TAG_PLAIN
-        parsed = parse_ip(src)
+        parsed = pack_ip(src)
         if self._allow and self._allow.lookup_parsed(parsed) is not None:
             return _TAG_ALLOW
         if not self._gw_map:
@@ -335,7 +336,7 @@ class Engine:
 
     def _source_key(self, ip: str) -> str:
         """Operator input as a table key: canonical, an IPv6 address as its prefix network."""
-        return source_key(canonical_ip(ip), self._cfg.limits.ipv6_prefix)
+        return source_key(ip, self._cfg.limits.ipv6_prefix)
 
     def is_allowed(self, ip: str) -> bool:
         """Is ip on the allow list?"""

@@ -1,6 +1,8 @@
-"""Dynamic blacklist: spraying and repeat offenders, escalating bans, and the ban table.
+"""The escalation tier of the dynamic blacklist: spraying and repeat offenders, bans that grow
+with each repeat, and the table of every ban in force (of any kind: the CLI's ``blacklist``
+lists them all).
 
-Triggers (all fed only with proven failures, see nonces.py):
+Triggers (all fed only with proven failures: the guard's proof token or a TCP connection):
 
 * spraying / enumeration — proven failures on ``auth_failures`` distinct AORs from one source
   within ``window`` seconds. A later success for an AOR from that source takes the AOR out of the

@@ -24,7 +24,7 @@ _MAPPED_PREFIX = 0xFFFF  # ::ffff:0:0/96 >> 32
 ParsedIp = tuple[int, int]  # (4 or 6, address as an integer)
 
 
-def parse_ip(ip: str) -> ParsedIp | None:
+def pack_ip(ip: str) -> ParsedIp | None:
     """(version, integer) for an address string, None when it is not an IP address.
 
     IPv4-mapped IPv6 addresses come back as IPv4. A zone suffix (``fe80::1%eth0``) is ignored.
@@ -40,14 +40,6 @@ def parse_ip(ip: str) -> ParsedIp | None:
         return 4, _from_bytes(_inet_pton(_AF_INET, ip), "big")
     except (OSError, ValueError, TypeError):
         return None
-
-
-def canonical_ip(ip: str) -> str:
-    """The canonical text form of an address (as the guard reports sources); ValueError if bad."""
-    addr = ipaddress.ip_address(ip.strip())
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 class NetMap(Generic[V]):
@@ -103,7 +95,7 @@ class NetMap(Generic[V]):
 
     def lookup(self, ip: str) -> V | None:
         """The value of the longest network holding ``ip``, None if none does (or not an IP)."""
-        return self.lookup_parsed(parse_ip(ip))
+        return self.lookup_parsed(pack_ip(ip))
 
     def __contains__(self, ip: object) -> bool:
         return isinstance(ip, str) and self.lookup(ip) is not None

@@ -3,7 +3,7 @@
  *
  * scan_packet(ip_packet) and scan_sip(sip_bytes) answer only for the common, unambiguous shape
  * of a packet and return None for anything else: the caller then runs the Python parsers
- * (floodguard.packet.parse_ip, floodguard.sip.message.parse_message), which stay the reference
+ * (floodguard.packet.parse_packet, floodguard.sip.message.parse_message), which stay the reference
  * and the only place that raises parse errors.  Whenever the scan answers, every field equals
  * what the Python parsers give for the same bytes; tests/unit/test_sip_scan.py checks that
  * difference-free on a corpus and on generated messages.

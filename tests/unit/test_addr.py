@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from floodguard import addr
-from floodguard.policy.netset import NetSet, canonical_ip
+from floodguard.policy.netset import NetSet
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -127,11 +127,19 @@ addresses = st.one_of(v4, v6_texts, mapped)
 junk = st.text(alphabet=st.sampled_from("0123456789abcdefABCDEF:./%x \t"), max_size=50)
 
 
+def _reference(text: str) -> str:
+    """What canonical text means, written the slow, obvious way."""
+    address = ipaddress.ip_address(text.strip())
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 @settings(max_examples=400)
 @given(addresses)
 def test_canonical_agrees_with_the_guard_and_is_idempotent(text: str) -> None:
     got = addr.canonical(text)
-    assert got == canonical_ip(text)
+    assert got == _reference(text)
     assert addr.canonical(got) == got
     assert addr.parse(text) == ipaddress.ip_address(got)
 
@@ -140,7 +148,7 @@ def test_canonical_agrees_with_the_guard_and_is_idempotent(text: str) -> None:
 @given(junk)
 def test_canonical_agrees_with_the_guard_on_any_text(text: str) -> None:
     try:
-        want: str | None = canonical_ip(text)
+        want: str | None = _reference(text)
     except ValueError:
         want = None
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from floodguard.packet import parse_ip
+from floodguard.packet import parse_packet
 from floodguard.sip._scan import scan_packet, scan_sip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,4 +71,4 @@ def test_the_seed_corpus_reaches_the_fast_path() -> None:
         for head in ("v4-udp", "v4-tcp", "v6-udp", "v6-tcp"):
             data = seeds[f"{head}-{shape}"]
             assert scan_packet(data) is not None, f"{head}-{shape}: the scan declined"
-            assert parse_ip(data) is not None
+            assert parse_packet(data) is not None

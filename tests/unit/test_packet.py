@@ -14,14 +14,14 @@ from scapy.layers.inet6 import (
 )
 from scapy.packet import Packet as ScapyPacket
 
-from floodguard.packet import ACK, FIN, PSH, RST, SYN, Packet, parse_ip
+from floodguard.packet import ACK, FIN, PSH, RST, SYN, Packet, parse_packet
 
 SIP = b"REGISTER sip:example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n"
 
 
 def agrees_with_scapy(raw: bytes, scapy_pkt: ScapyPacket) -> Packet:
-    """parse_ip(raw) must see what scapy sees in the same bytes."""
-    parsed = parse_ip(raw)
+    """parse_packet(raw) must see what scapy sees in the same bytes."""
+    parsed = parse_packet(raw)
     assert parsed is not None
     view = scapy_pkt.__class__(raw)
     ip = view[IP] if IP in view else view[IPv6]
@@ -76,7 +76,7 @@ def test_ipv4_header_options() -> None:
 
 def test_ipv4_link_layer_padding_is_ignored() -> None:
     pkt = IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=5060) / b"hi"
-    parsed = parse_ip(bytes(pkt) + b"\x00" * 20)
+    parsed = parse_packet(bytes(pkt) + b"\x00" * 20)
     assert parsed is not None and parsed.payload == b"hi"
 
 
@@ -84,54 +84,54 @@ def test_ipv4_first_fragment_parses_later_fragments_do_not() -> None:
     first = IP(src="192.0.2.1", dst="192.0.2.2", flags="MF", frag=0) / UDP(dport=5060) / SIP
     agrees_with_scapy(bytes(first), first)
     later = IP(src="192.0.2.1", dst="192.0.2.2", frag=10, proto=17) / (b"x" * 40)
-    assert parse_ip(bytes(later)) is None
+    assert parse_packet(bytes(later)) is None
 
 
 def test_ipv4_other_protocols_are_ignored() -> None:
-    assert parse_ip(bytes(IP(dst="192.0.2.2") / ICMP())) is None
+    assert parse_packet(bytes(IP(dst="192.0.2.2") / ICMP())) is None
 
 
 @pytest.mark.parametrize("cut", [0, 1, 10, 19, 20, 27])
 def test_ipv4_truncated(cut: int) -> None:
     raw = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=5060) / SIP)
-    assert parse_ip(raw[:cut]) is None
+    assert parse_packet(raw[:cut]) is None
     # Cutting into the payload contradicts the IP total length.
-    assert parse_ip(raw[:-1]) is None
+    assert parse_packet(raw[:-1]) is None
 
 
 def test_ipv4_inconsistent_lengths() -> None:
     raw = bytearray(bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=5060) / SIP))
     bad_ihl = bytearray(raw)
     bad_ihl[0] = 0x44  # IHL 4 words < 20 bytes
-    assert parse_ip(bytes(bad_ihl)) is None
+    assert parse_packet(bytes(bad_ihl)) is None
     short_total = bytearray(raw)
     short_total[2:4] = (12).to_bytes(2, "big")
-    assert parse_ip(bytes(short_total)) is None
+    assert parse_packet(bytes(short_total)) is None
     udp_too_long = bytearray(raw)
     udp_too_long[24:26] = (len(raw)).to_bytes(2, "big")
-    assert parse_ip(bytes(udp_too_long)) is None
+    assert parse_packet(bytes(udp_too_long)) is None
     udp_too_short = bytearray(raw)
     udp_too_short[24:26] = (7).to_bytes(2, "big")
-    assert parse_ip(bytes(udp_too_short)) is None
+    assert parse_packet(bytes(udp_too_short)) is None
 
 
 def test_tcp_bad_data_offset() -> None:
     raw = bytearray(bytes(IP(src="192.0.2.1", dst="192.0.2.2") / TCP(dport=5060)))
     raw[32] = 0x40  # 4 words < 20 bytes
-    assert parse_ip(bytes(raw)) is None
+    assert parse_packet(bytes(raw)) is None
     raw[32] = 0xF0  # 60 bytes > what is there
-    assert parse_ip(bytes(raw)) is None
+    assert parse_packet(bytes(raw)) is None
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"\x50" + b"\x00" * 60, b"\x60" * 39])
 def test_garbage(data: bytes) -> None:
-    assert parse_ip(data) is None
+    assert parse_packet(data) is None
 
 
 def test_accepts_bytearray_and_memoryview() -> None:
     raw = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(dport=5060) / SIP)
-    assert parse_ip(bytearray(raw)) == parse_ip(raw)
-    assert parse_ip(memoryview(raw)) == parse_ip(raw)
+    assert parse_packet(bytearray(raw)) == parse_packet(raw)
+    assert parse_packet(memoryview(raw)) == parse_packet(raw)
 
 
 # --- IPv6 ------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_ipv6_non_first_fragment_is_ignored() -> None:
     pkt = IPv6(src="2001:db8::10", dst="2001:db8::1") / IPv6ExtHdrFragment(offset=5, nh=17) / (
         b"x" * 40
     )
-    assert parse_ip(bytes(pkt)) is None
+    assert parse_packet(bytes(pkt)) is None
 
 
 def test_ipv6_too_many_extension_headers() -> None:
@@ -181,19 +181,19 @@ def test_ipv6_too_many_extension_headers() -> None:
     for _ in range(9):
         pkt = pkt / IPv6ExtHdrDestOpt()
     pkt = pkt / UDP(dport=5060) / SIP
-    assert parse_ip(bytes(pkt)) is None
+    assert parse_packet(bytes(pkt)) is None
 
 
 def test_ipv6_other_protocols_and_truncation() -> None:
-    assert parse_ip(bytes(IPv6(dst="2001:db8::1") / ICMPv6EchoRequest())) is None
+    assert parse_packet(bytes(IPv6(dst="2001:db8::1") / ICMPv6EchoRequest())) is None
     raw = bytes(IPv6(src="2001:db8::10", dst="2001:db8::1") / UDP(dport=5060) / SIP)
-    assert parse_ip(raw[:-1]) is None
-    assert parse_ip(raw[:40]) is None
+    assert parse_packet(raw[:-1]) is None
+    assert parse_packet(raw[:40]) is None
     jumbo = bytearray(raw)
     jumbo[4:6] = b"\x00\x00"
-    assert parse_ip(bytes(jumbo)) is None
+    assert parse_packet(bytes(jumbo)) is None
     ext_cut = bytes(IPv6(dst="2001:db8::1", plen=4) / IPv6ExtHdrHopByHop())[:44]
-    assert parse_ip(ext_cut) is None
+    assert parse_packet(ext_cut) is None
 
 
 # --- never raises ------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def mutated_packets(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(st.binary(max_size=200), mutated_packets()))
 def test_never_raises(data: bytes) -> None:
-    parsed = parse_ip(data)
+    parsed = parse_packet(data)
     if parsed is not None:
         assert parsed.family in (4, 6)
         assert parsed.proto in ("udp", "tcp")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from floodguard.policy.blacklist import BanRecord, BanTable, Blacklist, ban_length
+from floodguard.policy.escalation import BanRecord, BanTable, Blacklist, ban_length
 
 
 def rec(ip: str, until: float, kind: str = "suspend") -> BanRecord:

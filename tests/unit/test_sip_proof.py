@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from floodguard.packet import _checksum, parse_ip, replace_udp_payload
+from floodguard.packet import _checksum, parse_packet, replace_udp_payload
 from floodguard.sip.message import parse_message
 from floodguard.sip.proof import ProofKey, check_credentials, tokenise
 from tests.sipmsg import auth_value, register, response, udp
@@ -63,9 +63,9 @@ def test_no_credentials_nothing_to_do() -> None:
 def test_rewritten_packets_have_valid_lengths_and_checksums() -> None:
     for src, dst in (("192.0.2.1", CLIENT), ("2001:db8::1", "2001:db8::7")):
         packet = udp(src, dst, 5060, 5060, challenge())
-        sip = tokenise(parse_ip(packet).payload, dst, KEY)
+        sip = tokenise(parse_packet(packet).payload, dst, KEY)
         out = replace_udp_payload(packet, sip)
-        assert out is not None and parse_ip(out).payload == sip
+        assert out is not None and parse_packet(out).payload == sip
         if ":" in src:
             pseudo = out[8:40] + struct.pack("!IxxxB", len(out) - 40, 17)
             assert _checksum(pseudo + out[40:]) == 0

@@ -1,6 +1,6 @@
 """The C fast path (floodguard.sip._scan) against the Python parsers it stands in for.
 
-Whenever scan_sip/scan_packet answer, every field must equal what parse_message/parse_ip give
+Whenever scan_sip/scan_packet answer, every field must equal what parse_message/parse_packet give
 for the same bytes; when they decline (None) the guard runs the Python parsers. Checked on a
 corpus of real-world shapes, on generated messages built from awkward pieces, and on random
 mutations. The corpus also pins which common shapes must take the fast path, so a scan that
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from floodguard.packet import parse_ip
+from floodguard.packet import parse_packet
 from floodguard.sip._scan import scan_packet, scan_sip
 from floodguard.sip.message import SipParseError, parse_message
 
@@ -344,7 +344,7 @@ def packet_agrees(data: bytes) -> bool:
     fast = scan_packet(data)
     if fast is None:
         return False
-    pkt = parse_ip(data)
+    pkt = parse_packet(data)
     assert pkt is not None, data
     src, dst, proto, sport, dport, view = fast
     assert (src, dst, proto, sport, dport) == (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
@@ -361,7 +361,7 @@ def test_packets_of_each_family_take_the_fast_path() -> None:
     assert packet_agrees(ipv6_l4("2001:db8::7", "fd00::1", 6, tcp(40000, 5060, REGISTER)))
 
 
-def test_packets_the_scan_leaves_to_parse_ip() -> None:
+def test_packets_the_scan_leaves_to_parse_packet() -> None:
     v4 = bytearray(ipv4_udp("192.0.2.7", "10.0.0.1", 5060, 5060, REGISTER))
     first_fragment = bytes(v4[:6]) + b"\x20\x00" + bytes(v4[8:])
     assert scan_packet(first_fragment) is None
