@@ -56,6 +56,12 @@ class KernelSets:
     def close(self) -> None:
         self.closed = True
 
+    @staticmethod
+    def writer(sets: KernelSets) -> KernelSets:
+        """The ``writer_factory`` for code that opens a ``NetlinkSetWriter`` beside its set
+        manager (the fleet): the fake is its own writer."""
+        return sets
+
     def spec_for(self, kind: str, address: str) -> SetSpec:
         try:
             family = ipaddress.ip_network(address, strict=False).version

@@ -1,8 +1,9 @@
 """The fleet link against a real redis-server on loopback (Debian package; started here).
 
-Nodes are FleetLink objects with their own state store and a recorded kernel set, stepped by
-the test. Also: outage and re-sync, tombstones, load at start, sweep, status, TLS with a
-password, Sentinel and Cluster URLs. Without redis-server these tests fail (never skip).
+Nodes are FleetLink objects with their own state store and in-memory kernel sets
+(tests/kernelfake.py), stepped by the test. Also: outage and re-sync, tombstones, load at start,
+sweep, status, TLS with a password, Sentinel and Cluster URLs. Real servers, so not a unit test;
+no root and no network namespace needed. Without redis-server these tests fail (never skip).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from floodguard.config import loads
 from floodguard.events import EventLog
 from floodguard.fleet import FleetLink, Keys
 from floodguard.store import Store
-from tests.unit.test_fleet import Sets
+from tests.kernelfake import KernelSets
 
 
 def free_port() -> int:
@@ -117,12 +118,12 @@ class Node:
         self.path = tmp / f"{name}.db"
         self.cfg = loads(f'[state]\npath = "{self.path}"\n[fleet]\nredis_url = "{url}"\n'
                          f'node = "{name}"\n' + extra)
-        self.sets = Sets()
+        self.sets = KernelSets()
         self.log = io.StringIO()
         self.store = Store(self.path)
         self.link = FleetLink(self.cfg, EventLog(self.log, json_mode=True),
                               lambda: Store(self.path), lambda: self.sets,
-                              writer_factory=Sets.writer)
+                              writer_factory=KernelSets.writer)
 
     def step(self, times: int = 1) -> None:
         for _ in range(times):
@@ -135,7 +136,7 @@ class Node:
             self.step()
 
     def banned(self, ip: str) -> bool:
-        return ("ban", ip) in self.sets.entries
+        return self.sets.test("ban", ip)
 
     def events(self, name: str | None = None) -> list[dict]:
         out = [json.loads(line) for line in self.log.getvalue().splitlines()]

@@ -19,36 +19,7 @@ from floodguard.fleet import (
     valid_change,
 )
 from floodguard.store import Store
-
-
-class Sets:
-    """A kernel set manager stand-in: (kind, ip) -> timeout. It is also its own set writer (the
-    add/remove/close of ``NetlinkSetWriter``): pass ``Sets.writer`` as the ``writer_factory``,
-    so nothing reaches a real kernel."""
-
-    def __init__(self, full_after=None):
-        self.entries = {}
-        self.full_after = full_after
-
-    def add(self, kind, ip, timeout=None):
-        from floodguard.kernel import SetFullError
-
-        if self.full_after is not None and len(self.entries) >= self.full_after:
-            raise SetFullError(f"floodguard-{kind}", ip)
-        self.entries[(kind, ip)] = timeout
-
-    def remove(self, kind, ip):
-        return self.entries.pop((kind, ip), None) is not None
-
-    def list(self, kind):
-        return [(ip, t) for (k, ip), t in self.entries.items() if k == kind]
-
-    def close(self):
-        pass
-
-    @staticmethod
-    def writer(sets):
-        return sets
+from tests.kernelfake import KernelSets
 
 
 def ban(ip, ts, until, **extra):
@@ -185,8 +156,8 @@ def test_check_change_bounds_every_field(field, value, why):
 
 
 def test_applier_skips_a_row_sqlite_refuses_and_keeps_the_rest(tmp_path):
-    store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(Config(), store, sets, writer_factory=Sets.writer)
+    store, sets = Store(tmp_path / "s.db"), KernelSets()
+    applier = Applier(Config(), store, sets, writer_factory=KernelSets.writer)
     # not checked (check_change would refuse it): the store layer must still hold
     result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180,
                                                                 failures=10**23),
@@ -208,8 +179,8 @@ def test_allow_list_agrees_with_bans_allowed_by():
 
 def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
     cfg = loads('[blacklist]\nallow = ["127.0.0.0/8", "192.0.2.7/32"]\n')
-    store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(cfg, store, sets, writer_factory=Sets.writer)
+    store, sets = Store(tmp_path / "s.db"), KernelSets()
+    applier = Applier(cfg, store, sets, writer_factory=KernelSets.writer)
     result = applier.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.7", 1000, 1180),
                             ban("192.0.2.9", 900, 999),  # already expired
                             {"op": "known", "ip": "192.0.2.2", "ts": 1000, "until": 1600,
@@ -240,19 +211,19 @@ def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
 
 def test_applier_monitor_mode_and_full_set(tmp_path):
     store = Store(tmp_path / "s.db")
-    monitor = Applier(loads('[guard]\nmode = "monitor"\n'), store, Sets(),
-                      writer_factory=Sets.writer)
+    monitor = Applier(loads('[guard]\nmode = "monitor"\n'), store, KernelSets(),
+                      writer_factory=KernelSets.writer)
     assert monitor.apply([ban("192.0.2.1", 1000, 1180)], now=1001).monitor == 1
     assert store.get_ban("192.0.2.1", now=1001) is None
-    full = Applier(Config(), store, Sets(full_after=1), writer_factory=Sets.writer)
+    full = Applier(Config(), store, KernelSets(maxelem=1), writer_factory=KernelSets.writer)
     result = full.apply([ban("192.0.2.1", 1000, 1180), ban("192.0.2.2", 1000, 1180)], now=1001)
     # the store keeps both (as the guard does): a restart retries the kernel
     assert result.full == 1 and store.get_ban("192.0.2.2", now=1001) is not None
 
 
 def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
-    store, sets = Store(tmp_path / "s.db"), Sets()
-    applier = Applier(Config(), store, sets, writer_factory=Sets.writer)
+    store, sets = Store(tmp_path / "s.db"), KernelSets()
+    applier = Applier(Config(), store, sets, writer_factory=KernelSets.writer)
     applier.apply([ban("192.0.2.1", 1000, 9e9), ban("192.0.2.2", 1000, 9e9)])
     store.put_ban("192.0.2.3", "manual", "manual", 600)  # this node's own: the guard's business
     lifted = applier.reload(loads('[blacklist]\nallow = ["192.0.2.0/30"]\n'))
@@ -261,8 +232,8 @@ def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
 
 
 def test_kernel_writer_counts_what_the_kernel_refused():
-    sets = Sets(full_after=2)
-    writer = KernelWriter(sets, Sets.writer)
+    sets = KernelSets(maxelem=2)
+    writer = KernelWriter(sets, KernelSets.writer)
     full, failed = writer.add_many("ban", [("192.0.2.1", 10.2), ("192.0.2.2", 0.1),
                                            ("192.0.2.3", 5), ("192.0.2.4", 5)])
     assert full == ["192.0.2.3", "192.0.2.4"] and failed == []
