@@ -127,25 +127,22 @@ def unbannable(address: Address) -> str | None:
 
 
 class Networks:
-    """A short list of networks (such as ``blacklist.allow``) parsed once, with ``covering``."""
+    """A list of networks (such as ``blacklist.allow``) parsed once, with ``covering``: the same
+    longest-prefix matcher the guard uses (policy.netset.NetMap), so every allow-list answer
+    agrees, ``::ffff:`` forms included."""
 
     def __init__(self, texts: Iterable[str]) -> None:
         """ValueError (naming the entry) when one of ``texts`` is not a network."""
-        self.entries: list[tuple[str, int, int, int]] = []  # text, version, first, last
-        for text in texts:
-            net = parse_network(text)
-            self.entries.append((text, net.version, int(net.network_address),
-                                 int(net.broadcast_address)))
+        # imported here: the policy package imports this module
+        from floodguard.policy.netset import NetMap
+
+        self.entries = [text for text in texts if parse_network(text) is not None]
+        self._map: NetMap[str] = NetMap((text, text) for text in self.entries)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def covering(self, ip: str) -> str | None:
-        """The first network (as it was written) holding address ``ip``; ValueError if ``ip``
-        is not an address."""
-        address = parse(ip)
-        version, number = address.version, int(address)
-        for text, net_version, first, last in self.entries:
-            if net_version == version and first <= number <= last:
-                return text
-        return None
+        """The network (as it was written) holding address ``ip``, the longest prefix first;
+        ValueError if ``ip`` is not an address."""
+        return self._map.lookup(str(parse(ip)))

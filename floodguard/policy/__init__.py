@@ -1,7 +1,6 @@
 """Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's
 answers, suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
 
-from .escalation import BanRecord
 from .engine import (
     Action,
     AuthView,
@@ -14,6 +13,7 @@ from .engine import (
     Unban,
     Verdict,
 )
+from .escalation import BanRecord
 
 __all__ = [
     "Action",

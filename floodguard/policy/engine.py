@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from ..addr import source_key
 from ..config import Config
+from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .escalation import (
     KIND_BLACKLIST,
     KIND_MANUAL,
@@ -54,7 +55,6 @@ from .escalation import (
     Blacklist,
     ban_length,
 )
-from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .lru import LruTable
 from .netset import NetMap, NetSet, pack_ip
 from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
