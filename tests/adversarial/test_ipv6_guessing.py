@@ -18,6 +18,9 @@ import pytest
 
 from tests.integration.guardkit import GuardLab
 
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio")
+
 GUESSER = Path(__file__).with_name("guesser.py")
 SERVER6 = "fd00:fa::1"
 ROTATION = ["fd00:fa:0:1::a", "fd00:fa:0:1::b", "fd00:fa:0:1::c"]
