@@ -19,6 +19,7 @@ from typing import Protocol
 from floodguard.addr import source_key
 from floodguard.config import Config
 from floodguard.events import EventLog
+from floodguard.failures import FailureLog, log_path
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
@@ -135,6 +136,7 @@ class Guard:
         self.v6_prefix = cfg.limits.ipv6_prefix
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
+        self.failures = FailureLog(log_path(store.path, name))
         self._strips = TokenBucket(STRIP_RATE, STRIP_RATE)
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
@@ -311,7 +313,7 @@ class Guard:
             return False, None
         proven, sip = check_credentials(pkt.payload, src, self.proof)
         if sip is None:
-            return False, None
+            return proven, None
         return proven, replace_udp_payload(payload, sip)
 
     def _tokenise(self, payload: bytes, client: str) -> bool | bytes:
@@ -395,7 +397,7 @@ class Guard:
     def apply(self, actions: tuple[Action, ...] | list[Action]) -> None:
         for action in actions:
             if isinstance(action, Counted):
-                self.store.record_failure(self.name, action.ip, action.aor, now=self.wall())
+                self.failures.record(action.ip, action.aor, self.wall())
         if self.monitor:
             self._log_only(actions)
             return
@@ -498,7 +500,7 @@ class Guard:
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0
-        for ip, aor, when in self.store.failures_since(self.name, since):
+        for ip, aor, when in self.failures.since(since):
             if wall - when < self.engine.counter_ttl:
                 self.apply(self.engine.count_failure(now - (wall - when), ip, aor))
         return len(bans)
@@ -581,7 +583,7 @@ class Guard:
         self._last_snapshot = now
         wall = self.wall()
         self.store.save_snapshot(self.name, self.engine.export_state(now), now=wall)
-        self.store.forget_failures(self.name, before=wall)
+        self.failures.clear()
         self.store.save_snapshot(f"baseline-{self.name}", self.baseline.export(),
                                  now=self.wall())
         self.store.prune(now=self.wall())

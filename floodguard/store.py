@@ -70,13 +70,6 @@ CREATE TABLE IF NOT EXISTS journal (
     until REAL,
     created REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS failures (
-    engine TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    aor TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS failures_engine ON failures(engine, created);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     op TEXT NOT NULL,
@@ -450,26 +443,6 @@ class Store:
             value = os.urandom(size)
             self.save_snapshot(key, value.hex())
         return value
-
-    # proven failures since the last engine snapshot ----------------------------
-
-    def record_failure(self, engine: str, ip: str, aor: str, now: float | None = None) -> None:
-        """One proven failure, written as it is counted: a crash between two engine snapshots
-        then loses none (the guard replays those newer than its snapshot at start)."""
-        self.db.execute("INSERT INTO failures(engine, ip, aor, created) VALUES (?, ?, ?, ?)",
-                        (engine, ip, aor, time.time() if now is None else now))
-
-    def failures_since(self, engine: str, since: float) -> list[tuple[str, str, float]]:
-        """(ip, aor, time) of the failures an engine recorded after ``since``, oldest first."""
-        cur = self.db.execute(
-            "SELECT ip, aor, created FROM failures WHERE engine = ? AND created > ? "
-            "ORDER BY created", (engine, since))
-        return [(ip, aor, created) for ip, aor, created in cur.fetchall()]
-
-    def forget_failures(self, engine: str, before: float) -> None:
-        """Drop failures an engine snapshot taken at ``before`` already holds."""
-        self.db.execute("DELETE FROM failures WHERE engine = ? AND created <= ?",
-                        (engine, before))
 
     # operator commands ----------------------------------------------------------
 

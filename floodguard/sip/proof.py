@@ -17,7 +17,6 @@ line, an over-long opaque) is left alone: such a challenge simply proves nothing
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 
@@ -26,17 +25,22 @@ MAX_OPAQUE = 512
 _MAC_LEN = 16
 _NO_OPAQUE = b"-"
 
-_CHALLENGES = (b"www-authenticate", b"proxy-authenticate")
-_CREDENTIALS = (b"authorization", b"proxy-authorization")
-# One auth parameter (RFC 7616 auth-param): token = token / quoted-string, then "," or the end.
+# Header fields, looked for in the lower-cased header block (the start line is never one: a
+# field follows a line end).
+_CHALLENGE_NAMES = (b"\nwww-authenticate", b"\nproxy-authenticate")
+_CREDENTIAL_NAMES = (b"\nauthorization", b"\nproxy-authorization")
+# A Digest value that is one simple list of auth-params (RFC 7616: token = token /
+# quoted-string, separated by commas), checked whole in one call; then its items in one call.
+_PARAM = rb'[!#$%&\'*+.^_`|~0-9A-Za-z-]+[ \t]*=[ \t]*(?:"(?:[^"\\]|\\.)*"|[^ \t,"]*)'
+_DIGEST_LIST = re.compile(
+    rb"[ \t]*digest[ \t]+" + _PARAM + rb"(?:[ \t]*,[ \t]*" + _PARAM + rb")*[ \t]*",
+    re.IGNORECASE)
 _ITEM = re.compile(
-    rb'[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t,"]*)[ \t]*(,|$)')
-_SCHEME = re.compile(rb"[ \t]*digest[ \t]+", re.IGNORECASE)
+    rb'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t,"]*)')
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNESCAPE = re.compile(rb"\\(.)")
 # A token as it stands in a request, for a check before any parsing.
-_TOKEN = re.compile(
-    rb'opaque[ \t]*=[ \t]*"?(fg1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]+)', re.IGNORECASE)
+_TOKEN = re.compile(rb"fg1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]+")
 
 
 def _b64(data: bytes) -> bytes:
@@ -65,7 +69,7 @@ class ProofKey:
 
     def _mac(self, client: str, nonce: bytes, original: bytes) -> bytes:
         material = client.encode() + b"\0" + nonce + b"\0" + original
-        return hmac.new(self._key, material, hashlib.sha256).digest()[:_MAC_LEN]
+        return hmac.digest(self._key, material, "sha256")[:_MAC_LEN]
 
     def mint(self, client: str, nonce: bytes, original: bytes | None) -> bytes:
         """The opaque value for a challenge with ``nonce`` sent to ``client``; ``original`` is
@@ -96,68 +100,92 @@ def may_prove(data: bytes, client: str, nonce: str | None, key: ProofKey) -> boo
     tokens costs one regex search and one HMAC each."""
     if not nonce:
         return False
-    found = _TOKEN.search(data)
-    return found is not None and key.check(client, nonce.encode(), found.group(1))[0]
+    at = data.find(PREFIX)
+    while at >= 0:  # each place that looks like a token; a real one is a whole opaque value
+        found = _TOKEN.match(data, at)
+        if found is not None and key.check(client, nonce.encode(), found.group())[0]:
+            return True
+        at = data.find(PREFIX, at + 1)
+    return False
 
 
 def _items(value: bytes) -> list[tuple[bytes, bytes]] | None:
     """The auth-params of a Digest header value, or None when it is not one simple list."""
-    scheme = _SCHEME.match(value)
-    if scheme is None:
+    if _DIGEST_LIST.fullmatch(value) is None:
         return None
-    pos, out = scheme.end(), []
-    while pos < len(value):
-        m = _ITEM.match(value, pos)
-        if m is None or m.end() == pos:
-            return None
-        out.append((m.group(1), m.group(2)))
-        pos = m.end()
-        if not m.group(3) and pos < len(value):
-            return None
-    return out or None
+    start = value.lower().index(b"digest") + 6
+    return _ITEM.findall(value, start)
+
+
+def _fields(sip: bytes, limit: int, names: tuple[bytes, ...]) -> list[tuple[int, int, int]]:
+    """(field start, value start, value end) of every header field with one of these names
+    (each written as "\\nname"), in order; the value ends before its line end."""
+    low = sip[:limit].lower()
+    out = []
+    for name in names:
+        at = low.find(name)
+        while at >= 0:
+            pos = at + len(name)
+            while low[pos:pos + 1] in (b" ", b"\t"):
+                pos += 1
+            if low[pos:pos + 1] == b":":
+                pos += 1
+                while low[pos:pos + 1] in (b" ", b"\t"):
+                    pos += 1
+                end = low.find(b"\n", pos)
+                end = limit if end < 0 else end
+                if end > pos and low[end - 1:end] == b"\r":
+                    end -= 1
+                out.append((at + 1, pos, end))
+            at = low.find(name, at + 1)
+    return sorted(out)
 
 
 def _join(items: list[tuple[bytes, bytes]]) -> bytes:
     return b"Digest " + b", ".join(name + b"=" + value for name, value in items)
 
 
-def _split(sip: bytes) -> tuple[list[bytes], bytes] | None:
-    """Header lines (terminators kept) and the rest (blank line + body)."""
+def _header_end(sip: bytes) -> int | None:
+    """Where the header block ends (the blank line's end), or None."""
+    end_crlf = sip.find(b"\r\n\r\n")
+    if end_crlf >= 0 and sip.find(b"\n\n", 0, end_crlf) < 0 and (
+            sip.find(b"\n\r\n", 0, end_crlf) < 0):
+        return end_crlf + 4  # the usual case, without the regex
     end = _HEADER_END.search(sip)
-    if end is None:
-        return None
-    head = sip[:end.start()]
-    lines = head.split(b"\n")
-    # re-attach the LF each line ended with; the last one ends where the blank line starts
-    out = [line + b"\n" for line in lines[:-1]] + [lines[-1]]
-    return out, sip[end.start():]
+    return None if end is None else end.end()
 
 
-def _name_value(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    """(lower-case name, text up to the value, the value, the line end)."""
-    body, cr = (line[:-2], b"\r\n") if line.endswith(b"\r\n") else (
-        (line[:-1], b"\n") if line.endswith(b"\n") else (line, b""))
-    name, colon, value = body.partition(b":")
-    lead = len(value) - len(value.lstrip(b" \t"))
-    return name.strip().lower(), name + colon + value[:lead], value[lead:].rstrip(b" \t"), cr
+def _line_end(sip: bytes, pos: int, limit: int) -> int:
+    """The end of the header field starting at pos, its continuation lines included."""
+    while True:
+        nl = sip.find(b"\n", pos, limit)
+        if nl < 0:
+            return limit
+        if sip[nl + 1:nl + 2] not in (b" ", b"\t"):
+            return nl + 1
+        pos = nl + 1
+
+
+def _rebuild(sip: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    out, last = [], 0
+    for start, end, text in edits:
+        out += [sip[last:start], text]
+        last = end
+    out.append(sip[last:])
+    return b"".join(out)
 
 
 def tokenise(sip: bytes, client: str, key: ProofKey) -> bytes | None:
     """The challenge response ``sip`` with a token in each Digest challenge sent to ``client``,
     or None when no challenge could carry one."""
-    split = _split(sip)
-    if split is None:
+    limit = _header_end(sip)
+    if limit is None:
         return None
-    lines, rest = split
-    changed = False
-    for i, line in enumerate(lines):
-        if i == 0 or line[:1] in (b" ", b"\t"):
-            continue
-        name, lead, value, end = _name_value(line)
-        if name not in _CHALLENGES:
-            continue
-        if i + 1 < len(lines) and lines[i + 1][:1] in (b" ", b"\t"):
+    edits: list[tuple[int, int, bytes]] = []
+    for start, vstart, vend in _fields(sip, limit, _CHALLENGE_NAMES):
+        if _line_end(sip, start, limit) != sip.find(b"\n", vend, limit) + 1:
             continue  # folded: proves nothing, left as it is
+        value = sip[vstart:vend].rstrip(b" \t")
         items = _items(value)
         if items is None:
             continue
@@ -173,64 +201,49 @@ def tokenise(sip: bytes, client: str, key: ProofKey) -> bytes | None:
             items.append((b"opaque", token))
         else:
             items[names.index(b"opaque")] = (items[names.index(b"opaque")][0], token)
-        lines[i] = lead + _join(items) + end
-        changed = True
-    return b"".join(lines) + rest if changed else None
+        edits.append((vstart, vstart + len(value), _join(items)))
+    return _rebuild(sip, edits) if edits else None
 
 
 def check_credentials(sip: bytes, client: str, key: ProofKey) -> tuple[bool, bytes | None]:
     """(proven, new bytes) for a request from ``client`` carrying credentials.
 
     Proven: every Authorization/Proxy-Authorization answers a challenge that was sent to this
-    client; the registrar's own opaque is put back (new bytes). Not proven: the credentials are
-    taken out (new bytes), so the registrar challenges afresh and the guess is never answered.
-    (False, None) when there are no credentials or the message cannot be rewritten.
+    client; the registrar's own opaque is put back (new bytes; None when the registrar sent
+    none: the token then stays, a registrar does not check an opaque it never issued). Not
+    proven: the credentials are taken out (new bytes), so the registrar challenges afresh and
+    the guess is never answered. (False, None) when there are no credentials or the message
+    cannot be rewritten.
     """
-    split = _split(sip)
-    if split is None:
+    limit = _header_end(sip)
+    if limit is None:
         return False, None
-    lines, rest = split
-    found = proven = False
-    keep: list[bytes] = []
-    restored: list[bytes] = []
-    skipping = False
-    all_valid = True
-    for i, line in enumerate(lines):
-        if i > 0 and line[:1] in (b" ", b"\t"):
-            if skipping:
-                all_valid = False  # folded credentials are never proof
-                continue
-            keep.append(line)
-            restored.append(line)
+    restore: list[tuple[int, int, bytes]] = []
+    strip: list[tuple[int, int, bytes]] = []
+    proven = True
+    for start, vstart, vend in _fields(sip, limit, _CREDENTIAL_NAMES):
+        field_end = _line_end(sip, start, limit)
+        strip.append((start, field_end, b""))
+        if not proven:
             continue
-        skipping = False
-        name, lead, value, end = _name_value(line) if i else (b"", b"", b"", b"")
-        if name not in _CREDENTIALS:
-            keep.append(line)
-            restored.append(line)
+        folded = field_end != sip.find(b"\n", vend, limit) + 1
+        value = sip[vstart:vend].rstrip(b" \t")
+        items = None if folded else _items(value)
+        names = [] if items is None else [n.lower() for n, _ in items]
+        if items is None or names.count(b"nonce") != 1 or names.count(b"opaque") != 1:
+            proven = False  # folded or unusual credentials are never proof
             continue
-        found = skipping = True
-        items = _items(value)
-        if items is None:
-            all_valid = False
-            continue
-        names = [n.lower() for n, _ in items]
-        if names.count(b"nonce") != 1 or names.count(b"opaque") != 1:
-            all_valid = False
-            continue
-        nonce = _unquote(items[names.index(b"nonce")][1])
         at = names.index(b"opaque")
-        valid, original = key.check(client, nonce, _unquote(items[at][1]))
+        valid, original = key.check(client, _unquote(items[names.index(b"nonce")][1]),
+                                    _unquote(items[at][1]))
         if not valid:
-            all_valid = False
+            proven = False
             continue
-        if original is None:
-            del items[at]
-        else:
+        if original is not None:  # a registrar that sent none checks none: token left in
             items[at] = (items[at][0], original)
-        restored.append(lead + _join(items) + end)
-    if not found:
+            restore.append((vstart, vstart + len(value), _join(items)))
+    if not strip:
         return False, None
-    proven = all_valid
-    out = restored if proven else keep
-    return proven, b"".join(out) + rest
+    if proven:
+        return True, _rebuild(sip, restore) if restore else None
+    return False, _rebuild(sip, strip)

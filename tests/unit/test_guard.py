@@ -191,7 +191,7 @@ def test_failures_counted_after_the_last_snapshot_survive_a_crash(rig):
     assert sets2.entries[("ban", "198.51.100.21")] == 180
     # a snapshot holds them now: the journal is emptied, a second restart counts nothing twice
     guard2.snapshot()
-    assert guard2.store.failures_since(guard2.name, 0.0) == []
+    assert guard2.failures.since(0.0) == []
 
 
 def test_full_set_keeps_the_ban_in_the_store(rig):

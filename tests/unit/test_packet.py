@@ -1,5 +1,7 @@
 """Tests for the raw IP/UDP/TCP parser (floodguard.packet), cross-checked against scapy."""
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -230,3 +232,15 @@ def test_never_raises(data: bytes) -> None:
         assert parsed.proto in ("udp", "tcp")
         assert 0 <= parsed.sport <= 0xFFFF and 0 <= parsed.dport <= 0xFFFF
         assert len(parsed.payload) <= len(data)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=1600))
+def test_checksum_equals_the_word_by_word_sum(data: bytes) -> None:
+    from floodguard.packet import _checksum
+
+    padded = data + b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert _checksum(data) == ~total & 0xFFFF
