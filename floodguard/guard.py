@@ -37,8 +37,16 @@ from floodguard.policy.engine import (
 )
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
+from floodguard.sip.proof import (
+    CHECK,
+    NO_PROOF,
+    PROVEN,
+    ProofKey,
+    check_credentials,
+    may_prove,
+    tokenise,
+)
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
-from floodguard.sip.proof import ProofKey, check_credentials, may_prove, tokenise
 from floodguard.store import Store
 from floodguard.tcpflow import FlowTable
 
@@ -256,13 +264,15 @@ class Guard:
                     elif self.prove_by_nonce:
                         proven = bool(auth.nonce) and self.engine.nonce_holder(
                             now, auth.nonce or "") == src
-                    elif TOKEN_MARK in payload and may_prove(payload, src, auth.nonce,
-                                                             self.proof):
-                        # cheap looks first: a flood carries no token, or not a valid one
-                        proven, rewritten = self._prove(payload, src)
-                        unproven = not proven
                     else:
-                        unproven = True
+                        # cheap looks first: a flood carries no token, or not a valid one
+                        look = may_prove(payload, src, auth.nonce, self.proof) \
+                            if TOKEN_MARK in payload else NO_PROOF
+                        if look == PROVEN:
+                            proven = True
+                        elif look == CHECK:
+                            proven, rewritten = self._prove(payload, src)
+                        unproven = not proven
                 verdict = self.engine.on_request(now, src, msg, proven)
                 accept = self._finish(verdict, src)
                 if not verdict.accept:

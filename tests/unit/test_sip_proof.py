@@ -83,11 +83,20 @@ def test_rewritten_packets_have_valid_lengths_and_checksums() -> None:
 
 
 def test_a_cheap_look_finds_only_valid_tokens() -> None:
-    from floodguard.sip.proof import may_prove
+    from floodguard.sip.proof import CHECK, PROVEN, may_prove
 
     token = parse_message(tokenise(challenge(), CLIENT, KEY)).challenges[0].opaque
-    assert may_prove(answer(token), CLIENT, "N1", KEY)
-    assert may_prove(answer(token).replace(b"opaque=", b"OPAQUE ="), CLIENT, "N1", KEY)
+    # a token alone, with no opaque of the registrar's inside: proven as it stands
+    assert may_prove(answer(token), CLIENT, "N1", KEY) == PROVEN
+    assert may_prove(answer(token).replace(b"opaque=", b"OPAQUE ="), CLIENT, "N1", KEY) == PROVEN
+    # the registrar's own opaque rides inside: it must be put back, so parse and rewrite
+    theirs = parse_message(tokenise(challenge("abc"), CLIENT, KEY)).challenges[0].opaque
+    assert may_prove(answer(theirs), CLIENT, "N1", KEY) == CHECK
+    # a second credentials field (here: without a token) must be checked too
+    two = answer(token).replace(b"\r\nAuthorization:", b"\r\nProxy-Authorization: Digest "
+                                b'username="x", nonce="N1"\r\nAuthorization:', 1)
+    assert may_prove(two, CLIENT, "N1", KEY) == CHECK
+    assert check_credentials(two, CLIENT, KEY)[0] is False
     assert not may_prove(answer(token), OTHER, "N1", KEY)  # someone else's token
     assert not may_prove(answer(token), CLIENT, "N2", KEY)  # for another nonce
     assert not may_prove(answer("fg1.forged.-"), CLIENT, "N1", KEY)
