@@ -68,6 +68,7 @@ class Settings:
     tcp_idle_timeout: int = 300
     max_connections: int = 10000
     max_connections_per_source: int = 32
+    ipv6_prefix: int = 64  # limits.ipv6_prefix: an IPv6 source is its /64
     tcp_write_timeout: float = 10.0
     liveness_timeout: float = 4.0
 
@@ -80,6 +81,8 @@ class Settings:
         for f in fields(cls):
             if f.name == "state_path":
                 values[f.name] = cfg.state.path
+            elif f.name == "ipv6_prefix":
+                values[f.name] = cfg.limits.ipv6_prefix
             elif hasattr(reg, f.name):
                 values[f.name] = getattr(reg, f.name)
             elif f.name in extras:

@@ -40,11 +40,12 @@ _BLOCKED_INPUT_CAP = 1024 * 1024
 _SOCKET_SNDBUF = 128 * 1024
 
 
-def source_key(ip: str) -> str:
+def source_key(ip: str, v6_prefix: int = 64) -> str:
     """What a per-source limit counts: an IPv4 address (also written ``::ffff:a.b.c.d``), the
-    /64 of an IPv6 address (one subscriber's LAN: a host can use every address in it)."""
+    /64 (limits.ipv6_prefix) of an IPv6 address (one subscriber's LAN: a host can use every
+    address in it)."""
     try:
-        return addr.source_key(ip, 64)
+        return addr.source_key(ip, v6_prefix)
     except ValueError:
         return ip  # not something the kernel would hand us; count it as it is
 
@@ -70,7 +71,7 @@ class StreamProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
-        self.source = source_key(self.peer[0])
+        self.source = source_key(self.peer[0], self.server.settings.ipv6_prefix)
         if not self.server.admit(self):
             transport.abort()  # type: ignore[attr-defined]
             return

@@ -201,3 +201,14 @@ def test_hard_cap_drops_at_once(make_server):
 
         assert on_loop(srv, stuff)
     assert on_loop(srv, lambda: srv.server.dropped["unsent output over the hard cap"]) == 1
+
+
+def test_the_per_source_cap_counts_ipv6_by_the_configured_prefix() -> None:
+    from floodguard.config import loads
+    from floodguard.registrar.core import Settings
+    from floodguard.registrar.streams import source_key
+
+    assert Settings.from_config(loads("[limits]\nipv6_prefix = 48\n")).ipv6_prefix == 48
+    assert source_key("2001:db8:1:2::5", 64) == "2001:db8:1:2::"
+    assert source_key("2001:db8:1:2::5", 48) == "2001:db8:1::"
+    assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
