@@ -11,22 +11,10 @@ import sys
 
 import pytest
 
+from tests.adversarial.feedkit import FEED_RUN
 from tests.integration.conftest import Lab
 
 pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
-
-FEED_RUN = """
-import sys
-from floodguard.config import load
-from floodguard.events import EventLog
-from floodguard.feeds import FeedScheduler
-from floodguard.kernel.ipset import SetManager
-from floodguard.kernel.rules import render
-from floodguard.store import Store
-cfg = load(sys.argv[1])
-FeedScheduler(cfg, EventLog(sys.stdout, json_mode=True), lambda: Store(cfg.state.path),
-              lambda: SetManager(render(cfg).sets)).check()
-"""
 
 BAD = ["0.0.0.0", "::", "224.0.0.251", "ff02::fb", "127.0.0.1", "255.255.255.255",
        "not-an-ip", "10.0.0.0/8", "x" * 4000]

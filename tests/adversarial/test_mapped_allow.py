@@ -80,7 +80,7 @@ def test_mapped_allow_entry_is_ipv4_in_the_kernel_and_everywhere(lab: Lab) -> No
                                    "fleet": [AS_CONFIGURED], "fleet_banned": [],
                                    "kernel_test": True}, out
     # a feed listing it either way: allow-listed, never in the ban set
-    from tests.adversarial.test_feed_bad_lines import FEED_RUN
+    from tests.adversarial.feedkit import FEED_RUN
 
     out = lab.server.run(sys.executable, "-c", FEED_RUN, str(config)).stdout
     event = json.loads(out.splitlines()[-1])

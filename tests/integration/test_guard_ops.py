@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from floodguard.store import Store
+
 from .conftest import CLIENTS4, SERVER4
 from .guardkit import GuardLab, start, svcrack
 
@@ -84,6 +86,14 @@ def test_sighup_reloads_config_and_a_killed_worker_is_restarted(glab: GuardLab) 
     assert wait_for(lambda: any(e["event"] == "reload" for e in glab.events()))
     svcrack(glab, ATTACKER, tries=12)
     assert ATTACKER not in glab.ban_set()
+    # ... and not because the guesses never reached it: the guard judged them, allow-listed
+    time.sleep(1.5)  # counters are published every second
+    store = Store(glab.tmp / "state.db")
+    try:
+        snap = store.load_snapshot("counters-engine-q0")
+    finally:
+        store.close()
+    assert snap is not None and snap[1]["verdicts"].get("pass:allow", 0) >= 12, snap
     # a worker killed outright comes back and keeps enforcing
     worker = glab.server.run("pgrep", "-P", str(glab.guard.pid)).stdout.split()[0]
     glab.server.run("kill", "-9", worker)
@@ -121,6 +131,14 @@ def test_monitor_mode_bans_nothing_under_brute_force_yet_logs_the_ban(glab: Guar
     start(glab, '[guard]\nmode = "monitor"\n')
     svcrack(glab, ATTACKER, tries=12)
     assert ATTACKER not in glab.ban_set()
+    # ... and not because the guesses never reached it: the guard judged them, allow-listed
+    time.sleep(1.5)  # counters are published every second
+    store = Store(glab.tmp / "state.db")
+    try:
+        snap = store.load_snapshot("counters-engine-q0")
+    finally:
+        store.close()
+    assert snap is not None and snap[1]["verdicts"].get("pass:allow", 0) >= 12, snap
     would = [e for e in glab.events() if e["event"] == "would_suspend"]
     assert would and would[0]["ip"] == ATTACKER and would[0]["failures"] == 6
     assert not [e for e in glab.events() if e["event"] in ("suspend", "ban")]

@@ -11,7 +11,7 @@ from floodguard.registrar.core import Settings
 from floodguard.registrar.streams import WRITE_HARD_CAP, WRITE_HIGH, source_key
 from floodguard.registrar.uac import Uac
 from floodguard.sip.message import parse_message
-from tests.unit.test_registrar_transport import ServerThread, free_port, read_message, spec
+from tests.unit.registrar_kit import ServerThread, free_port, read_message, spec
 
 
 @pytest.fixture
