@@ -131,14 +131,6 @@ def test_monitor_mode_bans_nothing_under_brute_force_yet_logs_the_ban(glab: Guar
     start(glab, '[guard]\nmode = "monitor"\n')
     svcrack(glab, ATTACKER, tries=12)
     assert ATTACKER not in glab.ban_set()
-    # ... and not because the guesses never reached it: the guard judged them, allow-listed
-    time.sleep(1.5)  # counters are published every second
-    store = Store(glab.tmp / "state.db")
-    try:
-        snap = store.load_snapshot("counters-engine-q0")
-    finally:
-        store.close()
-    assert snap is not None and snap[1]["verdicts"].get("pass:allow", 0) >= 12, snap
     would = [e for e in glab.events() if e["event"] == "would_suspend"]
     assert would and would[0]["ip"] == ATTACKER and would[0]["failures"] == 6
     assert not [e for e in glab.events() if e["event"] in ("suspend", "ban")]
