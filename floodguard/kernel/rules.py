@@ -3,8 +3,12 @@
 ``render(cfg)`` is a pure function of the config and the template files: it returns every chain,
 rule, jump and ipset floodguard owns, for IPv4 and IPv6. Rule specs come out exactly as
 ``iptables-save`` prints them (hashlimit rates are normalised the way iptables does), so an
-installed ruleset can be compared with the render text for text. ``restore_text`` serialises a
-plan in iptables-restore syntax and ``dry_run_text`` is what ``floodguard apply --dry-run`` prints.
+installed ruleset can be compared with the render text for text.
+
+Here is what can fail with a RenderError: reading the templates, the match options of rule
+specs (string matches, hashlimits), each chain's rules, the set specs, and the checks across
+them. Beside it: the model (ruleset.py), the queue slicing (queues.py) and the restore and
+dry-run text (restore_plan.py), re-exported here (``name as name``) for their callers.
 """
 
 from __future__ import annotations
@@ -13,25 +17,36 @@ import hashlib
 import ipaddress
 import math
 import os
-import shlex
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from floodguard import addr
 from floodguard.config import Config
+from floodguard.kernel.queues import queue_args, queue_slices
+from floodguard.kernel.queues import queue_for as queue_for
+from floodguard.kernel.restore_plan import TablePlan as TablePlan
+from floodguard.kernel.restore_plan import dry_run_text as dry_run_text
+from floodguard.kernel.restore_plan import ipset_text as ipset_text
+from floodguard.kernel.restore_plan import plan_table as plan_table
+from floodguard.kernel.restore_plan import restore_text as restore_text
+from floodguard.kernel.ruleset import (
+    BUILTIN_CHAINS,
+    CHAIN_PREFIX,
+    FAMILIES,
+    IPSET_MAX_TIMEOUT,
+    Jump,
+    Rule,
+    Ruleset,
+    SetSpec,
+    is_ours,
+)
+from floodguard.kernel.ruleset import TABLE_ORDER as TABLE_ORDER
+from floodguard.kernel.ruleset import TableState as TableState
+from floodguard.kernel.ruleset import allow_entries as allow_entries
 
 RULES_ENV = "FLOODGUARD_RULES"
-CHAIN_PREFIX = "FLOODGUARD"
-FAMILIES = (4, 6)
-BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
-    "raw": ("PREROUTING", "OUTPUT"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-}
-TABLE_ORDER = ("raw", "filter")
-IPSET_MAX_TIMEOUT = 2147483  # seconds; ipset stores timeouts as 32-bit milliseconds / 2
 HASHLIMIT_MAX_PERIOD = 2**32 - 1  # the kernel rejects slower rates (ERANGE)
 STRING_MAX_PATTERN = 128  # XT_STRING_MAX_PATTERN_SIZE
 
@@ -43,143 +58,6 @@ _RATE_UNITS: tuple[tuple[str, int], ...] = (
 
 class RenderError(ValueError):
     """The templates or the config cannot be turned into a valid ruleset."""
-
-
-def is_ours(chain: str) -> bool:
-    """True for a chain name floodguard owns."""
-    return chain == CHAIN_PREFIX or chain.startswith(CHAIN_PREFIX + "-")
-
-
-# ---------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule: ``-A <chain> <spec>`` in ``table`` of ``family`` (4 or 6)."""
-
-    family: int
-    table: str
-    chain: str
-    spec: str
-
-    @property
-    def args(self) -> tuple[str, ...]:
-        """The spec as an argument vector, quotes removed."""
-        return tuple(shlex.split(self.spec))
-
-
-@dataclass(frozen=True)
-class Jump:
-    """A jump from a builtin chain into one of our chains, kept at the top of the builtin."""
-
-    family: int
-    table: str
-    chain: str
-    target: str
-
-    @property
-    def spec(self) -> str:
-        return f"-j {self.target}"
-
-
-@dataclass(frozen=True)
-class SetSpec:
-    """An ipset floodguard owns."""
-
-    kind: str
-    name: str
-    family: int
-    type: str
-    timeout: int | None
-    maxelem: int
-    hashsize: int
-    # hash:net sets that hold sources: a plain address is entered as its /prefix network
-    prefix: int | None = None
-
-    @property
-    def inet(self) -> str:
-        return "inet" if self.family == 4 else "inet6"
-
-    def create_command(self) -> str:
-        """The set as an ``ipset restore`` create line."""
-        line = (f"create {self.name} {self.type} family {self.inet} hashsize {self.hashsize} "
-                f"maxelem {self.maxelem}")
-        if self.timeout is not None:
-            line += f" timeout {self.timeout}"
-        return line
-
-
-@dataclass(frozen=True)
-class TableState:
-    """floodguard's part of one table: our chains with their rules, and our jumps.
-
-    Chains and builtin chains are kept sorted by name (iptables-save lists user chains in its
-    own order), so two states compare equal when the kernel holds the same rules.
-    """
-
-    chains: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    jumps: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "chains", tuple(sorted(self.chains)))
-        object.__setattr__(self, "jumps", tuple(sorted(j for j in self.jumps if j[1])))
-
-    def chain_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.chains)
-
-    def jumps_in(self, builtin: str) -> tuple[str, ...]:
-        return dict(self.jumps).get(builtin, ())
-
-    def is_empty(self) -> bool:
-        return not self.chains and not any(specs for _, specs in self.jumps)
-
-
-@dataclass(frozen=True)
-class Ruleset:
-    """Everything ``floodguard apply`` installs."""
-
-    rules: tuple[Rule, ...]
-    jumps: tuple[Jump, ...]
-    chains: tuple[tuple[int, str, str], ...]  # (family, table, name) in declaration order
-    sets: tuple[SetSpec, ...]
-    allow: tuple[str, ...]  # blacklist.allow, normalised networks
-    source: str = field(default="", compare=False)
-
-    def tables(self, family: int) -> tuple[str, ...]:
-        present = {t for f, t, _ in self.chains if f == family}
-        return tuple(t for t in TABLE_ORDER if t in present)
-
-    def state(self, family: int, table: str) -> TableState:
-        """The desired state of our part of ``table``."""
-        chains = tuple(
-            (name, tuple(r.spec for r in self.rules
-                         if r.family == family and r.table == table and r.chain == name))
-            for f, t, name in self.chains if f == family and t == table
-        )
-        builtins: dict[str, list[str]] = {}
-        for jump in self.jumps:
-            if jump.family == family and jump.table == table:
-                builtins.setdefault(jump.chain, []).append(jump.spec)
-        return TableState(chains, tuple((b, tuple(s)) for b, s in builtins.items()))
-
-    def set_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.sets)
-
-    def allow_for(self, family: int) -> tuple[str, ...]:
-        """blacklist.allow entries of one family, as hash:net can hold them."""
-        return allow_entries(self.allow, family)
-
-
-def allow_entries(networks: Iterable[str], family: int) -> tuple[str, ...]:
-    """Networks of ``family`` for a hash:net set; /0 (which hash:net refuses) becomes two /1."""
-    out: list[str] = []
-    for text in networks:
-        net = addr.parse_network(text)  # ::ffff:a.b.c.d/n (n >= 96) lands in the IPv4 set
-        if net.version != family:
-            continue
-        parts = list(net.subnets(prefixlen_diff=1)) if net.prefixlen == 0 else [net]
-        out.extend(str(p) for p in parts)
-    return tuple(dict.fromkeys(out))
 
 
 # ---------------------------------------------------------------- iptables text helpers
@@ -279,48 +157,6 @@ def hashlimit_args(
     material = " ".join([*head, *tail, *([key] if key else [])])
     digest = hashlib.sha1(material.encode()).hexdigest()[:8]
     return " ".join([*head, f"--hashlimit-name fg-{purpose[:3]}-{digest}", *tail])
-
-
-def queue_args(num: int, fail_open: bool) -> str:
-    """NFQUEUE target options for one queue."""
-    return f"--queue-num {num}" + (" --queue-bypass" if fail_open else "")
-
-
-# Byte offsets (into the IP header) of the 32-bit word whose low byte is the last byte of the
-# address that picks the worker: the IPv4 source/destination's last octet, the last byte of an
-# IPv6 source/destination's /prefix (so a host rotating addresses in its /64 meets one worker).
-def _slice_offset(family: int, direction: str, v6_prefix: int) -> int:
-    if family == 4:
-        return 12 if direction == "src" else 16
-    start = 8 if direction == "src" else 24
-    return start + max(1, v6_prefix // 8) - 4
-
-
-def queue_for(ip: str, num: int, workers: int, v6_prefix: int) -> int:
-    """The queue the rules send this client address to (see queue_slices)."""
-    packed = ipaddress.ip_address(ip).packed
-    byte = packed[-1] if len(packed) == 4 else packed[max(1, v6_prefix // 8) - 1]
-    for i in range(workers):
-        if i * 256 // workers <= byte <= (i + 1) * 256 // workers - 1:
-            return num + i
-    return num + workers - 1
-
-
-def queue_slices(num: int, workers: int, family: int, v6_prefix: int) -> list[dict[str, Any]]:
-    """With several workers, one rule per queue: a u32 match on a byte of the client's address
-    (source of requests, destination of responses) picks the queue, so all traffic of one source
-    (UDP and TCP, requests and responses) meets the same engine. The kernel's --queue-balance
-    hashes the protocol and both addresses, which splits one source over several engines."""
-    out = []
-    for i in range(workers):
-        lo, hi = i * 256 // workers, (i + 1) * 256 // workers - 1
-        span = f"0x{lo:x}" if lo == hi else f"0x{lo:x}:0x{hi:x}"
-        out.append({
-            "slice_src": f"0x{_slice_offset(family, 'src', v6_prefix):x}&0xff={span}",
-            "slice_dst": f"0x{_slice_offset(family, 'dst', v6_prefix):x}&0xff={span}",
-            "queue_one": num + i,
-        })
-    return out
 
 
 # ---------------------------------------------------------------- templates
@@ -644,94 +480,3 @@ def render(cfg: Config, directory: str | os.PathLike[str] | None = None) -> Rule
     allow = tuple(addr.canonical_network(n) for n in cfg.blacklist.allow)
     return Ruleset(tuple(rules), tuple(jumps), tuple(chains), tuple(sets), allow, str(folder))
 
-
-# ---------------------------------------------------------------- serialisation
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """The iptables-restore commands that move one table from its current state to a target."""
-
-    table: str
-    declare: tuple[str, ...] = ()  # our chains to create or flush (":NAME - [0:0]")
-    rules: tuple[tuple[str, str], ...] = ()  # (chain, spec) appended after declaration
-    delete_jumps: tuple[tuple[str, str], ...] = ()  # (builtin, spec), one per occurrence
-    insert_jumps: tuple[tuple[str, str], ...] = ()  # (builtin, spec), final top-down order
-    delete_chains: tuple[str, ...] = ()  # declared (flushed) first, deleted after the jumps
-
-    def is_noop(self) -> bool:
-        return not (self.declare or self.rules or self.delete_jumps or self.insert_jumps
-                    or self.delete_chains)
-
-
-def plan_table(table: str, current: TableState, target: TableState) -> TablePlan:
-    """Commands that turn ``current`` (our part of a table) into ``target``.
-
-    Our chains are always re-declared and refilled, which is atomic and idempotent. Jumps are
-    left alone when they already read as the target (no duplicate, no move); otherwise ours in
-    that builtin chain are deleted and re-inserted at the top in the target order.
-    """
-    target_names = target.chain_names()
-    stale = tuple(n for n in current.chain_names() if n not in target_names)
-    delete: list[tuple[str, str]] = []
-    insert: list[tuple[str, str]] = []
-    builtins = dict.fromkeys([b for b, _ in current.jumps] + [b for b, _ in target.jumps])
-    for builtin in builtins:
-        have, want = current.jumps_in(builtin), target.jumps_in(builtin)
-        if have == want:
-            continue
-        delete += [(builtin, spec) for spec in have]
-        insert += [(builtin, spec) for spec in want]
-    rules = tuple((name, spec) for name, specs in target.chains for spec in specs)
-    return TablePlan(table, target_names, rules, tuple(delete), tuple(insert), stale)
-
-
-def restore_text(plans: Sequence[TablePlan], *, comment_jumps: bool = False) -> str:
-    """iptables-restore ``--noflush`` input for the plans (one ``*table … COMMIT`` each)."""
-    lines: list[str] = []
-    for plan in plans:
-        if plan.is_noop():
-            continue
-        lines.append(f"*{plan.table}")
-        lines += [f":{name} - [0:0]" for name in (*plan.declare, *plan.delete_chains)]
-        lines += [f"-D {builtin} {spec}" for builtin, spec in plan.delete_jumps]
-        lines += [f"-X {name}" for name in plan.delete_chains]
-        lines += [f"-A {chain} {spec}" for chain, spec in plan.rules]
-        if comment_jumps and plan.insert_jumps:
-            lines.append("# jumps below are inserted only where they are not already present")
-        # Inserting at position 1 in reverse leaves the jumps at the top in the planned order.
-        lines += [f"-I {builtin} 1 {spec}" for builtin, spec in reversed(plan.insert_jumps)]
-        lines.append("COMMIT")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def _host_form(network: str) -> str:
-    net = ipaddress.ip_network(network)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-
-
-def ipset_text(ruleset: Ruleset) -> str:
-    """The sets and the allow-list entries in ``ipset restore`` syntax."""
-    lines: list[str] = []
-    for spec in ruleset.sets:
-        lines.append(spec.create_command())
-        if spec.kind == "allow":
-            lines += [f"add {spec.name} {_host_form(n)}" for n in ruleset.allow_for(spec.family)]
-    return "\n".join(lines) + "\n"
-
-
-def dry_run_text(ruleset: Ruleset, config_source: str | None = None) -> str:
-    """What ``floodguard apply --dry-run`` prints: the sets, then the rules for both families."""
-    out = [
-        f"# floodguard apply --dry-run: {config_source or 'built-in defaults'}; nothing is changed",
-        "# ipsets (ipset restore syntax; created through pyroute2 when missing, existing entries",
-        "# are kept, floodguard-allow is synced to blacklist.allow)",
-        ipset_text(ruleset).rstrip("\n"),
-    ]
-    for family in FAMILIES:
-        tool = "iptables-restore" if family == 4 else "ip6tables-restore"
-        out.append(f"# IPv{family}: {tool} --noflush")
-        plans = [plan_table(t, TableState(), ruleset.state(family, t))
-                 for t in ruleset.tables(family)]
-        out.append(restore_text(plans, comment_jumps=True).rstrip("\n"))
-    return "\n".join(out) + "\n"

@@ -1,4 +1,5 @@
-"""Golden renders of the kernel ruleset and the pure helpers of floodguard.kernel.rules.
+"""Golden renders of the kernel ruleset and the pure helpers of floodguard.kernel.rules (with
+ruleset.py, queues.py and restore_plan.py beside it).
 
 Regenerate the golden files after an intended change with
 ``FLOODGUARD_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit -k kernel`` and review the diff.
@@ -15,19 +16,17 @@ from click.testing import CliRunner
 
 from floodguard import cli
 from floodguard.config import Config, loads
-from floodguard.kernel import rules
+from floodguard.kernel import queues, rules
+from floodguard.kernel.restore_plan import dry_run_text, plan_table, restore_text
 from floodguard.kernel.rules import (
     RenderError,
-    TableState,
-    dry_run_text,
     hashlimit_args,
     hashlimit_rate,
     normalise_rate,
-    plan_table,
     render,
-    restore_text,
     string_match_arg,
 )
+from floodguard.kernel.ruleset import IPSET_MAX_TIMEOUT, TableState, allow_entries
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FLOODGUARD_UPDATE_GOLDEN") == "1"
@@ -139,14 +138,14 @@ def test_guard_mark_matches_the_rules() -> None:
 
 
 def test_queue_options() -> None:
-    assert rules.queue_args(0, True) == "--queue-num 0 --queue-bypass"
-    assert rules.queue_args(0, False) == "--queue-num 0"
+    assert queues.queue_args(0, True) == "--queue-num 0 --queue-bypass"
+    assert queues.queue_args(0, False) == "--queue-num 0"
 
 
 def test_queue_slices_cover_every_byte_once_and_pick_the_client_address() -> None:
     for workers in (2, 3, 4, 7, 64):
         for family in (4, 6):
-            slices = rules.queue_slices(10, workers, family, 64)
+            slices = queues.queue_slices(10, workers, family, 64)
             assert [s["queue_one"] for s in slices] == list(range(10, 10 + workers))
             owner = []
             for byte in range(256):
@@ -156,12 +155,12 @@ def test_queue_slices_cover_every_byte_once_and_pick_the_client_address() -> Non
                 owner.append(hits[0])
             assert len(set(owner)) == workers
     # IPv4: the last octet of the source (bytes 12-15) / destination (16-19)
-    v4 = rules.queue_slices(0, 2, 4, 64)[0]
+    v4 = queues.queue_slices(0, 2, 4, 64)[0]
     assert v4["slice_src"].startswith("0xc&0xff=") and v4["slice_dst"].startswith("0x10&0xff=")
     # IPv6 /64: the last byte of the source's /64 (byte 15) and of the destination's (byte 31)
-    v6 = rules.queue_slices(0, 2, 6, 64)[0]
+    v6 = queues.queue_slices(0, 2, 6, 64)[0]
     assert v6["slice_src"].startswith("0xc&0xff=") and v6["slice_dst"].startswith("0x1c&0xff=")
-    v6_48 = rules.queue_slices(0, 2, 6, 48)[0]
+    v6_48 = queues.queue_slices(0, 2, 6, 48)[0]
     assert v6_48["slice_src"].startswith("0xa&0xff=")
 
 
@@ -225,9 +224,9 @@ def test_string_match_quoting() -> None:
 
 
 def test_allow_entries_split_zero_prefix() -> None:
-    assert rules.allow_entries(["0.0.0.0/0", "10.0.0.0/8", "::/0"], 4) == (
+    assert allow_entries(["0.0.0.0/0", "10.0.0.0/8", "::/0"], 4) == (
         "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8")
-    assert rules.allow_entries(["0.0.0.0/0", "::/0"], 6) == ("::/1", "8000::/1")
+    assert allow_entries(["0.0.0.0/0", "::/0"], 6) == ("::/1", "8000::/1")
 
 
 def test_set_specs() -> None:
@@ -235,7 +234,7 @@ def test_set_specs() -> None:
     sets = {s.name: s for s in render(cfg).sets}
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
                          "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
-    assert sets["floodguard-ban"].timeout == rules.IPSET_MAX_TIMEOUT
+    assert sets["floodguard-ban"].timeout == IPSET_MAX_TIMEOUT
     known6 = sets["floodguard-known-net6"]
     assert known6.timeout == 7200 and known6.family == 6
     # IPv6 sources are banned and known per limits.ipv6_prefix
