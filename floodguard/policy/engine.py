@@ -33,17 +33,22 @@ canonical text (``socket.inet_ntop`` form), an IPv6 source as the network addres
 ``limits.ipv6_prefix`` (``addr.source_key``), so a host rotating through its /64 is one source;
 allow-list and gateway entries longer than that prefix cover the whole prefix. Operator input to
 ban()/unban() is canonicalised.
+
+Beside it: what it reads of a message (views.py), the actions it asks of the guard (actions.py),
+its state snapshot and stats (snapshot.py). Those run uncompiled: setup.py names the modules
+mypyc compiles, and none of them is on the per-packet path.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..addr import source_key
 from ..config import Config
+from . import snapshot
+from .actions import Action, Ban, Counted, MarkKnown, Unban
 from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .escalation import (
     KIND_BLACKLIST,
@@ -58,9 +63,10 @@ from .escalation import (
 from .lru import LruTable
 from .netset import NetMap, NetSet, pack_ip
 from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
+from .snapshot import STATE_VERSION as STATE_VERSION
 from .suspension import SuspensionCounters
-
-STATE_VERSION = 1
+from .views import AuthView, SipView
+from .views import ChallengeView as ChallengeView
 
 # Source tags cached in the limiter record; >= 0 is a gateway group index.
 _TAG_PLAIN = -1
@@ -74,107 +80,7 @@ _MAX_AGENTS_SEEN = 4096
 # the cap only guards against a parser that puts packet data in its reason.
 _MAX_MALFORMED_REASONS = 64
 
-# ---------------------------------------------------------------- what the engine reads
-
-
-class AuthView(Protocol):
-    """The Authorization (or Proxy-Authorization) header of a request."""
-
-    @property
-    def username(self) -> str | None: ...
-
-    @property
-    def nonce(self) -> str | None: ...
-
-
-class ChallengeView(Protocol):
-    """One WWW-Authenticate/Proxy-Authenticate challenge of a 401/407."""
-
-    @property
-    def nonce(self) -> str | None: ...
-
-    @property
-    def stale(self) -> bool: ...
-
-
-class SipView(Protocol):
-    """The parsed SIP message, as far as the policy needs it."""
-
-    @property
-    def is_request(self) -> bool: ...
-
-    @property
-    def method(self) -> str | None: ...
-
-    @property
-    def status(self) -> int | None: ...
-
-    @property
-    def call_id(self) -> str | None: ...
-
-    @property
-    def cseq_num(self) -> int | None: ...
-
-    @property
-    def cseq_method(self) -> str | None: ...
-
-    @property
-    def aor(self) -> str | None: ...
-
-    @property
-    def user_agent(self) -> str | None: ...
-
-    @property
-    def authorization(self) -> AuthView | None: ...
-
-    @property
-    def challenges(self) -> Sequence[ChallengeView]: ...
-
-    @property
-    def granted_expires(self) -> int | None: ...
-
-
 # ---------------------------------------------------------------- what the engine says
-
-
-@dataclass(frozen=True, slots=True)
-class Ban:
-    """Put ip in the ban set for ``seconds`` (kind "suspend", "blacklist" or "manual")."""
-
-    ip: str
-    seconds: int
-    reason: str
-    kind: str
-    aor: str | None = None
-    failures: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Unban:
-    """Take ip out of the ban set."""
-
-    ip: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class MarkKnown:
-    """Put ip in the known-good set for ``seconds``."""
-
-    ip: str
-    seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """A proven failure of ``aor`` from ip was counted (the guard journals it at once, so a
-    crash before the next snapshot cannot hand a guesser a fresh count)."""
-
-    ip: str
-    aor: str
-
-
-Action = Ban | Unban | MarkKnown | Counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,13 +442,8 @@ class Engine:
         """Operator ban (replaces any current ban of ip). ValueError for a bad address, a
         non-positive length, or an allow-listed address."""
         ip = self._source_key(ip)
-        if self._is_allowed(ip):
-            raise ValueError(f"{ip} is on the allow list and is never banned")
-        if not seconds > 0:
-            raise ValueError("ban length must be > 0 seconds")
-        secs = _seconds(seconds)
-        self._bans.remove(ip)
-        self._bans.add(BanRecord(ip, now + secs, reason, KIND_MANUAL), now)
+        secs = _seconds(seconds) if seconds > 0 else 0  # 0 (or NaN): refused by restore_ban
+        self.restore_ban(now, ip, secs, reason, KIND_MANUAL)
         self._count("ban:manual")
         return (Ban(ip, secs, reason, KIND_MANUAL),)
 
@@ -632,78 +533,28 @@ class Engine:
         }
 
     def stats(self) -> dict[str, int]:
-        """Table sizes ("table:<name>"), LRU evictions ("evicted:<name>"), verdicts by reason
-        ("verdict:<reason>") and learning/ban counters."""
-        out: dict[str, int] = {}
-        for name, table in self._tables().items():
-            out[f"table:{name}"] = len(table)
-            out[f"evicted:{name}"] = table.evicted
-        out["table:bans"] = len(self._bans)
-        out["evicted:bans"] = self._bans.evicted
-        verdicts = {
-            "ok", "allow", "banned", "suspended", "scanner", "rate:register", "rate:sip",
-            "budget", *(v.reason for v in self._gw_verdicts),
-        }
-        for reason in sorted(verdicts):
-            out[f"verdict:{reason}"] = self._counts.get(reason, 0)
-        for key in ("responses", "unproven", "shared_nonces", "stale", "failures", "successes",
-                    "unban",
-                    "ban_refused:allow", *(f"ban:{kind}" for kind in KINDS)):
-            out[key] = self._counts.get(key, 0)
-        for key, value in self._counts.items():
-            if key.startswith("malformed:"):
-                out[f"verdict:{key}"] = value
-        return out
+        """Table sizes, LRU evictions, verdicts by reason and learning/ban counters (see
+        snapshot.stats)."""
+        reasons = [v.reason for v in self._gw_verdicts]
+        return snapshot.stats(self._tables(), self._bans, self._counts, reasons)
 
     # ------------------------------------------------------------ persistence
 
     def export_state(self, now: float) -> dict[str, Any]:
         """JSON-serialisable snapshot of what must survive a restart; times are relative to
         ``now`` (remaining / ago), so it can be restored against another monotonic clock."""
-        return {
-            "version": STATE_VERSION,
-            "bans": [
-                {
-                    "ip": r.ip, "remaining": round(r.until - now, 3), "reason": r.reason,
-                    "kind": r.kind, "aor": r.aor, "failures": r.failures, "level": r.level,
-                }
-                for r in self._bans.active(now)
-            ],
-            "known": [[ip, round(until - now, 3)] for ip, until, _ in self._known.items(now)],
-            "counters": self._counters.export(now),
-            "blacklist": self._blacklist.export(now),
-        }
+        return snapshot.export_state(now, self._bans, self._known, self._counters,
+                                     self._blacklist)
 
     def restore_state(self, now: float, state: dict[str, Any]) -> None:
         """Replace the learned state with a snapshot from export_state(). Bans of sources the
         current allow list covers are dropped. ValueError on an unknown snapshot version."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported policy state (want version {STATE_VERSION})")
-        max_sources = self._limiter.table.cap
-        self._bans = BanTable(self._bans.cap)
-        self._known = LruTable(self._known.cap)
-        self._counters = SuspensionCounters(self._counters.by_source.cap, self._counters.ttl)
-        self._blacklist = Blacklist(max_sources)
-        for item in state.get("bans", ()):
-            remaining = float(item["remaining"])
-            ip = str(item["ip"])
-            kind = str(item["kind"])
-            if remaining <= 0 or kind not in KINDS or self._is_allowed(ip):
-                continue
-            aor = item.get("aor")
-            self._bans.add(
-                BanRecord(
-                    ip, now + remaining, str(item.get("reason", "")), kind,
-                    None if aor is None else str(aor), int(item.get("failures", 0)),
-                    int(item.get("level", 0)),
-                ),
-                now,
-            )
-        for ip, remaining in state.get("known", ()):
-            if float(remaining) > 0:
-                until = now + float(remaining)
-                self._known.put(str(ip), until, until)
-        self._counters.restore(now, state.get("counters", {}))
-        self._blacklist.restore(
-            now, state.get("blacklist", {}), self._cfg.blacklist.window, self._decay
-        )
+        bans = BanTable(self._bans.cap)
+        known: LruTable[str, float] = LruTable(self._known.cap)
+        counters = SuspensionCounters(self._counters.by_source.cap, self._counters.ttl)
+        blacklist = Blacklist(self._limiter.table.cap)
+        snapshot.restore_state(now, state, bans, known, counters, blacklist,
+                               is_allowed=self._is_allowed,
+                               window=self._cfg.blacklist.window, decay=self._decay)
+        self._bans, self._known, self._counters, self._blacklist = (
+            bans, known, counters, blacklist)
