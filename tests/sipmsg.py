@@ -5,55 +5,42 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from floodguard.sip import digest
+from floodguard.sip import build, digest
 
 REALM = "floodguard"
 
 
 def register(user: str, *, src: str, call_id: str, cseq: int, auth: str | None = None,
              host: str = "sip.test", ua: str = "TestPhone/1.0", expires: int = 3600) -> bytes:
-    lines = [
-        f"REGISTER sip:{host} SIP/2.0",
-        f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{call_id}{cseq}",
-        "Max-Forwards: 70",
-        f"From: <sip:{user}@{host}>;tag=t{call_id}",
-        f"To: <sip:{user}@{host}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:{user}@{src}:5060>",
-        f"Expires: {expires}",
-        f"User-Agent: {ua}",
-    ]
-    if auth:
-        lines.append(f"Authorization: {auth}")
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return build.register(host, user=user, local=f"{src}:5060", call_id=call_id, cseq=cseq,
+                          expires=expires, user_agent=ua, authorization=auth or None,
+                          branch=_branch(call_id, cseq), rport=False, tag=f"t{call_id}")
 
 
 def response(status: int, reason: str, user: str, *, call_id: str, cseq: int,
              challenge_nonce: str | None = None, stale: bool = False, host: str = "sip.test",
              expires: int | None = None, src: str = "192.0.2.10") -> bytes:
-    lines = [
-        f"SIP/2.0 {status} {reason}",
-        f"Via: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{call_id}{cseq}",
-        f"From: <sip:{user}@{host}>;tag=t{call_id}",
-        f"To: <sip:{user}@{host}>;tag=srv",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-    ]
+    headers = []
     if challenge_nonce:
-        lines.append("WWW-Authenticate: " + digest.challenge_header(
+        headers.append("WWW-Authenticate: " + digest.challenge_header(
             REALM, challenge_nonce, "MD5", stale=stale))
     if expires is not None:
-        lines.append(f"Contact: <sip:{user}@{src}:5060>;expires={expires}")
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        headers.append(f"Contact: <sip:{user}@{src}:5060>;expires={expires}")
+    return build.response(status, reason=reason,
+                          via=f"SIP/2.0/UDP {src}:5060;branch={_branch(call_id, cseq)}",
+                          from_=f"<sip:{user}@{host}>;tag=t{call_id}",
+                          to=f"<sip:{user}@{host}>;tag=srv", call_id=call_id, cseq=cseq,
+                          headers=headers)
+
+
+def _branch(call_id: str, cseq: int) -> str:
+    return f"{build.BRANCH_MAGIC}{call_id}{cseq}"
 
 
 def auth_value(user: str, password: str, nonce: str, host: str = "sip.test",
                opaque: str | None = None) -> str:
-    value = digest.authorization_header(user, password, REALM, nonce, f"sip:{host}", "REGISTER")
-    return value if opaque is None else f'{value}, opaque="{opaque}"'
+    return digest.authorization_header(user, password, REALM, nonce, f"sip:{host}", "REGISTER",
+                                       opaque=opaque)
 
 
 def opaque_of(packet: bytes | bool) -> str | None:

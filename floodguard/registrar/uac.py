@@ -1,72 +1,19 @@
-"""A minimal SIP user agent client: builds requests and answers digest challenges.
+"""A minimal SIP user agent client on top of `floodguard.sip.build`: one user's dialog.
 
-For the lab, benchmarks and tests that need to talk to a registrar with precise control over
-every header (replays, foreign nonces, odd expiries) where SIPp scenarios would be clumsy.
-It does no I/O itself.
+For the tests and benchmarks that need to talk to a registrar with precise control over every
+header (replays, foreign nonces, odd expiries) where SIPp scenarios would be clumsy. The
+messages themselves are built by `floodguard.sip.build`; this keeps a user's addresses, its
+Call-ID and CSeq. It does no I/O itself.
 """
 
 from __future__ import annotations
 
 import itertools
+import secrets
 from dataclasses import dataclass, field
 
-from floodguard.registrar.responses import BRANCH_MAGIC, new_token
-from floodguard.sip import digest
-from floodguard.sip.message import SipMessage, parse_message
-
-
-def request(
-    method: str,
-    uri: str,
-    *,
-    via: str,
-    from_uri: str,
-    to_uri: str,
-    call_id: str,
-    cseq: int,
-    transport: str = "UDP",
-    branch: str | None = None,
-    from_tag: str = "uac",
-    headers: list[str] | tuple[str, ...] = (),
-    body: bytes = b"",
-) -> bytes:
-    """One request; `via` is the sent-by ``host:port``."""
-    lines = [
-        f"{method} {uri} SIP/2.0",
-        f"Via: SIP/2.0/{transport} {via};branch={branch or BRANCH_MAGIC + new_token(6)};rport",
-        "Max-Forwards: 70",
-        f"From: <{from_uri}>;tag={from_tag}",
-        f"To: <{to_uri}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} {method}",
-        *headers,
-        f"Content-Length: {len(body)}",
-        "",
-        "",
-    ]
-    return "\r\n".join(lines).encode() + body
-
-
-def authorize(
-    challenge: bytes | SipMessage,
-    user: str,
-    password: str,
-    method: str,
-    uri: str,
-    *,
-    nc: int = 1,
-    algorithm: str | None = None,
-) -> str:
-    """An Authorization value answering the first challenge (or the one for `algorithm`)."""
-    msg = challenge if isinstance(challenge, SipMessage) else parse_message(challenge)
-    for option in msg.challenges:
-        if algorithm is None or (option.algorithm or "MD5").upper() == algorithm.upper():
-            return digest.authorization_header(
-                user, password, option.realm or "", option.nonce or "", uri, method,
-                algorithm=(option.algorithm or "MD5").upper(), qop="auth", nc=nc,
-                opaque=option.opaque,  # returned unchanged, as RFC 7616 requires
-            )
-    raise ValueError("no matching digest challenge")
+from floodguard.sip import build
+from floodguard.sip.message import SipMessage
 
 
 @dataclass
@@ -79,7 +26,7 @@ class Uac:
     local: str
     transport: str = "UDP"
     domain: str | None = None
-    call_id: str = field(default_factory=lambda: new_token(8) + "@uac")
+    call_id: str = field(default_factory=lambda: secrets.token_hex(8) + "@uac")
     _cseq: itertools.count = field(default_factory=lambda: itertools.count(1))  # type: ignore[type-arg]
 
     @property
@@ -87,8 +34,13 @@ class Uac:
         return f"sip:{self.server}"
 
     @property
+    def host(self) -> str:
+        """The AOR's domain: `domain`, or the server's host."""
+        return self.domain or self.server.rpartition(":")[0]
+
+    @property
     def aor(self) -> str:
-        return f"sip:{self.user}@{self.domain or self.server.rpartition(':')[0]}"
+        return f"sip:{self.user}@{self.host}"
 
     @property
     def contact(self) -> str:
@@ -105,30 +57,24 @@ class Uac:
         call_id: str | None = None,
     ) -> bytes:
         """A REGISTER; `contacts` are full Contact header values (default: our contact)."""
-        lines = [f"Contact: {c}" for c in (contacts if contacts is not None
-                                           else [f"<{self.contact}>"])]
-        if expires is not None:
-            lines.append(f"Expires: {expires}")
-        if authorization is not None:
-            lines.append(f"Authorization: {authorization}")
-        lines.extend(headers)
-        return request(
-            "REGISTER", self.uri, via=self.local, from_uri=self.aor, to_uri=self.aor,
-            call_id=call_id or self.call_id, cseq=cseq if cseq is not None else next(self._cseq),
-            transport=self.transport, headers=lines,
-        )
+        return build.register(
+            self.server, user=self.user, local=self.local, domain=self.host,
+            call_id=call_id or self.call_id,
+            cseq=cseq if cseq is not None else next(self._cseq), contacts=contacts,
+            expires=expires, authorization=authorization, headers=headers,
+            transport=self.transport, tag="uac")
 
     def authorize(self, challenge: bytes | SipMessage, *, nc: int = 1,
                   password: str | None = None, algorithm: str | None = None) -> str:
         """Credentials for a REGISTER answering `challenge`."""
-        return authorize(challenge, self.user, password or self.password, "REGISTER", self.uri,
-                         nc=nc, algorithm=algorithm)
+        return build.authorize(challenge, self.user, password or self.password, "REGISTER",
+                               self.uri, nc=nc, algorithm=algorithm)
 
     def authorize_invite(self, challenge: bytes | SipMessage, callee: str, *,
                          password: str | None = None) -> str:
         """Credentials for an INVITE to `callee` answering `challenge`."""
-        return authorize(challenge, self.user, password or self.password, "INVITE",
-                         self.invite_uri(callee))
+        return build.authorize(challenge, self.user, password or self.password, "INVITE",
+                               self.invite_uri(callee))
 
     def invite_uri(self, callee: str) -> str:
         return f"sip:{callee}@{self.server}"
@@ -140,11 +86,11 @@ class Uac:
         headers = [f"Contact: <{self.contact}>"]
         if authorization is not None:
             headers.append(f"Authorization: {authorization}")
-        return request("INVITE", target, via=self.local, from_uri=self.aor, to_uri=target,
-                       call_id=call_id or new_token(8) + "@uac", cseq=cseq,
-                       transport=self.transport, headers=headers)
+        return build.request("INVITE", target, via=self.local, from_uri=self.aor, to_uri=target,
+                             call_id=call_id or secrets.token_hex(8) + "@uac", cseq=cseq,
+                             transport=self.transport, headers=headers)
 
     def options(self, target: str | None = None) -> bytes:
-        uri = target or self.uri
-        return request("OPTIONS", uri, via=self.local, from_uri=self.aor, to_uri=uri,
-                       call_id=new_token(8) + "@uac", cseq=1, transport=self.transport)
+        return build.options(target or self.uri, local=self.local, from_uri=self.aor,
+                             call_id=secrets.token_hex(8) + "@uac", transport=self.transport,
+                             tag="uac")

@@ -11,7 +11,8 @@ import threading
 import pytest
 
 from floodguard.registrar.responses import response
-from floodguard.registrar.uac import Uac, request
+from floodguard.registrar.uac import Uac
+from floodguard.sip.build import request
 from floodguard.sip.message import SipParseError, parse_message
 from tests.integration.registrar_helpers import (
     CLIENT_IP,

@@ -11,8 +11,9 @@ from floodguard.registrar.accounts import Account
 from floodguard.registrar.auth import AuthResult, NonceCounter
 from floodguard.registrar.bindings import BindingTable
 from floodguard.registrar.core import Registrar, Settings, Source
-from floodguard.registrar.uac import Uac, authorize
+from floodguard.registrar.uac import Uac
 from floodguard.sip import digest
+from floodguard.sip.build import authorize
 from floodguard.sip.message import parse_message
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "registrar"

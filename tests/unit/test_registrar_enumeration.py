@@ -10,7 +10,8 @@ from floodguard.registrar.accounts import Account
 from floodguard.registrar.auth import AuthResult
 from floodguard.registrar.bindings import BindingTable
 from floodguard.registrar.core import Registrar, Settings, Source
-from floodguard.registrar.uac import Uac, authorize, request
+from floodguard.registrar.uac import Uac
+from floodguard.sip.build import authorize, request
 from floodguard.sip.message import parse_message
 from tests.integration.registrar_helpers import normalize
 
