@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from floodguard.registrar.bindings import Binding, BindingTable  # noqa: E402
+from floodguard.sip import build  # noqa: E402
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv/bin/python").exists() \
     else sys.executable
@@ -175,11 +176,10 @@ class Bench:
             for _ in range(50):
                 if proc.poll() is not None:
                     raise RuntimeError(f"server exited: see {self.dir}")
-                sock.sendto(f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP "
-                            f"127.0.0.1:{sock.getsockname()[1]};branch=z9hG4bKw{_}\r\n"
-                            "From: <sip:b@b>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: w\r\n"
-                            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-                            .encode(), ("127.0.0.1", port))
+                sock.sendto(build.options(f"sip:127.0.0.1:{port}",
+                                          local=f"127.0.0.1:{sock.getsockname()[1]}",
+                                          from_uri="sip:b@b", call_id="w"),
+                            ("127.0.0.1", port))
                 with contextlib.suppress(OSError):
                     if sock.recv(4096).startswith(b"SIP/2.0"):
                         return
@@ -298,11 +298,9 @@ class Bench:
                 first_seen.setdefault(found.group(1).decode(), time.monotonic())
                 if data.startswith(unplugged):
                     continue
-                head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-                keep = [ln for ln in head[1:] if ln.split(b":", 1)[0].lower()
-                        in (b"via", b"from", b"to", b"call-id", b"cseq")]
-                responder.sendto(b"SIP/2.0 200 OK\r\n" + b"\r\n".join(keep)
-                                 + b"\r\nContent-Length: 0\r\n\r\n", addr)
+                answer = build.reply(data)
+                if answer is not None:
+                    responder.sendto(answer, addr)
 
         thread = threading.Thread(target=respond, daemon=True)
         thread.start()

@@ -1,9 +1,9 @@
 """Password guessers for bench_guard.py's ban-latency test: digest REGISTER brute force.
 
 Each guesser owns one source address (already on the client interface) and one account. It
-sends REGISTER, takes the nonce from the 401, then sends one REGISTER with a wrong digest for
-the newest nonce it has every 1/rate seconds, the way a real cracker paces itself. Every guess
-reuses the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal
+sends REGISTER, takes the challenge from the 401, then sends one REGISTER with a wrong password
+for the newest challenge it has every 1/rate seconds, the way a real cracker paces itself. Every
+guess reuses the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal
 first challenge and its answers to higher CSeqs are failures. A guesser stops after
 ``--max-guesses`` or once the registrar has stopped answering (the guard banned it).
 
@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
 import sys
 import time
 
+from floodguard.sip import build
+from floodguard.sip.message import DigestChallenge, SipParseError, parse_message
+
 UA = "bench-guesser/1.0"
 
 
 class _Endpoint(asyncio.DatagramProtocol):
-    """One guesser's UDP socket: records every 401 and keeps the newest nonce."""
+    """One guesser's UDP socket: records every 401 and keeps the newest challenge."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, object]] = []
-        self.nonce: str | None = None
-        self.opaque: str | None = None
+        self.challenge: DigestChallenge | None = None
         self.answers = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -43,64 +44,30 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.answers += 1
         if data[8:11] != b"401":
             return
-        stamp = _header(data, b"X-Fg-Ts")
-        cseq = (_header(data, b"CSeq") or "0").split()
-        self.records.append({"cseq": int(cseq[0]) if cseq and cseq[0].isdigit() else 0,
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            return
+        stamp = msg.header("X-Fg-Ts")
+        self.records.append({"cseq": msg.cseq_num or 0,
                              "sent": float(stamp) if stamp else None, "received": received})
-        challenge = _header(data, b"WWW-Authenticate")
-        nonce = _param(challenge, "nonce")
-        if nonce:  # the opaque (the guard's proof token) is returned with its nonce
-            self.nonce, self.opaque = nonce, _param(challenge, "opaque")
-
-
-def _header(msg: bytes, name: bytes) -> str | None:
-    low = msg.lower()
-    pos = low.find(b"\r\n" + name.lower() + b":")
-    if pos < 0:
-        return None
-    start = pos + len(name) + 3
-    end = msg.find(b"\r\n", start)
-    return msg[start:end].strip().decode("utf-8", "replace")
-
-
-def _param(challenge: str | None, name: str) -> str | None:
-    if not challenge:
-        return None
-    pos = challenge.find(f' {name}="')
-    if pos < 0:
-        pos = challenge.find(f',{name}="')
-    if pos < 0:
-        return None
-    start = pos + len(name) + 3
-    return challenge[start : challenge.find('"', start)]
+        # its opaque (the guard's proof token) is returned with its nonce
+        self.challenge = build.challenge_of(msg) or self.challenge
 
 
 def _register(server: str, src: str, port: int, user: str, call_id: str, cseq: int,
-              nonce: str | None, opaque: str | None = None) -> bytes:
-    lines = [
-        f"REGISTER sip:{server} SIP/2.0",
-        f"Via: SIP/2.0/UDP {src}:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:{user}@{server}>;tag={call_id[:10]}",
-        f"To: <sip:{user}@{server}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:{user}@{src}:{port}>",
-        "Expires: 60",
-        f"User-Agent: {UA}",
-    ]
-    if nonce is not None:
-        wrong = hashlib.md5(os.urandom(8)).hexdigest()  # noqa: S324 — a deliberately wrong guess
-        lines.append(f'Authorization: Digest username="{user}", realm="{server}", '
-                     f'nonce="{nonce}", uri="sip:{server}", response="{wrong}", algorithm=MD5'
-                     + (f', opaque="{opaque}"' if opaque else ""))
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+              challenge: DigestChallenge | None) -> bytes:
+    """A REGISTER; answering `challenge` with a random (wrong) password when given (without
+    qop: one nonce may serve several guesses, no nonce count to keep)."""
+    auth = None if challenge is None else build.answer(
+        challenge._replace(qop=None), user, os.urandom(8).hex(), "REGISTER", f"sip:{server}")
+    return build.register(server, user=user, local=f"{src}:{port}", call_id=call_id, cseq=cseq,
+                          expires=60, user_agent=UA, authorization=auth, tag=call_id[:10])
 
 
 async def guesser(server: str, src: str, user: str, rate: float, delay: float,
                   max_guesses: int, silence: float) -> list[dict[str, object]]:
-    """Guess at ``rate`` per second, always with the newest nonce received; stop after
+    """Guess at ``rate`` per second, always with the newest challenge received; stop after
     ``max_guesses`` or once nothing has been answered for ``silence`` seconds."""
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(
@@ -112,15 +79,15 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
     try:
         transport.sendto(_register(server, src, port, user, call_id, 1, None))
         deadline = loop.time() + 10.0
-        while proto.nonce is None and loop.time() < deadline:  # a guess needs a challenge
+        while proto.challenge is None and loop.time() < deadline:  # a guess needs a challenge
             await asyncio.sleep(0.002)
-        if proto.nonce is None:
+        if proto.challenge is None:
             return proto.records
         start = loop.time()
         last_answers, last_change = proto.answers, start
         for k in range(1, max_guesses + 1):
-            transport.sendto(_register(server, src, port, user, call_id, k + 1, proto.nonce,
-                                       proto.opaque))
+            transport.sendto(_register(server, src, port, user, call_id, k + 1,
+                                       proto.challenge))
             await asyncio.sleep(max(0.0, start + k * period - loop.time()))
             if proto.answers != last_answers:
                 last_answers, last_change = proto.answers, loop.time()

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from floodguard.sip import build, digest
 from floodguard.sip.proof import ProofKey
 
 SERVER = "10.250.0.1"
@@ -37,6 +38,7 @@ MIX_BASE = "10.251.0.0"
 SPOOF_BASE = "10.1.0.0"
 SIP_PORT = 5060
 REALM = SERVER
+ALLOW = "Allow: INVITE, ACK, OPTIONS, CANCEL, BYE, REFER, NOTIFY, INFO, UPDATE, MESSAGE"
 HOOK_IN = 1  # NF_INET_LOCAL_IN, as netfilterqueue reports it
 HOOK_OUT = 3  # NF_INET_LOCAL_OUT
 CLONE_NEWNET = 0x40000000
@@ -91,49 +93,36 @@ def _nonce(index: int, round_: int) -> str:
 def register(src: str, sport: int, user: str, call_id: str, cseq: int, *,
              nonce: str | None = None, agent: str = "Yealink SIP-T46S 66.85.0.5",
              opaque: str | None = None) -> bytes:
-    """A REGISTER as a desk phone sends it; with ``nonce`` it carries a digest Authorization."""
-    lines = [
-        f"REGISTER sip:{SERVER} SIP/2.0",
-        f"Via: SIP/2.0/UDP {src}:{sport};branch=z9hG4bK{cseq:x}{call_id[:10]};rport",
-        "Max-Forwards: 70",
-        f"From: \"{user}\" <sip:{user}@{SERVER}>;tag={call_id[:8]}",
-        f"To: \"{user}\" <sip:{user}@{SERVER}>",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:{user}@{src}:{sport};transport=udp>;expires=600",
-        "Allow: INVITE, ACK, OPTIONS, CANCEL, BYE, REFER, NOTIFY, INFO, UPDATE, MESSAGE",
-        "Expires: 600",
-        f"User-Agent: {agent}",
-    ]
-    if nonce is not None:
-        lines.append(
-            f'Authorization: Digest username="{user}", realm="{REALM}", nonce="{nonce}", '
-            f'uri="sip:{SERVER}", response="{os.urandom(16).hex()}", algorithm=MD5, '
-            f'cnonce="{os.urandom(4).hex()}", qop=auth, nc=00000001'
-            + (f', opaque="{opaque}"' if opaque is not None else ""))
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    """A REGISTER as a desk phone sends it; with ``nonce`` it carries a digest Authorization
+    (a random password: the mix's registrar answers are recorded, not computed)."""
+    auth = None if nonce is None else digest.authorization_header(
+        user, os.urandom(8).hex(), REALM, nonce, f"sip:{SERVER}", "REGISTER",
+        cnonce=os.urandom(4).hex(), opaque=opaque)
+    return build.register(
+        SERVER, user=user, local=f"{src}:{sport}", call_id=call_id, cseq=cseq,
+        contacts=[f"<sip:{user}@{src}:{sport};transport=udp>;expires=600"], expires=600,
+        user_agent=agent, authorization=auth, headers=[ALLOW], branch=_branch(call_id, cseq),
+        tag=call_id[:8], display=user)
+
+
+def _branch(call_id: str, cseq: int) -> str:
+    return f"z9hG4bK{cseq:x}{call_id[:10]}"
 
 
 def response(status: int, src: str, sport: int, user: str, call_id: str, cseq: int, *,
              nonce: str | None = None, expires: int = 600) -> bytes:
     """A registrar's answer to the REGISTER above (401 with a challenge, or 200 OK)."""
-    reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden"}[status]
-    lines = [
-        f"SIP/2.0 {status} {reason}",
-        f"Via: SIP/2.0/UDP {src}:{sport};branch=z9hG4bK{cseq:x}{call_id[:10]};rport={sport};"
-        f"received={src}",
-        f"From: \"{user}\" <sip:{user}@{SERVER}>;tag={call_id[:8]}",
-        f"To: \"{user}\" <sip:{user}@{SERVER}>;tag=b27e1a1d33761e85846fc98f5f3a7e58.{cseq:x}",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} REGISTER",
-    ]
+    headers = []
     if status == 401 and nonce is not None:
-        lines.append(f'WWW-Authenticate: Digest realm="{REALM}", nonce="{nonce}", qop="auth"')
+        headers.append(f'WWW-Authenticate: Digest realm="{REALM}", nonce="{nonce}", qop="auth"')
     if status == 200:
-        lines.append(f"Contact: <sip:{user}@{src}:{sport};transport=udp>;expires={expires}")
-    lines += ["Server: kamailio (5.6.3 (x86_64/linux))", "Content-Length: 0"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        headers.append(f"Contact: <sip:{user}@{src}:{sport};transport=udp>;expires={expires}")
+    headers.append("Server: kamailio (5.6.3 (x86_64/linux))")
+    return build.response(
+        status, via=f"SIP/2.0/UDP {src}:{sport};branch={_branch(call_id, cseq)};rport={sport};"
+        f"received={src}", from_=f'"{user}" <sip:{user}@{SERVER}>;tag={call_id[:8]}',
+        to=f'"{user}" <sip:{user}@{SERVER}>;tag=b27e1a1d33761e85846fc98f5f3a7e58.{cseq:x}',
+        call_id=call_id, cseq=cseq, headers=headers)
 
 
 def registration_mix(sources: int, *, base: str = MIX_BASE, fail_every: int = 10,

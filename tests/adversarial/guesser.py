@@ -29,7 +29,7 @@ import socket
 import ssl
 import time
 
-from floodguard.sip import digest
+from floodguard.sip import build
 from floodguard.sip.message import SipMessage, parse_message
 
 WAIT = 1.0
@@ -73,24 +73,13 @@ class Client:
 
     def register(self, authorization: str | None) -> bytes:
         self.cseq += 1
-        via = self.transport.upper()
-        lines = [
-            f"REGISTER sip:{self.target} SIP/2.0",
-            f"Via: SIP/2.0/{via} {self.host}:{self.sport};branch=z9hG4bK-{self.call_id}-"
-            f"{self.cseq};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:{self.user}@{self.target}>;tag=tw{self.sport}",
-            f"To: <sip:{self.user}@{self.target}>",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq} REGISTER",
-            f"Contact: <sip:{self.user}@{self.host}:{self.sport};transport={self.transport}>",
-            "Expires: 3600",
-            "User-Agent: twoworkers-guesser",
-        ]
-        if authorization is not None:
-            lines.append(f"Authorization: {authorization}")
-        lines += ["Content-Length: 0", "", ""]
-        return "\r\n".join(lines).encode()
+        local = f"{self.host}:{self.sport}"
+        return build.register(
+            self.target, user=self.user, local=local, call_id=self.call_id, cseq=self.cseq,
+            contacts=[f"<sip:{self.user}@{local};transport={self.transport}>"],
+            user_agent="twoworkers-guesser", authorization=authorization,
+            transport=self.transport, branch=f"z9hG4bK-{self.call_id}-{self.cseq}",
+            tag=f"tw{self.sport}")
 
     def send(self, data: bytes) -> None:
         try:
@@ -153,14 +142,8 @@ class Client:
     def answer(self, password: str, nc: int = 1) -> bytes:
         """A REGISTER answering the latest challenge with this password."""
         assert self.challenge is not None
-        option = self.challenge.challenges[0]
-        qop = "auth" if option.qop and "auth" in option.qop.lower().split(",") else None
-        uri = f"sip:{self.target}"
-        auth = digest.authorization_header(
-            self.user, password, option.realm or "", option.nonce or "", uri, "REGISTER",
-            algorithm=(option.algorithm or "MD5").upper(), qop=qop, nc=nc,
-            opaque=option.opaque)
-        return self.register(auth)
+        return self.register(build.authorize(self.challenge, self.user, password, "REGISTER",
+                                             f"sip:{self.target}", nc=nc))
 
     def pipeline(self, passwords: list[str]) -> list[int | None]:
         """Several guesses in one write; the status of each answer, in order."""

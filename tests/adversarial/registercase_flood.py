@@ -15,25 +15,16 @@ import json
 import socket
 import time
 
-
-def host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+from floodguard.sip import build
+from floodguard.sip.build import hostport
 
 
 def message(line: str, src: str, dst: str, sport: int, seq: int) -> bytes:
-    method = line.split(" ", 1)[0]
-    return (
-        f"{line}{host(dst)} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {host(src)}:{sport};branch=z9hG4bK-rc{seq}\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:1001@{host(dst)}>;tag=rc{seq}\r\n"
-        f"To: <sip:1001@{host(dst)}>\r\n"
-        f"Call-ID: rc-{seq}-{sport}@{host(src)}\r\n"
-        f"CSeq: {seq + 1} {method}\r\n"
-        f"Contact: <sip:1001@{host(src)}:{sport}>\r\n"
-        "Expires: 3600\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+    method, scheme = line.split(" ", 1)
+    server = hostport(dst)
+    return build.register(server, user="1001", local=hostport(src, sport), method=method,
+                          uri=f"{scheme}{server}", call_id=f"rc-{seq}-{sport}@{hostport(src)}",
+                          cseq=seq + 1, branch=f"z9hG4bK-rc{seq}", rport=False, tag=f"rc{seq}")
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from floodguard.registrar.bindings import EndpointRow, read_endpoints
+from floodguard.sip import build
 from floodguard.sip.message import SipMessage, parse_message
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,12 +259,9 @@ class Registrar:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"registrar exited at start:\n{self.log.read_text()}")
                 with contextlib.suppress(OSError, TimeoutError):
-                    options = (f"OPTIONS sip:{SERVER_IP}:5060 SIP/2.0\r\n"
-                               f"Via: SIP/2.0/UDP {CLIENT_IP}:{probe.getsockname()[1]};"
-                               f"branch=z9hG4bK{secrets.token_hex(4)}\r\n"
-                               "From: <sip:probe@test>;tag=1\r\nTo: <sip:probe@test>\r\n"
-                               "Call-ID: ready@test\r\nCSeq: 1 OPTIONS\r\n"
-                               "Content-Length: 0\r\n\r\n").encode()
+                    options = build.options(f"sip:{SERVER_IP}:5060",
+                                            local=f"{CLIENT_IP}:{probe.getsockname()[1]}",
+                                            from_uri="sip:probe@test", call_id="ready@test")
                     if exchange(probe, options, (SERVER_IP, 5060)).status == 200:
                         return
             raise AssertionError(f"registrar not answering:\n{self.log.read_text()}")

@@ -29,31 +29,22 @@ import socket
 import sys
 import time
 
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
+from floodguard.sip import build
+from floodguard.sip.build import hostport
 
 
 def message(kind: str, src: str, dst: str, sport: int, seq: int) -> bytes:
+    local, target = hostport(src, sport), hostport(dst)
+    call_id, branch, tag = f"{seq}-{sport}@{hostport(src)}", f"z9hG4bK-{seq}", f"t{seq}"
     if kind == "register":
-        first, method, agent = f"REGISTER sip:{_host(dst)} SIP/2.0", "REGISTER", "Yealink T46"
-    elif kind == "scanner":
-        first, method, agent = f"OPTIONS sip:100@{_host(dst)} SIP/2.0", "OPTIONS", (
-            "Friendly-Scanner")
-    else:
-        raise SystemExit(f"unknown kind {kind}")
-    return (
-        f"{first}\r\n"
-        f"Via: SIP/2.0/UDP {_host(src)}:{sport};branch=z9hG4bK-{seq}\r\n"
-        f"Max-Forwards: 70\r\n"
-        f"From: <sip:100@{_host(dst)}>;tag=t{seq}\r\n"
-        f"To: <sip:100@{_host(dst)}>\r\n"
-        f"Call-ID: {seq}-{sport}@{_host(src)}\r\n"
-        f"CSeq: {seq} {method}\r\n"
-        f"Contact: <sip:100@{_host(src)}:{sport}>\r\n"
-        f"User-Agent: {agent}\r\n"
-        f"Content-Length: 0\r\n\r\n"
-    ).encode()
+        return build.register(target, user="100", local=local, call_id=call_id, cseq=seq,
+                              expires=None, user_agent="Yealink T46", branch=branch,
+                              rport=False, tag=tag)
+    if kind == "scanner":
+        return build.options(f"sip:100@{target}", local=local, call_id=call_id, cseq=seq,
+                             contact=f"<sip:100@{local}>", user_agent="Friendly-Scanner",
+                             branch=branch, rport=False, tag=tag)
+    raise SystemExit(f"unknown kind {kind}")
 
 
 def sink(port: int, seconds: float, echo: bool) -> None:

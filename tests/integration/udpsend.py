@@ -13,23 +13,18 @@ import json
 import socket
 import time
 
+from floodguard.sip import build, digest
+
 
 def message(kind: str, src: str, sport: int, dst: str, i: int) -> bytes:
-    user = "1002" if kind == "bogus-auth" else "1001"
-    lines = [
-        f"REGISTER sip:{dst} SIP/2.0",
-        f"Via: SIP/2.0/UDP {src}:{sport};branch=z9hG4bK{kind}{i}",
-        f"From: <sip:{user}@{dst}>;tag=t{i}",
-        f"To: <sip:{user}@{dst}>",
-        f"Call-ID: {kind}-{i}@{src}",
-        f"CSeq: {2 if kind == 'bogus-auth' else 1} REGISTER",
-        "Max-Forwards: 70",
-    ]
-    if kind == "bogus-auth":
-        lines.append(f'Authorization: Digest username="{user}", realm="{dst}", '
-                     f'nonce="bogus{i}", uri="sip:{dst}", response="{"0" * 32}"')
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    user, auth = "1001", None
+    if kind == "bogus-auth":  # a nonce the registrar never issued
+        user = "1002"
+        auth = digest.authorization_header(user, "bogus", dst, f"bogus{i}", f"sip:{dst}",
+                                           "REGISTER", qop=None)
+    return build.register(dst, user=user, local=f"{src}:{sport}", call_id=f"{kind}-{i}@{src}",
+                          cseq=2 if auth else 1, contacts=(), expires=None, authorization=auth,
+                          branch=f"z9hG4bK{kind}{i}", rport=False, tag=f"t{i}")
 
 
 def main() -> None:
