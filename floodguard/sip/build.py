@@ -85,6 +85,18 @@ def request(
     ], body)
 
 
+def _fields(contacts: Iterable[str], expires: int | None, user_agent: str | None,
+            authorization: str | None, headers: Iterable[str]) -> list[str]:
+    """The header lines after CSeq, in this order; None leaves a header out."""
+    lines = [f"Contact: {c}" for c in contacts]
+    for name, value in (("Expires", expires), ("User-Agent", user_agent),
+                        ("Authorization", authorization)):
+        if value is not None:
+            lines.append(f"{name}: {value}")
+    lines.extend(headers)
+    return lines
+
+
 def register(
     server: str,
     *,
@@ -115,15 +127,8 @@ def register(
     `method` may be written in any letter case, `uri` replaces ``sip:server``.
     """
     aor = f"sip:{aor_user or user}@{domain or server}"
-    lines = [f"Contact: {c}" for c in (contacts if contacts is not None
-                                       else [f"<sip:{user}@{local}>"])]
-    if expires is not None:
-        lines.append(f"Expires: {expires}")
-    if user_agent is not None:
-        lines.append(f"User-Agent: {user_agent}")
-    if authorization is not None:
-        lines.append(f"Authorization: {authorization}")
-    lines.extend(headers)
+    lines = _fields(contacts if contacts is not None else [f"<sip:{user}@{local}>"],
+                    expires, user_agent, authorization, headers)
     return request(method, uri or f"sip:{server}", via=local, from_uri=aor, to_uri=aor,
                    call_id=call_id, cseq=cseq, transport=transport, branch=branch, rport=rport,
                    from_tag=tag or secrets.token_hex(4), display=display, headers=lines)
@@ -146,10 +151,7 @@ def options(
 ) -> bytes:
     """An OPTIONS to `uri` from `local` (``host:port``); From is `uri` unless given, as
     scanners and liveness probes send them."""
-    lines = [] if contact is None else [f"Contact: {contact}"]
-    if user_agent is not None:
-        lines.append(f"User-Agent: {user_agent}")
-    lines.extend(headers)
+    lines = _fields([] if contact is None else [contact], None, user_agent, None, headers)
     return request("OPTIONS", uri, via=local, from_uri=from_uri or uri, to_uri=uri,
                    call_id=call_id or secrets.token_hex(8), cseq=cseq, transport=transport,
                    branch=branch, rport=rport, from_tag=tag or secrets.token_hex(4),
