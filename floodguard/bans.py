@@ -1,18 +1,21 @@
 """Operator view of bans: list, add, remove and explain, over the store and the kernel ban set.
 
-Works whether or not the guard runs: changes go to the state store and the kernel set at once,
-and are queued as commands that a running guard picks up within a second, so its own view
-agrees.
+Works whether or not the guard runs: changes go through the node's enforcement path
+(``enforce.Enforcer``): the kernel set and the state store at once, a command that a running
+guard picks up within a second, the source's TCP connections cut, and an event on stderr.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from floodguard import addr
 from floodguard.config import Config
+from floodguard.enforce import Enforcer, Forget
+from floodguard.events import EventLog
 from floodguard.store import BanRow, Store
 
 _WHY = {
@@ -74,10 +77,19 @@ def describe(row: BanRow, now: float) -> str:
 class BanBook:
     """Store + kernel set operations for the ``floodguard blacklist`` commands."""
 
-    def __init__(self, cfg: Config, store: Store, sets: Any | None) -> None:
+    def __init__(self, cfg: Config, store: Store, sets: Any | None, *,
+                 events: EventLog | None = None, forget: Forget | None = None) -> None:
+        """``sets``: the kernel SetManager, or None when the kernel is not reachable (then no
+        connection is cut either). ``forget`` replaces the conntrack sweep (tests)."""
         self.cfg = cfg
         self.store = store
-        self.sets = sets  # kernel SetManager, or None when the kernel is not reachable
+        self.sets = sets
+        events = events or EventLog(sys.stderr)
+        if forget is None and sets is not None:
+            from floodguard.kernel.conntrack import forget_connections
+
+            forget = forget_connections(cfg.limits.ipv6_prefix, events)
+        self.enforce = Enforcer(store, sets, events, by="operator", forget=forget)
 
     def _kernel(self) -> dict[str, int | None]:
         if self.sets is None:
@@ -114,20 +126,23 @@ class BanBook:
         if covering is not None:
             raise BanError(f"{given} is in the allow list ({covering}); the allow list always "
                            "wins")
-        if self.sets is not None:
-            self.sets.add("ban", ip, seconds)
-        row = self.store.put_ban(ip, "manual", reason, seconds)
-        self.store.queue_command("ban", ip, seconds, reason)
+        row = self.enforce.ban(ip, seconds, kind="manual", reason=reason)
+        self._kernel_refused(f"{ip} is banned in the store (a running guard and the next "
+                             "apply enforce it)")
         return row
 
     def remove(self, ip: str) -> bool:
         ip = self.key(ip)
-        in_kernel = False
-        if self.sets is not None:
-            in_kernel = bool(self.sets.remove("ban", ip))
-        in_store = self.store.delete_ban(ip)
-        self.store.queue_command("unban", ip)
-        return in_store or in_kernel
+        found = self.enforce.unban(ip, reason="manual")
+        self._kernel_refused(f"{ip} is no longer banned in the store")
+        return found
+
+    def _kernel_refused(self, done: str) -> None:
+        if self.enforce.last_error is not None:
+            from floodguard.kernel import KernelError
+
+            raise KernelError(f"{done}, but the kernel set refused the change: "
+                              f"{self.enforce.last_error}")
 
     def explain(self, ip: str) -> str:
         ip = self.key(ip)

@@ -6,6 +6,7 @@ Signals: SIGTERM/SIGINT drain the queues, save state and exit 0; SIGHUP reloads 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 from floodguard import config as configmod
@@ -89,26 +91,33 @@ def _reload(cfg: Config, events: EventLog, force_monitor: bool) -> Config:
 
 class ConntrackFlusher:
     """Forgets banned sources' TCP connections on one background thread, so a ban never waits
-    for the conntrack tool (tens of milliseconds, hundreds under load)."""
+    for the conntrack tool (tens of milliseconds, hundreds under load). Bans that arrive
+    together are swept together (``conntrack.forget_sources``)."""
 
-    def __init__(self, events: EventLog) -> None:
+    def __init__(self, events: EventLog, v6_prefix: int = 64) -> None:
         self.events = events
+        self.v6_prefix = v6_prefix
         self.pending: queue.SimpleQueue[str] = queue.SimpleQueue()
         threading.Thread(target=self._loop, name="floodguard-conntrack", daemon=True).start()
 
-    def __call__(self, ip: str) -> None:
-        self.pending.put(ip)
+    def __call__(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.pending.put(key)
 
     def _loop(self) -> None:
         from floodguard.kernel import KernelError
-        from floodguard.kernel.conntrack import forget
+        from floodguard.kernel.conntrack import forget_sources
 
         while True:
-            ip = self.pending.get()
+            batch = [self.pending.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 10_000:
+                    batch.append(self.pending.get_nowait())
             try:
-                forget(ip, tcp_only=True)
+                forget_sources(batch, self.v6_prefix)
             except (KernelError, OSError) as exc:
-                self.events.emit("conntrack_error", ip=ip, error=str(exc))
+                self.events.emit("conntrack_error", ip=batch[0] if len(batch) == 1 else None,
+                                 count=len(batch), error=str(exc))
 
 
 def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
@@ -133,7 +142,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     sets = NetlinkSetWriter(specs)
     guard = Guard(cfg, sets=sets, store=store, events=events, name=f"engine-q{queue_num}",
                   queue=queue_num,
-                  flush_conntrack=ConntrackFlusher(events))
+                  flush_conntrack=ConntrackFlusher(events, cfg.limits.ipv6_prefix))
     restored = guard.restore()
     # forward mode: the rules mark what arrives from the registrar's side; that mark, never the
     # ports, makes a packet the registrar's output
@@ -200,11 +209,13 @@ class RuleKeeper:
 
 
 def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:
+    from floodguard.kernel.conntrack import forget_connections
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.rules import render
 
     scheduler = FeedScheduler(cfg, events, lambda: Store(scheduler.cfg.state.path, events=events),
-                              lambda: SetManager(render(scheduler.cfg).sets))
+                              lambda: SetManager(render(scheduler.cfg).sets),
+                              forget=forget_connections(cfg.limits.ipv6_prefix, events))
     scheduler.start()
     return scheduler
 
@@ -214,11 +225,13 @@ def _fleet(cfg: Config, events: EventLog) -> FleetLink | None:
     when Redis is unreachable: the link keeps trying on its own); None without ``[fleet]``."""
     if not cfg.fleet.redis_url:
         return None
+    from floodguard.kernel.conntrack import forget_connections
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.rules import render
 
     link = FleetLink(cfg, events, lambda: Store(link.cfg.state.path, events=events),
-                     lambda: SetManager(render(link.cfg).sets))
+                     lambda: SetManager(render(link.cfg).sets),
+                     forget=forget_connections(cfg.limits.ipv6_prefix, events))
     link.load(LOAD_TIMEOUT)
     return link
 

@@ -2,7 +2,8 @@
 
 A feed is a text file or URL with one IP address per line (``#`` comments and blank lines
 ignored; ``ip,anything`` CSV lines take the first field). Each import bans the listed addresses
-for ``ban_time`` seconds in the kernel set and the store (reason ``feed:<name>``), so an address
+for ``ban_time`` seconds through the node's enforcement path (``enforce.Enforcer``: kernel set,
+store, guard command, connections cut, event; reason ``feed:<name>``), so an address
 that drops off the list expires by itself. The allow list always wins. A line that is not one
 bannable address (junk, a network, 0.0.0.0, multicast, loopback, over-long) is skipped on its
 own and counted (``feed_imported`` event: ``skipped`` and a few ``skipped_examples``); the rest
@@ -21,8 +22,9 @@ from typing import Any
 
 from floodguard import addr
 from floodguard.config import Config, FeedConfig
+from floodguard.enforce import Enforcer, Forget
 from floodguard.events import EventLog
-from floodguard.store import Store
+from floodguard.store import BanRow, Store
 
 MAX_FEED_BYTES = 16 * 1024 * 1024
 FETCH_TIMEOUT = 20
@@ -118,32 +120,36 @@ def parse(text: str) -> FeedList:
 
 
 def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
-                now: float | None = None) -> FeedResult:
-    """Fetch one feed and ban what it lists (allow list excepted). Bad lines, and addresses
-    the kernel refuses, are skipped one by one and counted in ``result.skipped``."""
-    from floodguard.kernel import KernelError, SetFullError
-
+                now: float | None = None, *, events: EventLog | None = None,
+                forget: Forget | None = None) -> FeedResult:
+    """Fetch one feed and ban what it lists (allow list excepted) through the enforcement path
+    (``enforce.Enforcer``, ``by="feed"``). Bad lines are skipped one by one and counted in
+    ``result.skipped``; an address the kernel refuses is counted there too, and its ban stays in
+    the store (a running guard and the next apply enforce it), as every other ban path does.
+    ``forget`` cuts the banned sources' connections (``kernel.conntrack.forget_connections``)."""
     listed = parse(fetch(feed.source))
     result = FeedResult(feed.name, skipped=listed.skipped)
     allow = addr.Networks(cfg.blacklist.allow)
     now = time.time() if now is None else now
+    events = events or EventLog()
+    enforce = Enforcer(store, sets, events, by="feed", forget=forget)
+    reason = f"feed:{feed.name}"
+    current = store.ban_spans(listed.addresses)
+    rows = []
     for ip in listed.addresses:
         if allow.covering(ip) is not None:
             result.allowed.append(ip)
             continue
-        current = store.get_ban(ip, now=now)
-        if current is not None and current.until >= now + feed.ban_time:
+        span = current.get(ip)
+        if span is not None and span[1] >= now + feed.ban_time:
             continue  # a longer ban (e.g. an escalated blacklist ban) stays as it is
-        try:
-            sets.add("ban", ip, feed.ban_time)
-        except SetFullError:
-            result.full += 1
-            continue
-        except KernelError as exc:
-            result.skipped.add(ip, " ".join(str(exc).split()))
-            continue
-        store.put_ban(ip, "manual", f"feed:{feed.name}", feed.ban_time, now=now)
-        result.banned.append(ip)
+        rows.append(BanRow(ip, "manual", reason, None, 0, now, now + feed.ban_time))
+    done = enforce.ban_many(rows, now=now)
+    refused = {*done.full, *done.failed}
+    result.banned = [ip for ip in done.done if ip not in refused]
+    result.full = len(done.full)
+    for ip in done.failed:
+        result.skipped.add(ip, " ".join(str(enforce.last_error).split()))
     return result
 
 
@@ -152,9 +158,11 @@ class FeedScheduler:
     download never holds up the supervisor."""
 
     def __init__(self, cfg: Config, events: EventLog, store_factory: Any,
-                 sets_factory: Any) -> None:
+                 sets_factory: Any, *, forget: Forget | None = None) -> None:
+        """``forget`` cuts banned sources' connections (``conntrack.forget_connections``)."""
         self.cfg = cfg
         self.events = events
+        self.forget = forget
         self.store_factory = store_factory
         self.sets_factory = sets_factory
         self.due: dict[str, float] = {}
@@ -180,7 +188,8 @@ class FeedScheduler:
             self.due[feed.name] = now + feed.interval
             store, sets = store_factory(), sets_factory()
             try:
-                result = import_feed(cfg, feed, store, sets)
+                result = import_feed(cfg, feed, store, sets, events=self.events,
+                                     forget=self.forget)
             except Exception as exc:  # noqa: BLE001 — a broken feed never stops the guard
                 self.events.emit("feed_error", feed=feed.name, error=" ".join(str(exc).split()))
                 continue

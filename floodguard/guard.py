@@ -14,10 +14,10 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Protocol
 
 from floodguard.addr import source_key
 from floodguard.config import Config
+from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
 from floodguard.failures import FailureLog, log_path
 from floodguard.kernel.nfqueue import COPY_RANGE
@@ -72,6 +72,7 @@ STRIP_RATE = 200.0
 TOKEN_MARK = PROOF_PREFIX
 # IPv6 address -> its prefix key; emptied when full (a flood of addresses only costs the lookup)
 V6_KEY_CACHE = 65536
+COMMANDS_PER_TICK = 2000
 # A registrar that hands one nonce to several clients is reported at most this often.
 SHARED_NONCE_REPORT_EVERY = 3600.0
 SHARED_NONCE_HINT = (
@@ -79,14 +80,6 @@ SHARED_NONCE_HINT = (
     "(its own token in the digest opaque proves receipt), but replay protection does: "
     "Kamailio: modparam(\"auth\", \"auth_checks_register\", 11) with a secret; Asterisk: "
     "nonce_lifetime cannot fix it, put floodguard's registrar or Kamailio in front")
-
-
-class SetWriter(Protocol):
-    """What the guard needs from the kernel set manager."""
-
-    def add(self, kind: str, ip: str, timeout: int | None = None) -> None: ...
-
-    def remove(self, kind: str, ip: str) -> None: ...
 
 
 class Guard:
@@ -102,7 +95,7 @@ class Guard:
         name: str = "engine",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        flush_conntrack: Callable[[str], None] | None = None,
+        flush_conntrack: Forget | None = None,
         engine: Engine | None = None,
         prove_by_nonce: bool = False,
         queue: int | None = None,
@@ -117,7 +110,9 @@ class Guard:
         self.name = name
         self.clock = clock
         self.wall = wall
-        self.flush_conntrack = flush_conntrack
+        # every ban, unban and known-good mark goes through the node's one enforcement path
+        self.enforce = Enforcer(store, sets, events, by="guard", forget=flush_conntrack,
+                                wall=wall)
         self.engine = engine or Engine(cfg)
         self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
@@ -129,7 +124,6 @@ class Guard:
         self._t0 = 0.0
         self.ban_latency = [0] * (len(BAN_LATENCY_BUCKETS) + 1)
         self.ban_latency_sum = 0.0
-        self.set_errors = 0
         self._known_until: dict[str, float] = {}
         self._known_pending: dict[str, int] = {}
         self._last_snapshot = 0.0
@@ -431,35 +425,22 @@ class Guard:
             elif isinstance(action, Unban):
                 self.events.emit("would_unban", ip=action.ip, reason=action.reason)
 
-    def _set(self, op: str, kind: str, ip: str, timeout: int | None = None) -> None:
-        try:
-            if op == "add":
-                self.sets.add(kind, ip, timeout)
-            else:
-                self.sets.remove(kind, ip)
-        except Exception as exc:  # noqa: BLE001 — a full set must not lose the ban in the store
-            self.set_errors += 1
-            self.events.emit("set_error", op=op, set=kind, ip=ip, error=str(exc))
+    @property
+    def set_errors(self) -> int:
+        return self.enforce.set_errors
 
     def _ban(self, ban: Ban) -> None:
-        seconds = max(1, math.ceil(ban.seconds))
-        self._set("add", "ban", ban.ip, seconds)
-        # from the deciding packet's arrival in the guard to the source being in the kernel set
+        self.enforce.ban(ban.ip, ban.seconds, kind=ban.kind, reason=ban.reason, aor=ban.aor,
+                         failures=ban.failures)
+        # from the deciding packet's arrival in the guard to the ban being in force
         latency = time.perf_counter() - self._t0
         self.ban_latency_sum += latency
         self.ban_latency[bisect.bisect_left(BAN_LATENCY_BUCKETS, latency)] += 1
-        self.store.put_ban(ban.ip, ban.kind, ban.reason, seconds, aor=ban.aor,
-                           failures=ban.failures, now=self.wall())
-        self.events.emit("suspend" if ban.kind == "suspend" else "ban", ip=ban.ip, aor=ban.aor,
-                         reason=ban.reason, kind=ban.kind, failures=ban.failures, seconds=seconds)
-        if self.flush_conntrack is not None:
-            self.flush_conntrack(ban.ip)  # only queues it: the flush runs off the packet path
 
     def _unban(self, unban: Unban) -> None:
-        self._set("remove", "ban", unban.ip)
         # lifted by this node's own allow list: other nodes of a fleet keep their ban
-        self.store.delete_ban(unban.ip, journal=unban.reason != "allow-listed")
-        self.events.emit("unban", ip=unban.ip, reason=unban.reason)
+        self.enforce.unban(unban.ip, reason=unban.reason,
+                           journal=unban.reason != "allow-listed")
 
     def _mark_known(self, mark: MarkKnown) -> None:
         now = self.clock()
@@ -476,8 +457,7 @@ class Guard:
         pending, self._known_pending = self._known_pending, {}
         wall = self.wall()
         for ip, seconds in pending.items():
-            self._set("add", "known", ip, seconds)
-            self.store.put_known(ip, seconds, now=wall)
+            self.enforce.known(ip, seconds, now=wall)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -504,9 +484,9 @@ class Guard:
                                             row.aor, row.failures)
                 except ValueError:
                     continue  # now allow-listed: the allow list wins
-            self._set("add", "ban", row.ip, max(1, math.ceil(remaining)))
+            self.enforce.load("ban", row.ip, remaining)
         for ip, remaining in self.store.active_known(now=wall):
-            self._set("add", "known", ip, max(1, math.ceil(remaining)))
+            self.enforce.load("known", ip, remaining)
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0
@@ -521,7 +501,8 @@ class Guard:
         if self._known_pending:
             self.flush_known()
         self.take_reports()
-        for cmd in self.store.take_commands(self._command_id):
+        # a feed or fleet batch of thousands is taken over several ticks, never all at once
+        for cmd in self.store.take_commands(self._command_id, COMMANDS_PER_TICK):
             self._command_id = cmd.id
             now = self.clock()
             try:

@@ -11,8 +11,6 @@ aside are reported until an operator deletes them.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from typing import Any
 
@@ -74,15 +72,9 @@ def _guard(store: Store, now: float) -> dict[str, Any]:
     learned: dict[str, int] = {}
     offenders: dict[str, int] = {}
     latency: dict[str, Any] = {"buckets": [], "counts": [], "sum": 0.0}
-    rows = store.db.execute(
-        "SELECT name, saved FROM snapshots WHERE name LIKE 'counters-%'").fetchall()
-    for name, _ in rows:
-        snap = store.load_snapshot(name)
-        if snap is None:
-            continue
-        saved, data = snap
+    for name, (saved, data) in store.counter_snapshots().items():
         alive = now - saved < GUARD_STALE_AFTER
-        workers.append({"name": name.removeprefix("counters-"), "alive": alive,
+        workers.append({"name": name, "alive": alive,
                         "age": round(now - saved, 1), "set_errors": data.get("set_errors", 0),
                         "tables": {k.removeprefix("table:"): v
                                    for k, v in data.get("engine", {}).items()
@@ -107,25 +99,6 @@ def _guard(store: Store, now: float) -> dict[str, Any]:
     return {"ok": any(w["alive"] for w in workers), "workers": workers, "verdicts": verdicts,
             "learned": learned, "ban_latency": latency,
             "top_sources": [{"ip": ip, "dropped": n} for ip, n in top]}
-
-
-def _registrations(store: Store, now: float) -> dict[str, Any] | None:
-    try:
-        row = store.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(online), 0) FROM reg_bindings WHERE expires_at > ?",
-            (now,)).fetchone()
-    except sqlite3.Error:
-        return None  # the built-in registrar never ran against this database
-    total, online = int(row[0]), int(row[1])
-    out: dict[str, Any] = {"bindings": total, "online": online, "offline": total - online}
-    try:
-        meta = store.db.execute("SELECT value FROM reg_meta WHERE key = 'liveness'").fetchone()
-        if meta is not None:
-            probes = json.loads(meta[0])
-            out["options"] = {k: int(probes.get(k, 0)) for k in ("sent", "answers", "timeouts")}
-    except (sqlite3.Error, ValueError, AttributeError):
-        pass  # an older registrar: no probe counts
-    return out
 
 
 def _fleet(cfg: Config, store: Store, now: float) -> dict[str, Any] | None:
@@ -202,7 +175,7 @@ def _from_store(cfg: Config, store: Store, now: float) -> dict[str, Any]:
         "bans_by_reason": _count(row.reason for row in bans),
         "top_aors": [{"aor": a, "bans": n}
                      for a, n in sorted(by_aor.items(), key=lambda kv: -kv[1])[:10]],
-        "registrations": _registrations(store, now),
+        "registrations": store.registrations(now),
         "fleet": _fleet(cfg, store, now),
         "state": _state(cfg, store, None),
     }

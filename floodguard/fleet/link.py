@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from floodguard.config import Config
+from floodguard.enforce import Forget
 from floodguard.events import EventLog
 from floodguard.fleet import wire
 from floodguard.fleet.apply import (
@@ -68,9 +69,12 @@ class FleetLink:
     def __init__(self, cfg: Config, events: EventLog, store_factory: Callable[[], Store],
                  sets_factory: Callable[[], Any], *,
                  client_factory: Callable[[], Any] | None = None,
-                 writer_factory: WriterFactory = netlink_writer) -> None:
+                 writer_factory: WriterFactory = netlink_writer,
+                 forget: Forget | None = None) -> None:
+        """``forget`` cuts banned sources' connections (``kernel.conntrack.forget_connections``)."""
         self.cfg = cfg
         self.events = events
+        self.forget = forget
         self.store_factory = store_factory
         self.sets_factory = sets_factory
         self.node = node_name(cfg)
@@ -128,7 +132,8 @@ class FleetLink:
                 if hasattr(sets, "ensure"):
                     sets.ensure()
                 self._load_cursor(store)
-                applier = Applier(self.cfg, store, sets, writer_factory=self.writer_factory)
+                applier = Applier(self.cfg, store, sets, writer_factory=self.writer_factory,
+                                  events=self.events, forget=self.forget)
                 self._connect()
                 pulled = self._pull(applier, deadline=started + timeout)
             except Exception as exc:  # noqa: BLE001 — the guard starts whatever the fleet does
@@ -161,7 +166,9 @@ class FleetLink:
         store, sets = self.store_factory(), self.sets_factory()
         try:
             self._load_cursor(store)
-            self._applier = Applier(self.cfg, store, sets, writer_factory=self.writer_factory)
+            self._applier = Applier(self.cfg, store, sets,
+                                    writer_factory=self.writer_factory, events=self.events,
+                                    forget=self.forget)
             while not self.stopped.is_set():
                 try:
                     self.step(store, sets)
@@ -199,7 +206,8 @@ class FleetLink:
             if applier is not None:
                 applier.close()
             applier = self._applier = Applier(self.cfg, store, sets,
-                                              writer_factory=self.writer_factory)
+                                              writer_factory=self.writer_factory,
+                                              events=self.events, forget=self.forget)
         if self.cfg is not applier.cfg:
             self._reload(applier)
         if self.cursor is None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Sequence
 
+from floodguard.events import EventLog
 from floodguard.kernel import KernelError
 from floodguard.kernel.iptables import run
 
@@ -35,3 +37,51 @@ def forget(address: str, *, tcp_only: bool = False) -> int:
             raise KernelError(f"conntrack -D failed: {result.stderr.strip() or 'no output'}")
         deleted += int(match[1])
     return deleted
+
+
+_SOURCES = re.compile(r"\bsrc=(\S+)")
+
+
+def tcp_peers(family: int) -> set[str]:
+    """Every address that is the original or reply source of a TCP conntrack entry."""
+    result = run(["conntrack", "-L", "-f", "ipv6" if family == 6 else "ipv4", "-p", "tcp"])
+    if "flow entries have been shown" not in result.stderr:
+        raise KernelError(f"conntrack -L failed: {result.stderr.strip() or 'no output'}")
+    return {found for line in result.stdout.splitlines() for found in _SOURCES.findall(line)}
+
+
+def forget_sources(keys: list[str], v6_prefix: int = 128) -> int:
+    """Cut the TCP connections of banned sources: ``keys`` are ban keys (an IPv4 address, or an
+    IPv6 /v6_prefix network address as ``addr.source_key`` gives it). Lists the TCP entries
+    once per family and deletes only the addresses a key covers, so a batch of thousands of
+    bans costs two listings and a delete per source that really has a connection."""
+    wanted4 = {key for key in keys if ":" not in key}
+    nets6 = {ipaddress.ip_network(f"{key}/{v6_prefix}", strict=False)
+             for key in keys if ":" in key}
+    deleted = 0
+    if wanted4:
+        for peer in sorted(tcp_peers(4) & wanted4):
+            deleted += forget(peer, tcp_only=True)
+    if nets6:
+        for peer in sorted(tcp_peers(6)):
+            try:
+                address = ipaddress.IPv6Address(peer)
+            except ValueError:
+                continue
+            if any(address in net for net in nets6):
+                deleted += forget(peer, tcp_only=True)
+    return deleted
+
+
+def forget_connections(v6_prefix: int, events: EventLog) -> Callable[[Sequence[str]], None]:
+    """The connection sweep for ``enforce.Enforcer`` in the CLI, feeds and the fleet link: cut
+    banned sources' TCP connections now; a failure is an event, never an error."""
+
+    def forget(keys: Sequence[str]) -> None:
+        try:
+            forget_sources(list(keys), v6_prefix)
+        except (KernelError, OSError) as exc:
+            events.emit("conntrack_error", ip=keys[0] if len(keys) == 1 else None,
+                        count=len(keys), error=str(exc))
+
+    return forget

@@ -140,15 +140,12 @@ def guard_verdicts(state_db: Path) -> dict[str, int] | None:
     except (StoreError, OSError):
         return None
     try:
-        names = store.snapshot_names("counters-")
+        snapshots = store.counter_snapshots()
         out: dict[str, int] = {}
-        for name in names:
-            snap = store.load_snapshot(name)
-            if snap is None or not isinstance(snap[1], dict):
-                continue
-            for key, value in (snap[1].get("verdicts") or {}).items():
+        for _saved, data in snapshots.values():
+            for key, value in (data.get("verdicts") or {}).items():
                 out[str(key)] = out.get(str(key), 0) + int(value)
-        return out if names else None
+        return out if snapshots else None
     except Exception:  # noqa: BLE001 — a schema the lab does not know: fall back to deriving
         return None
     finally:

@@ -81,7 +81,8 @@ def test_an_address_the_kernel_refuses_is_skipped_not_fatal(tmp_path):
     result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
     assert result.banned == ["192.0.2.1", "192.0.2.3"]
     assert result.skipped.count == 1 and "refused" in result.skipped.examples[0]
-    assert store.get_ban("192.0.2.2", now=1000) is None
+    # kept in the store as every ban path keeps it: the guard's restore and apply retry it
+    assert store.get_ban("192.0.2.2", now=1000) is not None
     assert sets.addresses("ban") == {"192.0.2.1", "192.0.2.3"}
 
 
@@ -100,7 +101,9 @@ def test_scheduler_event_counts_skipped_lines(tmp_path, kernel_sets):
     FeedScheduler(cfg, EventLog(log, json_mode=True), lambda: Store(tmp_path / "s.db"),
                   lambda: sets).check()
     events = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert [e["event"] for e in events] == ["feed_imported"]
+    assert [e["event"] for e in events] == ["ban", "ban", "feed_imported"]
+    assert [e["by"] for e in events[:2]] == ["feed", "feed"]
+    events = events[2:]
     assert events[0]["banned"] == 2 and events[0]["skipped"] == 2
     assert events[0]["skipped_examples"] == ["line 1: '0.0.0.0' is the unspecified address",
                                              "line 3: '224.0.0.5' is a multicast address"]

@@ -201,7 +201,8 @@ def test_applier_bans_unbans_and_known_with_merge_rules(tmp_path):
     assert applier.apply([unban("192.0.2.1", 1001.5)], now=1003).unbans == []
     assert applier.apply([unban("192.0.2.1", 1003)], now=1003).unbans == ["192.0.2.1"]
     assert ("ban", "192.0.2.1") not in sets.entries and store.get_ban("192.0.2.1", 1003) is None
-    assert [c.op for c in store.take_commands(0)] == ["unban"]  # the workers' engines follow
+    # the workers' engines follow every change
+    assert [c.op for c in store.take_commands(0)] == ["ban", "ban", "unban"]
     # within one batch the merge rules pick the winner per address
     result = applier.apply([ban("192.0.2.3", 1000, 1500), unban("192.0.2.3", 1001),
                             ban("192.0.2.4", 1000, 1500), ban("192.0.2.4", 1001, 1400)],
@@ -231,16 +232,15 @@ def test_reload_lifts_fleet_bans_the_new_allow_list_covers(tmp_path):
     assert store.get_ban("192.0.2.3") is not None and ("ban", "192.0.2.1") not in sets.entries
 
 
-def test_kernel_writer_counts_what_the_kernel_refused():
+def test_applier_counts_what_the_kernel_refused_and_keeps_whole_second_timeouts(tmp_path):
     sets = KernelSets(maxelem=2)
-    writer = KernelWriter(sets, KernelSets.writer)
-    full, failed = writer.add_many("ban", [("192.0.2.1", 10.2), ("192.0.2.2", 0.1),
-                                           ("192.0.2.3", 5), ("192.0.2.4", 5)])
-    assert full == ["192.0.2.3", "192.0.2.4"] and failed == []
+    applier = Applier(Config(), Store(tmp_path / "s.db"), sets, writer_factory=KernelSets.writer)
+    result = applier.apply([ban("192.0.2.1", 1000, 1010.2), ban("192.0.2.2", 1000, 1000.6),
+                            ban("192.0.2.3", 1000, 1005), ban("192.0.2.4", 1000, 1005)],
+                           now=1000)
+    assert result.full == 2 and result.errors == 0
     # timeouts are whole seconds, at least 1 (0 would mean forever in an ipset)
     assert sets.entries == {("ban", "192.0.2.1"): 11, ("ban", "192.0.2.2"): 1}
-    writer.remove("ban", "192.0.2.1")
-    assert ("ban", "192.0.2.1") not in sets.entries
 
 
 def test_netlink_writer_falls_back_to_the_set_manager(monkeypatch):

@@ -1,0 +1,214 @@
+"""The one enforcement path: ban, unban and mark known-good on this node.
+
+Every caller goes through an ``Enforcer`` made for it: the guard's own decisions
+(``by="guard"``), the operator's ``blacklist`` commands (``"operator"``), blocklist feeds
+(``"feed"``) and the fleet link (``"fleet"``). So every change has the same side effects:
+
+======================  ==============================================================
+kernel set              the entry, with the ban's time; a refused entry is counted and
+                        reported (``set_error``), and the store keeps the ban anyway
+store                   the row; journalled for the fleet unless it came from the fleet
+command to the guard    queued for a running guard's engine, unless the guard decided it
+connections             the source's established TCP connections are forgotten
+                        (conntrack), so a ban also cuts a registered TCP/TLS attacker
+event                   ``ban``/``suspend``/``unban`` with ``by``; a batch of more than
+                        ``EVENT_EACH`` bans is one ``bans`` event with a count and examples
+======================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from floodguard.events import EventLog
+from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
+from floodguard.store import BanRow, Store
+
+ORIGINS = ("guard", "operator", "feed", "fleet")
+EVENT_EACH = 20  # bans of one batch logged one by one; more make one summary event
+
+Forget = Callable[[Sequence[str]], None]
+
+
+class SetWriter(Protocol):
+    """Adds and removes entries of floodguard's kernel sets (``SetManager``,
+    ``NetlinkSetWriter``)."""
+
+    def add(self, kind: str, ip: str, timeout: int | None = None, /) -> Any: ...
+
+    def remove(self, kind: str, ip: str, /) -> Any: ...
+
+
+def kernel_seconds(seconds: float) -> int:
+    """A ban's time as a kernel set entry's timeout: whole seconds, 1 to the kernel's limit."""
+    return min(max(1, math.ceil(seconds)), IPSET_MAX_TIMEOUT)
+
+
+@dataclass
+class BatchResult:
+    """What a batch of bans or known-good marks did."""
+
+    done: list[str] = field(default_factory=list)
+    full: list[str] = field(default_factory=list)  # the kernel set is full
+    failed: list[str] = field(default_factory=list)  # the kernel or the store refused it
+
+
+class Enforcer:
+    """Ban, unban and known-good changes for one caller, with every side effect."""
+
+    def __init__(self, store: Store, sets: SetWriter | None, events: EventLog, *, by: str,
+                 forget: Forget | None, wall: Callable[[], float] = time.time) -> None:
+        if by not in ORIGINS:
+            raise ValueError(f"unknown origin {by!r}")
+        self.store = store
+        self.sets = sets
+        self.events = events
+        self.by = by
+        self.forget = forget
+        self.wall = wall
+        self.journal = by != "fleet"  # the fleet's changes are not echoed back to it
+        self.tell_guard = by != "guard"
+        self.set_errors = 0
+        self.last_error: Exception | None = None
+
+    # ------------------------------------------------------------------ kernel only
+
+    def load(self, kind: str, ip: str, seconds: float | None) -> Exception | None:
+        """Put an entry the store already holds into the kernel set (restore, repair);
+        returns the kernel's refusal, counted and reported, or None."""
+        error = self._add(kind, ip, seconds)
+        if error is not None:
+            self.events.emit("set_error", op="add", set=kind, ip=ip, error=str(error))
+        return error
+
+    def _add(self, kind: str, ip: str, seconds: float | None) -> Exception | None:
+        if self.sets is None:
+            return None
+        try:
+            self.sets.add(kind, ip, None if seconds is None else kernel_seconds(seconds))
+        except Exception as exc:  # noqa: BLE001 — a refused entry must not lose the store row
+            self.set_errors += 1
+            self.last_error = exc
+            return exc
+        return None
+
+    def _add_batch(self, kind: str, items: list[tuple[str, float]],
+                   result: BatchResult) -> None:
+        """Kernel entries for a batch; refusals are counted in ``result`` and reported in one
+        ``set_error`` event."""
+        from floodguard.kernel import SetFullError
+
+        first: Exception | None = None
+        for ip, seconds in items:
+            error = self._add(kind, ip, seconds)
+            if error is None:
+                continue
+            first = first or error
+            (result.full if isinstance(error, SetFullError) else result.failed).append(ip)
+        if first is not None:
+            self.events.emit("set_error", op="add", set=kind, count=len(result.full)
+                             + len(result.failed), full=len(result.full), error=str(first))
+
+    def _remove(self, kind: str, ip: str) -> bool:
+        if self.sets is None:
+            return False
+        try:
+            return bool(self.sets.remove(kind, ip))
+        except Exception as exc:  # noqa: BLE001 — the store row goes regardless
+            self.set_errors += 1
+            self.last_error = exc
+            self.events.emit("set_error", op="remove", set=kind, ip=ip, error=str(exc))
+            return False
+
+    # ------------------------------------------------------------------ one at a time
+
+    def ban(self, ip: str, seconds: float, *, kind: str, reason: str, aor: str | None = None,
+            failures: int = 0, now: float | None = None) -> BanRow:
+        """Ban (or suspend) ``ip``, a ban key (``addr.source_key``), for ``seconds``."""
+        self.last_error = None
+        seconds = kernel_seconds(seconds)
+        self.load("ban", ip, seconds)
+        row = self.store.put_ban(ip, kind, reason, seconds, aor=aor, failures=failures,
+                                 now=self.wall() if now is None else now, journal=self.journal)
+        if self.tell_guard:
+            self.store.queue_command("ban", ip, seconds, reason)
+        if self.forget is not None:
+            self.forget([ip])
+        self._event(row, seconds)
+        return row
+
+    def _event(self, row: BanRow, seconds: float) -> None:
+        self.events.emit("suspend" if row.kind == "suspend" else "ban", ip=row.ip, aor=row.aor,
+                         reason=row.reason, kind=row.kind, failures=row.failures,
+                         seconds=int(seconds), by=self.by)
+
+    def unban(self, ip: str, *, reason: str, journal: bool | None = None) -> bool:
+        """Lift a ban; True when the store or the kernel held one. ``journal=False``: a lift
+        that stays on this node (its own allow list), so the fleet keeps its ban."""
+        self.last_error = None
+        in_kernel = self._remove("ban", ip)
+        in_store = self.store.delete_ban(ip, journal=self.journal if journal is None
+                                         else journal and self.journal)
+        if self.tell_guard:
+            self.store.queue_command("unban", ip)
+        self.events.emit("unban", ip=ip, reason=reason, by=self.by)
+        return in_store or in_kernel
+
+    def known(self, ip: str, seconds: float, *, now: float | None = None) -> None:
+        """Mark ``ip`` known-good for ``seconds`` (it answered a challenge right)."""
+        self.load("known", ip, seconds)
+        self.store.put_known(ip, kernel_seconds(seconds),
+                             now=self.wall() if now is None else now, journal=self.journal)
+
+    # ------------------------------------------------------------------ batches
+
+    def ban_many(self, rows: Sequence[BanRow], *, now: float | None = None) -> BatchResult:
+        """Many bans at once (feeds, the fleet): the same effects as ``ban``, with the store
+        written in few transactions, one command batch and one connection sweep. Rows keep
+        their own ``created`` (the fleet compares it with later unbans)."""
+        now = self.wall() if now is None else now
+        result = BatchResult()
+        self._add_batch("ban", [(row.ip, row.until - now) for row in rows], result)
+        refused = set(self.store.put_bans(list(rows), journal=self.journal))
+        for ip in refused:  # the kernel must not hold a ban the store knows nothing of
+            self._remove("ban", ip)
+        result.failed.extend(sorted(refused - set(result.failed)))
+        stored = [row for row in rows if row.ip not in refused]
+        result.done = [row.ip for row in stored]
+        if not stored:
+            return result
+        if self.tell_guard:
+            self.store.queue_commands([("ban", row.ip, kernel_seconds(row.until - now),
+                                        row.reason) for row in stored])
+        if self.forget is not None:
+            self.forget(result.done)
+        if len(stored) <= EVENT_EACH:
+            for row in stored:
+                self._event(row, row.until - now)
+        else:
+            self.events.emit("bans", count=len(stored), by=self.by,
+                             reasons=sorted({row.reason for row in stored})[:EVENT_EACH],
+                             examples=result.done[:EVENT_EACH])
+        return result
+
+    def unban_many(self, ips: Sequence[str], *, reason: str) -> None:
+        """Lift many bans (each as ``unban``)."""
+        for ip in ips:
+            self.unban(ip, reason=reason)
+
+    def known_many(self, items: Sequence[tuple[str, float]], *,
+                   now: float | None = None) -> BatchResult:
+        """Many known-good marks at once: (address, until)."""
+        now = self.wall() if now is None else now
+        result = BatchResult()
+        self._add_batch("known", [(ip, until - now) for ip, until in items], result)
+        refused = set(self.store.put_known_many(list(items), now=now, journal=self.journal))
+        for ip in refused:
+            self._remove("known", ip)
+        result.failed.extend(sorted(refused - set(result.failed)))
+        result.done = [ip for ip, _ in items if ip not in refused]
+        return result
