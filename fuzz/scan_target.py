@@ -2,7 +2,8 @@
 
 Every input goes to ``scan_sip`` and ``scan_packet``. Whenever one answers, each field must equal
 what ``parse_message`` / ``parse_packet`` give for the same bytes (the differential check of
-tests/unit/test_sip_scan.py); a difference raises, and atheris saves the input as a crash.
+tests/unit/test_sip_scan.py, on the same fields: floodguard/sip/scan_fields.py); a difference
+raises, and atheris saves the input as a crash.
 Run through fuzz/run.py, which sets up the sanitizer runtime.
 """
 
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with atheris.instrument_imports(include=["floodguard"]):
     from floodguard.packet import parse_packet
     from floodguard.sip.message import SipParseError, parse_message
+    from floodguard.sip.scan_fields import packet_fields, sip_fields
 
 from instrumented import load  # noqa: E402
 
@@ -29,36 +31,12 @@ class Mismatch(AssertionError):
     """The scan and the parser disagree."""
 
 
-def expected(data: bytes) -> tuple[object, ...]:
-    msg = parse_message(data)
-    auth = msg.authorization
-    return (
-        msg.is_request, msg.method, msg.status, msg.call_id, msg.cseq_num, msg.cseq_method,
-        msg.aor, msg.user_agent,
-        None if auth is None else (auth.scheme, auth.username, auth.nonce),
-        tuple((c.scheme, c.nonce, c.stale) for c in msg.challenges),
-        msg.granted_expires,
-    )
-
-
-def scanned(view: object) -> tuple[object, ...]:
-    v = view
-    auth = v.authorization  # type: ignore[attr-defined]
-    return (
-        v.is_request, v.method, v.status, v.call_id,  # type: ignore[attr-defined]
-        v.cseq_num, v.cseq_method, v.aor, v.user_agent,  # type: ignore[attr-defined]
-        None if auth is None else (auth.scheme, auth.username, auth.nonce),
-        tuple((c.scheme, c.nonce, c.stale) for c in v.challenges),  # type: ignore[attr-defined]
-        v.granted_expires,  # type: ignore[attr-defined]
-    )
-
-
 def compare_sip(data: bytes, view: object, what: str) -> None:
     try:
-        want = expected(data)
+        want = sip_fields(parse_message(data))
     except SipParseError as exc:
         raise Mismatch(f"{what}: the scan answered, the parser rejects ({exc})") from None
-    got = scanned(view)
+    got = sip_fields(view)
     if got != want:
         raise Mismatch(f"{what}: scan {got!r} != parser {want!r}")
 
@@ -73,7 +51,7 @@ def check(data: bytes) -> None:
         pkt = parse_packet(data)
         if pkt is None:
             raise Mismatch("scan_packet answered, parse_packet declines")
-        head = (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+        head = packet_fields(pkt)
         if tuple(fast[:5]) != head:
             raise Mismatch(f"scan_packet {fast[:5]!r} != parse_packet {head!r}")
         compare_sip(pkt.payload, fast[5], "scan_packet")
