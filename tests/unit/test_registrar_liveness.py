@@ -32,6 +32,18 @@ def make_binding(i: int, transport: str = "udp") -> Binding:
                    WALL, WALL, True)
 
 
+def tracked(table: BindingTable, interval: float,
+            transport: str = "udp") -> tuple[Liveness, FakeSender, Binding]:
+    """A Liveness probing every ``interval`` s, tracking one binding (put in ``table``) since
+    t=0; with the sender it probes through."""
+    sender = FakeSender()
+    live = Liveness(table, sender, interval)
+    b = make_binding(1, transport)
+    table.put(b)
+    live.track(b.key, 0.0)
+    return live, sender, b
+
+
 @pytest.fixture
 def table(tmp_path):
     t = BindingTable(tmp_path / "state.db", now=WALL)
@@ -75,11 +87,7 @@ def test_probes_are_spread_evenly_over_the_interval(table):
 
 
 def test_silent_udp_endpoint_goes_offline_after_the_retransmission_schedule(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 10)
-    b = make_binding(1)
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 10)
     run(live, sender, 0.0, 20.0, step=0.05)
     first = sender.sent[0][0]
     offsets = [round(t - first, 2) for t, _, _ in sender.sent[:4]]
@@ -89,11 +97,7 @@ def test_silent_udp_endpoint_goes_offline_after_the_retransmission_schedule(tabl
 
 
 def test_offline_within_the_bound_and_back_on_answer(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 2)
-    b = make_binding(1)
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 2)
     run(live, sender, 0.0, 2.0 + 4.0 + 0.2)  # interval + give-up
     assert not b.online
     # The endpoint answers the next probe: online again, last_seen updated.
@@ -104,11 +108,7 @@ def test_offline_within_the_bound_and_back_on_answer(table):
 
 
 def test_late_answer_after_giving_up_brings_it_back_online(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 10)
-    b = make_binding(1)
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 10)
     run(live, sender, 0.0, 15.0)
     assert not b.online
     live.on_response(parse_message(answer(sender.sent[0][2])), 15.0, WALL + 15.0)
@@ -116,11 +116,7 @@ def test_late_answer_after_giving_up_brings_it_back_online(table):
 
 
 def test_answer_keeps_it_online_and_stops_retransmissions(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 5)
-    b = make_binding(1)
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 5)
     for step in range(200):
         t = step * 0.05
         sender.now = t
@@ -134,11 +130,7 @@ def test_answer_keeps_it_online_and_stops_retransmissions(table):
 
 
 def test_reregistration_during_a_probe_prevents_offline(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 2)
-    b = make_binding(1)
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 2)
     run(live, sender, 0.0, 2.5)
     live.alive(b.key, 2.5)  # REGISTER arrived while the probe was unanswered
     run(live, sender, 2.5, 6.5)
@@ -146,11 +138,7 @@ def test_reregistration_during_a_probe_prevents_offline(table):
 
 
 def test_stream_binding_is_not_retransmitted(table):
-    sender = FakeSender()
-    live = Liveness(table, sender, 10)
-    b = make_binding(1, transport="tcp")
-    table.put(b)
-    live.track(b.key, 0.0)
+    live, sender, b = tracked(table, 10, "tcp")
     run(live, sender, 0.0, 15.0)
     assert len(sender.sent) == 1
     assert not b.online
