@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from floodguard.store import Store
+from tests.adversarial.counterkit import published_verdicts
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
@@ -52,19 +52,7 @@ def test_shared_nonces_never_frame_the_victim(glab: GuardLab, registrar: str) ->
         status = json.loads(glab.server.floodguard(
             "status", "--json", "-c", str(glab.config_path), check=False).stdout)
         assert any("more than one client" in note for note in status["notes"]), status
-    counters = _counters(glab)
+    counters = published_verdicts(glab.tmp / "state.db")
     assert counters.get("proof:stripped", 0) >= 8, counters
     after = glab.sipp_register(VICTIM, [("1002", "secret1002")], calls=2, rate=2, port=5072)
     assert after["successful"] == 2 and after["failed"] == 0
-
-
-def _counters(glab: GuardLab) -> dict[str, int]:
-    """The guard's verdict counters, as it publishes them to the store every second."""
-    time.sleep(1.2)
-    store = Store(glab.tmp / "state.db")
-    try:
-        snap = store.load_snapshot("counters-engine-q0")
-    finally:
-        store.close()
-    assert snap is not None, "the guard published no counters"
-    return dict(snap[1]["verdicts"])

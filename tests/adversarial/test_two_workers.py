@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from floodguard.store import Store
+from tests.adversarial.counterkit import PUBLISHED_WITHIN, worker_counters
 from tests.integration.conftest import CLIENTS4, SERVER4
 from tests.integration.guardkit import GuardLab, start
 
@@ -59,18 +59,9 @@ def _wait(predicate: Any, seconds: float = 15.0) -> bool:
 
 
 def _engines(glab: GuardLab) -> dict[int, dict[str, Any]]:
-    """Each worker's counters as it publishes them to the store (every second)."""
-    time.sleep(1.5)
-    store = Store(glab.tmp / "state.db")
-    try:
-        out = {}
-        for queue in (0, 1):
-            snap = store.load_snapshot(f"counters-engine-q{queue}")
-            assert snap is not None, f"worker q{queue} published no counters"
-            out[queue] = snap[1]
-        return out
-    finally:
-        store.close()
+    """Each worker's counters, once each published them again."""
+    time.sleep(PUBLISHED_WITHIN)
+    return {queue: worker_counters(glab.tmp / "state.db", queue) for queue in (0, 1)}
 
 
 def _phone(glab: GuardLab, src: str, user: str, port: int, transport: str) -> None:
