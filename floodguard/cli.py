@@ -1,37 +1,131 @@
-"""Command-line entry points (click): ``floodguard config|apply|remove|show|run|...``."""
+"""Command-line entry points (click): ``floodguard config|apply|remove|show|run|...``.
+
+Errors end a command in one place: `ErrorMapping.invoke` (the ``floodguard`` group, and the
+subsystem commands that also run on their own) turns a `FloodguardError` or an OSError into a
+one-line message on stderr and the error's exit code (`floodguard.errors`); commands do not
+catch errors to pick codes. Commands whose exit status is a result (``show``, ``status``,
+``fleet status``, ``lab``) still exit 1 for "not good" themselves.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import NoReturn
+import textwrap
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import click
 
 from floodguard import __version__, addr
 from floodguard import config as configmod
 from floodguard.bans import BanBook
+from floodguard.errors import EXIT_CODES, ExitCode, exit_code_of
 
 CONFIG_HELP = f"config file (default: ${configmod.ENV_VAR} or {configmod.DEFAULT_PATH})"
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def _exit_code_table() -> str:
+    """The exit codes for the ``--help`` epilog (``\\b``: click keeps the lines as they are)."""
+    lines = ["\b", "Exit codes:"]
+    for code, text in EXIT_CODES:
+        wrapped = textwrap.wrap(text, 66)
+        lines.append(f"  {int(code):<3}  {wrapped[0]}")
+        lines += [f"{'':7}{more}" for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+EPILOG = _exit_code_table()
+
+# Subsystem commands, imported when used (they import this module for its helpers).
+SUBSYSTEM_COMMANDS = {
+    "registrar": "floodguard.registrar.commands:registrar_command",
+    "endpoints": "floodguard.registrar.commands:endpoints_command",
+    "lab": "floodguard.lab.command:lab_command",
+}
+
+
+def fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
     """Print a one-line error (no traceback) and exit."""
     click.echo(f"floodguard: {message}", err=True)
-    sys.exit(code)
+    sys.exit(int(code))
 
 
-def load_config(path: str | None) -> configmod.Config:
-    """Load the config or exit 2 with every error, one per line."""
-    try:
-        return configmod.load(path)
-    except configmod.ConfigError as exc:
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _pending_code(exc: BaseException) -> int | None:
+    """Errors not yet derived from FloodguardError (their modules are being edited)."""
+    from floodguard.bans import BanError
+    from floodguard.feeds import FeedError
+    from floodguard.kernel.rules import RenderError
+    from floodguard.store import StoreError
+
+    if isinstance(exc, BanError):
+        return ExitCode.REFUSED
+    if isinstance(exc, RenderError):
+        return ExitCode.CONFIG
+    if isinstance(exc, FeedError | StoreError):
+        return ExitCode.FAILURE
+    return None
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The exit code a command ends with for exc, None for a bug (it keeps its traceback)."""
+    code = exit_code_of(exc)
+    return code if code is not None else _pending_code(exc)
+
+
+def report_error(exc: BaseException, code: int) -> NoReturn:
+    """End the command: the error on stderr (a config error: every problem, one per line)."""
+    if isinstance(exc, configmod.ConfigError):
         for line in exc.errors:
             click.echo(line, err=True)
-        sys.exit(2)
+        sys.exit(int(code))
+    fail(_one_line(exc), code)
+
+
+class ErrorMapping:
+    """Mixin for click commands: the one place errors become a message and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except Exception as exc:
+            code = error_code(exc)
+            if code is None:
+                raise
+            report_error(exc, code)
+
+
+class FloodguardCommand(ErrorMapping, click.Command):
+    """A command that maps floodguard errors to exit codes (for commands run on their own)."""
+
+
+class FloodguardGroup(ErrorMapping, click.Group):
+    """A group that maps its subcommands' errors to exit codes and loads ``lazy`` commands
+    ({name: "module:attribute"}) when they are used."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _ip_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    """An address argument in canonical form (``::ffff:a.b.c.d`` is IPv4); exit 2 if bad."""
+    """An address argument in canonical form (``::ffff:a.b.c.d`` is IPv4); a usage error (2)
+    if it is not an address."""
     try:
         return addr.canonical(value)
     except ValueError as exc:
@@ -46,7 +140,8 @@ config_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FloodguardGroup, lazy=SUBSYSTEM_COMMANDS, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="floodguard")
 def main() -> None:
     """floodguard: keeps SIP registrars alive under registration floods and brute force."""
@@ -60,8 +155,8 @@ def config_group() -> None:
 @config_group.command("check")
 @config_option
 def config_check(config_path: str | None) -> None:
-    """Exit 0 when the config is valid, 2 with every error when not."""
-    cfg = load_config(config_path)
+    """Exit 0 when the config is valid, 3 with every error when not."""
+    cfg = configmod.load(config_path)
     click.echo(f"{cfg.source or 'built-in defaults'}: OK")
 
 
@@ -69,7 +164,7 @@ def config_check(config_path: str | None) -> None:
 @config_option
 def config_show(config_path: str | None) -> None:
     """Print the effective configuration as TOML."""
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     click.echo(f"# effective configuration from {cfg.source or 'built-in defaults'}")
     click.echo(configmod.dumps(cfg, redact=True), nl=False)
 
@@ -80,10 +175,6 @@ backend_option = click.option(
     "--backend", type=click.Choice(["auto", "legacy", "nft"]), default="auto", show_default=True,
     help="iptables backend: auto asks `iptables -V`; never mix both on one host",
 )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _saved_entries(cfg: configmod.Config) -> list[tuple[str, str, float]]:
@@ -119,24 +210,17 @@ def _saved_entries(cfg: configmod.Config) -> list[tuple[str, str, float]]:
 @backend_option
 def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
     """Install or update the kernel rules and ipsets (atomic, idempotent, IPv4 and IPv6)."""
-    from floodguard.kernel import KernelError, rules
+    from floodguard.kernel import rules
 
-    cfg = load_config(config_path)
-    try:
-        ruleset = rules.render(cfg)
-    except rules.RenderError as exc:
-        fail(_one_line(exc), 2)
+    cfg = configmod.load(config_path)
+    ruleset = rules.render(cfg)
     if dry_run:
         click.echo(rules.dry_run_text(ruleset, cfg.source), nl=False)
         return
     from floodguard.kernel import firewall
 
-    try:
-        firewall.require_root()
-        report = firewall.apply(cfg, backend, ruleset=ruleset,
-                                saved_entries=_saved_entries(cfg))
-    except (KernelError, OSError) as exc:
-        fail(_one_line(exc))
+    firewall.require_root()
+    report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=_saved_entries(cfg))
     for warning in report.warnings:
         click.echo(f"floodguard: warning: {warning}", err=True)
     parts = []
@@ -160,14 +244,11 @@ def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
 @backend_option
 def remove_cmd(config_path: str | None, backend: str) -> None:
     """Remove floodguard's chains, jumps and ipsets; leave every other rule untouched."""
-    from floodguard.kernel import KernelError, firewall
+    from floodguard.kernel import firewall
 
-    cfg = load_config(config_path)
-    try:
-        firewall.require_root()
-        report = firewall.remove(cfg, backend)
-    except (KernelError, OSError) as exc:
-        fail(_one_line(exc))
+    cfg = configmod.load(config_path)
+    firewall.require_root()
+    report = firewall.remove(cfg, backend)
     parts = []
     if report.tables:
         parts.append(f"removed rules from {', '.join(report.tables)} "
@@ -182,17 +263,17 @@ def remove_cmd(config_path: str | None, backend: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @backend_option
 def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
-    """Show floodguard's rules with packet/byte counters and the ipset sizes."""
+    """Show floodguard's rules with packet/byte counters and the ipset sizes.
+
+    Exit 1 when the rules are not installed.
+    """
     import json
 
-    from floodguard.kernel import KernelError, firewall
+    from floodguard.kernel import firewall
 
-    cfg = load_config(config_path)
-    try:
-        firewall.require_root()
-        data = firewall.status(cfg, backend)
-    except (KernelError, OSError) as exc:
-        fail(_one_line(exc))
+    cfg = configmod.load(config_path)
+    firewall.require_root()
+    data = firewall.status(cfg, backend)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -213,7 +294,7 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
             click.echo(f"  {row['name']:<22} {row['entries']:>9} / {row['maxelem']:<9} "
                        f"{row['type']}")
     if not data["installed"]:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)  # a result: the rules are not installed
 
 
 # ---------------------------------------------------------------- guard: run / blacklist
@@ -227,27 +308,21 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
 def run_cmd(config_path: str | None, monitor: bool) -> None:
     """Run the guard: consume the NFQUEUE(s), enforce the policy, push bans into the kernel."""
     from floodguard import daemon
-    from floodguard.kernel import KernelError, firewall
-    from floodguard.store import Store, StoreError
+    from floodguard.kernel import firewall
+    from floodguard.store import Store
 
-    cfg = load_config(config_path)
-    try:
-        firewall.require_root()
-        Store(cfg.state.path).close()
-    except (KernelError, StoreError, OSError) as exc:
-        fail(_one_line(exc))
+    cfg = configmod.load(config_path)
+    firewall.require_root()
+    Store(cfg.state.path).close()
     sys.exit(daemon.supervise(cfg, force_monitor=monitor))
 
 
 def _ban_book(cfg: configmod.Config, need_kernel: bool) -> BanBook:
     from floodguard.kernel import KernelError, firewall
-    from floodguard.store import Store, StoreError
+    from floodguard.store import Store
 
     sets = None
-    try:
-        store = Store(cfg.state.path)
-    except StoreError as exc:
-        fail(_one_line(exc))
+    store = Store(cfg.state.path)
     try:
         firewall.require_root()
         from floodguard.kernel.ipset import SetManager
@@ -258,7 +333,7 @@ def _ban_book(cfg: configmod.Config, need_kernel: bool) -> BanBook:
             sets.ensure()
     except (KernelError, OSError) as exc:
         if need_kernel:
-            fail(_one_line(exc))
+            raise
         click.echo(f"floodguard: warning: kernel sets not read: {_one_line(exc)}", err=True)
     return BanBook(cfg, store, sets)
 
@@ -276,7 +351,7 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
     import json
     import time
 
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     book = _ban_book(cfg, need_kernel=False)
     now = time.time()
     views = book.list()
@@ -301,16 +376,13 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
 @click.option("--ttl", type=int, default=None, help="seconds (default: blacklist.ban_time)")
 @click.option("--reason", default="manual", show_default=True)
 def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str) -> None:
-    """Ban IP by hand (kernel set at once; a running guard follows)."""
-    from floodguard.bans import BanError
-    from floodguard.kernel import KernelError
+    """Ban IP by hand (kernel set at once; a running guard follows).
 
-    cfg = load_config(config_path)
+    Exit 4 when IP may not be banned (allow-listed, reserved) or --ttl is bad.
+    """
+    cfg = configmod.load(config_path)
     book = _ban_book(cfg, need_kernel=True)
-    try:
-        row = book.add(ip, ttl or cfg.blacklist.ban_time, reason)
-    except (BanError, KernelError) as exc:
-        fail(_one_line(exc), 2 if isinstance(exc, BanError) else 1)
+    row = book.add(ip, ttl or cfg.blacklist.ban_time, reason)
     click.echo(f"banned {row.ip} for {int(row.until - row.created)} s ({row.reason})")
 
 
@@ -319,15 +391,9 @@ def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str
 @ip_argument
 def blacklist_remove(config_path: str | None, ip: str) -> None:
     """Lift a ban or suspension on IP."""
-    from floodguard.bans import BanError
-    from floodguard.kernel import KernelError
-
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     book = _ban_book(cfg, need_kernel=True)
-    try:
-        found = book.remove(ip)
-    except (BanError, KernelError) as exc:
-        fail(_one_line(exc), 2 if isinstance(exc, BanError) else 1)
+    found = book.remove(ip)
     click.echo(f"removed {ip}" if found else f"{ip} was not banned")
 
 
@@ -336,14 +402,9 @@ def blacklist_remove(config_path: str | None, ip: str) -> None:
 @ip_argument
 def blacklist_explain(config_path: str | None, ip: str) -> None:
     """Say why IP is banned and until when."""
-    from floodguard.bans import BanError
-
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     book = _ban_book(cfg, need_kernel=False)
-    try:
-        click.echo(book.explain(ip))
-    except BanError as exc:
-        fail(_one_line(exc), 2)
+    click.echo(book.explain(ip))
 
 
 @main.command("replay")
@@ -351,17 +412,17 @@ def blacklist_explain(config_path: str | None, ip: str) -> None:
 @click.argument("pcap", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
-    """Run the policy over a capture offline: what would have been banned, when, and why."""
+    """Run the policy over a capture offline: what would have been banned, when, and why.
+
+    Exit 4 when PCAP cannot be read or is not a pcap file.
+    """
     import json
     import time
 
-    from floodguard.replay import PcapError, replay
+    from floodguard.replay import replay
 
-    cfg = load_config(config_path)
-    try:
-        report = replay(cfg, pcap)
-    except PcapError as exc:
-        fail(_one_line(exc), 2)
+    cfg = configmod.load(config_path)
+    report = replay(cfg, pcap)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -386,27 +447,32 @@ def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
 @click.option("--interval", type=float, default=1.0, show_default=True,
               help="seconds between samples for the rates")
 def status_cmd(config_path: str | None, as_json: bool, watch: bool, interval: float) -> None:
-    """One screen: packets/s per layer, bans, top offenders, registrations, health."""
+    """One screen: packets/s per layer, bans, top offenders, registrations, health.
+
+    Exit 1 when the health section lists a problem (or the state cannot be read).
+    """
     import json
     import time
 
     from floodguard import status
     from floodguard.status_view import render
 
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     try:
         before = status.collect(cfg)
         time.sleep(max(0.1, interval))
         after = status.collect(cfg)
-    except Exception as exc:  # noqa: BLE001 — a one-line error, never a traceback
+    except Exception as exc:  # a one-line error, never a traceback
+        if error_code(exc) is not None:
+            raise  # its own exit code
         fail(_one_line(exc))
     if as_json:
         after["rates"] = status.rates(before, after)
         click.echo(json.dumps(after, indent=2, default=str))
-        sys.exit(1 if after["health"] else 0)
+        sys.exit(ExitCode.FAILURE if after["health"] else ExitCode.OK)
     if not watch:
         render(after, status.rates(before, after))
-        sys.exit(1 if after["health"] else 0)
+        sys.exit(ExitCode.FAILURE if after["health"] else ExitCode.OK)
     from rich.live import Live
 
     from floodguard.status_view import build
@@ -454,25 +520,20 @@ def _age(seconds: float | None) -> str:
 def fleet_status(config_path: str | None, as_json: bool) -> None:
     """Nodes seen, their last heartbeat, and bans in Redis vs in this node's set.
 
-    Exit 1 when Redis cannot be reached or this node's link is down, 2 without [fleet].
+    Exit 1 when Redis cannot be reached or this node's link is down, 3 without [fleet].
     """
     import json
 
     from floodguard.fleet import FleetError, report
-    from floodguard.store import Store, StoreError
+    from floodguard.store import Store
 
-    cfg = load_config(config_path)
+    cfg = configmod.load(config_path)
     if not cfg.fleet.redis_url:
-        fail("no fleet configured ([fleet] redis_url is empty)", 2)
-    try:
-        store = Store(cfg.state.path)
-    except StoreError as exc:
-        fail(_one_line(exc))
+        raise FleetError("no fleet configured ([fleet] redis_url is empty)")
+    store = Store(cfg.state.path)
     sets = _fleet_sets(cfg)
     try:
         data = report(cfg, store, sets)
-    except FleetError as exc:
-        fail(_one_line(exc), 2)
     finally:
         store.close()
         if sets is not None:
@@ -481,7 +542,7 @@ def fleet_status(config_path: str | None, as_json: bool) -> None:
     ok = data["redis"]["ok"] and bool(link and link.get("running") and link.get("up"))
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
-        sys.exit(0 if ok else 1)
+        sys.exit(ExitCode.OK if ok else ExitCode.FAILURE)
     click.echo(f"fleet {data['channel']} at {data['url']}, this node: {data['node']}")
     if link is None:
         click.echo("link: no guard with this config has run the fleet link yet")
@@ -499,7 +560,7 @@ def fleet_status(config_path: str | None, as_json: bool) -> None:
     redis = data["redis"]
     if not redis["ok"]:
         click.echo(f"redis: UNREACHABLE: {redis['error']}")
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)
     click.echo(f"\n{'node':<24} {'heartbeat':>14} {'bans in set':>12}  state")
     for node in data["nodes"]:
         state = "stopped" if node["stopped"] else ("alive" if node["alive"] else "SILENT")
@@ -519,19 +580,7 @@ def fleet_status(config_path: str | None, as_json: bool) -> None:
                + (f" (e.g. {', '.join(compare['allow_listed_sample'])})"
                   if compare["allow_listed_sample"] else ""))
     click.echo(f"bans only here (not in Redis): {compare['only_here']}")
-    sys.exit(0 if ok else 1)
-
-
-def _add_subsystem_commands() -> None:
-    from floodguard.lab.command import lab_command
-    from floodguard.registrar.commands import endpoints_command, registrar_command
-
-    main.add_command(registrar_command)
-    main.add_command(endpoints_command)
-    main.add_command(lab_command)
-
-
-_add_subsystem_commands()
+    sys.exit(ExitCode.OK if ok else ExitCode.FAILURE)
 
 
 if __name__ == "__main__":

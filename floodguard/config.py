@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from floodguard.errors import ConfigurationError
+
 DEFAULT_PATH = "/etc/floodguard/floodguard.toml"
 ENV_VAR = "FLOODGUARD_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """One or more configuration errors; ``errors`` holds one message per problem."""
 
     def __init__(self, errors: list[str]) -> None:
@@ -29,7 +31,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.errors))
 
 
-class _Invalid(Exception):
+class _Invalid(ConfigurationError):
     """Raised by a field checker: the message says what the value must be."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from floodguard.config import Config, SipConfig
+from floodguard.errors import RefusedError
 from floodguard.events import EventLog
 from floodguard.guard import HOOK_LOCAL_IN, HOOK_LOCAL_OUT, Guard
 from floodguard.packet import parse_packet
@@ -35,7 +36,7 @@ LINK_SLL2 = 276
 _ETHERTYPES_IP = (0x0800, 0x86DD)
 
 
-class PcapError(Exception):
+class PcapError(RefusedError):
     """The file is not a pcap this reader understands; the message says why."""
 
 

@@ -15,13 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from floodguard.config import Config
+from floodguard.errors import ConfigurationError
 
 CONNECT_TIMEOUT = 1.0
 SOCKET_TIMEOUT = 3.0
 
 
-class FleetError(Exception):
-    """The fleet cannot be reached or is not configured; the message is one line."""
+class FleetError(ConfigurationError):
+    """The fleet is not configured or its Redis URL cannot be used (a configuration error,
+    exit 3); the message is one line. An unreachable Redis raises redis-py's or socket errors."""
 
 
 def node_name(cfg: Config) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from floodguard import addr
+from floodguard.errors import FloodguardError
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
 from floodguard.policy.escalation import KIND_BLACKLIST, KIND_MANUAL, KIND_SUSPEND
 
@@ -158,7 +159,7 @@ def supersedes(new: dict[str, Any], cur: dict[str, Any]) -> bool:
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
 
 
-class BadEntry(ValueError):
+class BadEntry(FloodguardError, ValueError):
     """A fleet entry that cannot be applied; the message says which field and why."""
 
 

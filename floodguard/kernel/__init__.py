@@ -12,13 +12,15 @@ Importing this package imports no kernel library; the submodules do that lazily.
 
 from __future__ import annotations
 
+from floodguard.errors import FloodguardError, PermissionDenied
 
-class KernelError(Exception):
+
+class KernelError(FloodguardError):
     """A kernel operation failed; the message is one line, fit for the CLI."""
 
 
-class NotRootError(KernelError):
-    """The operation needs root (CAP_NET_ADMIN)."""
+class NotRootError(KernelError, PermissionDenied):
+    """The operation needs root (CAP_NET_ADMIN); exits 5 like every `PermissionDenied`."""
 
 
 class SetFullError(KernelError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
+from floodguard.errors import FloodguardError
 from floodguard.kernel import _nfq
 
 # True accepts, False drops, bytes accepts the packet with that new content
@@ -37,7 +38,7 @@ SOCKET_BUFFER = 8 * 1024 * 1024
 MAX_PER_POLL = 4096
 
 
-class QueueError(Exception):
+class QueueError(FloodguardError):
     """The queue cannot be bound (not root, no kernel support, already bound)."""
 
 

@@ -1,8 +1,9 @@
-"""``floodguard lab``: the attack lab as a click command (the lead wires it into cli.py).
+"""``floodguard lab``: the attack lab as a click command (the main CLI loads it when used).
 
 Runs every chosen scenario protected and unprotected (by default both, side by side), prints
 the table (or ``--json``), optionally writes an HTML report, and exits 1 when an acceptance check
-failed, 2 on a usage error, 130 when interrupted. Until it is wired in:
+failed, 2 on a usage error, 130 when interrupted; an error before any result ends it like every
+floodguard command (one line, the code of `floodguard.errors`: 1, 5 for a permission). Also:
 ``sudo .venv/bin/python -m floodguard.lab.command --scenario all --duration 5``.
 """
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from floodguard.cli import FloodguardCommand
+from floodguard.errors import ExitCode
 from floodguard.lab.procs import LabError
 from floodguard.lab.runner import Lab
 from floodguard.lab.scenarios import NAMES as SCENARIOS
@@ -51,7 +54,7 @@ def _scenarios(values: tuple[str, ...]) -> list[str]:
     return chosen or list(SCENARIOS)
 
 
-@click.command("lab")
+@click.command("lab", cls=FloodguardCommand)
 @click.option("--scenario", "scenario_args", multiple=True, default=("all",), show_default=True,
               help=f"scenario(s) to run, comma-separated or repeated: {', '.join(SCENARIOS)}, "
                    "all")
@@ -119,16 +122,16 @@ def lab_command(scenario_args: tuple[str, ...], duration: float, only_unprotecte
         interrupted = True
         progress("interrupted; everything the lab created has been removed")
     except (LabError, TopologyError, OSError) as exc:
-        progress(f"error: {' '.join(str(exc).split())}")
         if not results:
-            sys.exit(1)
+            raise  # nothing to show: the error and its exit code, as for every command
+        progress(f"error: {' '.join(str(exc).split())}")
     _output(results, as_json=as_json, report_dir=report_dir)
     if interrupted:
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     from floodguard.lab.stats import checks
 
     if any(not c.passed for c in checks(results)):
-        sys.exit(1)
+        sys.exit(ExitCode.FAILURE)  # a result: an acceptance check failed
 
 
 def _output(results: list[dict], *, as_json: bool, report_dir: Path | None) -> None:

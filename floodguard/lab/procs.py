@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from floodguard.errors import FloodguardError
 from floodguard.lab.topology import Process
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class LabError(RuntimeError):
+class LabError(FloodguardError, RuntimeError):
     """A lab run could not be carried out (a component did not start, a tool is missing)."""
 
 

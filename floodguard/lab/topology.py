@@ -34,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from floodguard.errors import FloodguardError
+
 PREFIX = "fglab"
 REGISTRAR_IP = "10.200.0.1"
 PHONE_BASE = ipaddress.IPv4Address("10.201.0.10")
@@ -50,7 +52,7 @@ ENV_MARK = "FLOODGUARD_LAB"
 MAX_ATTACKERS = 60000
 
 
-class TopologyError(RuntimeError):
+class TopologyError(FloodguardError, RuntimeError):
     """A command building or using the lab network failed."""
 
 

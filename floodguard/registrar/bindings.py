@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from floodguard.errors import FloodguardError
 from floodguard.store import open_recovering
 
 SCHEMA = """
@@ -55,7 +56,7 @@ FLUSH_BUSY_MS = 50
 CLOSE_BUSY_MS = 10000
 
 
-class BindingStoreError(Exception):
+class BindingStoreError(FloodguardError):
     """The state database cannot be opened or written."""
 
 

@@ -15,6 +15,8 @@ import re
 from itertools import islice, product
 from typing import NamedTuple
 
+from floodguard.errors import FloodguardError
+
 __all__ = [
     "COMPACT_FORMS",
     "MAX_CONTENT_LENGTH",
@@ -91,7 +93,7 @@ _AUTH_ITEM = re.compile(
 _AUTH_ITEM_PLAIN = re.compile(r'([^ \t=,"]+)[ \t]*(?:(=)[ \t]*(?:"([^"]*)"?|([^ \t,"]*)))?')
 
 
-class SipParseError(ValueError):
+class SipParseError(FloodguardError, ValueError):
     """Raised for any malformed SIP input; `reason` is a short machine-readable code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

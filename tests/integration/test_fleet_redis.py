@@ -342,7 +342,7 @@ def test_fleet_status_without_fleet_or_redis(tmp_path):
     config = tmp_path / "f.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n')
     result = CliRunner().invoke(main, ["fleet", "status", "-c", str(config)])
-    assert result.exit_code == 2 and "no fleet configured" in result.output
+    assert result.exit_code == 3 and "no fleet configured" in result.output
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[fleet]\n'
                       f'redis_url = "redis://:pw@127.0.0.1:{free_port()}/0"\n')
     result = CliRunner().invoke(main, ["fleet", "status", "-c", str(config)])

@@ -50,7 +50,7 @@ def test_blacklist_commands_without_and_with_a_running_guard(glab: GuardLab) -> 
     assert "seen in logs" in fg(glab, "blacklist", "explain", ATTACKER)
     refused = glab.server.floodguard("blacklist", "add", SPARE, "-c", str(glab.config_path),
                                      check=False)
-    assert refused.returncode == 2 and "allow list" in refused.stderr
+    assert refused.returncode == 4 and "allow list" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert "removed" in fg(glab, "blacklist", "remove", ATTACKER)
     assert ATTACKER not in glab.ban_set()

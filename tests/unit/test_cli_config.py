@@ -30,11 +30,11 @@ def test_check_valid_file(tmp_path):
     assert "OK" in result.output
 
 
-def test_check_invalid_file_exits_2_with_every_message(tmp_path):
+def test_check_invalid_file_exits_3_with_every_message(tmp_path):
     f = tmp_path / "fg.toml"
     f.write_text('[suspension]\nregister_retry = "six"\n[limits]\nsip_burst = 0\n')
     result = run("config", "check", "-c", str(f))
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert 'suspension.register_retry: must be an integer >= 1, got "six"' in result.output
     assert "limits.sip_burst: must be an integer >= 1, got 0" in result.output
     assert "Traceback" not in result.output

@@ -314,7 +314,7 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(rules.RULES_ENV, str(tmp_path))
     result = CliRunner().invoke(cli.main, ["apply", "--dry-run"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
@@ -322,6 +322,6 @@ def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_cli_needs_root(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     result = CliRunner().invoke(cli.main, command)
-    assert result.exit_code == 1
+    assert result.exit_code == 5
     assert result.output.strip() == (
         "floodguard: must be run as root (the firewall and ipsets need CAP_NET_ADMIN)")

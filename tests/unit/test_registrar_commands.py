@@ -18,7 +18,7 @@ def write_config(tmp_path, registrar: str = "") -> str:
     return str(path)
 
 
-def test_settings_take_extra_registrar_keys_and_resolve_relative_paths(tmp_path):
+def test_settings_take_registrar_keys_and_resolve_relative_paths(tmp_path):
     path = write_config(tmp_path, 'accounts = "accounts.toml"\ntls_cert = "c.pem"\n'
                                   'tls_key = "/etc/k.pem"\nnonce_lifetime = 90\n'
                                   'tls_listen = ["[::]:5061"]\ntime_to_live = 30\n')
@@ -33,7 +33,7 @@ def test_every_settings_error_is_reported_at_once(tmp_path):
     path = write_config(tmp_path, 'nonce_lifetime = "long"\ntls_listen = ["nope"]\n'
                                   'expire = 0\nbogus = 1\n')
     result = CliRunner().invoke(registrar_command, ["-c", path])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     for key in ("registrar.nonce_lifetime", "registrar.tls_listen", "registrar.expire",
                 "registrar.bogus"):
         assert key in result.output
@@ -47,14 +47,14 @@ def test_connection_limits_are_read_and_validated(tmp_path):
     assert (defaults.max_connections_per_source, defaults.tcp_write_timeout) == (32, 10.0)
     path = write_config(tmp_path, 'max_connections_per_source = 0\ntcp_write_timeout = "x"\n')
     result = CliRunner().invoke(registrar_command, ["-c", path])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "registrar.max_connections_per_source" in result.output
     assert "registrar.tcp_write_timeout" in result.output
 
 
 def test_missing_explicit_config_file_fails(tmp_path):
     result = CliRunner().invoke(endpoints_command, ["-c", str(tmp_path / "none.toml")])
-    assert result.exit_code == 2 and "no such file" in result.output
+    assert result.exit_code == 3 and "no such file" in result.output
 
 
 def test_endpoints_without_a_database(tmp_path):

@@ -68,9 +68,9 @@ def test_cli_json_and_bad_files(tmp_path):
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"not a capture at all")
     bad = CliRunner().invoke(main, ["replay", str(junk)])
-    assert bad.exit_code == 2 and "not a pcap file" in bad.output
+    assert bad.exit_code == 4 and "not a pcap file" in bad.output
     missing = CliRunner().invoke(main, ["replay", str(tmp_path / "none.pcap")])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 4
 
 
 def test_truncated_capture_stops_cleanly(tmp_path):
