@@ -15,6 +15,7 @@ from typing import Any
 from floodguard import addr
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget
+from floodguard.errors import RefusedError
 from floodguard.events import EventLog
 from floodguard.store import BanRow, Store
 
@@ -25,7 +26,7 @@ _WHY = {
 }
 
 
-class BanError(Exception):
+class BanError(RefusedError):
     """An operator request that cannot be done; the message is one line."""
 
 

@@ -57,26 +57,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _pending_code(exc: BaseException) -> int | None:
-    """Errors not yet derived from FloodguardError (their modules are being edited)."""
-    from floodguard.bans import BanError
-    from floodguard.feeds import FeedError
-    from floodguard.kernel.rules import RenderError
-    from floodguard.store import StoreError
-
-    if isinstance(exc, BanError):
-        return ExitCode.REFUSED
-    if isinstance(exc, RenderError):
-        return ExitCode.CONFIG
-    if isinstance(exc, FeedError | StoreError):
-        return ExitCode.FAILURE
-    return None
-
-
 def error_code(exc: BaseException) -> int | None:
     """The exit code a command ends with for exc, None for a bug (it keeps its traceback)."""
-    code = exit_code_of(exc)
-    return code if code is not None else _pending_code(exc)
+    return exit_code_of(exc)
 
 
 def report_error(exc: BaseException, code: int) -> NoReturn:

@@ -23,6 +23,7 @@ from typing import Any
 from floodguard import addr
 from floodguard.config import Config, FeedConfig
 from floodguard.enforce import Enforcer, Forget
+from floodguard.errors import FloodguardError
 from floodguard.events import EventLog
 from floodguard.store import BanRow, Store
 
@@ -30,7 +31,7 @@ MAX_FEED_BYTES = 16 * 1024 * 1024
 FETCH_TIMEOUT = 20
 
 
-class FeedError(Exception):
+class FeedError(FloodguardError):
     """A feed could not be fetched or read; the message is one line."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from floodguard.errors import FloodguardError
 from floodguard.events import EventLog
 
 JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
@@ -161,7 +162,7 @@ class Command:
     reason: str | None
 
 
-class StoreError(Exception):
+class StoreError(FloodguardError):
     """The state database cannot be opened or written."""
 
 

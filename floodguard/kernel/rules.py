@@ -24,6 +24,7 @@ from typing import Any
 
 from floodguard import addr
 from floodguard.config import Config
+from floodguard.errors import ConfigurationError
 from floodguard.kernel.queues import queue_args, queue_slices
 from floodguard.kernel.queues import queue_for as queue_for
 from floodguard.kernel.restore_plan import TablePlan as TablePlan
@@ -56,7 +57,7 @@ _RATE_UNITS: tuple[tuple[str, int], ...] = (
 )
 
 
-class RenderError(ValueError):
+class RenderError(ConfigurationError, ValueError):
     """The templates or the config cannot be turned into a valid ruleset."""
 
 

@@ -21,11 +21,6 @@ from floodguard.config import load
 from floodguard.errors import EXIT_CODES, ExitCode, FloodguardError, exit_code_of
 from floodguard.store import Store
 
-# Classes whose modules others are editing; their base change is pending (then these XPASS).
-PENDING = {"floodguard.bans.BanError", "floodguard.feeds.FeedError",
-           "floodguard.store.StoreError", "floodguard.store.StoreCorrupt",
-           "floodguard.kernel.rules.RenderError"}
-
 
 def exception_classes() -> list[type[BaseException]]:
     """Every exception class a floodguard module defines (at module level)."""
@@ -53,10 +48,7 @@ def test_the_walk_finds_the_known_roots() -> None:
 
 
 @pytest.mark.parametrize("cls", [
-    pytest.param(cls, id=qualname(cls),
-                 marks=[pytest.mark.xfail(reason="base change pending", strict=False)]
-                 if qualname(cls) in PENDING else [])
-    for cls in CLASSES])
+    pytest.param(cls, id=qualname(cls)) for cls in CLASSES])
 def test_every_exception_class_is_a_floodguard_error(cls: type[BaseException]) -> None:
     assert issubclass(cls, FloodguardError)
     code = cls.exit_code  # type: ignore[attr-defined]
