@@ -71,6 +71,7 @@ class Settings:
     ipv6_prefix: int = 64  # limits.ipv6_prefix: an IPv6 source is its /64
     tcp_write_timeout: float = 10.0
     liveness_timeout: float = 4.0
+    workers: int = 0  # processes sharing the UDP sockets; 0: one per CPU (see workers.py)
 
     @classmethod
     def from_config(cls, cfg: Any, extras: Mapping[str, Any] | None = None) -> Settings:
@@ -157,19 +158,23 @@ class Registrar:
         )
         self.cache = ResponseCache()
         self.stats: Counter[str] = Counter()
+        # Several workers (workers.py): `router(msg, src, raw)` takes a message elsewhere
+        # (True) or lets it be handled here; `lookup` reads bindings this worker does not own.
+        self.router: Callable[[SipMessage, Source, bytes], bool] | None = None
+        self.lookup: BindingTable | Any = table
 
     def set_accounts(self, accounts: Mapping[str, Account]) -> None:
         self.auth.set_accounts(accounts)
 
     # --- entry points ------------------------------------------------------------------
 
-    def handle_datagram(self, data: bytes, src: Source) -> bytes | None:
-        """One UDP datagram in, the answer (if any) out."""
+    def handle_datagram(self, data: bytes, src: Source, *, route: bool = True) -> bytes | None:
+        """One UDP datagram in, the answer (if any) out (`route` False: never pass it on)."""
         try:
             msg = parse_message(data)
         except SipParseError as exc:
             return self.bad_input(data, src, exc.reason)
-        return self.handle_message(msg, src)
+        return self.handle_message(msg, src, data if route else None)
 
     def bad_input(self, data: bytes, src: Source, reason: str) -> bytes | None:
         """Answer for input the parser rejected: 400 with a reason, or nothing for non-SIP."""
@@ -178,8 +183,12 @@ class Registrar:
             return None
         return salvage_400(data, reason, src.ip, src.port)
 
-    def handle_message(self, msg: SipMessage, src: Source) -> bytes | None:
-        """One parsed message in, the answer (if any) out."""
+    def handle_message(self, msg: SipMessage, src: Source, raw: bytes | None = None
+                       ) -> bytes | None:
+        """One parsed message in, the answer (if any) out; `raw` (its bytes) lets the router
+        pass it to the worker that owns its state."""
+        if raw is not None and self.router is not None and self.router(msg, src, raw):
+            return None
         if not msg.is_request:
             if self.liveness is not None:
                 self.liveness.on_response(msg, self.mono(), self.wall())
@@ -289,7 +298,7 @@ class Registrar:
         if result is not AuthResult.OK:
             return self._challenge(head, src, now, result)
         status, reason, headers = calls.invite(
-            msg.request_uri, self.table, self.auth.known(_ruri_user(msg)), now)
+            msg.request_uri, self.lookup, self.auth.known(_ruri_user(msg)), now)
         self.stats[f"INVITE {status}"] += 1
         reply = response(head, status, src.ip, src.port, reason=reason, headers=headers)
         if key is not None:

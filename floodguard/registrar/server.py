@@ -89,6 +89,16 @@ def tls_addresses(settings: Settings) -> tuple[str, ...]:
     return tuple(out)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context (None without a certificate); raises for a bad one."""
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 class _ErrorLog:
     """Log unexpected exceptions without letting a flood of them fill the disk."""
 
@@ -113,6 +123,7 @@ class _UdpEndpoint:
         self.sock = sock
         self.local = local
         self.closed = False
+        self.batch = _UDP_BATCH
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.sock.fileno(), self._read_ready)
@@ -138,7 +149,7 @@ class _UdpEndpoint:
         recv = self.sock.recvfrom
         handle = self.server.core.handle_datagram
         local = self.local
-        for _ in range(_UDP_BATCH):
+        for _ in range(self.batch):
             try:
                 data, addr = recv(65535)
             except (BlockingIOError, InterruptedError):
@@ -162,9 +173,10 @@ class RegistrarServer:
         accounts: Mapping[str, Account],
         *,
         accounts_loader: Callable[[], Mapping[str, Account]] | None = None,
+        started: float | None = None,
     ) -> None:
         self.settings = settings
-        self.table = BindingTable(settings.state_path)
+        self.table = self._open_table()
         secret_hex = self.table.meta("nonce_secret")
         if secret_hex is None:
             secret_hex = os.urandom(32).hex()
@@ -172,7 +184,7 @@ class RegistrarServer:
         self.liveness = Liveness(self.table, self, settings.time_to_live,
                                  give_up=settings.liveness_timeout)
         self.core = Registrar(settings, accounts, self.table, secret=bytes.fromhex(secret_hex),
-                              liveness=self.liveness, report=self._report)
+                              started=started, liveness=self.liveness, report=self._report)
         self.accounts_loader = accounts_loader
         self.errors = _ErrorLog()
         self.db_errors = 0
@@ -193,19 +205,27 @@ class RegistrarServer:
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    def _open_table(self) -> BindingTable:
+        return BindingTable(self.settings.state_path)
+
+    def _socket(self, host: str, port: int, kind: socket.SocketKind) -> socket.socket | None:
+        """The socket to serve on (None: this process does not serve that transport)."""
+        return _bound_socket(host, port, kind)
+
     async def start(self) -> None:
         """Bind every listen address (UDP and TCP, plus TLS when configured)."""
         loop = asyncio.get_running_loop()
         try:
             for spec in self.settings.listen:
                 host, port = split_listen(spec)
-                udp_sock = _bound_socket(host, port, socket.SOCK_DGRAM)
-                udp_id = f"udp:{spec}"
-                endpoint = _UdpEndpoint(self, udp_sock, udp_id)
-                endpoint.start(loop)
-                self.udp[udp_id] = endpoint
-                self.udp_addr[udp_id] = udp_sock.getsockname()[:2]
-                self.addresses.append(udp_id)
+                udp_sock = self._socket(host, port, socket.SOCK_DGRAM)
+                if udp_sock is not None:
+                    udp_id = f"udp:{spec}"
+                    endpoint = _UdpEndpoint(self, udp_sock, udp_id)
+                    endpoint.start(loop)
+                    self.udp[udp_id] = endpoint
+                    self.udp_addr[udp_id] = udp_sock.getsockname()[:2]
+                    self.addresses.append(udp_id)
                 await self._stream_server(host, port, "tcp", None)
             context = self._tls_context()
             if context is not None:
@@ -225,18 +245,14 @@ class RegistrarServer:
             self.db_errors += 1
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        s = self.settings
-        if not (s.tls_cert and s.tls_key):
-            return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(s.tls_cert, s.tls_key)
-        return context
+        return tls_context(self.settings)
 
     async def _stream_server(
         self, host: str, port: int, name: str, context: ssl.SSLContext | None
     ) -> None:
-        sock = _bound_socket(host, port, socket.SOCK_STREAM)
+        sock = self._socket(host, port, socket.SOCK_STREAM)
+        if sock is None:
+            return
         local = f"{name}:" + (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         server = await asyncio.get_running_loop().create_server(
             lambda: StreamProtocol(self, name, local), sock=sock, ssl=context,
@@ -300,10 +316,7 @@ class RegistrarServer:
                     self.table.expire(wall)
                     self.core.auth.prune(wall)
                     self._close_idle(mono)
-                    live = self.liveness
-                    self.table.set_meta("liveness", json.dumps(
-                        {"sent": live.sent, "answers": live.answers, "timeouts": live.timeouts,
-                         "saved": wall}))
+                    self._save_liveness(wall)
                 self.table.flush()
             except sqlite3.Error as exc:
                 self.db_errors += 1
@@ -312,6 +325,13 @@ class RegistrarServer:
                               self.db_errors, exc)
             except Exception:
                 self.errors("unexpected error in housekeeping")
+
+    def _save_liveness(self, wall: float) -> None:
+        """The liveness counters for `floodguard status` (reg_meta "liveness")."""
+        live = self.liveness
+        self.table.set_meta("liveness", json.dumps(
+            {"sent": live.sent, "answers": live.answers, "timeouts": live.timeouts,
+             "saved": wall}))
 
     def _close_idle(self, now: float) -> None:
         idle = self.settings.tcp_idle_timeout
@@ -416,12 +436,19 @@ def load_accounts(path: str) -> dict[str, Account]:
     return accountsmod.load(path)
 
 
-async def serve(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None
-                ) -> None:
-    """Run the registrar until SIGTERM or SIGINT."""
+async def serve(
+    settings: Settings,
+    *,
+    ready: Callable[[RegistrarServer], None] | None = None,
+    make: Callable[[Mapping[str, Account]], RegistrarServer] | None = None,
+) -> None:
+    """Run the registrar until SIGTERM or SIGINT (`make` builds the server from the accounts)."""
     accounts = load_accounts(settings.accounts)
-    server = RegistrarServer(settings, accounts,
-                             accounts_loader=lambda: load_accounts(settings.accounts))
+    if make is None:
+        server = RegistrarServer(settings, accounts,
+                                 accounts_loader=lambda: load_accounts(settings.accounts))
+    else:
+        server = make(accounts)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -439,5 +466,11 @@ async def serve(settings: Settings, *, ready: Callable[[RegistrarServer], None] 
 
 
 def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:
-    """Blocking entry point (the stock asyncio loop: uvloop measured no clear gain here)."""
+    """Blocking entry point (the stock asyncio loop: uvloop measured no clear gain here); with
+    `workers` above 1, forks that many processes (floodguard.registrar.workers)."""
+    from floodguard.registrar import workers
+
+    if workers.count(settings) > 1:
+        workers.run(settings, ready=ready)
+        return
     asyncio.run(serve(settings, ready=ready))

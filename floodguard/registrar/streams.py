@@ -196,8 +196,8 @@ class StreamProtocol(asyncio.Protocol):
                     self.write(reply)
                 self.close()  # the framing is lost: nothing after this can be trusted
                 return b""
-            buffer = buffer[msg.length :]
-            reply = core.handle_message(msg, src)
+            raw, buffer = buffer[: msg.length], buffer[msg.length :]
+            reply = core.handle_message(msg, src, raw)
             if reply is not None and not self.write(reply):
                 return b""
         return buffer

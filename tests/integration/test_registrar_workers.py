@@ -1,0 +1,107 @@
+"""The registrar forked into two workers (floodguard.registrar.workers.run) on loopback.
+
+Every account registers from several sockets (whichever worker reads a datagram answers it or
+passes it to the owner), the bindings of both workers reach the state database, SIGHUP and
+SIGTERM reach every worker, and a worker that dies takes the others down (exit status 1).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from floodguard.registrar.bindings import read_endpoints
+from floodguard.registrar.uac import Uac
+from floodguard.sip.message import parse_message
+from tests.unit.registrar_kit import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+USERS = [str(u) for u in range(1001, 1011)]
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.fixture
+def registrar(tmp_path):
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text("".join(f'[[account]]\nuser = "{u}"\npassword = "secret{u}"\n'
+                                for u in USERS))
+    port = free_port("127.0.0.1")
+    state = tmp_path / "state.db"
+    code = (
+        "from floodguard.registrar.core import Settings\n"
+        "from floodguard.registrar import server\n"
+        f"server.run(Settings(listen=('127.0.0.1:{port}',), accounts={str(accounts)!r}, "
+        f"state_path={str(state)!r}, workers=2))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while len(children(proc.pid)) < 2 or not answers(port):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    yield proc, port, state
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def answers(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.3)
+        uac = Uac("1001", "x", f"127.0.0.1:{port}", "127.0.0.1:5999")
+        try:
+            sock.sendto(uac.options(), ("127.0.0.1", port))
+            return parse_message(sock.recv(65535)).status == 200
+        except OSError:
+            return False
+
+
+def register_all(port: int, rounds: int = 3) -> int:
+    ok = 0
+    for _ in range(rounds):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.bind(("127.0.0.1", 0))
+            local = f"127.0.0.1:{sock.getsockname()[1]}"
+            for user in USERS:
+                uac = Uac(user, f"secret{user}", f"127.0.0.1:{port}", local)
+                sock.sendto(uac.register(), ("127.0.0.1", port))
+                challenge = sock.recv(65535)
+                assert parse_message(challenge).status == 401
+                sock.sendto(uac.register(authorization=uac.authorize(challenge)),
+                            ("127.0.0.1", port))
+                reply = parse_message(sock.recv(65535))
+                assert reply.status == 200, reply
+                assert uac.contact in [c.uri for c in reply.contacts]
+                ok += 1
+    return ok
+
+
+def test_two_workers_register_everyone_and_stop_cleanly(registrar):
+    proc, port, state = registrar
+    assert len(children(proc.pid)) == 2
+    assert register_all(port) == 3 * len(USERS)
+    proc.send_signal(signal.SIGHUP)  # reload accounts in every worker
+    time.sleep(0.3)
+    assert register_all(port, rounds=1) == len(USERS)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    rows = read_endpoints(state)
+    # 4 sockets per user: every binding of both workers was written before they exited
+    assert sorted({row.aor.split("@")[0] for row in rows}) == USERS
+    assert len(rows) == 4 * len(USERS)
+
+
+def test_a_dead_worker_stops_the_registrar(registrar):
+    proc, _, _ = registrar
+    victim = children(proc.pid)[1]
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(15) == 1
