@@ -20,7 +20,8 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-
 COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (
-        "baseline", "buckets", "escalation", "engine", "lru", "netset", "nonces", "suspension")),
+        "admission", "baseline", "buckets", "escalation", "engine", "lru", "netset", "nonces",
+        "suspension")),
 ]
 
 compiled = mypycify(COMPILED, opt_level="3", debug_level="0")

@@ -186,6 +186,27 @@ def _saved_entries(cfg: configmod.Config) -> list[tuple[str, str, float]]:
     return entries
 
 
+def _admitted(cfg: configmod.Config) -> configmod.Config:
+    """``cfg`` with the unknown-source budget the admission controller reached (recorded in the
+    state store), or its start rate; static admission: ``cfg`` itself."""
+    import sqlite3
+    from pathlib import Path
+
+    from floodguard import admission_control
+    from floodguard.store import Store, StoreError
+
+    if Path(cfg.state.path).is_file():
+        try:
+            store = Store(cfg.state.path)
+            try:
+                return admission_control.applied_config(store, cfg)
+            finally:
+                store.close()
+        except (StoreError, sqlite3.Error, OSError):
+            pass  # a damaged or unreadable state file: the start rate, as on a fresh host
+    return admission_control.effective(cfg, admission_control.start_rate(cfg))
+
+
 @main.command("apply")
 @config_option
 @click.option("--dry-run", is_flag=True,
@@ -195,7 +216,7 @@ def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
     """Install or update the kernel rules and ipsets (atomic, idempotent, IPv4 and IPv6)."""
     from floodguard.kernel import rules
 
-    cfg = configmod.load(config_path)
+    cfg = _admitted(configmod.load(config_path))
     ruleset = rules.render(cfg)
     if dry_run:
         click.echo(rules.dry_run_text(ruleset, cfg.source), nl=False)

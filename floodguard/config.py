@@ -224,6 +224,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """Admission of unknown sources by the registrar's measured health (floodguard.policy.
+    admission): the rate adapts between ``floor`` and ``limits.queue_budget`` (the ceiling);
+    ``mode = "static"`` keeps it at ``limits.queue_budget``."""
+
+    mode: str = field(default="auto", metadata=_check(_one_of("auto", "static")))
+    floor: int = field(default=100, metadata=_check(_int_ge(1)))
+    start: int = field(default=1000, metadata=_check(_int_ge(1)))
+    # answers slower than this at the 90th percentile, or more unanswered than max_missing of
+    # the admitted requests, cut the rate
+    latency_ms: float = field(default=200.0, metadata=_check(_number_gt(0)))
+    max_missing: float = field(default=0.01, metadata=_check(_number_gt(0)))
+
+
+@dataclass(frozen=True)
 class SuspensionConfig:
     """VOS3000 endpoint suspension: consecutive proven failures -> suspended."""
 
@@ -382,6 +397,7 @@ class Config:
 
     sip: SipConfig = field(default_factory=SipConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     suspension: SuspensionConfig = field(default_factory=SuspensionConfig)
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
@@ -399,6 +415,7 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "sip": SipConfig,
     "limits": LimitsConfig,
+    "admission": AdmissionConfig,
     "suspension": SuspensionConfig,
     "blacklist": BlacklistConfig,
     "scanner": ScannerConfig,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from floodguard import config as configmod
+from floodguard.admission_control import AdmissionKeeper
 from floodguard.config import Config, GuardConfig
 from floodguard.events import EventLog
 from floodguard.feeds import FeedScheduler
@@ -191,11 +192,12 @@ class RuleKeeper:
         self.backends = firewall.installed_backends()
         self.last = time.monotonic()
 
-    def check(self, cfg: Config) -> None:
+    def check(self, cfg: Config, *, now: bool = False) -> None:
+        """Re-apply when due, or at once with ``now`` (a new admission rate)."""
         from floodguard.kernel import KernelError, firewall
 
         self.cfg = cfg
-        if not self.backends or time.monotonic() - self.last < RULES_CHECK_EVERY:
+        if not self.backends or (not now and time.monotonic() - self.last < RULES_CHECK_EVERY):
             return
         self.last = time.monotonic()
         try:
@@ -274,6 +276,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
     keeper = RuleKeeper(cfg, events)
+    control_store = Store(cfg.state.path, events=events)
+    admission = AdmissionKeeper(cfg, events, control_store)
     feeds = _feeds(cfg, events)
     sd_notify("READY=1")
     ping_every = watchdog_interval()
@@ -287,7 +291,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
                 and all(time.monotonic() - t < WORKER_DEAD_LIMIT for t in dead_since.values())):
             sd_notify("WATCHDOG=1")
             last_ping = time.monotonic()
-        keeper.check(cfg)
+        changed = admission.check()
+        keeper.check(admission.enforced(), now=changed)
         feeds.cfg = cfg
         if fleet is not None:
             fleet.cfg = cfg
@@ -297,6 +302,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
             new = _reload(cfg, events, force_monitor)
             if new is not cfg:
                 cfg = new
+                admission.reload(cfg)
                 for proc in workers.values():
                     if proc.pid and proc.is_alive():
                         os.kill(proc.pid, signal.SIGHUP)

@@ -23,6 +23,7 @@ from floodguard.failures import FailureLog, log_path
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
+from floodguard.policy.admission import HealthMeter
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.buckets import TokenBucket
 from floodguard.policy.engine import (
@@ -138,6 +139,7 @@ class Guard:
         self.v6_prefix = cfg.limits.ipv6_prefix
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
+        self.health = HealthMeter()
         self.failures = FailureLog(log_path(store.path, name))
         self._strips = TokenBucket(STRIP_RATE, STRIP_RATE)
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
@@ -272,18 +274,27 @@ class Guard:
                 if not verdict.accept:
                     return accept
                 if proven:
-                    return rewritten if rewritten is not None else accept
-                if not unproven or self.monitor or verdict.reason == "allow":
-                    return accept  # monitor mode and trusted sources: never altered
-                return self._unproven(now, payload, src, rewritten)
+                    result: bool | bytes = rewritten if rewritten is not None else accept
+                elif not unproven or self.monitor or verdict.reason == "allow":
+                    result = accept  # monitor mode and trusted sources: never altered
+                else:
+                    result = self._unproven(now, payload, src, rewritten)
+                if result is not False:
+                    self._admitted(now, src, msg)
+                return result
             if self.engine.is_banned(now, src):
                 self.counters["drop:banned"] += 1
                 return False
             self.counters["pass:response-in"] += 1
             return True
         if not msg.is_request:
-            if msg.status == 401:
+            status = msg.status
+            if status == 401:
                 self.share.add("401", dst)
+            if status is not None and status >= 200:
+                call_id, cseq = msg.call_id, msg.cseq_num
+                if call_id is not None and cseq is not None:
+                    self.health.response(now, dst, call_id, cseq)
             verdict = self.engine.on_response(now, dst, msg)
             self.counters["pass:response-out"] += 1
             if verdict.actions:
@@ -293,6 +304,16 @@ class Guard:
             return True
         self.counters["pass:request-out"] += 1
         return True
+
+    def _admitted(self, now: float, src: str, msg: SipView) -> None:
+        """A REGISTER or OPTIONS on its way to the registrar: timed until its final answer (the
+        registrar's measured health drives the admission rate)."""
+        method = msg.method
+        if method != "REGISTER" and method != "OPTIONS":
+            return
+        call_id, cseq = msg.call_id, msg.cseq_num
+        if call_id is not None and cseq is not None:
+            self.health.request(now, src, call_id, cseq, not self.engine.is_known(now, src))
 
     def _unproven(self, now: float, payload: bytes, src: str,
                   stripped: bytes | None) -> bool | bytes:
@@ -565,6 +586,7 @@ class Guard:
             "ban_latency": {"buckets": list(BAN_LATENCY_BUCKETS), "counts": self.ban_latency,
                             "sum": self.ban_latency_sum},
             "offenders": sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS],
+            "health": self.health.totals(self.clock()),
         }, now=self.wall())
 
     def snapshot(self) -> None:

@@ -145,6 +145,12 @@ class FloodguardCollector(Collector):
             for table, n in sorted(full.items()):
                 messages.add_metric([table], n)
             yield messages
+        admission = data.get("admission")
+        if admission is not None:
+            yield GaugeMetricFamily(
+                "floodguard_admission_rate",
+                "Requests/s let in from unknown sources (adapted to the registrar's health)",
+                value=admission["rate"])
         regs = data["registrations"]
         if regs is not None:
             reg = GaugeMetricFamily("floodguard_registrations", "Current registrations",

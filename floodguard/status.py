@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from floodguard import admission_control
 from floodguard.config import Config
 from floodguard.store import CORRUPT_SNAPSHOT, Store, StoreError, quarantined
 
@@ -156,7 +157,8 @@ def _unreadable(cfg: Config, now: float, error: str) -> dict[str, Any]:
                       "ban_latency": {"buckets": [], "counts": [], "sum": 0.0},
                       "top_sources": []},
             "bans": [], "bans_by_kind": {}, "bans_by_reason": {}, "top_aors": [],
-            "registrations": None, "fleet": None, "state": _state(cfg, None, error)}
+            "registrations": None, "admission": None, "fleet": None,
+            "state": _state(cfg, None, error)}
 
 
 def _from_store(cfg: Config, store: Store, now: float) -> dict[str, Any]:
@@ -176,6 +178,7 @@ def _from_store(cfg: Config, store: Store, now: float) -> dict[str, Any]:
         "top_aors": [{"aor": a, "bans": n}
                      for a, n in sorted(by_aor.items(), key=lambda kv: -kv[1])[:10]],
         "registrations": store.registrations(now),
+        "admission": admission_control.current(store, cfg),
         "fleet": _fleet(cfg, store, now),
         "state": _state(cfg, store, None),
     }

@@ -59,6 +59,10 @@ def _health(data: dict[str, Any]) -> Panel:
     if regs is not None:
         lines.append(f"registrations: {regs['bindings']} ({regs['online']} online, "
                      f"{regs['offline']} offline)")
+    admission = data.get("admission")
+    if admission is not None:
+        lines.append(f"admission of unknown sources: {admission['rate']}/s "
+                     f"({admission.get('reason', '?')})")
     for row in data["kernel"].get("sets", []):
         lines.append(f"set {row['name']}: {row['entries']}/{row['maxelem']}")
     lines += [f"[red]PROBLEM: {p}[/red]" for p in data["health"]] or ["[green]healthy[/green]"]

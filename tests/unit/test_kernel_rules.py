@@ -65,7 +65,9 @@ def check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_golden_dry_run(name: str, tmp_path: Path) -> None:
     config_file = tmp_path / f"{name}.toml"
-    config_file.write_text(CONFIGS[name], encoding="utf-8")
+    # a state store of its own: apply renders the admission rate recorded there (none: the start)
+    config_file.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n' + CONFIGS[name],
+                           encoding="utf-8")
     result = CliRunner().invoke(cli.main, ["apply", "--dry-run", "-c", str(config_file)])
     assert result.exit_code == 0, result.output
     text = result.output.replace(str(config_file), f"<{name}.toml>")
