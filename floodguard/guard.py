@@ -142,6 +142,9 @@ class Guard:
         self.health = HealthMeter()
         self.failures = FailureLog(log_path(store.path, name))
         self._strips = TokenBucket(STRIP_RATE, STRIP_RATE)
+        # the proof key is made at the guard's first start and kept: its age is the deployment's
+        key = store.load_snapshot("secret-proof")
+        self._first_period_ends = (key[0] if key is not None else wall()) + cfg.registrar.expire
         self._shared_reported = -SHARED_NONCE_REPORT_EVERY
 
     # ------------------------------------------------------------------ per packet
@@ -317,10 +320,14 @@ class Guard:
 
     def _unproven(self, now: float, payload: bytes, src: str,
                   stripped: bytes | None) -> bool | bytes:
-        """Credentials without proof never reach the registrar: taken out (it challenges
-        afresh, which the phone of a first deployment needs once), within a budget of such
-        rewrites per second; beyond it (a flood of bogus credentials) dropped."""
-        if self._strips.take(now):
+        """Credentials without proof never reach the registrar. They answer no challenge this
+        source received: a spoofed packet or a replay, dropped. Two exceptions, within a budget
+        of such rewrites per second, get their credentials taken out instead (the registrar
+        challenges afresh): a known-good source, and any source during the first
+        registration period after the guard's first start (``registrar.expire``: a phone
+        still holding a nonce from before floodguard needs it once)."""
+        if (self.wall() < self._first_period_ends or self.engine.is_known(now, src)) \
+                and self._strips.take(now):
             if stripped is None:
                 stripped = self._prove(payload, src)[1]
             if stripped is not None:

@@ -295,6 +295,26 @@ def test_large_packets(rig):
     assert guard.handle(b"\x45" + b"\x00" * 30, HOOK_LOCAL_IN) is False  # short junk: malformed
 
 
+def test_after_the_first_registration_period_unproven_credentials_are_dropped(rig):
+    """A bogus-credential flood never reaches the registrar, not even stripped, once every
+    phone had a registration period to pick up a token; a known-good source still gets its
+    stale credentials taken out (its registrar challenges it afresh)."""
+    guard, _, _, _, clock = rig()
+    guard._first_period_ends = guard.wall() - 1  # deployed more than registrar.expire ago
+
+    def bogus(client: str, call_id: str) -> bool | bytes:
+        return guard.handle(udp(client, SERVER, 5060, 5060, register(
+            "1001", src=client, call_id=call_id, cseq=2, auth=auth_value("1001", "x", "n"))),
+            HOOK_LOCAL_IN)
+
+    assert [bogus(f"198.18.0.{i}", f"s{i}") for i in range(1, 21)] == [False] * 20
+    assert guard.counters["drop:unproven"] == 20 and guard.counters["proof:stripped"] == 0
+    clock.t += 1
+    assert attempt(guard, "192.0.2.50", "1001", "secret1001", 1, "ok", 1, final=200)
+    out = bogus("192.0.2.50", "stale")
+    assert isinstance(out, bytes) and b"Authorization" not in out
+
+
 def test_unproven_credentials_never_reach_the_registrar(rig):
     from floodguard.guard import STRIP_RATE
 
