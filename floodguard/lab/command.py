@@ -23,11 +23,11 @@ from floodguard.lab.settings import REGISTRARS, LabSettings
 from floodguard.lab.topology import TopologyError, interrupts_as_exceptions, lab_namespaces
 
 NOTES = (
-    "Lab settings: limits.queue_budget is lowered to 400 unknown requests/s (default 20,000) "
-    "so a spoofed botnet that stays under every per-source limit is cut in the kernel; the "
-    "phones register during a warm-up, so they are known-good and bypass that budget. "
-    "registrar.time_to_live is 10 s so OPTIONS liveness shows in a short run. Everything else "
-    "is floodguard's defaults.",
+    "Lab settings: the guard runs with floodguard's defaults (the budget for unknown sources "
+    "adapts to the registrar's measured health, starting at 1000/s); only the registrar's "
+    "own settings are the lab's (accounts, realm, registrar.time_to_live = 10 s so OPTIONS "
+    "liveness shows in a short run). The phones register during a warm-up, so they are "
+    "known-good; the fresh-start phones have never been seen.",
     "A registration counts as succeeded when its 200 OK arrives within the registration "
     "timeout (4 s by default) of its first REGISTER, digest challenge and RFC 3261 "
     "retransmissions included. Only registrations started during the measured window count, "
@@ -74,6 +74,9 @@ def _scenarios(values: tuple[str, ...]) -> list[str]:
               help="legitimate phones registering and refreshing in every scenario")
 @click.option("--storm-phones", type=click.IntRange(min=1, max=20000), default=500,
               show_default=True, help="phones re-registering at once in the storm scenario")
+@click.option("--fresh-phones", type=click.IntRange(min=1, max=20000), default=2000,
+              show_default=True,
+              help="never-seen phones registering at once in the fresh-start scenario")
 @click.option("--botnet-sources", type=click.IntRange(min=1, max=130000), default=25000,
               show_default=True, help="spoofed sources in the botnet scenario")
 @click.option("--botnet-rate", type=click.FloatRange(min=1.0), default=100000.0,
@@ -84,7 +87,8 @@ def _scenarios(values: tuple[str, ...]) -> list[str]:
               help="only remove namespaces left behind by a lab that was killed, then exit")
 def lab_command(scenario_args: tuple[str, ...], duration: float, only_unprotected: bool,
                 only_protected: bool, as_json: bool, report_dir: Path | None, registrar: str,
-                phones: int, storm_phones: int, botnet_sources: int, botnet_rate: float,
+                phones: int, storm_phones: int, fresh_phones: int, botnet_sources: int,
+                botnet_rate: float,
                 keep_dir: Path | None, cleanup: bool) -> None:
     """Attack lab: build private namespaces, run real attacks against real phones with and
     without floodguard, print what got through. Needs root; touches nothing outside its own
@@ -105,6 +109,7 @@ def lab_command(scenario_args: tuple[str, ...], duration: float, only_unprotecte
                                  "(raise --botnet-sources or lower --botnet-rate)",
                                  param_hint="--botnet-rate")
     settings = LabSettings(duration=duration, phones=phones, storm_phones=storm_phones,
+                           fresh_phones=fresh_phones,
                            botnet_sources=botnet_sources, botnet_rate=botnet_rate,
                            registrar=registrar, workdir=keep_dir, keep_workdir=keep_dir is not None)
     results = []

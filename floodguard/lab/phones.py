@@ -11,9 +11,15 @@ answer. Refreshes reuse the cached nonce (nonce-count + 1), as phones do.
 At start every phone registers once, spread over ``--warmup`` seconds (so the guard learns them
 as known-good); then ``{"event": "warm", ...}`` is printed. The first ``--phones`` phones then
 refresh every ``--refresh`` seconds (±30 % jitter); the last ``--storm`` phones stay quiet until
-the ``storm`` command. Commands on stdin, one per line:
+the ``storm`` command. ``--fresh N`` more phones (accounts from ``--fresh-first`` on) never
+register before the ``fresh`` command. Commands on stdin, one per line:
 
 - ``storm``: every storm phone reboots (new Call-ID, no cached nonce) and registers at once;
+- ``fresh``: every fresh phone registers at once, and each one that fails tries again (after
+  1 s when refused, at once after a timeout) until it is registered or ``--fresh-limit`` seconds
+  have passed; then ``{"event": "fresh", "phones": N, "registered": n, "completed_s": seconds
+  until the last one was registered (null: not all were), "attempts": n, "outcomes": {...}}``
+  is printed. Fresh registrations are not in the ``result``'s attempts;
 - ``stop``: stop starting registrations, let the ones in flight finish, print
   ``{"event": "result", "attempts": [[start, latency or null, outcome, phone], ...],
   "options_answered": n}`` (start in wall-clock seconds), and exit.
@@ -181,17 +187,20 @@ class Fleet:
         self.attempts: list[Attempt] = []
         self.stopping = False
         self.in_flight: set[asyncio.Task[Attempt]] = set()
+        self.fresh_phones: list[Phone] = []
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         total = self.args.phones + self.args.storm
-        for index in range(total):
-            storm = index >= self.args.phones
+        first = self.args.fresh_first if self.args.fresh_first is not None else total
+        indexes = [*range(total), *range(first, first + self.args.fresh)]
+        for n, index in enumerate(indexes):
+            steady = n < self.args.phones
             phone = Phone(index, phone_address(index), self.args.server,
-                          3600 if storm else self.args.expires, self.args.timeout)
+                          self.args.expires if steady else 3600, self.args.timeout)
             await loop.create_datagram_endpoint(lambda p=phone: p,  # type: ignore[misc]
                                                 local_addr=(phone.ip, sip.SIP_PORT))
-            self.phones.append(phone)
+            (self.phones if n < total else self.fresh_phones).append(phone)
 
     async def attempt(self, phone: Phone) -> Attempt:
         task = asyncio.ensure_future(phone.register())
@@ -232,6 +241,32 @@ class Fleet:
             phone.reboot()
         await asyncio.gather(*(self.attempt(p) for p in phones))
 
+    async def fresh(self) -> None:
+        """The fresh start: every fresh phone registers at once, retrying until registered."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        give_up = start + self.args.fresh_limit
+        outcomes: dict[str, int] = {}
+        done: list[float] = []
+
+        async def one(phone: Phone) -> None:
+            while loop.time() < give_up:
+                result = await phone.register()
+                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                if result.outcome == "ok":
+                    done.append(loop.time() - start)
+                    return
+                phone.reboot()
+                if result.outcome != "timeout":
+                    await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(one(p) for p in self.fresh_phones))
+        emit({"event": "fresh", "phones": len(self.fresh_phones), "registered": len(done),
+              "completed_s": round(max(done), 3) if len(done) == len(self.fresh_phones)
+              and done else None, "gave_up_s": self.args.fresh_limit,
+              "attempts": sum(outcomes.values()), "outcomes": outcomes,
+              "registered_at": sorted(round(t, 2) for t in done)})
+
     async def finish(self) -> None:
         self.stopping = True
         if self.in_flight:
@@ -265,6 +300,8 @@ async def amain(args: argparse.Namespace) -> None:
         command = line.decode().strip()
         if command == "storm":
             storms.append(asyncio.ensure_future(fleet.storm()))
+        elif command == "fresh":
+            storms.append(asyncio.ensure_future(fleet.fresh()))
         elif command in ("stop", ""):
             break
     await fleet.finish()
@@ -280,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server", required=True)
     ap.add_argument("--phones", type=int, default=60, help="phones that keep refreshing")
     ap.add_argument("--storm", type=int, default=0, help="extra phones for the storm command")
+    ap.add_argument("--fresh", type=int, default=0,
+                    help="phones that register only on the fresh command")
+    ap.add_argument("--fresh-first", type=int, default=None,
+                    help="index of the first fresh phone (default: after the storm phones)")
+    ap.add_argument("--fresh-limit", type=float, default=60.0,
+                    help="seconds the fresh phones keep trying")
     ap.add_argument("--refresh", type=float, default=3.0, help="seconds between refreshes")
     ap.add_argument("--expires", type=int, default=300)
     ap.add_argument("--timeout", type=float, default=4.0,
@@ -288,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds over which the first registrations are spread")
     args = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = args.phones + args.storm + 64
+    want = args.phones + args.storm + args.fresh + 64
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
     asyncio.run(amain(args))

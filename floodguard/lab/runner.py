@@ -10,7 +10,8 @@ counters. A run:
 3. starts the phones, which register once during a warm-up so the guard knows them;
 4. starts the scenario's attack generators (pinned to ``attacker_cpus``) for ``duration`` s,
    while the phones keep refreshing and a sampler reads the kernel counters every second;
-5. stops everything, removes the rules, and turns the counters into a result record.
+5. stops everything, removes the rules, and turns the counters into a result record (also
+   written to the run's directory as ``result.json``).
 
 Counters: ``attack_sent`` comes from a counting rule on the attackers' OUTPUT (so SIPVicious'
 packets count too); ``attack_dropped_kernel`` from floodguard's own DROP rules (by layer);
@@ -27,6 +28,7 @@ children's JSON lines are ``procs.py``'s.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -38,7 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from floodguard.lab import scenarios, sip, stats
+from floodguard.config import AdmissionConfig
+from floodguard.lab import baselines, scenarios, sip, stats
 from floodguard.lab.host import (
     Registrar,
     guard_usage,
@@ -49,7 +52,7 @@ from floodguard.lab.host import (
 )
 from floodguard.lab.procs import LabError, LineReader, log_events, read_attack_result
 from floodguard.lab.sampler import install_counters, remove_counters
-from floodguard.lab.settings import LabSettings, write_run_files
+from floodguard.lab.settings import LabSettings, total_phones, write_run_files
 from floodguard.lab.topology import Process, Topology, TopologyError
 
 __all__ = ["Lab", "LabError", "LabSettings", "Run"]
@@ -63,6 +66,7 @@ class Run:
     protected: bool
     directory: Path
     config: Path
+    defence: str = "floodguard"
     registrar: Registrar | None = None
     guard: Process | None = None
     phones: Process | None = None
@@ -98,7 +102,7 @@ class Lab:
             self.workdir = Path(s.workdir)
             self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
-        self.topology = Topology(phones=s.phones + s.storm_phones, attackers=s.attackers,
+        self.topology = Topology(phones=total_phones(s), attackers=s.attackers,
                                  workdir=self.workdir)
         self.progress(f"building namespaces {', '.join(self.topology.namespaces)}")
         self.topology.build()
@@ -132,6 +136,19 @@ class Lab:
         finished, so each one counted was made, retransmissions and all, under attack."""
         return self.settings.duration + self.settings.register_timeout + 1.0
 
+    def scenario_duration(self, scenario: str) -> float:
+        """The longest a scenario's attack runs: a fresh start's lasts until its phones are
+        all registered or have given up (``fresh_limit`` after they start), then as above."""
+        if not scenarios.get(scenario).fresh:
+            return self.attack_duration
+        s = self.settings
+        return max(self.attack_duration, self._fresh_at() + s.fresh_limit
+                   + s.register_timeout + 1.0)
+
+    def _fresh_at(self) -> float:
+        """Seconds into the attack at which the storm or the fresh start begins."""
+        return min(1.0, self.settings.duration / 4)
+
     @property
     def topo(self) -> Topology:
         if self.topology is None:
@@ -145,11 +162,14 @@ class Lab:
 
     # ------------------------------------------------------------------ components
 
-    def _start_phones(self, run: Run, storm: bool) -> None:
+    def _start_phones(self, run: Run, storm: bool, fresh: bool) -> None:
         s, topo = self.settings, self.topo
         argv = s.module_argv("floodguard.lab.phones", "--server", topo.registrar_ip,
                              "--phones", str(s.phones),
                              "--storm", str(s.storm_phones if storm else 0),
+                             "--fresh", str(s.fresh_phones if fresh else 0),
+                             "--fresh-first", str(s.phones + s.storm_phones),
+                             "--fresh-limit", str(s.fresh_limit),
                              "--refresh", str(s.refresh), "--timeout", str(s.register_timeout),
                              "--warmup", str(self._warmup(storm)))
         proc = topo.start("phones", topo.phones_ns, argv, log=run.directory / "phones.log",
@@ -179,35 +199,47 @@ class Lab:
 
     def _warmup(self, storm: bool) -> float:
         """Seconds over which the phones first register: unknown sources share the kernel's
-        queue budget, so at most about half of it is used (two packets per registration)."""
+        budget, which starts at ``admission.start`` (default 1000/s), so at most about half
+        of it is used (two packets per registration)."""
         s = self.settings
         phones = s.phones + (s.storm_phones if storm else 0)
-        return max(s.warmup, phones / max(1.0, s.queue_budget / 4))
+        return max(s.warmup, phones / max(1.0, AdmissionConfig().start / 4))
 
     def attack_commands(self, scenario: str, run_dir: Path) -> list[tuple[str, list[str]]]:
         """The attack processes of a scenario: (name, argv) to run in the attackers' namespace."""
         s, topo = self.settings, self.topo
         launch = scenarios.Launch(
             python=s.python, server=topo.registrar_ip, attackers=topo.attacker_ips(),
-            tool_source=topo.default_attacker_ip, duration=self.attack_duration,
+            tool_source=topo.default_attacker_ip, duration=self.scenario_duration(scenario),
             users=s.phones + s.storm_phones, botnet_sources=s.botnet_sources, settings=s,
             run_dir=run_dir, sipvicious=s.sipvicious and shutil.which("svcrack") is not None)
         return scenarios.get(scenario).commands(launch)
 
     # ------------------------------------------------------------------ one run
 
-    def run(self, scenario: str, protected: bool) -> dict[str, Any]:
-        """Run one scenario in one mode; returns its result record (see ``stats.summarise``)."""
+    def run(self, scenario: str, protected: bool = True,
+            defence: str | None = None) -> dict[str, Any]:
+        """Run one scenario in one mode; returns its result record (see ``stats.summarise``).
+
+        ``defence`` (``baselines.DEFENCES``) overrides ``protected``: ``floodguard`` is the
+        protected mode, ``none`` the unprotected one, ``guides`` and ``drop-spoofed`` are
+        baselines without floodguard (their results have ``protected`` false)."""
         scenarios.get(scenario)  # ValueError for an unknown one
+        if defence is None:
+            defence = "floodguard" if protected else "none"
+        baselines.rules(defence)  # ValueError for an unknown one
+        protected = defence == "floodguard"
         assert self.workdir is not None
         mode = "protected" if protected else "unprotected"
-        run_dir = self.workdir / f"{scenario}-{mode}"
+        label = mode if defence in ("floodguard", "none") else defence
+        run_dir = self.workdir / f"{scenario}-{label}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         os.chmod(run_dir, 0o755)
-        run = Run(scenario, protected, run_dir, write_run_files(self.settings, run_dir))
-        self.progress(f"{scenario} ({mode}, {self.settings.registrar} registrar): starting")
+        run = Run(scenario, protected, run_dir, write_run_files(self.settings, run_dir),
+                  defence=defence)
+        self.progress(f"{scenario} ({label}, {self.settings.registrar} registrar): starting")
         try:
             return self._run(run)
         finally:
@@ -219,6 +251,7 @@ class Lab:
         install_counters(topo)
         if run.protected:
             self._floodguard("apply", "-c", str(run.config))
+        baselines.install(topo, run.defence)
         run.registrar, probe = start_registrar(topo, s, run.directory, run.config)
         probes = {"registrar": probe}
         if run.protected:
@@ -228,7 +261,7 @@ class Lab:
         self._start_sampler(run)
         scenario = scenarios.get(run.scenario)
         storm = scenario.storm
-        self._start_phones(run, storm)
+        self._start_phones(run, storm, scenario.fresh)
         # the hijack's victim: its binding before the attack, then as the attack goes on
         victim = sip.phone_user(scenario.victim or 0)
         victim_before = run.registrar.contacts(victim) if scenario.victim is not None else None
@@ -247,7 +280,7 @@ class Lab:
                               log=run.directory / f"attack-{name}.log", pipe_stdout=True,
                               env=env)
             run.attacks.append((name, proc))
-        phone_result = self._attack_window(run, t0, storm, victim, victim_before)
+        phone_result = self._attack_window(run, t0, scenario, victim, victim_before)
         t_end = time.time()
         cpu = run.registrar.cpu_seconds() - cpu0
         guard_cpu = guard_usage(run.guard)[0] - guard_cpu0
@@ -273,32 +306,46 @@ class Lab:
             attacks=attack_results,
             victim_before=sorted(victim_before) if victim_before is not None else None,
             victim_seen=[sorted(v) for v in run.victim_seen],
+            fresh=phone_result.get("fresh"),
         )
         result = stats.summarise(measured)
+        result["defence"] = run.defence
         result["settings"] = {k: v for k, v in asdict(s).items()
                               if k not in ("workdir", "python", "keep_workdir")}
-        self.progress(f"{run.scenario} ({'protected' if run.protected else 'unprotected'}): "
-                      f"legit {result['legit_succeeded']}/{result['legit_attempted']}, "
+        (run.directory / "result.json").write_text(json.dumps(result, default=str),
+                                                   encoding="utf-8")
+        fresh = result.get("fresh_start") or {}
+        self.progress(f"{run.scenario} ({run.defence}): "
+                      + (f"fresh {fresh.get('registered')}/{fresh.get('phones')} in "
+                         f"{fresh.get('completed_s')} s, " if fresh else "")
+                      + f"legit {result['legit_succeeded']}/{result['legit_attempted']}, "
                       f"attack sent {result['attack_sent']}, "
                       f"reached {result['attack_reached_registrar']}")
         return result
 
-    def _attack_window(self, run: Run, t0: float, storm: bool, victim: str,
+    def _attack_window(self, run: Run, t0: float, scenario: scenarios.Scenario, victim: str,
                        victim_before: set[str] | None) -> dict[str, Any]:
-        """Let the attack run for the measured window, then until every registration started
-        in the window has finished; sample once a second. Returns the phones' result."""
+        """Let the attack run for the measured window (a fresh start: until its phones are
+        all registered or have given up), then until every registration started in the window
+        has finished; sample once a second. Returns the phones' result (a fresh start's
+        record under ``fresh``)."""
         s = self.settings
         assert run.registrar is not None and run.phone_reader is not None
         window_end = t0 + s.duration
-        deadline = t0 + self.attack_duration + 20
+        deadline = t0 + self.scenario_duration(scenario.name) + 20
         stormed = stopped = False
+        fresh: dict[str, Any] | None = None
         phone_result: dict[str, Any] | None = None
         while True:
             now = time.time()
-            if storm and not stormed and now >= t0 + min(1.0, s.duration / 4):
-                self._tell_phones(run, "storm")
+            if (scenario.storm or scenario.fresh) and not stormed and now >= t0 + self._fresh_at():
+                self._tell_phones(run, "fresh" if scenario.fresh else "storm")
                 stormed = True
-            if not stopped and now >= window_end:
+            if scenario.fresh and fresh is None and not stopped:
+                for record in run.phone_reader.drain_json():
+                    if record.get("event") == "fresh":
+                        fresh = record
+            if not stopped and now >= window_end and (fresh is not None or not scenario.fresh):
                 # Registrations started from now on would not be measured; the ones in flight
                 # finish while the attack still runs.
                 self._tell_phones(run, "stop")
@@ -308,6 +355,7 @@ class Lab:
                     if record.get("event") == "result":
                         phone_result = record
                 if phone_result is not None:
+                    phone_result["fresh"] = fresh
                     for _, proc in run.attacks:
                         if proc.alive():
                             with contextlib.suppress(ProcessLookupError):
@@ -373,6 +421,8 @@ class Lab:
         if run.protected:
             with contextlib.suppress(TopologyError, subprocess.SubprocessError):
                 self._floodguard("remove", "-c", str(run.config))
+        with contextlib.suppress(TopologyError, subprocess.SubprocessError):
+            baselines.remove(topo, run.defence)
         with contextlib.suppress(TopologyError):
             remove_counters(topo)
         topo.processes = [p for p in topo.processes if p.alive()]

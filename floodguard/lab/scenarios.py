@@ -1,8 +1,10 @@
 """The lab's scenarios in one registry: one frozen ``Scenario`` record per attack.
 
 Each record says what the attack is (``description``, shown by the table and the HTML report),
-how its attackers are started (``generators``: floodguard's own generators in ``attacks.py``;
-``tools``: SIPVicious where installed), what the phones do meanwhile (``storm``), whose binding
+how its attackers are started (``generators``: floodguard's own generators in ``attacks.py``
+and ``botnet.py``; ``tools``: SIPVicious where installed), what the phones do meanwhile
+(``storm``: registered phones reboot at once; ``fresh``: phones nobody has seen yet register at
+once, and the run lasts until all of them are registered or give up), whose binding
 is watched (``victim``), and what the report says about the attacker's gain (``detail``).
 ``runner.py``, ``attacks.py``, ``report.py`` and ``command.py`` all read ``SCENARIOS``; none of
 them keeps its own list.
@@ -69,6 +71,7 @@ class Scenario:
     generators: tuple[Generator, ...] = ()
     tools: tuple[Tool, ...] = ()
     storm: bool = False  # the storm phones re-register at once early in the attack window
+    fresh: bool = False  # phones the guard never saw register at once early in the window
     victim: int | None = None  # index of the phone whose binding is watched during the run
     detail: Detail | None = None
 
@@ -155,18 +158,38 @@ def _botnet_detail(r: Mapping[str, Any]) -> tuple[str, Any] | None:
             f"{int(bot['sources']):,} x {bot.get('per_source_rate', 0):.2f}/s")
 
 
+def _fresh_detail(r: Mapping[str, Any]) -> tuple[str, Any] | None:
+    fresh = r.get("fresh_start")
+    if not fresh:
+        return None
+    done = fresh.get("completed_s")
+    return ("fresh phones registered",
+            f"{fresh.get('registered', 0):,}/{fresh.get('phones', 0):,} "
+            + (f"all within {done:.1f} s" if done is not None
+               else f"(gave up after {fresh.get('gave_up_s', 0):.0f} s)"))
+
+
 # ---------------------------------------------------------------------------- the registry
+
+# The spoofed botnet's variants: (scenario, generator, what each packet is). Every one sends
+# from --botnet-sources spoofed addresses at --botnet-rate in all, each source under the
+# per-source limits; the process is always called "botnet".
+BOTNET_VARIANTS = (
+    ("botnet", "botnet", "REGISTERs with bogus credentials"),
+    ("botnet-noauth", "botnet-noauth", "REGISTERs without credentials"),
+    ("botnet-options", "botnet-options", "OPTIONS requests"),
+    ("botnet-junk", "botnet-junk", "random bytes that are not SIP"),
+)
 
 VICTIM = 1  # the phone whose AOR the hijacker goes after
 _SCENARIOS = (
     Scenario(
         "volume", "one source sending REGISTERs as fast as it can",
         generators=(Generator("volume", "volume", "volume_rate"),)),
-    Scenario(
-        "botnet", "REGISTERs with bogus credentials from thousands of spoofed sources, each "
-        "under the per-source limits",
-        generators=(Generator("botnet", "botnet", "botnet_rate", sources=None),),
-        detail=_botnet_detail),
+    *(Scenario(
+        name, f"{what} from thousands of spoofed sources, each under the per-source limits",
+        generators=(Generator("botnet", attack, "botnet_rate", sources=None),),
+        detail=_botnet_detail) for name, attack, what in BOTNET_VARIANTS),
     Scenario(
         "bruteforce", "challenge-response password guessing from a real address (ordinary "
         "user agent), plus SIPVicious svcrack",
@@ -191,6 +214,12 @@ _SCENARIOS = (
         victim=VICTIM, detail=_hijack_detail),
     Scenario(
         "storm", "500 phones re-registering at the same instant after an outage", storm=True),
+    Scenario(
+        "fresh-start", "2,000 phones the guard has never seen register at the same instant "
+        "(a fresh start) while the botnet (bogus credentials) runs; each retries until it "
+        "is registered",
+        generators=(Generator("botnet", "botnet", "botnet_rate", sources=None),),
+        fresh=True, detail=_fresh_detail),
 )
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType({s.name: s for s in _SCENARIOS})
 NAMES: tuple[str, ...] = tuple(SCENARIOS)

@@ -23,13 +23,14 @@ class LabSettings:
     duration: float = 10.0
     phones: int = 60
     storm_phones: int = 500
+    fresh_phones: int = 2000
+    fresh_limit: float = 60.0
     refresh: float = 3.0
     register_timeout: float = 4.0
     warmup: float = 1.0
     botnet_rate: float = 100000.0
     botnet_sources: int = 25000
     volume_rate: float = 0.0
-    queue_budget: int = 400
     registrar: str = "floodguard"
     registrar_cpus: str | None = "1"
     attacker_cpus: str | None = "0"
@@ -45,6 +46,8 @@ class LabSettings:
             raise ValueError(f"registrar must be one of {', '.join(REGISTRARS)}")
         if self.phones < 1 or self.duration <= 0:
             raise ValueError("phones must be >= 1 and duration > 0")
+        if self.storm_phones < 0 or self.fresh_phones < 0 or self.fresh_limit <= 0:
+            raise ValueError("storm_phones and fresh_phones must be >= 0, fresh_limit > 0")
         ncpu = os.cpu_count() or 1
         if ncpu < 2:  # one CPU: pinning would only put everything on it anyway
             self.registrar_cpus = self.attacker_cpus = self.phone_cpus = None
@@ -57,23 +60,22 @@ class LabSettings:
 def lab_config(settings: LabSettings, run_dir: Path, *, accounts: Path) -> str:
     """The floodguard config of one run (rules, guard and built-in registrar read it).
 
-    Lab-specific choices, each with its reason:
-    - ``limits.queue_budget``: the global budget for sources the guard does not know yet. At
-      the default (20,000/s) a spoofed botnet under every per-source limit would still be queued
-      to the guard; the lab's registrar host handles a few hundred unknown requests a second,
-      so the budget is set to that and the botnet is cut in the kernel. The phones registered
-      during the warm-up are in the known set and bypass the budget.
-    - ``registrar.time_to_live`` = 10 s so the phones see OPTIONS liveness checks within a
-      short run (the default is 60 s).
-    Everything else keeps floodguard's defaults (per-source limits 5/s burst 10 for REGISTER and
-    20/s burst 50 for all SIP, suspension after 6 proven failures for 180 s, scanner agents).
+    The guard's settings are floodguard's defaults, none overridden: per-source limits 5/s
+    burst 10 for REGISTER and 20/s burst 50 for all SIP, suspension after 6 proven failures for
+    180 s, scanner agents, and the budget for sources the guard does not know yet adapted to
+    the registrar's measured health (``[admission]`` mode auto, starting at 1000/s, between
+    ``admission.floor`` and ``limits.queue_budget`` = 20,000/s).
+
+    Lab-specific choices, none of them the guard's, each with its reason:
+    - ``sip``: the lab's registrar listens on UDP and TCP port 5060 of its service address;
+    - ``blacklist.allow`` = loopback only, so no lab address is exempt from any rule;
+    - ``registrar.*``: the lab's own accounts, realm and state file, and ``time_to_live`` =
+      10 s so the phones see OPTIONS liveness checks within a short run (the default is 60 s).
     """
     return "\n".join([
         "[sip]",
         "ports = [5060]",
         'transports = ["udp", "tcp"]',
-        "[limits]",
-        f"queue_budget = {settings.queue_budget}",
         "[blacklist]",
         'allow = ["127.0.0.0/8", "::1/128"]',
         "[registrar]",
@@ -94,9 +96,14 @@ def sip_listen() -> str:
     return f"{REGISTRAR_IP}:{sip.SIP_PORT}"
 
 
+def total_phones(settings: LabSettings) -> int:
+    """Every phone of the lab: the steady ones, the storm's and the fresh start's."""
+    return settings.phones + settings.storm_phones + settings.fresh_phones
+
+
 def lab_users(settings: LabSettings) -> list[str]:
-    """Every phone account of the lab (the steady phones and the storm phones)."""
-    return [sip.phone_user(i) for i in range(settings.phones + settings.storm_phones)]
+    """Every phone account of the lab (steady, storm and fresh-start phones)."""
+    return [sip.phone_user(i) for i in range(total_phones(settings))]
 
 
 def write_run_files(settings: LabSettings, run_dir: Path) -> Path:

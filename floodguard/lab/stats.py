@@ -41,6 +41,7 @@ class Measured:
     attacks: dict[str, Any] = field(default_factory=dict)
     victim_before: list[str] | None = None
     victim_seen: Sequence[list[str]] = ()
+    fresh: dict[str, Any] | None = None  # the fresh start's record from the phones
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -217,6 +218,7 @@ def summarise(m: Measured) -> dict[str, Any]:
         "sets": sets,
         "victim_before": m.victim_before,
         "victim_binding_changed": victim_changed,
+        "fresh_start": m.fresh,
         "attack": m.attacks,
         "timeline": timeline(m),
     }
@@ -227,6 +229,7 @@ def summarise(m: Measured) -> dict[str, Any]:
 GUARD_RSS_LIMIT_MB = 256.0
 GUARD_RSS_GROWTH_MB = 64.0
 UNPROTECTED_BOTNET_MAX_PCT = 80.0
+FRESH_START_LIMIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,14 @@ def checks(results: Sequence[dict[str, Any]]) -> list[Check]:
                 pct is not None and pct <= UNPROTECTED_BOTNET_MAX_PCT,
                 f"{r['legit_succeeded']}/{r['legit_attempted']} ({pct}%), "
                 f"{r.get('registrar_socket_drops')} datagrams dropped at its socket")
+        if scenario == "fresh-start" and protected:
+            fresh = r.get("fresh_start") or {}
+            limit = FRESH_START_LIMIT_S
+            done = fresh.get("completed_s")
+            add(f"fresh start: every new phone registered within {limit:g} s",
+                done is not None and done <= limit,
+                f"{fresh.get('registered')}/{fresh.get('phones')} registered, the last after "
+                f"{done} s")
         if scenario == "bruteforce" and protected:
             failures = r.get("ban_failures") or []
             guesser = _attack(r, "guesser")

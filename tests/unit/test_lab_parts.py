@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import struct
 
-from floodguard.lab import attacks, sampler, sip
+import pytest
+
+from floodguard.lab import attacks, botnet, sampler, sip
 from floodguard.lab.topology import botnet_addresses, phone_address
 from floodguard.sip.message import parse_message
 
@@ -16,7 +18,7 @@ def test_spoofed_datagram_has_valid_headers() -> None:
     header = packet[:20]
     assert header[0] == 0x45 and header[9] == socket.IPPROTO_UDP
     assert struct.unpack("!H", header[2:4])[0] == len(packet)
-    assert attacks._ip_checksum(header[:10] + b"\0\0" + header[12:]) == \
+    assert botnet.ip_checksum(header[:10] + b"\0\0" + header[12:]) == \
         struct.unpack("!H", header[10:12])[0]
     total = sum(struct.unpack("!10H", header))
     while total >> 16:
@@ -116,3 +118,36 @@ def test_guard_verdicts_sum_the_workers_snapshots(tmp_path) -> None:
     assert store.snapshot_names() == ["counters-0", "counters-1", "engine-0"]
     store.close()
     assert guard_verdicts(db) == {"accept": 5, "drop:ban": 1}
+
+
+@pytest.mark.parametrize("kind", sorted(botnet.PAYLOADS))
+def test_every_botnet_variant_keeps_its_length_and_is_what_it_says(kind: str) -> None:
+    packets = botnet.botnet_packets(botnet_addresses(4), "10.200.0.1", 60, kind)
+    assert len(packets) == 4
+    for head, tail in packets:
+        packet = head + b"%08x" % 7 + tail
+        assert struct.unpack("!H", packet[2:4])[0] == len(packet)
+        assert struct.unpack("!HHHH", packet[20:28])[2] == len(packet) - 20
+        if kind == "botnet-junk":
+            assert not packet[28:].startswith((b"REGISTER", b"OPTIONS", b"SIP/2.0"))
+            continue
+        msg = parse_message(packet[28:])
+        assert msg.via_branch == "z9hG4bKbot00000007"
+        if kind == "botnet-options":
+            assert msg.method == "OPTIONS"
+        else:
+            assert msg.method == "REGISTER"
+            assert (msg.authorization is not None) == (kind == "botnet")
+
+
+def test_baseline_rules() -> None:
+    from floodguard.lab import baselines
+
+    guides = baselines.rules("guides")
+    assert len(guides) == 4 and all(t == "filter" and c == "INPUT" for t, c, _ in guides)
+    assert any("friendly-scanner" in spec for _, _, spec in guides)
+    assert baselines.rules("drop-spoofed") == [
+        ("raw", "PREROUTING", ["-s", "10.210.0.0/15", "-j", "DROP"])]
+    assert baselines.rules("none") == baselines.rules("floodguard") == []
+    with pytest.raises(ValueError):
+        baselines.rules("nope")

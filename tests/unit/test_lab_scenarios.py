@@ -14,8 +14,8 @@ from floodguard.lab import attacks, command, report, scenarios, sip
 from floodguard.lab.runner import Lab, LabSettings
 from floodguard.lab.topology import Topology
 
-README_SCENARIOS = ("volume", "botnet", "bruteforce", "scanner", "contact-abuse", "hijack",
-                    "storm")
+README_SCENARIOS = ("volume", "botnet", "botnet-noauth", "botnet-options", "botnet-junk",
+                    "bruteforce", "scanner", "contact-abuse", "hijack", "storm", "fresh-start")
 
 
 def _lab() -> Lab:

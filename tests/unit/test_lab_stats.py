@@ -152,3 +152,17 @@ def test_guard_drops_come_from_the_guards_own_counters_when_published() -> None:
     assert counted["attack_dropped_guard"] == 4
     assert counted["attack_dropped_guard_by_reason"] == {"budget": 3, "malformed:bad_header": 1}
     assert counted["attack_unaccounted"] == 5
+
+
+def test_fresh_start_must_complete_within_sixty_seconds() -> None:
+    def fresh(done: float | None) -> dict:
+        return _result("fresh-start", fresh_start={"phones": 2000, "registered": 2000 if done
+                                                   else 1500, "completed_s": done})
+
+    def verdict(r: dict) -> bool:
+        return next(c.passed for c in checks([r]) if c.name.startswith("fresh start"))
+
+    assert verdict(fresh(42.0))
+    assert not verdict(fresh(61.0))
+    assert not verdict(fresh(None))
+    assert summarise(_measured(fresh={"phones": 1}))["fresh_start"] == {"phones": 1}
