@@ -24,6 +24,7 @@ MIN_SAMPLE = 20  # answered+missing below this: too few to judge, hold the rate
 GROWTH = 0.10  # share of the rate added per healthy step with demand
 CUT = 0.7  # the rate is multiplied by this when the registrar is unwell
 BUSY = 0.8  # unknown requests admitted >= this share of the rate: demand presses on it
+QUEUEING = 0.25  # share of latency_ms at the p90 that shows the registrar's queue filling
 
 
 def _bucket(ms: float) -> int:
@@ -166,7 +167,11 @@ class Admission:
         previous = int(self.rate)
         judged = health.answered + health.missing
         p90 = health.p90_ms()
-        if judged >= MIN_SAMPLE and health.missing_share() > self.max_missing:
+        # unanswered requests alone are no proof of overload: a registrar also ignores junk an
+        # attacker sends on purpose to have the rate cut. An overloaded one queues first, so it
+        # takes answers slowing down too (or none at all).
+        queueing = health.answered == 0 or (p90 is not None and p90 >= self.latency_ms * QUEUEING)
+        if judged >= MIN_SAMPLE and health.missing_share() > self.max_missing and queueing:
             self.rate = max(float(self.floor), self.rate * CUT)
             reason = f"{health.missing_share():.1%} of admitted requests unanswered"
         elif judged >= MIN_SAMPLE and p90 is not None and p90 > self.latency_ms:

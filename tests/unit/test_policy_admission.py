@@ -71,14 +71,14 @@ def test_rate_grows_only_while_healthy_and_in_demand() -> None:
 
 def test_rate_is_cut_when_answers_go_missing_or_slow_and_never_below_the_floor() -> None:
     adm = Admission(floor=50, ceiling=1000, start=400, latency_ms=200, max_missing=0.01)
-    change = adm.update(_health(unknown=400, answered=90, missing=10))
+    change = adm.update(_health(unknown=400, answered=90, missing=10, ms=60))
     assert change is not None and change.rate == int(400 * CUT)
     assert "unanswered" in change.reason
     change = adm.update(_health(unknown=400, answered=100, ms=700))
     assert change is not None and change.rate == int(400 * CUT * CUT)
     assert "p90 1000 ms" in change.reason
     for _ in range(30):
-        adm.update(_health(answered=10, missing=90))
+        adm.update(_health(answered=0, missing=90))  # nothing answered at all
     assert adm.rate == 50
     # too few answers to judge: the rate holds
     assert adm.update(_health(answered=5, missing=5)) is None
@@ -90,3 +90,11 @@ def test_restore_clamps_to_the_configured_range() -> None:
     assert adm.rate == 1000 and adm.export() == {"rate": 1000, "reason": "x"}
     adm.restore({"rate": "junk"})
     assert adm.rate == 1000
+
+
+def test_requests_the_registrar_ignores_while_answering_fast_never_cut_the_rate() -> None:
+    """An attacker who sends junk the registrar silently ignores must not get the budget cut:
+    without its answers slowing down the registrar is not overloaded."""
+    adm = Admission(floor=50, ceiling=1000, start=400, latency_ms=200, max_missing=0.01)
+    assert adm.update(_health(unknown=100, answered=100, missing=300, ms=1)) is None
+    assert adm.rate == 400
