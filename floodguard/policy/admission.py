@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ANSWER_TIMEOUT = 2.0  # seconds: an admitted request not answered by then counts as missing
-MAX_OPEN = 100_000  # transactions held open per worker; more are counted, not timed
+MAX_OPEN = 50_000  # transactions held open per worker; more are counted, not timed
+CALL_ID_KEPT = 64  # characters of a Call-ID kept in the table (an attacker's may be kilobytes)
 # latency histogram bounds in milliseconds (the last bucket is everything above)
 LATENCY_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 MIN_SAMPLE = 20  # answered+missing below this: too few to judge, hold the rate
@@ -121,11 +122,11 @@ class HealthMeter:
         if len(self.open) >= MAX_OPEN:
             self.untimed += 1
             return
-        self.open.setdefault((key, call_id, cseq), now)  # a retransmission keeps its first time
+        self.open.setdefault((key, call_id[:CALL_ID_KEPT], cseq), now)  # a retransmission keeps its first time
 
     def response(self, now: float, key: str, call_id: str, cseq: int) -> None:
         """The registrar gave ``key`` a final answer."""
-        sent = self.open.pop((key, call_id, cseq), None)
+        sent = self.open.pop((key, call_id[:CALL_ID_KEPT], cseq), None)
         if sent is None:
             return
         self.answered += 1

@@ -98,3 +98,17 @@ def test_requests_the_registrar_ignores_while_answering_fast_never_cut_the_rate(
     adm = Admission(floor=50, ceiling=1000, start=400, latency_ms=200, max_missing=0.01)
     assert adm.update(_health(unknown=100, answered=100, missing=300, ms=1)) is None
     assert adm.rate == 400
+
+
+def test_the_open_table_is_bounded_and_keeps_no_long_call_ids() -> None:
+    from floodguard.policy.admission import CALL_ID_KEPT, MAX_OPEN
+
+    meter = HealthMeter()
+    long_id = "x" * 5000
+    meter.request(0.0, "k", long_id, 1, unknown=True)
+    assert all(len(call_id) <= CALL_ID_KEPT for _, call_id, _ in meter.open)
+    meter.response(0.01, "k", long_id, 1)
+    for i in range(MAX_OPEN + 10):
+        meter.request(0.0, "k", str(i), 1, unknown=True)
+    assert len(meter.open) == MAX_OPEN
+    assert meter.totals(0.1)["untimed"] == 10
