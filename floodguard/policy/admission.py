@@ -22,7 +22,10 @@ CALL_ID_KEPT = 64  # characters of a Call-ID kept in the table (an attacker's ma
 # latency histogram bounds in milliseconds (the last bucket is everything above)
 LATENCY_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 MIN_SAMPLE = 20  # answered+missing below this: too few to judge, hold the rate
-GROWTH = 0.10  # share of the rate added per healthy step with demand
+GROWTH = 0.10  # share of the rate added per healthy step with demand, near the last cut
+# far below the rate of the last cut (or before any), a healthy step in demand doubles the rate
+# (TCP's slow start): a fresh host under attack reaches the registrar's capacity in seconds
+SLOW_START = 0.5
 CUT = 0.7  # the rate is multiplied by this when the registrar is unwell
 BUSY = 0.8  # unknown requests admitted >= this share of the rate: demand presses on it
 QUEUEING = 0.25  # share of latency_ms at the p90 that shows the registrar's queue filling
@@ -162,6 +165,7 @@ class Admission:
         self.latency_ms = latency_ms
         self.max_missing = max_missing
         self.reason = "start"
+        self.last_cut = float(ceiling)  # the rate at which the registrar last was unwell
 
     def update(self, health: Health) -> Change | None:
         """One control step over ``health``; a Change when the whole-number rate moved."""
@@ -173,13 +177,16 @@ class Admission:
         # takes answers slowing down too (or none at all).
         queueing = health.answered == 0 or (p90 is not None and p90 >= self.latency_ms * QUEUEING)
         if judged >= MIN_SAMPLE and health.missing_share() > self.max_missing and queueing:
+            self.last_cut = self.rate
             self.rate = max(float(self.floor), self.rate * CUT)
             reason = f"{health.missing_share():.1%} of admitted requests unanswered"
         elif judged >= MIN_SAMPLE and p90 is not None and p90 > self.latency_ms:
+            self.last_cut = self.rate
             self.rate = max(float(self.floor), self.rate * CUT)
             reason = f"answers slow: p90 {p90:g} ms > {self.latency_ms:g} ms"
         elif health.seconds > 0 and health.unknown >= BUSY * self.rate * health.seconds:
-            self.rate = min(float(self.ceiling), self.rate + max(1.0, self.rate * GROWTH))
+            step = self.rate if self.rate < self.last_cut * SLOW_START else self.rate * GROWTH
+            self.rate = min(float(self.ceiling), self.rate + max(1.0, step))
             reason = "healthy and in demand"
         else:
             return None

@@ -62,8 +62,13 @@ def test_health_sums_workers_deltas_and_survives_a_restart() -> None:
 def test_rate_grows_only_while_healthy_and_in_demand() -> None:
     adm = Admission(floor=50, ceiling=1000, start=100, latency_ms=200, max_missing=0.01)
     change = adm.update(_health(unknown=90, answered=100))
-    assert change is not None and change.rate == 110 and change.previous == 100
+    # far below any cut: doubled (slow start)
+    assert change is not None and change.rate == 200 and change.previous == 100
     assert adm.update(_health(unknown=10, answered=100)) is None  # no demand: hold
+    adm.update(_health(unknown=200, answered=100, ms=300))  # cut at 200: 140
+    assert adm.rate == 140
+    change = adm.update(_health(unknown=140, answered=100))
+    assert change is not None and change.rate == 154  # near the last cut: +10 %
     for _ in range(100):
         adm.update(_health(unknown=int(adm.rate), answered=100))
     assert adm.rate == 1000  # the ceiling (limits.queue_budget)
