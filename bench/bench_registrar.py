@@ -144,10 +144,20 @@ class Bench:
                         f"time_to_live = {ttl}\n[state]\npath = \"{state}\"\n")
         return path
 
-    def start_ours(self, name: str, port: int, ttl: int, state: Path) -> subprocess.Popen:
+    def start_ours(self, name: str, port: int, ttl: int, state: Path,
+                   workers: int | None = None) -> subprocess.Popen:
         config = self.write_config(name, port, ttl, state)
-        proc = self.spawn([PYTHON, "-m", "floodguard.registrar.commands", "registrar", "-c",
-                           str(config)], f"{name}.log")
+        if workers is None:
+            argv = [PYTHON, "-m", "floodguard.registrar.commands", "registrar", "-c",
+                    str(config)]
+        else:  # the config file's settings with this many worker processes
+            argv = [PYTHON, "-c",
+                    "import dataclasses, sys\n"
+                    "from floodguard.registrar import commands, server\n"
+                    "settings = commands.load_settings(sys.argv[1])\n"
+                    "server.run(dataclasses.replace(settings, workers=int(sys.argv[2])))\n",
+                    str(config), str(workers)]
+        proc = self.spawn(argv, f"{name}.log")
         self.wait_listening(port, proc)
         return proc
 
@@ -224,18 +234,25 @@ class Bench:
         header, last = lines[0].split(";"), lines[-1].split(";")
         return dict(zip(header, last, strict=False))
 
-    def throughput(self, loads: list[int], seconds: int, retries: int = 1) -> tuple[int, int]:
-        ours = self.start_ours("throughput", OURS_PORT, 3600, self.dir / "throughput.db")
-        kam = self.start_kamailio()
-        results: dict[str, list[dict]] = {"floodguard": [], "kamailio": []}
-        failures = {"floodguard": 0, "kamailio": 0}
+    def throughput(self, loads: list[int], seconds: int, retries: int = 1,
+                   workers: tuple[int, ...] = (2,)) -> tuple[int, int]:
+        """Each load against floodguard with each worker count in `workers`, then Kamailio
+        (2 children); returns floodguard's best sustained load (first worker count) and
+        Kamailio's."""
+        servers: list[tuple[str, int, subprocess.Popen]] = []
+        for i, count in enumerate(workers):
+            port = OURS_PORT + 2 * i
+            servers.append((f"floodguard x{count}", port, self.start_ours(
+                f"throughput{count}", port, 3600, self.dir / f"throughput{count}.db", count)))
+        servers.append(("kamailio", KAMAILIO_PORT, self.start_kamailio()))
+        results: dict[str, list[dict]] = {name: [] for name, _, _ in servers}
+        failures = dict.fromkeys(results, 0)
         print(f"\n== authenticated REGISTER throughput ({seconds} s per load, SIPp "
               f"{SCENARIO.relative_to(REPO)}, {len(USERS)} accounts)")
-        print(f"{'offered/s':>9}  {'server':<10} {'ok':>7} {'failed':>6} {'retrans':>7} "
+        print(f"{'offered/s':>9}  {'server':<13} {'ok':>7} {'failed':>6} {'retrans':>7} "
               f"{'achieved/s':>10} {'server CPU':>10}  verdict")
         for rate in loads:
-            for name, port, proc in (("floodguard", OURS_PORT, ours),
-                                     ("kamailio", KAMAILIO_PORT, kam)):
+            for name, port, proc in servers:
                 if failures[name] >= 2:
                     continue
                 for attempt in range(retries + 1):
@@ -243,7 +260,7 @@ class Bench:
                     verdict = "sustained" if r["sustained"] else "FAILED"
                     if attempt:
                         verdict += " (retry)"
-                    print(f"{rate:>9}  {name:<10} {r['ok']:>7} {r['failed']:>6} "
+                    print(f"{rate:>9}  {name:<13} {r['ok']:>7} {r['failed']:>6} "
                           f"{r['retrans']:>7} {r['achieved']:>10.0f} {r['cpu'] * 100:>9.0f}%  "
                           f"{verdict}")
                     time.sleep(1)
@@ -251,13 +268,15 @@ class Bench:
                         break
                 results[name].append(r)
                 failures[name] = 0 if r["sustained"] else failures[name] + 1
-        self.stop(ours)
-        self.stop(kam)
+        for _, _, proc in servers:
+            self.stop(proc)
         best = {name: max((r["rate"] for r in rows if r["sustained"]), default=0)
                 for name, rows in results.items()}
-        ratio = best["floodguard"] / best["kamailio"] if best["kamailio"] else float("nan")
-        print(f"\nsustained with zero failures: floodguard {best['floodguard']}/s, "
-              f"kamailio {best['kamailio']}/s, ratio {ratio:.2f}")
+        kam = best["kamailio"]
+        print("\nsustained with zero failures: " + ", ".join(f"{n} {b}/s" for n, b in best.items()))
+        for name, _, _ in servers[:-1]:
+            ratio = best[name] / kam if kam else float("nan")
+            print(f"ratio {name} / kamailio (2 children): {ratio:.2f}")
         # CPU per registration at the loads each sustained: less sensitive to other load on the
         # machine than the breaking point (Kamailio's figure sums all its processes).
         for name, rows in results.items():
@@ -265,7 +284,7 @@ class Bench:
             if costs:
                 print(f"CPU per registration ({name}): median {statistics.median(costs):.0f} us "
                       f"-> about {1e6 / statistics.median(costs):.0f} registrations/s per core")
-        return best["floodguard"], best["kamailio"]
+        return best[servers[0][0]], kam
 
     # --- liveness --------------------------------------------------------------------------------
 
@@ -349,6 +368,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=0, help="seconds per load")
     parser.add_argument("--retries", type=int, default=1,
                         help="repeat a failed load this many times (the host may be shared)")
+    parser.add_argument("--workers", default="2",
+                        help="comma-separated floodguard worker counts to run side by side "
+                             "(Kamailio runs 2 children), e.g. 1,2")
     parser.add_argument("--skip-liveness", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
@@ -364,7 +386,8 @@ def main() -> int:
     seconds = args.seconds or (5 if args.quick else 10)
     with tempfile.TemporaryDirectory(prefix="fg-bench-") as tmp, Bench(Path(tmp)) as bench:
         if not args.skip_throughput:
-            bench.throughput(loads, seconds, args.retries)
+            bench.throughput(loads, seconds, args.retries,
+                             tuple(int(x) for x in args.workers.split(",") if x))
         if not args.skip_liveness:
             bench.liveness(10_000, 60)
     return 0

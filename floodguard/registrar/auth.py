@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -24,6 +25,26 @@ from floodguard.sip import digest
 from floodguard.sip.message import SipMessage
 
 _HEX8 = frozenset("0123456789abcdefABCDEF")
+_MAC_LEN = 16  # digest.NonceFactory's truncated HMAC-SHA256 (checked by the tests)
+
+
+class _Nonces(digest.NonceFactory):
+    """`digest.NonceFactory` with the same MAC computed by the one-shot `hmac.digest` (no
+    Python-level HMAC object per nonce) and the packed source address remembered."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret: bytes, lifetime: float) -> None:
+        super().__init__(secret, lifetime)
+        self._keys: dict[str, bytes] = {}
+
+    def _mac(self, header: bytes, source_ip: str) -> bytes:
+        key = self._keys.get(source_ip)
+        if key is None:
+            if len(self._keys) >= 65536:
+                self._keys.clear()
+            key = self._keys[source_ip] = digest._address_key(source_ip)
+        return hmac.digest(self._secret, header + key, "sha256")[:_MAC_LEN]
 
 
 def _issued_at(nonce: str) -> float:
@@ -116,7 +137,7 @@ class Authenticator:
     ) -> None:
         self.realm = realm
         self.algorithms = tuple(algorithms)
-        self._nonces = digest.NonceFactory(secret, nonce_lifetime)
+        self._nonces: digest.NonceFactory = _Nonces(secret, nonce_lifetime)
         # Nonces issued before this process started are treated as stale: their counts were
         # lost with the old process, so accepting them could let a replay through.
         self._not_before = int(not_before * 1000) / 1000.0  # nonces carry whole milliseconds
@@ -145,6 +166,15 @@ class Authenticator:
             table[user] = keys
             challenged.extend(a for a in algs if a not in challenged)
         self._ha1, self._challenged = table, tuple(challenged)
+        # The challenge lines around the nonce, formatted once (nonces are base64url: nothing
+        # in them needs quoting, so the result equals digest.challenge_header's).
+        self._templates: dict[bool, list[list[str]]] = {
+            stale: [("WWW-Authenticate: " + digest.challenge_header(
+                self.realm, "\0", alg, stale=stale)).split('"\0"') for alg in self._challenged]
+            for stale in (False, True)
+        }
+        if any(len(parts) != 2 for lines in self._templates.values() for parts in lines):
+            self._templates = {}  # a realm holding the marker: format each challenge in full
 
     def known(self, user: str | None) -> bool:
         """Whether `user` has an account (for authenticated callers only: see the docstring)."""
@@ -165,6 +195,10 @@ class Authenticator:
         Deliberately not per user: a per-account list here would tell who exists.
         """
         nonce = self._nonces.make(source_ip, now)
+        templates = self._templates.get(stale)
+        if templates is not None:
+            quoted = f'"{nonce}"'
+            return [quoted.join(parts) for parts in templates]
         return [
             "WWW-Authenticate: " + digest.challenge_header(self.realm, nonce, alg, stale=stale)
             for alg in self._challenged

@@ -147,7 +147,7 @@ class _UdpEndpoint:
 
     def _read_ready(self) -> None:
         recv = self.sock.recvfrom
-        handle = self.server.core.handle_datagram
+        handle = self.server.udp_handler()
         local = self.local
         for _ in range(self.batch):
             try:
@@ -204,6 +204,10 @@ class RegistrarServer:
             self.liveness.track(binding.key, now)
 
     # --- lifecycle -------------------------------------------------------------------------
+
+    def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
+        """What answers one UDP datagram (a worker first passes on what another owns)."""
+        return self.core.handle_datagram
 
     def _open_table(self) -> BindingTable:
         return BindingTable(self.settings.state_path)

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -54,10 +55,19 @@ log = logging.getLogger("floodguard.registrar")
 
 _CHANNEL_BUFFER = 4 * 1024 * 1024
 _CHANNEL_BATCH = 64
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 # With a shared socket a smaller drain per wakeup leaves the rest to an idle worker.
 _SHARED_UDP_BATCH = 16
 _MAX_STREAM_NAMES = 65536
-REQUEST, RESPONSE, WRITE = b"R", b"S", b"W"
+# REQUEST: for the owner of its credentials (handled there as is); GUESS: probably for that
+# worker (a quick look at the bytes), which parses it and passes it on again if not; RESPONSE:
+# a copy of a SIP response; WRITE: bytes for worker 0 to write to a TCP/TLS connection.
+REQUEST, GUESS, RESPONSE, WRITE = b"R", b"G", b"S", b"W"
+# The username in an Authorization line, read without parsing the message (a mere guess: the
+# parsed credentials decide, see WorkerServer._route).
+_USERNAME = re.compile(rb'\nAuthorization[ \t]*:[^\r\n]*?[ \t,]username[ \t]*=[ \t]*"([^"\r\n]*)"',
+                       re.IGNORECASE)
 
 SocketKey = tuple[str, int, int]  # host, port, socket kind
 
@@ -172,8 +182,25 @@ class WorkerServer(RegistrarServer):
     def _post(self, worker: int, data: bytes) -> None:
         try:
             self.outboxes[worker].send(data)
-        except OSError:
+        except OSError as exc:
             self.lost += 1  # channel full: like a lost datagram, the peer retransmits
+            if self.lost in (1, 10, 100) or self.lost % 1000 == 0:
+                log.warning("worker %d: message for worker %d lost (%d so far): %s", self.index,
+                            worker, self.lost, exc)
+
+    def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
+        return self._udp_datagram
+
+    def _udp_datagram(self, data: bytes, src: Source) -> bytes | None:
+        """A datagram whose credentials name a user another worker owns goes there before
+        being parsed (parsing it twice is most of what passing it on would cost)."""
+        found = _USERNAME.search(data)
+        if found is not None:
+            owner = zlib.crc32(found.group(1)) % self.workers
+            if owner != self.index:
+                self._post(owner, envelope(GUESS, src, data))
+                return None
+        return self.core.handle_datagram(data, src)
 
     def _route(self, msg: SipMessage, src: Source, raw: bytes) -> bool:
         """Pass a request with credentials to the worker owning its user (True: passed on)."""
@@ -221,8 +248,8 @@ class WorkerServer(RegistrarServer):
             if len(self.stream_names) >= _MAX_STREAM_NAMES:
                 self.stream_names.clear()
             self.stream_names[(src.transport, src.ip, src.port)] = sockname
-        reply = self.core.handle_datagram(payload, src, route=False)
-        if reply is None or kind != REQUEST:
+        reply = self.core.handle_datagram(payload, src, route=kind == GUESS)
+        if reply is None or kind == RESPONSE:
             return
         if src.transport == "udp":
             endpoint = self.udp.get(src.local)
@@ -296,9 +323,13 @@ def _bind_all(settings: Settings) -> dict[SocketKey, socket.socket]:
 
 def _channel() -> tuple[socket.socket, socket.socket]:
     inbox, outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    for sock, option in ((inbox, socket.SO_RCVBUF), (outbox, socket.SO_SNDBUF)):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, _CHANNEL_BUFFER)
+    for sock, forced, option in ((inbox, _SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                                 (outbox, _SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, _CHANNEL_BUFFER)  # root: above rmem_max
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, _CHANNEL_BUFFER)
         sock.setblocking(False)
     return inbox, outbox
 
