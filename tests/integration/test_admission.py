@@ -25,8 +25,8 @@ CONFIG = ("[limits]\nregister_rate = 2000\nregister_burst = 2000\nsip_rate = 200
 
 
 def _budget(lab: GuardLab) -> int:
-    """The budget rule's rate as the kernel holds it (IPv4)."""
-    saved = lab.server.run("iptables-nft-save", "-t", "filter").stdout
+    """The budget rule's rate as the kernel holds it (IPv4; in raw, before conntrack)."""
+    saved = lab.server.run("iptables-nft-save", "-t", "raw").stdout
     found = re.search(r"known src -m hashlimit --hashlimit-above (\d+)/sec", saved)
     assert found is not None, saved
     return int(found[1])

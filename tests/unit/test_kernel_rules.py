@@ -90,38 +90,63 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
         "-p tcp -m tcp --dport 5070 -j FLOODGUARD-SIP",
         "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLS",  # TLS: limited and banned, not queued
     ]
-    raw = [r.spec for r in ruleset.rules if r.family == 6 and r.table == "raw"]
+    raw = [r.spec for r in ruleset.rules if r.family == 6 and r.chain == "FLOODGUARD-RAW"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
-    assert all("floodguard-ban-net6" in spec for spec in raw[1:]) and len(raw) == 6
-    assert raw[-1] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
-                       "-j DROP")
-    tls = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD-TLS"]
+    # every port's ban first, then every port into the limits
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 11
+    assert raw[5] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
+                      "-j DROP")
+    assert raw[6:] == [
+        "-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
+        "-p udp -m udp --dport 5070 -j FLOODGUARD-LIMIT",
+        "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
+        "-p tcp -m tcp --dport 5070 -j FLOODGUARD-LIMIT",
+        "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLSLIMIT",
+    ]
+    tls = [r.spec for r in ruleset.rules
+           if r.family == 4 and r.chain in ("FLOODGUARD-TLS", "FLOODGUARD-TLSLIMIT")]
     assert not any("NFQUEUE" in spec for spec in tls) and any("fg-sip-" in s for s in tls)
 
 
-def test_limits_order_in_sip_chain() -> None:
-    specs = [r.spec for r in render(Config()).rules
-             if r.family == 4 and r.chain == "FLOODGUARD-SIP"]
-    kinds = []
-    for spec in specs:
-        if "floodguard-allow" in spec:
-            kinds.append("allow")
-        elif "--icase" in spec and "REGISTER" not in spec:
-            kinds.append("scanner")
-        elif "connlimit" in spec:
-            kinds.append("connlimit")
-        elif "fg-syn-" in spec:
-            kinds.append("syn")
-        elif "fg-reg-" in spec:
-            kinds.append("register")
-        elif "fg-sip-" in spec:
-            kinds.append("sip")
-        elif "fg-bud-" in spec:
-            kinds.append("budget")
-        else:
-            kinds.append("queue")
-    assert kinds == ["allow", *["scanner"] * 5, "connlimit", "syn", "register", "sip", "budget",
-                     "queue"]
+def _kind(spec: str) -> str:
+    for mark, kind in (("floodguard-allow", "allow"), ("floodguard-ban", "ban"),
+                       ("connlimit", "connlimit"), ("fg-syn-", "syn"), ("fg-reg-", "register"),
+                       ("fg-sip-", "sip"), ("fg-bud-", "budget"), ("fg-gwy-", "gateway"),
+                       ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
+                       ("--icase", "scanner"), ("-s ", "gateway-skip"), ("NFQUEUE", "queue")):
+        if mark in spec:
+            return kind
+    return spec
+
+
+def test_cheapest_match_first() -> None:
+    """Set lookups and limits in raw (before conntrack), string searches on what survives."""
+    ruleset = render(loads('[sip]\ntransports = ["udp", "tcp"]\n[[gateway]]\nname = "gw"\n'
+                           'sources = ["198.51.100.0/24"]\ncps = 50\n'))
+    chain = lambda name: [_kind(r.spec) for r in ruleset.rules  # noqa: E731
+                          if r.family == 4 and r.chain == name]
+    assert {r.table for r in ruleset.rules if r.chain.endswith("LIMIT")} == {"raw"}
+    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "limits", "limits", "tls"]
+    # a gateway meets only its group's limit; the budget comes after both per-source limits
+    assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
+                                         "budget"]
+    assert chain("FLOODGUARD-TLSLIMIT") == ["gateway", "gateway-skip", "syn", "sip"]
+    # filter: the scanner searches and the connection cap on what survived, then the queue
+    assert chain("FLOODGUARD-SIP") == ["allow", *["scanner"] * 5, "gateway-skip", "connlimit",
+                                       "queue"]
+    assert chain("FLOODGUARD-TLS") == ["allow", "gateway-skip", "connlimit"]
+    assert not any("-m string" in r.spec for r in ruleset.rules
+                   if r.table == "raw" and "fg-reg-" not in r.spec)
+    assert all(r.table == "filter" for r in ruleset.rules if "NFQUEUE" in r.spec)
+
+
+def test_forward_mode_skips_the_limits_for_the_registrar_side() -> None:
+    ruleset = render(loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n'))
+    raw = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD-RAW"]
+    assert raw.index("-i eth1 -j RETURN") == 4  # after the bans, before the limits
+    assert raw[5:] == ["-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
+                       "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
+                       "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLSLIMIT"]
 
 
 def test_forward_mode_hooks_forward_only() -> None:
