@@ -41,6 +41,7 @@ from floodguard.config import split_listen
 from floodguard.registrar.accounts import Account
 from floodguard.registrar.bindings import _COLUMNS, Binding, BindingTable, connect
 from floodguard.registrar.core import Settings, Source
+from floodguard.registrar.liveness import BRANCH_PREFIX
 from floodguard.registrar.server import (
     RegistrarServer,
     _bound_socket,
@@ -206,6 +207,9 @@ class WorkerServer(RegistrarServer):
         """Pass a request with credentials to the worker owning its user (True: passed on)."""
         if not msg.is_request:
             # a liveness answer: the worker that sent the probe may be another one
+            branch = msg.via_branch
+            if not branch or not branch.startswith(BRANCH_PREFIX):
+                return False  # not an answer to a probe: nobody wants a copy
             data = envelope(RESPONSE, src, raw)
             for worker in range(self.workers):
                 if worker != self.index:

@@ -25,8 +25,9 @@ from floodguard.registrar.workers import (
     open_envelope,
     owner_of,
 )
+from floodguard.sip import build
 from floodguard.sip.message import parse_message
-from tests.unit.registrar_kit import free_port
+from tests.unit.registrar_kit import free_port, read_message
 
 ACCOUNTS = {str(u): Account(str(u), password=f"secret{u}") for u in range(1001, 1011)}
 
@@ -53,10 +54,11 @@ def test_envelope_round_trip():
 class TwoWorkers:
     """Workers 0 and 1 on one loop in a thread, sharing a UDP socket and the state database."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, time_to_live: int = 60) -> None:
         self.port = free_port("127.0.0.1")
         self.settings = Settings(listen=(f"127.0.0.1:{self.port}",), workers=2, accounts="",
-                                 state_path=str(tmp_path / "state.db"))
+                                 state_path=str(tmp_path / "state.db"),
+                                 time_to_live=time_to_live)
         self.loop = asyncio.new_event_loop()
         self.workers: list[WorkerServer] = []
         ready = threading.Event()
@@ -70,14 +72,19 @@ class TwoWorkers:
         shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         shared.bind(("127.0.0.1", self.port))
         shared.setblocking(False)
+        stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stream.bind(("127.0.0.1", self.port))
         channels = [_channel(), _channel()]
         key = ("127.0.0.1", self.port, int(socket.SOCK_DGRAM))
         started = time.time()
         for index in range(2):
+            sockets = {key: shared if index == 0 else shared.dup()}
+            if index == 0:  # TCP is worker 0's
+                sockets[("127.0.0.1", self.port, int(socket.SOCK_STREAM))] = stream
             self.workers.append(WorkerServer(
                 self.settings, ACCOUNTS, index=index, workers=2, inbox=channels[index][0],
-                outboxes=[out for _, out in channels],
-                sockets={key: shared if index == 0 else shared.dup()}, started=started))
+                outboxes=[out for _, out in channels], sockets=sockets, started=started))
         for worker in self.workers:
             self.loop.run_until_complete(worker.start())
         ready.set()
@@ -172,3 +179,57 @@ def test_bindings_are_shared_through_the_database(two, tmp_path):
     while not found and time.monotonic() < deadline:
         time.sleep(0.01)
     assert found == [[users[1]]]
+
+
+def test_a_liveness_answer_read_by_another_worker_reaches_the_prober(tmp_path):
+    two = TwoWorkers(tmp_path, time_to_live=1)
+    try:
+        user = owned_by(1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.bind(("127.0.0.1", 0))
+            local_port = client.getsockname()[1]
+            uac = Uac(user, f"secret{user}", f"127.0.0.1:{two.port}",
+                      f"127.0.0.1:{local_port}")
+            challenge = two.handle(1, uac.register(), local_port)
+            ok = two.handle(1, uac.register(authorization=uac.authorize(challenge)), local_port)
+            assert parse_message(ok).status == 200
+            probe = client.recv(65535)  # worker 1 probes its binding within time_to_live
+            assert parse_message(probe).method == "OPTIONS"
+            assert two.handle(0, build.reply(probe), local_port) is None  # read by worker 0
+            deadline = time.monotonic() + 5
+            while two.workers[1].liveness.answers < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert two.workers[1].liveness.answers >= 1
+            assert two.workers[0].liveness.answers == 0
+    finally:
+        two.close()
+
+
+def test_tcp_requests_and_probes_for_another_worker_go_through_worker_0(tmp_path):
+    two = TwoWorkers(tmp_path, time_to_live=1)
+    try:
+        user = owned_by(1)
+        with socket.create_connection(("127.0.0.1", two.port), timeout=5) as conn:
+            local = f"127.0.0.1:{conn.getsockname()[1]}"
+            uac = Uac(user, f"secret{user}", f"127.0.0.1:{two.port}", local, transport="TCP")
+            buffer = bytearray()
+
+            def send(data: bytes) -> bytes:
+                conn.sendall(data)
+                return read_message(conn, buffer)
+
+            challenge = send(uac.register())
+            ok = parse_message(send(uac.register(authorization=uac.authorize(challenge))))
+            assert ok.status == 200  # decided by worker 1, written by worker 0
+            probe = read_message(conn, buffer)  # worker 1's probe, through worker 0
+            assert parse_message(probe).method == "OPTIONS"
+            conn.sendall(build.reply(probe))
+            deadline = time.monotonic() + 5
+            while two.workers[1].liveness.answers < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert two.workers[1].liveness.answers >= 1
+        assert [b.transport for b in two.workers[1].table] == ["tcp"]
+        assert len(two.workers[0].table) == 0
+    finally:
+        two.close()
