@@ -35,8 +35,10 @@ def test_bad_feed_lines_are_skipped_and_the_rest_lands_in_the_ban_set(lab: Lab) 
     lab.apply(config)
     out = lab.server.run(sys.executable, "-c", FEED_RUN, str(config)).stdout
     events = [json.loads(line) for line in out.splitlines()]
-    assert [e["event"] for e in events] == ["feed_imported"], out
-    event = events[0]
+    # every ban is logged by the enforcement path, then the import's summary
+    assert [e["event"] for e in events] == ["ban"] * 4 + ["feed_imported"], out
+    assert {e["by"] for e in events[:4]} == {"feed"}
+    event = events[-1]
     assert event["banned"] == 4 and event["skipped"] == len(BAD), event
     assert event["skipped_examples"][0] == "line 2: '0.0.0.0' is the unspecified address"
     assert members(lab, "floodguard-ban") == {"198.51.100.20", "198.51.100.21", "203.0.113.22"}
