@@ -10,16 +10,22 @@ the sending veth as fast as it can.
 
 A frame written to a veth is received by the peer in the sender's own softirq (netif_rx, then
 NET_RX when the send re-enables bottom halves), so the receiver's whole cost for a packet, from
-ip_rcv through netfilter to the drop, is softirq time on the sending CPU, while building and
-writing the frame is user and system time. The figure per cell is
+the veth through ip_rcv and netfilter to the drop, is spent on the sending CPU. Two figures per
+cell, both from the same run:
 
-    drop capacity = packets dropped by the receiver's rules / softirq CPU-seconds
+  (1) drop capacity = packets dropped by the receiver's rules / softirq CPU-seconds, packets from
+      the rules' own counters (``iptables-nft-save -c``), softirq time from the ``softirq`` column
+      of /proc/stat summed over every CPU (tick-sampled), read right before the senders start
+      and after they stop: how many packets per second one CPU doing nothing but receiving could
+      drop. /proc/stat is the host's, so other work on the machine adds to it.
+  (2) receive cost = the senders' own CPU time per packet (getrusage: their Python loop, the
+      send, and the softirq that ran in them) minus the same for frames addressed to a MAC
+      nobody has (``otherhost``: dropped before IP), i.e. what ip_rcv, netfilter and the drop
+      cost; capacity = 1e9 / cost. Less exposed to the rest of the machine than (1).
 
-(packets from the rules' own counters in ``iptables-nft-save -c``, softirq time from the
-``softirq`` column of /proc/stat summed over every CPU, read right before the senders start and
-after they stop): how many packets per second one CPU busy only with receiving could drop.
-/proc/stat is the host's, so other work on the machine adds noise: cells are interleaved in
-rounds and the median of each is reported, with ratios of medians, never thresholds.
+Cells are interleaved in rounds and each figure is the median over the rounds; the report gives
+ratios of medians side by side, never thresholds. The ``banned`` flood is dropped by the same
+rules in the new and the old order, so its new/old ratio shows the noise of the run.
 
 Cells, each flood against each ruleset:
 
@@ -34,7 +40,7 @@ Cells, each flood against each ruleset:
             loud     16 sources far over their per-source limits: the REGISTER limit drops it
             spread   65,536 sources, each under its per-source limits: the budget drops it
 
-Prints a table and one JSON line (``--json``: only the JSON).
+Prints both tables and one JSON line with every cell (``--json``: only the JSON).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -212,12 +219,16 @@ def install(rx: str, ruleset: str, flood: str, old_dir: Path) -> None:
     sh(*netns, "iptables-nft-restore", "--noflush", stdin=restore_text(plans))
 
 
-def dropped(rx: str) -> int:
-    total = 0
+def drops_by_rule(rx: str) -> dict[str, int]:
+    """Packets counted by each DROP rule in rx, by a short name of the rule."""
+    out: dict[str, int] = {}
     for line in sh("ip", "netns", "exec", rx, "iptables-nft-save", "-c").splitlines():
         if line.startswith("[") and line.rstrip().endswith("-j DROP"):
-            total += int(line[1:line.index(":")])
-    return total
+            name = next((n for key, n in (("floodguard-ban", "ban"), ("fg-reg-", "register"),
+                                          ("fg-sip-", "sip"), ("fg-bud-", "budget"),
+                                          ("--icase", "scanner")) if key in line), "other")
+            out[name] = out.get(name, 0) + int(line[1:line.index(":")])
+    return out
 
 
 def softirq_ticks() -> int:
@@ -227,7 +238,7 @@ def softirq_ticks() -> int:
 
 
 def run_cell(rx: str, tx: str, iface: str, rx_mac: bytes, tx_mac: bytes, flood: str,
-             seconds: float, ruleset: str) -> dict[str, float]:
+             seconds: float, ruleset: str) -> dict[str, Any]:
     if ruleset == "otherhost":
         rx_mac = NOWHERE_MAC
     cpus = sorted(os.sched_getaffinity(0))
@@ -238,7 +249,7 @@ def run_cell(rx: str, tx: str, iface: str, rx_mac: bytes, tx_mac: bytes, flood: 
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for cpu in cpus]
     for proc in senders:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    before_drops, before_ticks, start = dropped(rx), softirq_ticks(), time.monotonic()
+    before_drops, before_ticks, start = drops_by_rule(rx), softirq_ticks(), time.monotonic()
     for proc in senders:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -249,9 +260,12 @@ def run_cell(rx: str, tx: str, iface: str, rx_mac: bytes, tx_mac: bytes, flood: 
         result = json.loads(out.strip().splitlines()[-1])
         sent, sender_cpu = sent + result["sent"], sender_cpu + result["cpu_s"]
     ticks, wall = softirq_ticks() - before_ticks, time.monotonic() - start
-    drops = dropped(rx) - before_drops
+    by_rule = {k: v - before_drops.get(k, 0) for k, v in drops_by_rule(rx).items()}
+    drops = sum(by_rule.values())
     cpu_seconds = ticks / os.sysconf("SC_CLK_TCK")
-    return {"sent": sent, "dropped": drops, "softirq_s": round(cpu_seconds, 3),
+    top = max(by_rule, key=by_rule.__getitem__, default="")
+    return {"sent": sent, "dropped": drops, "by": top,
+            "softirq_s": round(cpu_seconds, 3),
             "wall_s": round(wall, 3), "ns_per_packet": 1e9 * sender_cpu / max(sent, 1),
             "capacity": drops / cpu_seconds if cpu_seconds > 0 else float("nan")}
 
@@ -288,7 +302,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root (network namespaces)")
     rounds, seconds = (1, 1.5) if args.quick else (3, 4.0)
-    cells: dict[str, dict[str, list[dict[str, float]]]] = {
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {
         f: {r: [] for r in RULESETS} for f in FLOODS}
     with tempfile.TemporaryDirectory() as tmp, namespaces() as (rx, tx, iface, rmac, tmac):
         old = old_rules_dir(args.old_rev, Path(tmp))
@@ -327,7 +341,8 @@ def main() -> None:
             for ruleset in RULESETS:
                 last = cells[flood][ruleset][-1]
                 print(f"  {flood}/{ruleset}: sent {last['sent']:.0f} dropped "
-                      f"{last['dropped']:.0f} softirq {last['softirq_s']} s in "
+                      f"{last['dropped']:.0f} (most by {last['by'] or '-'}) softirq "
+                      f"{last['softirq_s']} s in "
                       f"{last['wall_s']} s, {last['ns_per_packet']:.0f} ns/packet at the sender")
     print(json.dumps(report))
 
