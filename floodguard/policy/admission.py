@@ -125,7 +125,8 @@ class HealthMeter:
         if len(self.open) >= MAX_OPEN:
             self.untimed += 1
             return
-        self.open.setdefault((key, call_id[:CALL_ID_KEPT], cseq), now)  # a retransmission keeps its first time
+        # a retransmission keeps its first time
+        self.open.setdefault((key, call_id[:CALL_ID_KEPT], cseq), now)
 
     def response(self, now: float, key: str, call_id: str, cseq: int) -> None:
         """The registrar gave ``key`` a final answer."""
