@@ -21,6 +21,9 @@ from floodguard.store import CORRUPT_SNAPSHOT, Store, StoreError, quarantined
 GUARD_STALE_AFTER = 5.0  # a worker publishes every second; older than this: not running
 SET_NEAR_FULL = 0.8
 
+# the chains whose rules limit (raw: per source and the budget; filter: string matches)
+LIMIT_CHAINS = ("FLOODGUARD-LIMIT", "FLOODGUARD-TLSLIMIT", "FLOODGUARD-SIP", "FLOODGUARD-TLS")
+
 
 def _kernel(cfg: Config) -> dict[str, Any]:
     from floodguard.kernel import KernelError, firewall
@@ -34,7 +37,7 @@ def _kernel(cfg: Config) -> dict[str, Any]:
     queued = 0
     for rule in data["rules"]:
         spec = rule["rule"]
-        counting = rule["chain"] == "FLOODGUARD-SIP" and " -j " not in f" {spec}"  # monitor
+        counting = rule["chain"] in LIMIT_CHAINS and " -j " not in f" {spec}"  # monitor
         if spec.endswith("-j DROP") or counting:
             drops[_rule_name(rule)] = drops.get(_rule_name(rule), 0) + rule["packets"]
         elif "NFQUEUE" in spec and rule["chain"] != "FLOODGUARD-OUT":
