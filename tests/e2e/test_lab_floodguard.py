@@ -1,15 +1,21 @@
 """floodguard's own registrar behind the guard, in the attack lab: every scenario protected, and
-the botnet also unprotected (the same registrar, pinned to one CPU, overwhelmed)."""
+the botnet and its variants also unprotected (the same registrar, pinned to one CPU; the
+bogus-credentials botnet overwhelms it). The guard runs with floodguard's default config."""
 
 from __future__ import annotations
 
 import pytest
+
+from floodguard.lab.scenarios import BOTNET_VARIANTS
 
 from . import assertions as check
 from .conftest import LabSession
 
 pytestmark = pytest.mark.root("ip", "iptables", "ipset", "conntrack", "taskset", "svcrack", "svmap",
                               "svwar")
+
+# the spoofed variants but bogus credentials (test_botnet_is_cut_in_the_kernel covers that)
+VARIANTS = [name for name, _, _ in BOTNET_VARIANTS if name != "botnet"]
 
 
 def test_botnet_is_cut_in_the_kernel(fg_lab: LabSession) -> None:
@@ -49,3 +55,14 @@ def test_hijack_never_changes_the_victims_binding(fg_lab: LabSession) -> None:
 
 def test_storm_of_500_phones_all_register(fg_lab: LabSession) -> None:
     check.storm_all_registered(fg_lab.result("storm"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_botnet_variant_leaves_the_phones_alone(fg_lab: LabSession, variant: str) -> None:
+    protected = fg_lab.result(variant)
+    check.spoofed_variant_contained(protected)
+    check.protected_beats_unprotected(protected, fg_lab.result(variant, protected=False))
+
+
+def test_fresh_start_of_2000_new_phones_under_the_botnet(fg_lab: LabSession) -> None:
+    check.fresh_start_completes(fg_lab.result("fresh-start"))
