@@ -56,6 +56,7 @@ log = logging.getLogger("floodguard.registrar")
 
 _CHANNEL_BUFFER = 4 * 1024 * 1024
 _CHANNEL_BATCH = 64
+_CHANNEL_DATAGRAM = 65536  # queued envelopes for one worker are sent once they reach this
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 # With a shared socket a smaller drain per wakeup leaves the rest to an idle worker.
@@ -152,7 +153,10 @@ class WorkerServer(RegistrarServer):
         self.index, self.workers = index, workers
         self.inbox, self.outboxes, self.sockets = inbox, outboxes, sockets
         self.stream_names: dict[tuple[str, str, int], tuple[str, int]] = {}
-        self.lost = 0  # messages a full channel refused
+        self.lost = 0  # datagrams a full channel refused
+        self._outgoing: list[list[bytes]] = [[] for _ in range(workers)]
+        self._outgoing_size = [0] * workers
+        self._flush_due = False
         super().__init__(settings, accounts, accounts_loader=accounts_loader, started=started)
         self.core.router = self._route
         self.core.lookup = SharedLookup(self.table, self.mine)
@@ -181,13 +185,35 @@ class WorkerServer(RegistrarServer):
     # --- between workers -----------------------------------------------------------------
 
     def _post(self, worker: int, data: bytes) -> None:
+        """Queue an envelope for `worker`; everything queued while the event loop handles one
+        batch of input leaves in one datagram per worker (one send, one wakeup)."""
+        pending = self._outgoing[worker]
+        pending.append(len(data).to_bytes(4, "big"))
+        pending.append(data)
+        self._outgoing_size[worker] += len(data) + 4
+        if self._outgoing_size[worker] >= _CHANNEL_DATAGRAM:
+            self._send(worker)
+        elif not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        for worker in range(self.workers):
+            if self._outgoing[worker]:
+                self._send(worker)
+
+    def _send(self, worker: int) -> None:
+        data = b"".join(self._outgoing[worker])
+        self._outgoing[worker].clear()
+        self._outgoing_size[worker] = 0
         try:
             self.outboxes[worker].send(data)
         except OSError as exc:
-            self.lost += 1  # channel full: like a lost datagram, the peer retransmits
+            self.lost += 1  # channel full: like lost datagrams, the peers retransmit
             if self.lost in (1, 10, 100) or self.lost % 1000 == 0:
-                log.warning("worker %d: message for worker %d lost (%d so far): %s", self.index,
-                            worker, self.lost, exc)
+                log.warning("worker %d: messages for worker %d lost (%d times so far): %s",
+                            self.index, worker, self.lost, exc)
 
     def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
         return self._udp_datagram
@@ -236,10 +262,15 @@ class WorkerServer(RegistrarServer):
                 data = self.inbox.recv(262144)
             except (BlockingIOError, InterruptedError):
                 return
-            try:
-                self._deliver(*open_envelope(data))
-            except Exception:
-                self.errors("unexpected error handling a message from another worker")
+            at = 0
+            while at + 4 <= len(data):
+                size = int.from_bytes(data[at : at + 4], "big")
+                item = data[at + 4 : at + 4 + size]
+                at += 4 + size
+                try:
+                    self._deliver(*open_envelope(item))
+                except Exception:
+                    self.errors("unexpected error handling a message from another worker")
 
     def _deliver(self, kind: bytes, src: Source, sockname: tuple[str, int], payload: bytes
                  ) -> None:
