@@ -156,3 +156,24 @@ def test_monitor_mode_counts_in_raw_and_drops_nothing(lab: Lab) -> None:
     assert 8 <= packets(rules, "FLOODGUARD-LIMIT", "fg-sip-") <= 10  # over the burst of 50
     assert packets(rules, "PREROUTING", f"-s {src}") == 60
     assert packets(rules, "FLOODGUARD-SIP", '"friendly-scanner"') == 60
+
+
+def test_sip_the_host_only_routes_is_not_limited_in_local_mode(lab: Lab) -> None:
+    """raw PREROUTING sees routed packets too (the filter INPUT rules never did): in local mode
+    a flood through this host to another one meets no limit of floodguard's; to this host it
+    does."""
+    lab.apply(lab.config())
+    lab.server.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    # a link towards "other hosts" (a veth pair that ends in this namespace too)
+    lab.server.run("ip", "link", "add", "fgfar", "type", "veth", "peer", "name", "fgfar2")
+    for link in ("fgfar", "fgfar2"):
+        lab.server.run("ip", "link", "set", link, "up")
+    lab.server.run("ip", "route", "add", "10.251.0.0/24", "dev", "fgfar")
+    lab.client.run("ip", "route", "add", "10.251.0.0/24", "via", SERVER4)
+    src = CLIENTS4[OVER]
+    lab.client.run(sys.executable, "-c", FLOOD, src, "10.251.0.9", str(COUNT), "register")
+    rules = counters(lab, 4)
+    assert packets(rules, "FLOODGUARD-RAW", "--dst-type LOCAL", "RETURN") == COUNT
+    assert packets(rules, "FLOODGUARD-LIMIT", "fg-reg-") == 0
+    flood(lab, src, COUNT)
+    assert packets(counters(lab, 4), "FLOODGUARD-LIMIT", "fg-reg-", "DROP") >= COUNT - 10 - SLACK

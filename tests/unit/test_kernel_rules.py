@@ -93,10 +93,12 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
     raw = [r.spec for r in ruleset.rules if r.family == 6 and r.chain == "FLOODGUARD-RAW"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
     # every port's ban first, then every port into the limits
-    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 11
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 12
     assert raw[5] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
                       "-j DROP")
-    assert raw[6:] == [
+    # local mode: SIP this host only routes to others is not limited
+    assert raw[6] == "-m addrtype ! --dst-type LOCAL -j RETURN"
+    assert raw[7:] == [
         "-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
         "-p udp -m udp --dport 5070 -j FLOODGUARD-LIMIT",
         "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
@@ -113,7 +115,8 @@ def _kind(spec: str) -> str:
                        ("connlimit", "connlimit"), ("fg-syn-", "syn"), ("fg-reg-", "register"),
                        ("fg-sip-", "sip"), ("fg-bud-", "budget"), ("fg-gwy-", "gateway"),
                        ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
-                       ("--icase", "scanner"), ("-s ", "gateway-skip"), ("NFQUEUE", "queue")):
+                       ("--icase", "scanner"), ("-s ", "gateway-skip"), ("NFQUEUE", "queue"),
+                       ("--dst-type LOCAL", "routed-skip")):
         if mark in spec:
             return kind
     return spec
@@ -126,7 +129,8 @@ def test_cheapest_match_first() -> None:
     chain = lambda name: [_kind(r.spec) for r in ruleset.rules  # noqa: E731
                           if r.family == 4 and r.chain == name]
     assert {r.table for r in ruleset.rules if r.chain.endswith("LIMIT")} == {"raw"}
-    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "limits", "limits", "tls"]
+    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "routed-skip", "limits",
+                                       "limits", "tls"]
     # a gateway meets only its group's limit; the budget comes after both per-source limits
     assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
                                          "budget"]
