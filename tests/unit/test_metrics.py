@@ -20,6 +20,7 @@ def exposition(monkeypatch, sample) -> str:
     data["guard"]["ban_latency"] = {"buckets": [0.001, 0.01], "counts": [3, 1, 0], "sum": 0.004}
     data["health"] = []
     data["registrations"]["options"] = {"sent": 100, "answers": 98, "timeouts": 2}
+    data["admission"] = {"rate": 1331, "reason": "healthy and in demand"}
     monkeypatch.setattr(metrics, "collect", lambda cfg: data)
     monkeypatch.setattr(metrics, "queue_stats", lambda: [
         {"queue": 0, "waiting": 0, "queue_dropped": 5, "user_dropped": 1}])
@@ -41,6 +42,7 @@ def test_exposition_has_every_layer(monkeypatch, status_sample):
     assert 'floodguard_options_probes_total{outcome="timeouts"} 2.0' in text
     assert 'floodguard_set_fill_ratio{set="floodguard-ban"} 0.9' in text
     assert 'floodguard_active_bans{kind="suspend",reason="consecutive-failures"} 1.0' in text
+    assert "floodguard_admission_rate 1331.0" in text
 
 
 def test_dashboard_and_alerts_only_use_metrics_that_exist(monkeypatch, status_sample):
