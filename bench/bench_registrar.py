@@ -325,7 +325,7 @@ class Bench:
         thread.start()
         start = time.monotonic()
         proc = self.start_ours("liveness", LIVENESS_PORT, ttl, state)
-        cpu_before, window_start = cpu_seconds([proc.pid]), time.monotonic()
+        cpu_before, window_start = cpu_seconds(tree(proc.pid)), time.monotonic()
         offline_after = None
         db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
         while time.monotonic() - window_start < ttl + 1:
@@ -334,7 +334,7 @@ class Bench:
                 if row is not None and row[0] == 0:
                     offline_after = time.monotonic() - start
             time.sleep(0.2)
-        cpu = cpu_seconds([proc.pid]) - cpu_before
+        cpu = cpu_seconds(tree(proc.pid)) - cpu_before
         window = time.monotonic() - window_start
         online = db.execute("SELECT sum(online), count(*) FROM reg_bindings").fetchone()
         db.close()
