@@ -92,6 +92,19 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: max(0, v - before.get(k, 0)) for k, v in after.items()}
 
 
+def _kernel_delta(samples: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Kernel drops per layer over the samples. A counter that went down was reset: the rules
+    were replaced (the admission controller re-applies them whenever it moves the budget), so
+    what the new rule counted since is added instead of the difference."""
+    out: dict[str, int] = {}
+    for before, after in zip(samples, samples[1:], strict=False):
+        k0, k1 = _totals(before)[0], _totals(after)[0]
+        for layer, value in k1.items():
+            prev = k0.get(layer, 0)
+            out[layer] = out.get(layer, 0) + (value - prev if value >= prev else value)
+    return out
+
+
 def bans(events: Iterable[dict[str, Any]], t0: float) -> tuple[list[str], float | None,
                                                                list[int]]:
     """Sources banned or suspended from t0 on, the time to the first, and the failure counts
@@ -159,7 +172,7 @@ def summarise(m: Measured) -> dict[str, Any]:
         k0, r0 = _totals(m.samples[0])
         k1, r1 = _totals(m.samples[-1])
         sent = max(0, int(m.samples[-1].get("sent", 0)) - int(m.samples[0].get("sent", 0)))
-        kernel_by_rule = {k: v for k, v in _delta(k1, k0).items() if v}
+        kernel_by_rule = {k: v for k, v in _kernel_delta(m.samples).items() if v}
         reach = _delta(r1, r0)
         reached = reach.get("attackers", 0) + reach.get("botnet", 0)
         sets = dict(m.samples[-1].get("sets") or {})

@@ -166,3 +166,13 @@ def test_fresh_start_must_complete_within_sixty_seconds() -> None:
     assert not verdict(fresh(61.0))
     assert not verdict(fresh(None))
     assert summarise(_measured(fresh={"phones": 1}))["fresh_start"] == {"phones": 1}
+
+
+def test_kernel_drops_survive_the_rules_being_replaced() -> None:
+    # the budget rule is replaced mid-run (a new rate): its counter starts again from 0
+    samples = [{"t": 1000.0, "sent": 0, "kernel": {"budget": 10}, "reach": {}},
+               {"t": 1001.0, "sent": 600, "kernel": {"budget": 510}, "reach": {}},
+               {"t": 1002.0, "sent": 1200, "kernel": {"budget": 200}, "reach": {}},
+               {"t": 1003.0, "sent": 1800, "kernel": {"budget": 700}, "reach": {}}]
+    r = summarise(_measured(samples=samples))
+    assert r["attack_dropped_kernel_by_rule"] == {"budget": 500 + 200 + 500}
