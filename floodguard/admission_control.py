@@ -79,6 +79,7 @@ class AdmissionKeeper:
         self.history: list[dict[str, Any]] = list(state.get("history", [])) if state else []
         self.last = time.monotonic()
         self.seen: dict[str, dict[str, object]] = {}
+        self.dropped = -1  # the guard's queues' drop counters at the last step
         self.changed = False
 
     @staticmethod
@@ -93,6 +94,14 @@ class AdmissionKeeper:
         self.controller = self._controller(cfg)
         self.controller.restore({"rate": rate, "reason": self.controller.reason})
 
+    def _queue_dropped(self) -> int:
+        """Packets the kernel dropped for want of room in the guard's queues, since boot."""
+        from floodguard.metrics import queue_stats
+
+        first, count = self.cfg.queue.num, self.cfg.queue.workers
+        return sum(q["queue_dropped"] + q["user_dropped"] for q in queue_stats()
+                   if first <= q["queue"] < first + count)
+
     def enforced(self) -> Config:
         return effective(self.cfg, int(self.controller.rate))
 
@@ -103,6 +112,9 @@ class AdmissionKeeper:
             return False
         health = Health(seconds=now - self.last)
         self.last = now
+        dropped = self._queue_dropped()
+        health.queue_dropped = max(0, dropped - self.dropped) if self.dropped >= 0 else 0
+        self.dropped = dropped
         for name, (_saved, data) in self.store.counter_snapshots().items():
             totals = data.get("health")
             if not isinstance(totals, dict):

@@ -189,6 +189,7 @@ class Guard:
                 self.counters[f"pass:partial:{exc.reason}"] += 1
                 return True
             key = self._key(pkt.src)
+            self.health.arrival(not self.engine.is_known(now, key))
             return self._finish(self.engine.on_unparseable(now, key, exc.reason), key)
         return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
 
@@ -251,6 +252,7 @@ class Guard:
             dst = self._key(dst)
         if inbound:
             if msg.is_request:
+                self.health.arrival(not self.engine.is_known(now, src))
                 proven = tcp  # a TCP source completed a handshake: its address is real
                 rewritten: bytes | None = None
                 unproven = False  # UDP credentials without the guard's token for src
@@ -316,7 +318,7 @@ class Guard:
             return
         call_id, cseq = msg.call_id, msg.cseq_num
         if call_id is not None and cseq is not None:
-            self.health.request(now, src, call_id, cseq, not self.engine.is_known(now, src))
+            self.health.request(now, src, call_id, cseq)
 
     def _unproven(self, now: float, payload: bytes, src: str,
                   stripped: bytes | None) -> bool | bytes:

@@ -27,7 +27,7 @@ GROWTH = 0.10  # share of the rate added per healthy step with demand, near the 
 # (TCP's slow start): a fresh host under attack reaches the registrar's capacity in seconds
 SLOW_START = 0.5
 CUT = 0.7  # the rate is multiplied by this when the registrar is unwell
-BUSY = 0.8  # unknown requests admitted >= this share of the rate: demand presses on it
+BUSY = 0.8  # unknown sources' packets reaching the guard >= this share of the rate: in demand
 QUEUEING = 0.25  # share of latency_ms at the p90 that shows the registrar's queue filling
 
 
@@ -38,7 +38,7 @@ def _bucket(ms: float) -> int:
     return len(LATENCY_MS)
 
 
-_COUNTS = ("unknown", "known", "answered", "missing", "untimed")
+_COUNTS = ("unknown", "known", "answered", "missing", "untimed", "queue_dropped")
 
 
 @dataclass
@@ -46,8 +46,9 @@ class Health:
     """What the registrar did with admitted requests over an interval (summed over workers)."""
 
     seconds: float = 0.0
-    unknown: int = 0  # requests from unknown sources admitted to the registrar
+    unknown: int = 0  # packets from unknown sources that reached the guard (past the budget)
     known: int = 0
+    queue_dropped: int = 0  # packets the guard's queue had no room for (the guard is the limit)
     answered: int = 0
     missing: int = 0
     untimed: int = 0  # admitted while MAX_OPEN transactions were already open
@@ -86,6 +87,7 @@ class Health:
     def as_dict(self) -> dict[str, object]:
         p90 = self.p90_ms()
         return {"seconds": round(self.seconds, 2), "unknown": self.unknown, "known": self.known,
+                "queue_dropped": self.queue_dropped,
                 "answered": self.answered, "missing": self.missing,
                 "p90_ms": None if p90 is None or p90 == float("inf") else p90}
 
@@ -116,12 +118,15 @@ class HealthMeter:
         self.untimed = 0
         self.latency = [0] * (len(LATENCY_MS) + 1)
 
-    def request(self, now: float, key: str, call_id: str, cseq: int, unknown: bool) -> None:
-        """An admitted request is on its way to the registrar."""
+    def arrival(self, unknown: bool) -> None:
+        """A client's packet reached the guard (the demand on the kernel's budget)."""
         if unknown:
             self.unknown += 1
         else:
             self.known += 1
+
+    def request(self, now: float, key: str, call_id: str, cseq: int) -> None:
+        """An admitted request is on its way to the registrar."""
         if len(self.open) >= MAX_OPEN:
             self.untimed += 1
             return
@@ -177,7 +182,12 @@ class Admission:
         # attacker sends on purpose to have the rate cut. An overloaded one queues first, so it
         # takes answers slowing down too (or none at all).
         queueing = health.answered == 0 or (p90 is not None and p90 >= self.latency_ms * QUEUEING)
-        if judged >= MIN_SAMPLE and health.missing_share() > self.max_missing and queueing:
+        arrived = health.unknown + health.known
+        if health.queue_dropped > max(MIN_SAMPLE, self.max_missing * arrived):
+            self.last_cut = self.rate
+            self.rate = max(float(self.floor), self.rate * CUT)
+            reason = f"the guard's queue overflowed ({health.queue_dropped} packets dropped)"
+        elif judged >= MIN_SAMPLE and health.missing_share() > self.max_missing and queueing:
             self.last_cut = self.rate
             self.rate = max(float(self.floor), self.rate * CUT)
             reason = f"{health.missing_share():.1%} of admitted requests unanswered"

@@ -15,13 +15,12 @@ from floodguard.policy.admission import (
 def _health(*, unknown: int = 0, answered: int = 0, missing: int = 0, ms: float = 1.0,
             seconds: float = 1.0) -> Health:
     meter = HealthMeter()
+    for _ in range(unknown):
+        meter.arrival(True)
     for i in range(answered + missing):
-        meter.request(0.0, "198.51.100.1", f"c{i}", 1, unknown=i < unknown)
+        meter.request(0.0, "198.51.100.1", f"c{i}", 1)
     for i in range(answered):
         meter.response(ms / 1000.0, "198.51.100.1", f"c{i}", 1)
-    for i in range(answered + missing, unknown):
-        meter.request(0.0, "198.51.100.1", f"u{i}", 1, unknown=True)
-        meter.response(ms / 1000.0, "198.51.100.1", f"u{i}", 1)
     health = Health(seconds=seconds)
     health.add_delta(None, meter.totals(ANSWER_TIMEOUT + 1))
     return health
@@ -29,9 +28,12 @@ def _health(*, unknown: int = 0, answered: int = 0, missing: int = 0, ms: float 
 
 def test_meter_times_answers_and_counts_the_unanswered_as_missing() -> None:
     meter = HealthMeter()
-    meter.request(10.0, "a", "x", 1, unknown=True)
-    meter.request(10.4, "a", "x", 1, unknown=True)  # a retransmission keeps its first time
-    meter.request(10.0, "b", "y", 7, unknown=False)
+    meter.arrival(True)
+    meter.arrival(True)
+    meter.arrival(False)
+    meter.request(10.0, "a", "x", 1)
+    meter.request(10.4, "a", "x", 1)  # a retransmission keeps its first time
+    meter.request(10.0, "b", "y", 7)
     meter.response(10.03, "a", "x", 1)
     meter.response(10.03, "a", "x", 1)  # a second answer times nothing
     meter.response(10.03, "c", "y", 7)  # another client's answer is not b's
@@ -47,10 +49,12 @@ def test_health_sums_workers_deltas_and_survives_a_restart() -> None:
     a, b = HealthMeter(), HealthMeter()
     for meter, n in ((a, 3), (b, 5)):
         for i in range(n):
-            meter.request(0.0, "k", str(i), 1, unknown=True)
+            meter.arrival(True)
+            meter.request(0.0, "k", str(i), 1)
             meter.response(0.001, "k", str(i), 1)
     first_a, first_b = a.totals(1.0), b.totals(1.0)
-    a.request(1.0, "k", "more", 1, unknown=True)
+    a.arrival(True)
+    a.request(1.0, "k", "more", 1)
     a.response(1.001, "k", "more", 1)
     health = Health()
     health.add_delta(first_a, a.totals(2.0))
@@ -110,10 +114,24 @@ def test_the_open_table_is_bounded_and_keeps_no_long_call_ids() -> None:
 
     meter = HealthMeter()
     long_id = "x" * 5000
-    meter.request(0.0, "k", long_id, 1, unknown=True)
+    meter.request(0.0, "k", long_id, 1)
     assert all(len(call_id) <= CALL_ID_KEPT for _, call_id, _ in meter.open)
     meter.response(0.01, "k", long_id, 1)
     for i in range(MAX_OPEN + 10):
-        meter.request(0.0, "k", str(i), 1, unknown=True)
+        meter.request(0.0, "k", str(i), 1)
     assert len(meter.open) == MAX_OPEN
     assert meter.totals(0.1)["untimed"] == 10
+
+
+def test_a_full_guard_queue_cuts_the_rate() -> None:
+    """The guard itself can be the limit: packets its queue had no room for cut the rate as
+    unanswered requests do (the phones' packets are lost there too)."""
+    adm = Admission(floor=50, ceiling=20000, start=8000, latency_ms=200, max_missing=0.01)
+    health = _health(unknown=16000, answered=100, ms=1, seconds=2.0)
+    health.queue_dropped = 3000
+    change = adm.update(health)
+    assert change is not None and change.rate == int(8000 * CUT)
+    assert "queue overflowed" in change.reason
+    health = _health(unknown=16000, answered=100, ms=1, seconds=2.0)
+    health.queue_dropped = 5  # a few: noise, not overload
+    assert adm.update(health) is not None and adm.rate > 8000 * CUT  # grows again
