@@ -2,7 +2,8 @@
 budget for unknown sources out.
 
 Every ``EVERY`` seconds the supervisor sums what each guard worker published (its
-``HealthMeter`` totals in the ``counters-<engine>`` snapshot), lets the controller
+``HealthMeter`` totals in the ``counters-<engine>`` snapshot) and what the kernel dropped for want
+of room in the guard's queues (the guard itself can be the limit), lets the controller
 (``policy.admission.Admission``) adapt the rate, and when it moved: records it in the store
 (snapshot ``admission``: rate, reason, when, recent changes), emits an ``admission`` event and
 has the rule keeper re-apply the ruleset at once with that budget. The budget rule is the
