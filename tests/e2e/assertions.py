@@ -28,8 +28,12 @@ def botnet_cut_in_kernel(r: dict[str, Any]) -> None:
     assert r["protected"]
     legit_ok(r)
     assert r["attack_sent"] >= 50_000, brief(r)
-    assert r["attack_dropped_kernel_pct"] >= 95.0, brief(r)
+    # the admission budget lets in what the registrar and the guard take (it grows while both
+    # keep up): the kernel drops most of the flood, the guard the bogus credentials it admits,
+    # and at most 5 % reaches the registrar (credentials taken out: it challenges afresh)
+    assert r["attack_dropped_kernel_pct"] >= 50.0, brief(r)
     assert r["attack_dropped_kernel_by_rule"].get("budget", 0) > 0, brief(r)
+    assert r["attack_reached_registrar"] <= 0.05 * r["attack_sent"], brief(r)
     # spoofed sources can never prove a failure: nobody is banned
     assert r["banned_sources"] == 0, brief(r)
     # the guard's memory stays bounded under 20,000 sources
