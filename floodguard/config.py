@@ -333,6 +333,8 @@ class RegistrarConfig:
     # Seconds a TCP/TLS peer may leave our answers unread (output over the high-water mark)
     # before the connection is dropped and its buffers freed.
     tcp_write_timeout: float = field(default=10.0, metadata=_check(_number_ge(0.5)))
+    # registrar processes sharing the UDP sockets (each account belongs to one); 0: one per CPU
+    workers: int = field(default=0, metadata=_check(_int_ge(0)))
     liveness_timeout: float = field(default=4.0, metadata=_check(_number_ge(0.5)))
 
 
