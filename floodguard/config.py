@@ -235,7 +235,7 @@ class AdmissionConfig:
     # answers slower than this at the 90th percentile, or more unanswered than max_missing of
     # the admitted requests, cut the rate
     latency_ms: float = field(default=200.0, metadata=_check(_number_gt(0)))
-    max_missing: float = field(default=0.01, metadata=_check(_number_gt(0)))
+    max_missing: float = field(default=0.05, metadata=_check(_number_gt(0)))
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ def _rule_name(rule: dict[str, Any]) -> str:
         return "sip-rate"
     if "fg-bud-" in spec:
         return "queue-budget"
+    if "fg-pro-" in spec:
+        return "proof-budget"
     return "other"
 
 

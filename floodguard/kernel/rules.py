@@ -25,6 +25,7 @@ from typing import Any
 from floodguard import addr
 from floodguard.config import Config
 from floodguard.errors import ConfigurationError
+from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 from floodguard.kernel.queues import queue_args, queue_slices
 from floodguard.kernel.queues import queue_for as queue_for
 from floodguard.kernel.restore_plan import TablePlan as TablePlan
@@ -267,6 +268,11 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         "syn_limit": hashlimit_args("syn", syn_rate, syn_burst, **per_source),
         "budget_limit": hashlimit_args(
             "budget", float(limits.queue_budget), limits.queue_budget,
+            family=family, per_source=False,
+            min_expire_ms=int(t("hashlimit", "min_expire_ms"))),
+        "proof_match": string_match_arg(PROOF_PREFIX.decode("ascii")),
+        "proof_limit": hashlimit_args(
+            "proof", float(limits.queue_budget), limits.queue_budget,
             family=family, per_source=False,
             min_expire_ms=int(t("hashlimit", "min_expire_ms"))),
     }

@@ -48,7 +48,7 @@ def layer_of(rule: Mapping[str, Any]) -> str | None:
         return "register-limit"
     if "--hashlimit-name fg-sip" in spec:
         return "sip-limit"
-    if "--hashlimit-name fg-bud" in spec:
+    if "--hashlimit-name fg-bud" in spec or "--hashlimit-name fg-pro" in spec:
         return "budget"
     if "--icase" in spec and "-m string" in spec:
         return "scanner"

@@ -22,7 +22,7 @@ CALL_ID_KEPT = 64  # characters of a Call-ID kept in the table (an attacker's ma
 # latency histogram bounds in milliseconds (the last bucket is everything above)
 LATENCY_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 MIN_SAMPLE = 20  # answered+missing below this: too few to judge, hold the rate
-GROWTH = 0.10  # share of the rate added per healthy step with demand, near the last cut
+GROWTH = 0.20  # share of the rate added per healthy step with demand, near the last cut
 # far below the rate of the last cut (or before any), a healthy step in demand doubles the rate
 # (TCP's slow start): a fresh host under attack reaches the registrar's capacity in seconds
 SLOW_START = 0.5

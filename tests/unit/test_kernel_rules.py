@@ -116,7 +116,8 @@ def _kind(spec: str) -> str:
                        ("fg-sip-", "sip"), ("fg-bud-", "budget"), ("fg-gwy-", "gateway"),
                        ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
                        ("--icase", "scanner"), ("-s ", "gateway-skip"), ("NFQUEUE", "queue"),
-                       ("--dst-type LOCAL", "routed-skip")):
+                       ("--dst-type LOCAL", "routed-skip"), ("fg-pro-", "proof-budget"),
+                       ('"fg1." --algo bm -j RETURN', "proof-skip")):
         if mark in spec:
             return kind
     return spec
@@ -132,15 +133,17 @@ def test_cheapest_match_first() -> None:
     assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "routed-skip", "limits",
                                        "limits", "tls"]
     # a gateway meets only its group's limit; the budget comes after both per-source limits
+    # a token-bearing answer to a challenge has a budget of its own, the rest the shared one
     assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
-                                         "budget"]
+                                         "proof-budget", "proof-skip", "budget"]
     assert chain("FLOODGUARD-TLSLIMIT") == ["gateway", "gateway-skip", "syn", "sip"]
     # filter: the scanner searches and the connection cap on what survived, then the queue
     assert chain("FLOODGUARD-SIP") == ["allow", *["scanner"] * 5, "gateway-skip", "connlimit",
                                        "queue"]
     assert chain("FLOODGUARD-TLS") == ["allow", "gateway-skip", "connlimit"]
+    # in raw only the REGISTER limit's match and, past every per-source limit, the token's
     assert not any("-m string" in r.spec for r in ruleset.rules
-                   if r.table == "raw" and "fg-reg-" not in r.spec)
+                   if r.table == "raw" and "fg-reg-" not in r.spec and '"fg1."' not in r.spec)
     assert all(r.table == "filter" for r in ruleset.rules if "NFQUEUE" in r.spec)
 
 

@@ -72,7 +72,7 @@ def test_rate_grows_only_while_healthy_and_in_demand() -> None:
     adm.update(_health(unknown=200, answered=100, ms=300))  # cut at 200: 140
     assert adm.rate == 140
     change = adm.update(_health(unknown=140, answered=100))
-    assert change is not None and change.rate == 154  # near the last cut: +10 %
+    assert change is not None and change.rate == 168  # near the last cut: +20 %
     for _ in range(100):
         adm.update(_health(unknown=int(adm.rate), answered=100))
     assert adm.rate == 1000  # the ceiling (limits.queue_budget)

@@ -83,5 +83,5 @@ def test_every_limit_rule_is_named_for_its_layer() -> None:
              and "DROP" in r.spec]
     # the limits in raw first, the string matches on what survived; the REGISTER limit matches
     # in any case (--icase) but is no scanner rule
-    assert names == ["tcp-syn", "register-rate", "sip-rate", "queue-budget"] + \
+    assert names == ["tcp-syn", "register-rate", "sip-rate", "proof-budget", "queue-budget"] + \
         ["scanner"] * 5 + ["tcp-connlimit"]
