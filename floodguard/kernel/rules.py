@@ -25,7 +25,6 @@ from typing import Any
 from floodguard import addr
 from floodguard.config import Config
 from floodguard.errors import ConfigurationError
-from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 from floodguard.kernel.queues import queue_args, queue_slices
 from floodguard.kernel.queues import queue_for as queue_for
 from floodguard.kernel.restore_plan import TablePlan as TablePlan
@@ -47,6 +46,7 @@ from floodguard.kernel.ruleset import (
 from floodguard.kernel.ruleset import TABLE_ORDER as TABLE_ORDER
 from floodguard.kernel.ruleset import TableState as TableState
 from floodguard.kernel.ruleset import allow_entries as allow_entries
+from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 
 RULES_ENV = "FLOODGUARD_RULES"
 HASHLIMIT_MAX_PERIOD = 2**32 - 1  # the kernel rejects slower rates (ERANGE)
