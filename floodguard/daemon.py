@@ -206,8 +206,11 @@ class RuleKeeper:
             self.events.emit("rules_repair_failed", error=str(exc))
             return
         if report.changed_tables or report.created_sets:
-            self.events.emit("rules_repaired", backend=report.backend,
-                             tables=report.changed_tables, sets=report.created_sets)
+            # a new admission rate is an update the "admission" event already announced, not a
+            # repair of rules someone flushed
+            self.events.emit("rules_updated" if now else "rules_repaired",
+                             backend=report.backend, tables=report.changed_tables,
+                             sets=report.created_sets)
 
 
 def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:

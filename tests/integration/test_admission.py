@@ -61,6 +61,9 @@ def test_budget_follows_the_registrars_health(glab: GuardLab) -> None:
     while _budget(glab) != peak and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _budget(glab) == peak
+    # the rate's new rule is an update, never reported as a repair of flushed rules
+    events = [e["event"] for e in glab.events()]
+    assert "rules_updated" in events and "rules_repaired" not in events, events
 
     _kamailio_signal(glab, "STOP")  # the registrar stops answering (all its processes)
     try:
