@@ -42,6 +42,7 @@ SUBSYSTEM_COMMANDS = {
     "registrar": "floodguard.registrar.commands:registrar_command",
     "endpoints": "floodguard.registrar.commands:endpoints_command",
     "lab": "floodguard.lab.command:lab_command",
+    "explain": "floodguard.explain:explain_command",
 }
 
 

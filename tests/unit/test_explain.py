@@ -1,0 +1,177 @@
+"""`floodguard explain`: what it says about a source and an account, from a real store, the
+policy engine's own snapshot and hashlimit table lines in the kernel's format (the kernel's
+own tables are read in tests/integration/test_kernel_traffic.py and test_guard_kamailio.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from floodguard import explain
+from floodguard.cli import main
+from floodguard.config import BlacklistConfig, Config, GatewayConfig, StateConfig
+from floodguard.explain import explain_account, explain_source, render
+from floodguard.kernel import hashlimit
+from floodguard.policy import Ban, Engine
+from floodguard.store import Store
+
+GUESSER, PHONE, V6 = "192.0.2.7", "192.0.2.8", "2001:db8:1:2::5"
+WALL = 1_700_000_000.0
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    cfg = replace(Config(), state=StateConfig(path=str(tmp_path / "state.db")),
+                  gateways=(GatewayConfig(name="carrier", sources=("198.51.100.0/24",)),))
+    store = Store(cfg.state.path)
+    yield cfg, store
+    store.close()
+
+
+def fail(engine: Engine, store: Store, src: str, aor: str, times: int, mono: float) -> None:
+    """Proven failures through the engine; its bans recorded as the guard records them."""
+    for i in range(times):
+        for action in engine.report(mono + i, src, aor, False):
+            if isinstance(action, Ban):
+                store.put_ban(action.ip, action.kind, action.reason, action.seconds,
+                              aor=action.aor, failures=action.failures, now=WALL)
+
+
+def save(engine: Engine, store: Store, mono: float, name: str = "engine-q0") -> None:
+    store.save_snapshot(name, engine.export_state(mono), now=WALL)
+
+
+def test_a_source_with_failures_counts_them_per_account(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 4, 100.0)
+    save(engine, store, 104.0)
+    report = explain_source(cfg, store, GUESSER, now=WALL + 1)
+    assert report["ban"] is None
+    assert report["guard"]["failures"] == 4
+    assert report["guard"]["accounts"] == [{"aor": "alice@example.com", "failures": 4, "of": 6}]
+    assert report["verdict"] == "can register; 4 of 6 consecutive failures before a suspension"
+    assert "alice@example.com: 4/6 failures" in render(report)
+    # the snapshot's counters expire: read much later, nothing is left
+    later = explain_source(cfg, store, GUESSER, now=WALL + 10_000)
+    assert later["guard"]["failures"] is None and later["guard"]["accounts"] == []
+
+
+def test_a_suspended_source_shows_the_suspension_and_its_history(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 6, 100.0)
+    save(engine, store, 106.0)
+    report = explain_source(cfg, store, GUESSER, now=WALL + 10,
+                            set_test=lambda kind, ip: kind == "ban" and ip == GUESSER)
+    assert report["ban"]["kind"] == "suspend" and report["ban"]["aor"] == "alice@example.com"
+    assert report["in_kernel_ban_set"] is True
+    assert report["verdict"].startswith("suspended for 17")  # 180 s from WALL, read at +10
+    assert [(h["op"], h["kind"], h["ended"]) for h in report["history"]] == [
+        ("ban", "suspend", False)]
+    assert report["guard"]["suspensions_in_window"] == 1
+    # long after, the suspension is history: over, but still told
+    store.prune(now=WALL + 1000)
+    over = explain_source(cfg, store, GUESSER, now=WALL + 1000)
+    assert over["ban"] is None and over["history"][0]["ended"] is True
+    assert "(ended)" in render(over)
+
+
+def test_an_account_lists_the_sources_failing_on_it_and_its_bans(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 6, 100.0)
+    fail(engine, store, PHONE, "Alice@Example.com", 2, 200.0)
+    fail(engine, store, "192.0.2.9", "bob@example.com", 3, 300.0)
+    save(engine, store, 303.0)
+    report = explain_account(cfg, store, "alice", now=WALL + 5)
+    assert [s["source"] for s in report["failing_sources"]] == [PHONE]  # the guesser's count
+    assert report["failing_sources"][0]["failures"] == 2                # reset at its ban
+    assert [b["ip"] for b in report["bans"]] == [GUESSER]
+    assert [h["op"] for h in report["history"]] == ["ban"]
+    assert explain_account(cfg, store, "ALICE@example.com", now=WALL + 5)["bans"]
+    assert not explain_account(cfg, store, "alice@other.example", now=WALL + 5)["bans"]
+    nobody = explain_account(cfg, store, "carol", now=WALL + 5)
+    assert nobody["verdict"] == "nothing stops this account" and not nobody["history"]
+    with pytest.raises(ValueError):
+        explain_account(cfg, store, "a b", now=WALL)
+
+
+def test_an_ipv6_source_is_explained_by_its_prefix(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, "2001:db8:1:2::", "alice@example.com", 3, 100.0)
+    save(engine, store, 103.0)
+    report = explain_source(cfg, store, V6, now=WALL + 1)
+    assert report["key"] == "2001:db8:1:2::" and report["guard"]["failures"] == 3
+    assert "counted as 2001:db8:1:2::" in render(report)
+
+
+def test_allow_list_gateway_and_known_good(env) -> None:
+    cfg, store = env
+    cfg = replace(cfg, blacklist=BlacklistConfig(allow=("192.0.2.0/28",)))
+    assert explain_source(cfg, store, GUESSER, now=WALL)["verdict"].startswith(
+        "allow-listed (192.0.2.0/28)")
+    gw = explain_source(cfg, store, "198.51.100.9", now=WALL)
+    assert gw["gateways"] == ["carrier"] and gw["allow"] is None
+    store.put_known("198.51.100.9", 600, now=WALL)
+    assert explain_source(cfg, store, "198.51.100.9", now=WALL + 100)["known_good"][
+        "remaining"] == 500
+
+
+def test_kernel_buckets_decide_the_verdict(env) -> None:
+    cfg, store = env
+    limited = {"table": "fg-reg-1", "purpose": hashlimit.PURPOSES["reg"], "source": PHONE,
+               "limited": True, "shared": False, "credit": 0, "credit_cap": 10, "cost": 5}
+    gateway = {**limited, "purpose": hashlimit.PURPOSES["gwy"], "source": "0.0.0.0",
+               "shared": True}
+    report = explain_source(cfg, store, PHONE, now=WALL,
+                            buckets=lambda ip, prefix: [limited, gateway])
+    assert report["verdict"] == "the kernel's rate limits drop it right now: REGISTER per source"
+    assert report["kernel_limits"] == [limited]  # a gateway group's bucket: not a member
+    assert "DROPPING" in render(report)
+
+
+def test_hashlimit_lines_in_the_kernel_format(tmp_path: Path) -> None:
+    # dl_seq_real_show: "%ld %pI4:%u->%pI4:%u %llu %llu %llu" (%pI6: 8 groups of 4 digits)
+    v4 = tmp_path / "ipt_hashlimit"
+    v6 = tmp_path / "ip6t_hashlimit"
+    v4.mkdir()
+    v6.mkdir()
+    (v4 / "fg-reg-abc").write_text(f"9 {PHONE}:0->0.0.0.0:0 0 3200 320\n"
+                                   "3 192.0.2.99:0->0.0.0.0:0 3200 3200 320\n")
+    (v4 / "fg-bud-abc").write_text("5 0.0.0.0:0->0.0.0.0:0 900 1000 1\n")
+    (v4 / "other-table").write_text(f"9 {PHONE}:0->0.0.0.0:0 0 3200 320\n")
+    (v6 / "fg-sip-abc").write_text(
+        "7 2001:0db8:0001:0002:0000:0000:0000:0000:0->0000:0000:0000:0000:0000:0000:0000:0000:0"
+        " 100 3200 320\nnot a bucket\n")
+    found = hashlimit.buckets_of(PHONE, proc=tmp_path)
+    assert [(b.table, b.limited, b.shared) for b in found] == [
+        ("fg-bud-abc", False, True), ("fg-reg-abc", True, False)]
+    assert found[1].purpose == "REGISTER per source"
+    six = hashlimit.buckets_of(V6, 64, proc=tmp_path)
+    assert [(b.source, b.limited) for b in six] == [("2001:db8:1:2::", True)]
+    assert hashlimit.buckets_of("::ffff:192.0.2.99", proc=tmp_path)[1].credit == 3200
+    assert hashlimit.buckets_of("203.0.113.1", proc=tmp_path / "missing") == []
+    assert hashlimit.parse_line("t", 4, "x y z") is None
+
+
+def test_cli_json_and_refusal(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, store = env
+    # the kernel is read in the integration tests, in their own namespaces
+    monkeypatch.setattr(explain, "_kernel_readers", lambda cfg: (None, None))
+    config = Path(cfg.state.path).with_name("floodguard.toml")
+    config.write_text(f'[state]\npath = "{cfg.state.path}"\n', encoding="utf-8")
+    store.put_ban(GUESSER, "blacklist", "spraying", 3600, aor="alice@example.com", failures=5)
+    out = CliRunner().invoke(main, ["explain", GUESSER, "--json", "-c", str(config)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["ban"]["reason"] == "spraying" and data["type"] == "source"
+    account = CliRunner().invoke(main, ["explain", "alice@example.com", "-c", str(config)])
+    assert account.exit_code == 0 and GUESSER in account.stdout
+    bad = CliRunner().invoke(main, ["explain", "not an account", "-c", str(config)])
+    assert bad.exit_code == 4 and "user[@domain]" in bad.output
