@@ -21,7 +21,7 @@ COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (
         "admission", "baseline", "buckets", "escalation", "engine", "lru", "netset", "nonces",
-        "suspension")),
+        "pairs", "suspension")),
 ]
 
 compiled = mypycify(COMPILED, opt_level="3", debug_level="0")
