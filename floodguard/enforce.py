@@ -14,6 +14,12 @@ connections             the source's established TCP connections are forgotten
 event                   ``ban``/``suspend``/``unban`` with ``by``; a batch of more than
                         ``EVENT_EACH`` bans is one ``bans`` event with a count and examples
 ======================  ==============================================================
+
+An endpoint suspension (one AOR from one address: ``suspend_pair``) has no kernel entry and
+cuts no connection (the address's other AORs keep working); the guard drops that endpoint's
+REGISTERs itself. It is a store row and a ``suspend`` event with ``scope: "aor"``; its end
+(``lift_pair``) is a ``suspend_end`` event (reason ``expired``, ``manual``, ``allow-listed``).
+Known-good pairs are store rows (``known_pairs``), not yet shared through the fleet.
 """
 
 from __future__ import annotations
@@ -163,6 +169,31 @@ class Enforcer:
         self.load("known", ip, seconds)
         self.store.put_known(ip, kernel_seconds(seconds),
                              now=self.wall() if now is None else now, journal=self.journal)
+
+    # ------------------------------------------------------------------ endpoints
+
+    def suspend_pair(self, ip: str, aor: str, seconds: float, *, reason: str,
+                     failures: int = 0, level: int = 1, now: float | None = None) -> None:
+        """Suspend the endpoint (ip, aor) for ``seconds``: store row and event."""
+        seconds = kernel_seconds(seconds)
+        self.store.put_pair_ban(ip, aor, reason, seconds, failures=failures, level=level,
+                                now=self.wall() if now is None else now)
+        self.events.emit("suspend", ip=ip, aor=aor, scope="aor", reason=reason, kind="suspend",
+                         failures=failures, level=level, seconds=int(seconds), by=self.by)
+
+    def lift_pair(self, ip: str, aor: str | None, *, reason: str) -> bool:
+        """End the suspension of (ip, aor) (every one of ip when aor is None); True when the
+        store held one."""
+        found = self.store.delete_pair_ban(ip, aor) > 0
+        self.events.emit("suspend_end", ip=ip, aor=aor, scope="aor", reason=reason, by=self.by)
+        return found
+
+    def known_pairs(self, items: Sequence[tuple[str, str, float]], *,
+                    now: float | None = None) -> None:
+        """Record known-good pairs: (address, AOR, seconds)."""
+        now = self.wall() if now is None else now
+        self.store.put_known_pairs([(ip, aor, now + kernel_seconds(seconds))
+                                    for ip, aor, seconds in items])
 
     # ------------------------------------------------------------------ batches
 

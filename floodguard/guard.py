@@ -23,6 +23,7 @@ from floodguard.failures import FailureLog, log_path
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
+from floodguard.policy.actions import LiftPair, MarkPair, SuspendPair
 from floodguard.policy.admission import HealthMeter
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.buckets import TokenBucket
@@ -127,6 +128,8 @@ class Guard:
         self.ban_latency_sum = 0.0
         self._known_until: dict[str, float] = {}
         self._known_pending: dict[str, int] = {}
+        self._pair_until: dict[tuple[str, str], float] = {}
+        self._pairs_pending: dict[tuple[str, str], int] = {}
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
@@ -442,6 +445,14 @@ class Guard:
                 self._unban(action)
             elif isinstance(action, MarkKnown):
                 self._mark_known(action)
+            elif isinstance(action, MarkPair):
+                self._mark_pair(action)
+            elif isinstance(action, SuspendPair):
+                self.enforce.suspend_pair(action.ip, action.aor, action.seconds,
+                                          reason=action.reason, failures=action.failures,
+                                          level=action.level)
+            elif isinstance(action, LiftPair):
+                self.enforce.lift_pair(action.ip, action.aor, reason=action.reason)
 
     def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
         """Monitor mode: say what enforcement would have done, change nothing."""
@@ -454,6 +465,15 @@ class Guard:
                     failures=action.failures, seconds=action.seconds)
             elif isinstance(action, Unban):
                 self.events.emit("would_unban", ip=action.ip, reason=action.reason)
+            elif isinstance(action, SuspendPair):
+                self.counters["would-ban:pair"] += 1
+                self.events.emit("would_suspend", ip=action.ip, aor=action.aor, scope="aor",
+                                 reason=action.reason, kind="suspend",
+                                 failures=action.failures, level=action.level,
+                                 seconds=action.seconds)
+            elif isinstance(action, LiftPair):
+                self.events.emit("would_suspend_end", ip=action.ip, aor=action.aor,
+                                 scope="aor", reason=action.reason)
 
     @property
     def set_errors(self) -> int:
@@ -483,11 +503,27 @@ class Guard:
         # written from tick(): a 200 OK is never held up by a set or database write
         self._known_pending[mark.ip] = max(1, math.ceil(mark.seconds))
 
+    def _mark_pair(self, mark: MarkPair) -> None:
+        """A known-good pair, written from tick() and only when its stored time runs low."""
+        now = self.clock()
+        key = (mark.ip, mark.aor)
+        until = self._pair_until.get(key)
+        if until is not None and until - now > mark.seconds * KNOWN_REFRESH_SHARE:
+            return
+        if len(self._pair_until) > 200_000:
+            self._pair_until.clear()
+        self._pair_until[key] = now + mark.seconds
+        self._pairs_pending[key] = max(1, math.ceil(mark.seconds))
+
     def flush_known(self) -> None:
         pending, self._known_pending = self._known_pending, {}
         wall = self.wall()
         for ip, seconds in pending.items():
             self.enforce.known(ip, seconds, now=wall)
+        if self._pairs_pending:
+            pairs, self._pairs_pending = self._pairs_pending, {}
+            self.enforce.known_pairs([(ip, aor, seconds) for (ip, aor), seconds in pairs.items()],
+                                     now=wall)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -517,6 +553,11 @@ class Guard:
             self.enforce.load("ban", row.ip, remaining)
         for ip, remaining in self.store.active_known(now=wall):
             self.enforce.load("known", ip, remaining)
+        for ip, aor, remaining in self.store.active_known_pairs(now=wall):
+            self.engine.restore_pair(now, ip, aor, remaining)
+        for pair in self.store.active_pair_bans(now=wall):
+            self.engine.restore_pair(now, pair.ip, pair.aor, pair.remaining(wall),
+                                     (pair.failures, pair.level))
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0
@@ -528,8 +569,11 @@ class Guard:
     def tick(self) -> None:
         """Periodic work between packets: known-good marks, operator commands, registrar
         reports, snapshots."""
-        if self._known_pending:
+        if self._known_pending or self._pairs_pending:
             self.flush_known()
+        ended = self.engine.ended_pairs(self.clock())
+        if ended:
+            self.apply(ended)
         self.take_reports()
         # a feed or fleet batch of thousands is taken over several ticks, never all at once
         for cmd in self.store.take_commands(self._command_id, COMMANDS_PER_TICK):
@@ -540,7 +584,9 @@ class Guard:
                     self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
                                             "manual", None, 0)
                 elif cmd.op == "unban":
-                    self.engine.unban(now, cmd.ip)
+                    # the operator's command already lifted the ban; its endpoints end here
+                    self.apply([a for a in self.engine.unban(now, cmd.ip)
+                                if isinstance(a, LiftPair)])
             except ValueError:
                 pass
         now = self.clock()

@@ -1,4 +1,5 @@
-"""SQLite state (WAL): bans, known-good sources, policy snapshots and operator commands.
+"""SQLite state (WAL): bans, known-good sources, known-good (source, AOR) pairs, endpoint
+suspensions, policy snapshots and operator commands.
 
 Times stored here are wall-clock seconds (``time.time()``), so state survives a reboot; the policy
 engine works in monotonic time and the guard converts at the boundary.
@@ -71,6 +72,23 @@ CREATE TABLE IF NOT EXISTS journal (
     until REAL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS known_pairs (
+    ip TEXT NOT NULL,
+    aor TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (ip, aor)
+);
+CREATE INDEX IF NOT EXISTS known_pairs_until ON known_pairs(until);
+CREATE TABLE IF NOT EXISTS pair_bans (
+    ip TEXT NOT NULL,
+    aor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    level INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (ip, aor)
+);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     op TEXT NOT NULL,
@@ -132,6 +150,30 @@ class BanRow:
         return {
             "ip": self.ip, "kind": self.kind, "reason": self.reason, "aor": self.aor,
             "failures": self.failures, "created": self.created, "until": self.until,
+            "remaining": round(self.remaining(now), 1),
+        }
+
+
+@dataclass(frozen=True)
+class PairBanRow:
+    """A persisted endpoint suspension: REGISTERs for ``aor`` from ``ip`` are dropped."""
+
+    ip: str
+    aor: str
+    reason: str
+    failures: int
+    level: int
+    created: float
+    until: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.until - now)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "ip": self.ip, "aor": self.aor, "kind": "suspend", "scope": "aor",
+            "reason": self.reason, "failures": self.failures, "level": self.level,
+            "created": self.created, "until": self.until,
             "remaining": round(self.remaining(now), 1),
         }
 
@@ -464,6 +506,8 @@ class Store:
         now = time.time() if now is None else now
         self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM known_pairs WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM pair_bans WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
 
@@ -512,6 +556,54 @@ class Store:
         now = time.time() if now is None else now
         cur = self.db.execute("SELECT ip, until FROM known WHERE until > ?", (now,))
         return [(ip, until - now) for ip, until in cur.fetchall()]
+
+    # known-good pairs and endpoint suspensions ------------------------------------
+    # (the tables are created by SCHEMA on every open, so an older database gains them)
+
+    def put_known_pairs(self, items: list[tuple[str, str, float]]) -> None:
+        """Record (address, AOR, until) known-good pairs in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO known_pairs(ip, aor, until) VALUES (?, ?, ?)", items)
+
+    def active_known_pairs(self, now: float | None = None) -> list[tuple[str, str, float]]:
+        """(address, AOR, remaining seconds) of the live known-good pairs."""
+        now = time.time() if now is None else now
+        cur = self.db.execute("SELECT ip, aor, until FROM known_pairs WHERE until > ?", (now,))
+        return [(ip, aor, until - now) for ip, aor, until in cur.fetchall()]
+
+    def put_pair_ban(self, ip: str, aor: str, reason: str, seconds: float, *, failures: int = 0,
+                     level: int = 1, now: float | None = None) -> PairBanRow:
+        """Record an endpoint suspension (replacing any of the same pair)."""
+        now = time.time() if now is None else now
+        row = PairBanRow(ip, aor, reason, failures, level, now, now + seconds)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO pair_bans(ip, aor, reason, failures, level, created, "
+                "until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.ip, row.aor, row.reason, row.failures, row.level, row.created, row.until))
+        return row
+
+    def delete_pair_ban(self, ip: str, aor: str | None = None) -> int:
+        """Delete the suspension of (ip, aor), or every one of ip; returns how many went."""
+        with self.db:
+            self.db.execute("BEGIN")
+            if aor is None:
+                cur = self.db.execute("DELETE FROM pair_bans WHERE ip = ?", (ip,))
+            else:
+                cur = self.db.execute("DELETE FROM pair_bans WHERE ip = ? AND aor = ?",
+                                      (ip, aor))
+        return int(cur.rowcount)
+
+    def active_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
+        """Live endpoint suspensions, soonest to end first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
+            "WHERE until > ? ORDER BY until", (now,))
+        return [PairBanRow(*r) for r in cur.fetchall()]
 
     # snapshots ----------------------------------------------------------------
 

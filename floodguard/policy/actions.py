@@ -1,5 +1,6 @@
 """What the policy engine asks the guard to do besides its verdict: ban or unban a source, mark
-it known-good, journal a counted failure. The guard turns them into ipset writes and store rows.
+it known-good, journal a counted failure, suspend or lift one endpoint (a source and AOR) and
+mark a known-good pair. The guard turns them into ipset writes, store rows and events.
 """
 
 from __future__ import annotations
@@ -44,4 +45,36 @@ class Counted:
     aor: str
 
 
-Action = Ban | Unban | MarkKnown | Counted
+@dataclass(frozen=True, slots=True)
+class MarkPair:
+    """(ip, aor) completed an authenticated registration: a known-good pair for ``seconds``."""
+
+    ip: str
+    aor: str
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendPair:
+    """Suspend one endpoint: REGISTERs for ``aor`` from ip are dropped by the guard for
+    ``seconds`` (no kernel entry: the address's other AORs pass). ``level``: 1, +1 a repeat."""
+
+    ip: str
+    aor: str
+    seconds: int
+    reason: str
+    failures: int = 0
+    level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LiftPair:
+    """An endpoint suspension is over: ended on time ("expired"), lifted by the operator or by
+    the allow list."""
+
+    ip: str
+    aor: str
+    reason: str
+
+
+Action = Ban | Unban | MarkKnown | Counted | MarkPair | SuspendPair | LiftPair

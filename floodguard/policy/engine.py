@@ -7,7 +7,8 @@ returned actions into ipset writes, SQLite rows and log events.
 Requests, in order (first match wins):
 
 1. allow list (``blacklist.allow``) -> accept "allow": never limited, never banned;
-2. an active ban -> drop "suspended" / "banned" (normally the kernel drops them first);
+2. an active ban -> drop "suspended" / "banned" (normally the kernel drops them first); a
+   REGISTER for a suspended endpoint (source, AOR) -> drop "suspended:pair" (pairs.py);
 3. a scanner user agent (case-insensitive substring) -> drop "scanner", no ban (spoofable);
 4. rate limits: a source inside a ``[[gateway]]`` network is charged to the group's shared
    bucket ("rate:gateway:<name>") instead of the per-source REGISTER ("rate:register") and
@@ -22,7 +23,12 @@ Responses are always accepted but drive the learning: see nonces.py (nonces the 
 to more than one client: a registrar setting to fix, reported, never relied on),
 suspension.py (consecutive failures) and escalation.py (the blacklist tier: spraying, repeat
 offenders, bans that double).
-A success marks the source known-good for twice the granted expiry.
+A success marks the source known-good for twice the granted expiry, and the (source, AOR) a
+known-good pair for as long. A source holding a known-good pair, or inside a ``[[gateway]]``,
+is shared-capable (an office NAT, a CGNAT): its proven failures count per (source, AOR) only,
+and ``register_retry`` of them suspend that endpoint for ``suspend_time`` (escalating on
+repeats, never into an address ban) instead of the address. Spraying from it is still banned
+whole (a lockdown keeping its known-good pairs is issue #16 item 3).
 
 Malformed packets are dropped "malformed:<reason>", except from allow-listed sources (accepted
 "allow"); a banned source's malformed packet is reported as banned.
@@ -48,7 +54,7 @@ from typing import Any
 from ..addr import source_key
 from ..config import Config
 from . import snapshot
-from .actions import Action, Ban, Counted, MarkKnown, Unban
+from .actions import Action, Ban, Counted, LiftPair, MarkKnown, MarkPair, SuspendPair, Unban
 from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .escalation import (
     KIND_BLACKLIST,
@@ -63,6 +69,7 @@ from .escalation import (
 from .lru import LruTable
 from .netset import NetMap, NetSet, pack_ip
 from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
+from .pairs import PairBan, Pairs, aor_key
 from .snapshot import STATE_VERSION as STATE_VERSION
 from .suspension import SuspensionCounters
 from .views import AuthView, SipView
@@ -96,6 +103,7 @@ _OK = Verdict(True, "ok")
 _ALLOW = Verdict(True, "allow")
 _BANNED = Verdict(False, "banned")
 _SUSPENDED = Verdict(False, "suspended")
+_PAIR_SUSPENDED = Verdict(False, "suspended:pair")
 _SCANNER = Verdict(False, "scanner")
 _RATE_REGISTER = Verdict(False, "rate:register")
 _RATE_SIP = Verdict(False, "rate:sip")
@@ -117,7 +125,7 @@ class Engine:
     __slots__ = (
         "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_ua_seen", "_gw_verdicts", "_decay",
         "_decay_override", "_limiter", "_gateways", "_budget", "_nonces", "_pending",
-        "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed",
+        "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed", "_pairs",
     )
 
     def __init__(
@@ -155,6 +163,7 @@ class Engine:
         self._blacklist = Blacklist(max_sources)
         self._bans = BanTable(max_bans or max_sources)
         self._known: LruTable[str, float] = LruTable(max_sources)  # ip -> until
+        self._pairs = Pairs(max_sources, max_bans or max_sources)
         self._counts: dict[str, int] = {}
         self._malformed: dict[str, Verdict] = {}
         self._decay_override = escalation_decay
@@ -204,6 +213,10 @@ class Engine:
                 self._counters.forget_source(ip)
                 self._blacklist.forget(ip)
                 actions.append(Unban(ip, "allow-listed"))
+        for ip in self._pairs.sources_suspended():
+            if self._is_allowed(ip):
+                actions.extend(LiftPair(b.src, b.aor, "allow-listed")
+                               for b in self._pairs.lift(ip))
         return tuple(actions)
 
     # ------------------------------------------------------------ classification
@@ -271,6 +284,9 @@ class Engine:
             verdict = _ALLOW
         elif (ban := self._bans.get(src, now)) is not None:
             verdict = _SUSPENDED if ban.kind == KIND_SUSPEND else _BANNED
+        elif self._pairs.active_any() and msg.method == "REGISTER" and self._pair_hit(
+                now, src, msg):
+            verdict = _PAIR_SUSPENDED
         elif (ua := msg.user_agent) is not None and self._is_scanner(ua):
             verdict = _SCANNER
         else:
@@ -295,6 +311,16 @@ class Engine:
             verdict = _OK
         counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
         return verdict
+
+    def _pair_hit(self, now: float, src: str, msg: SipView) -> bool:
+        """Is this REGISTER's endpoint (src, its AOR as counted) suspended?"""
+        aor = msg.aor
+        if aor is None:
+            auth = msg.authorization
+            aor = None if auth is None else auth.username
+            if aor is None:
+                return False
+        return self._pairs.suspended(now, src, aor_key(aor)) is not None
 
     def _track(self, now: float, src: str, msg: SipView, auth: AuthView, proven: bool) -> None:
         call_id = msg.call_id
@@ -365,11 +391,13 @@ class Engine:
         if not expires or expires <= 0:
             expires = self._cfg.registrar.expire
         until = now + 2 * expires
+        pair_until = self._pairs.mark(now, src, aor, until)
         previous = self._known.peek(src, now)
         if previous is not None and previous > until:
             until = previous  # behind a NAT, another phone may hold it longer
         self._known.put(src, until, until, now)
-        return Verdict(True, "ok", (MarkKnown(src, _seconds(until - now)),))
+        return Verdict(True, "ok", (MarkKnown(src, _seconds(until - now)),
+                                    MarkPair(src, aor, _seconds(pair_until - now))))
 
     def report(self, now: float, src: str, aor: str, ok: bool,
                expires: int | None = None) -> tuple[Action, ...]:
@@ -387,18 +415,31 @@ class Engine:
         return tuple(a for a in self._failure(now, src, aor).actions
                      if not isinstance(a, Counted))
 
+    def _shared(self, now: float, src: str) -> bool:
+        """Is src shared-capable: a known-good pair, or a ``[[gateway]]`` member?"""
+        if self._pairs.shared(now, src):
+            return True
+        return bool(self._gw_map) and self._gw_map.lookup_parsed(pack_ip(src)) is not None
+
     def _failure(self, now: float, src: str, aor: str) -> Verdict:
         self._count("failures")
         counted: tuple[Action, ...] = (Counted(src, aor),)
         cfg = self._cfg
         bl = cfg.blacklist
+        shared = self._shared(now, src)
+        if shared and self._pairs.suspended(now, src, aor) is not None:
+            return Verdict(True, "ok", counted)  # a late answer: the endpoint is suspended
         sprayed = self._blacklist.failure(now, src, aor, bl.auth_failures, bl.window)
         consecutive = 0
         if cfg.suspension.enabled:
-            consecutive = self._counters.failure(now, src, aor, cfg.suspension.register_retry)
+            retry = cfg.suspension.register_retry
+            consecutive = (self._counters.failure_pair(now, src, aor, retry) if shared
+                           else self._counters.failure(now, src, aor, retry))
         actions: tuple[Action, ...] = ()
         if sprayed:
             actions = self._blacklist_ban(now, src, aor, sprayed, REASON_SPRAYING)
+        elif consecutive and shared:
+            actions = self._suspend_pair(now, src, aor, consecutive)
         elif consecutive:
             if self._blacklist.suspension(now, src, bl.window):
                 actions = self._blacklist_ban(now, src, aor, consecutive, REASON_REPEAT)
@@ -409,6 +450,20 @@ class Engine:
                 )
                 actions = self._impose(now, rec, seconds)
         return Verdict(True, "ok", counted + actions)
+
+    def _suspend_pair(self, now: float, src: str, aor: str, failures: int) -> tuple[Action, ...]:
+        """Suspend one endpoint of a shared-capable source (the allow list wins)."""
+        if self._is_allowed(src):
+            self._count("ban_refused:allow")
+            return ()
+        cfg = self._cfg
+        ban = self._pairs.suspend(
+            now, src, aor, failures, suspend_time=cfg.suspension.suspend_time,
+            escalation=cfg.blacklist.escalation, max_time=cfg.blacklist.max_ban_time,
+            window=cfg.blacklist.window)
+        self._count("ban:pair")
+        return (SuspendPair(src, aor, _seconds(ban.until - now), ban.reason, ban.failures,
+                            ban.level),)
 
     def _blacklist_ban(
         self, now: float, src: str, aor: str, failures: int, reason: str
@@ -479,7 +534,8 @@ class Engine:
         self._counters.forget_source(ip)
         self._blacklist.forget(ip)
         self._count("unban")
-        return (Unban(ip, reason),)
+        lifted = tuple(LiftPair(b.src, b.aor, reason) for b in self._pairs.lift(ip))
+        return (Unban(ip, reason), *lifted)
 
     # ------------------------------------------------------------ queries
 
@@ -503,6 +559,31 @@ class Engine:
         """(ip, remaining seconds) of the known-good sources."""
         return [(ip, until - now) for ip, until, _ in self._known.items(now)]
 
+    @property
+    def pairs(self) -> Pairs:
+        """Known-good pairs and endpoint suspensions, for queries (AORs as ``aor_key``)."""
+        return self._pairs
+
+    def is_shared(self, now: float, ip: str) -> bool:
+        """Is ip shared-capable (a known-good pair, or a gateway member)?"""
+        return self._shared(now, ip)
+
+    def ended_pairs(self, now: float) -> tuple[Action, ...]:
+        """Endpoint suspensions that are over since the last call (the guard's end hook)."""
+        return tuple(LiftPair(b.src, b.aor, "expired") for b in self._pairs.ended(now))
+
+    def restore_pair(self, now: float, ip: str, aor: str, seconds: float,
+                     ban: tuple[int, int] | None = None) -> None:
+        """A known-good pair persisted elsewhere (the store) or, with ``ban`` (failures,
+        level), an endpoint suspension; allow-listed or expired ones are ignored."""
+        if seconds > 0 and not self._is_allowed(ip):
+            key, until = aor_key(aor), now + seconds
+            if ban is None:
+                self._pairs.mark(now, ip, key, until)
+            else:
+                self._pairs.restore_ban(now, PairBan(ip, key, until, *ban),
+                                        self._cfg.blacklist.window)
+
     def sweep(self, now: float, limit: int = 1000) -> int:
         """Drop expired entries from the cold end of the idle-expiry tables; the guard may call
         this now and then (each table is bounded anyway)."""
@@ -511,6 +592,8 @@ class Engine:
         removed += self._pending.table.sweep(now, limit)
         removed += self._counters.by_source.sweep(now, limit)
         removed += self._counters.by_aor.sweep(now, limit)
+        for table in self._pairs.tables.values():
+            removed += table.sweep(now, limit)
         return removed
 
     def nonce_holder(self, now: float, nonce: str) -> str | None:
@@ -530,21 +613,27 @@ class Engine:
             "counters_source": self._counters.by_source,
             "counters_aor": self._counters.by_aor,
             **self._blacklist.tables,
+            **self._pairs.tables,
         }
 
     def stats(self) -> dict[str, int]:
         """Table sizes, LRU evictions, verdicts by reason and learning/ban counters (see
         snapshot.stats)."""
         reasons = [v.reason for v in self._gw_verdicts]
-        return snapshot.stats(self._tables(), self._bans, self._counts, reasons)
+        out = snapshot.stats(self._tables(), self._bans, self._counts, reasons)
+        out["table:pair_bans"] = len(self._pairs)
+        out["evicted:pair_bans"] = self._pairs.evicted
+        return out
 
     # ------------------------------------------------------------ persistence
 
     def export_state(self, now: float) -> dict[str, Any]:
         """JSON-serialisable snapshot of what must survive a restart; times are relative to
         ``now`` (remaining / ago), so it can be restored against another monotonic clock."""
-        return snapshot.export_state(now, self._bans, self._known, self._counters,
-                                     self._blacklist)
+        state = snapshot.export_state(now, self._bans, self._known, self._counters,
+                                      self._blacklist)
+        state["pairs"] = self._pairs.export(now)  # known-good pairs live in the store
+        return state
 
     def restore_state(self, now: float, state: dict[str, Any]) -> None:
         """Replace the learned state with a snapshot from export_state(). Bans of sources the
@@ -556,5 +645,7 @@ class Engine:
         snapshot.restore_state(now, state, bans, known, counters, blacklist,
                                is_allowed=self._is_allowed,
                                window=self._cfg.blacklist.window, decay=self._decay)
-        self._bans, self._known, self._counters, self._blacklist = (
-            bans, known, counters, blacklist)
+        pairs = self._pairs.rebuilt(now, state.get("pairs"), self._cfg.blacklist.window,
+                                    self._is_allowed)
+        self._bans, self._known, self._counters, self._blacklist, self._pairs = (
+            bans, known, counters, blacklist, pairs)

@@ -16,6 +16,10 @@ triggered are cleared then, so after the suspension is lifted the count starts a
 Counters are forgotten after ``ttl`` seconds without a new failure (default one hour, a
 documented choice: VOS3000 does not age them, but a single typo yesterday should not count
 today). Both tables are bounded LRUs.
+
+A *shared-capable* source (one holding a known-good pair, or a ``[[gateway]]`` member: see
+pairs.py) is counted by ``failure_pair``: per (source, AOR) only, so a phone with a stale
+password behind an office NAT suspends its own endpoint, never its neighbours.
 """
 
 from __future__ import annotations
@@ -67,6 +71,17 @@ class SuspensionCounters:
             return max(per_aor, per_src)
         self._by_aor.put(key, per_aor, deadline, now)
         self._by_source.put(src, per_src, deadline, now)
+        return 0
+
+    def failure_pair(self, now: float, src: str, aor: str, retry: int) -> int:
+        """Count one proven failure of a shared-capable source: per (src, aor) only; returns
+        the count that reached ``retry`` (the counter is then cleared), else 0."""
+        key = (src, aor)
+        per_aor = (self._by_aor.get(key, now) or 0) + 1
+        if per_aor >= retry:
+            self._by_aor.discard(key)
+            return per_aor
+        self._by_aor.put(key, per_aor, now + self.ttl, now)
         return 0
 
     def success(self, src: str, aor: str) -> None:

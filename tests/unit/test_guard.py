@@ -339,3 +339,84 @@ def test_unproven_credentials_never_reach_the_registrar(rig):
     req = udp(client, SERVER, 5060, 5060, register(
         "1001", src=client, call_id="late", cseq=2, auth=auth_value("1001", "x", "n")))
     assert isinstance(guard.handle(req, HOOK_LOCAL_IN), bytes)
+
+
+# ---------------------------------------------------------------- endpoints (issue #16)
+
+
+def _office(guard, clock, client):
+    """Two phones behind one address register (1002, 1003), then 1001's stale password fails
+    six times: returns the events so far."""
+    for i, user in enumerate(("1002", "1003")):
+        clock.t += 1
+        assert attempt(guard, client, user, "pw", 100 + i, f"ok{i}", 1, final=200)
+    for i in range(6):
+        clock.t += 1
+        assert attempt(guard, client, "1001", "wrong", i, f"s{i}", 1)
+
+
+def test_a_shared_address_loses_only_the_failing_endpoint(rig):
+    guard, sets, store, log, clock = rig()
+    client = "198.51.100.9"
+    _office(guard, clock, client)
+    assert ("ban", client) not in sets.entries and store.get_ban(client) is None
+    (row,) = store.active_pair_bans(now=guard.wall())
+    assert (row.ip, row.aor.split("@")[0], row.failures, row.level) == (client, "1001", 6, 1)
+    assert round(row.remaining(guard.wall())) == 180
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    (suspend,) = [e for e in events if e["event"] == "suspend"]
+    assert suspend["ip"] == client and suspend["aor"] == row.aor and suspend["scope"] == "aor"
+    assert suspend["seconds"] == 180 and suspend["by"] == "guard"
+    # 1001's REGISTERs are dropped unanswered; 1002 and new 1004 from the address pass
+    req = udp(client, SERVER, 5060, 5060, register("1001", src=client, call_id="z", cseq=1))
+    assert guard.handle(req, HOOK_LOCAL_IN) is False
+    assert guard.counters["drop:suspended:pair"] == 1
+    clock.t += 1
+    assert attempt(guard, client, "1002", "pw", 200, "again", 1, final=200)
+    assert attempt(guard, client, "1004", "pw", 201, "new", 1, final=200)
+    # known-good pairs are written to the store from tick()
+    guard.tick()
+    pairs = {aor.split("@")[0] for ip, aor, _ in store.active_known_pairs(now=guard.wall())}
+    assert pairs == {"1002", "1003", "1004"}
+    # a restart keeps the suspension and the pairs
+    again, *_ = rig(clock=clock)
+    again.restore()
+    assert again.handle(req, HOOK_LOCAL_IN) is False
+    assert again.engine.is_shared(clock.t, client)
+    # the end is an event, and the row goes
+    clock.t += 181
+    guard.tick()
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    (end,) = [e for e in events if e["event"] == "suspend_end"]
+    assert (end["ip"], end["aor"], end["reason"]) == (client, row.aor, "expired")
+    assert store.active_pair_bans(now=guard.wall()) == []
+    assert guard.handle(req, HOOK_LOCAL_IN) is not False
+
+
+def test_operator_unban_lifts_endpoint_suspensions(rig):
+    guard, _, store, log, clock = rig()
+    client = "198.51.100.10"
+    _office(guard, clock, client)
+    store.queue_command("unban", client)
+    guard.tick()
+    assert store.active_pair_bans(now=guard.wall()) == []
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [e["reason"] for e in events if e["event"] == "suspend_end"] == ["manual"]
+    req = udp(client, SERVER, 5060, 5060, register("1001", src=client, call_id="y", cseq=1))
+    assert guard.handle(req, HOOK_LOCAL_IN) is not False
+
+
+def test_monitor_mode_says_it_would_suspend_the_endpoint(rig):
+    guard, sets, store, log, clock = rig(loads('[guard]\nmode = "monitor"\n'))
+    client = "198.51.100.11"
+    _office(guard, clock, client)
+    assert not any(kind == "ban" for kind, _ in sets.entries)
+    assert store.active_pair_bans(now=guard.wall()) == []
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    (would,) = [e for e in events if e["event"].startswith("would_")]
+    assert would["event"] == "would_suspend" and would["scope"] == "aor"
+    assert would["aor"].startswith("1001@") and would["ip"] == client
+    req = udp(client, SERVER, 5060, 5060, register("1001", src=client, call_id="x", cseq=1))
+    assert guard.handle(req, HOOK_LOCAL_IN) is not False
+    assert guard.counters["would-drop:suspended:pair"] == 1
+    assert guard.counters["would-ban:pair"] == 1

@@ -1,0 +1,90 @@
+"""An office behind one NAT address (a script, not a test): phones that register fine and one
+desk phone still holding an old password, all from one source address.
+
+    office.py --src IP --server IP --phones 1001,1002 --stale 1010 [--duration 40]
+              [--phone-gap 4] [--stale-gap 0.5]
+
+First every phone registers once (so the address holds known-good pairs). Then, for
+``--duration`` seconds, each phone re-registers every ``--phone-gap`` seconds (REGISTER -> 401
+-> REGISTER with the right password -> 200) while the stale phone keeps answering its latest
+challenge with a wrong password every ``--stale-gap`` seconds, as a real phone retries. Each
+phone and the stale one use their own UDP port and Call-ID, like phones behind a NAT. Every
+answer the stale phone gets is logged with its time; a request that gets no answer within a
+second is ``null`` (its endpoint is suspended: the guard drops it).
+
+Prints JSON: {"phones": {"ok": n, "failed": n, "statuses": {...}}, "stale": [[t, status]]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import Counter
+
+from tests.adversarial.guesser import Client
+
+
+def register_once(client: Client, password: str) -> int | None:
+    """One full registration: challenge, then the answer; the final status (None: silence)."""
+    if not client.ask_challenge():
+        return None
+    client.send(client.answer(password))
+    msg = client.receive()
+    return None if msg is None else msg.status
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--src", required=True)
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--phones", required=True)
+    ap.add_argument("--stale", required=True)
+    ap.add_argument("--duration", type=float, default=40.0)
+    ap.add_argument("--phone-gap", type=float, default=4.0)
+    ap.add_argument("--stale-gap", type=float, default=0.5)
+    args = ap.parse_args()
+    users = args.phones.split(",")
+    phones = [Client(args.src, args.server, user, "udp", 5200 + i)
+              for i, user in enumerate(users)]
+    statuses: Counter[str] = Counter()
+    for phone in phones:  # the office is up: known-good pairs for its address
+        statuses[str(register_once(phone, f"secret{phone.user}"))] += 1
+    start = time.monotonic()
+    end = start + args.duration
+    stale_log: list[list[float | int | None]] = []
+
+    def stale_phone() -> None:
+        client = Client(args.src, args.server, args.stale, "udp", 5300)
+        last: int | None = None
+        while time.monotonic() < end:
+            if client.challenge is None or last is None:
+                # a fresh registration attempt: its first challenge is never a failure
+                last = 401 if client.ask_challenge() else None
+                if last is None:
+                    stale_log.append([round(time.monotonic() - start, 3), None])
+                    time.sleep(args.stale_gap)
+                    continue
+            time.sleep(args.stale_gap)
+            last = client.guess("an-old-password")
+            stale_log.append([round(time.monotonic() - start, 3), last])
+
+    thread = threading.Thread(target=stale_phone)
+    thread.start()
+    gap = args.phone_gap / len(phones)
+    i = 0
+    while time.monotonic() < end:
+        phone = phones[i % len(phones)]
+        statuses[str(register_once(phone, f"secret{phone.user}"))] += 1
+        i += 1
+        time.sleep(gap)
+    thread.join()
+    print(json.dumps({
+        "phones": {"ok": statuses["200"], "failed": sum(statuses.values()) - statuses["200"],
+                   "statuses": dict(statuses)},
+        "stale": stale_log}))
+
+
+if __name__ == "__main__":
+    main()

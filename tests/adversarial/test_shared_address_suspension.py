@@ -1,0 +1,92 @@
+"""Attack: a stale-password phone behind an office NAT (issue #16, items 1, 2, 6).
+
+Before, the stale phone's 6th proven failure suspended the whole address for 180 s and its
+repeat became a 1-hour ban: every phone of the office was off the air. Now the address holds
+known-good (source, AOR) pairs (its phones registered), so only the failing endpoint — that
+AOR from that address — is suspended: the guard drops its REGISTERs unanswered, the phones
+keep registering, the address never enters the kernel's ban set, and the stale phone gets at
+most ``register_retry`` (6) wrong-password answers per suspension period.
+
+The real stack in namespaces: kernel rules, the guard, floodguard's own registrar or Kamailio
+(accounts 1001..1010 on both), 9 phones and the stale one on one source address. The per-source
+kernel limits are raised for the office address's 10 phones (in production a NAT gateway's
+address is a ``[[gateway]]``, shared-capable from the start; here it must earn it by its
+phones' registrations) and ``suspend_time`` is 8 s so a run sees several periods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from floodguard.store import Store
+from tests.integration.conftest import CLIENTS4, SERVER4
+from tests.integration.guardkit import GuardLab, start
+
+pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save",
+                              "kamailio")
+
+OFFICE = Path(__file__).with_name("office.py")
+ROOT = Path(__file__).resolve().parents[2]
+NAT = CLIENTS4[2]
+PHONES = [str(u) for u in range(1001, 1010)]
+STALE = "1010"
+RETRY = 6
+SUSPEND = 8
+CONFIG = ("[limits]\nregister_rate = 50\nregister_burst = 100\nsip_rate = 100\n"
+          f"sip_burst = 200\n[suspension]\nregister_retry = {RETRY}\n"
+          f"suspend_time = {SUSPEND}\n")
+
+
+def runs(stale: list[list[float | int | None]]) -> list[int]:
+    """Wrong-password answers in each run of answered requests (a silence ends a run: the
+    endpoint is suspended)."""
+    out = [0]
+    for _, status in stale:
+        if status is None:
+            if out[-1]:
+                out.append(0)
+        elif status in (401, 403):
+            out[-1] += 1
+    return [n for n in out if n]
+
+
+@pytest.mark.parametrize("registrar", ["floodguard", "kamailio"])
+def test_the_stale_phone_is_suspended_alone_and_the_office_keeps_registering(
+        glab: GuardLab, registrar: str) -> None:
+    start(glab, CONFIG, registrar=registrar)
+    out = glab.client.run(
+        sys.executable, str(OFFICE), "--src", NAT, "--server", SERVER4,
+        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "30",
+        env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    result = json.loads(out)
+    phones, stale = result["phones"], result["stale"]
+    events = glab.events()
+    suspends = [e for e in events if e["event"] == "suspend"]
+    # the office kept registering, every time
+    assert phones["failed"] == 0 and phones["ok"] >= 2 * len(PHONES), (phones, suspends)
+    # only the stale phone's endpoint was suspended, never the address
+    assert suspends, (stale, events)
+    assert {(e["ip"], e["aor"].split("@")[0], e.get("scope")) for e in suspends} == {
+        (NAT, STALE, "aor")}, suspends
+    assert NAT not in glab.ban_set()
+    assert not [e for e in events if e["event"] == "ban"], events
+    # at most register_retry wrong-password answers per suspension period, over several
+    periods = runs(stale)
+    assert len(periods) >= 2 and max(periods) <= RETRY, (periods, stale)
+    assert sum(periods) <= RETRY * (len(suspends) + 1), (periods, suspends)
+    # its REGISTERs were dropped unanswered while suspended, and a suspension ended on time
+    assert any(status is None for _, status in stale), stale
+    ends = [e for e in events if e["event"] == "suspend_end"]
+    assert ends and ends[0]["reason"] == "expired" and ends[0]["ip"] == NAT, events
+    # the known-good pairs are in the store
+    store = Store(glab.tmp / "state.db", recover=False)
+    try:
+        pairs = {aor.split("@")[0] for ip, aor, _ in store.active_known_pairs() if ip == NAT}
+    finally:
+        store.close()
+    assert pairs >= set(PHONES), pairs
