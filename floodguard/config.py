@@ -248,6 +248,16 @@ class SuspensionConfig:
 
 
 @dataclass(frozen=True)
+class AccountConfig:
+    """Account protection: proven failures on one account from ``sources`` distinct sources
+    within ``blacklist.window`` (distributed guessing) protect it for ``suspension.suspend_time``
+    (escalating like bans); meanwhile only its known-good (source, account) pairs reach it."""
+
+    protect: bool = field(default=True, metadata=_check(_boolean))
+    sources: int = field(default=5, metadata=_check(_int_ge(2)))
+
+
+@dataclass(frozen=True)
 class BlacklistConfig:
     """Dynamic blacklist for spraying and repeat offenders, and the never-banned allow list."""
 
@@ -402,6 +412,7 @@ class Config:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     suspension: SuspensionConfig = field(default_factory=SuspensionConfig)
     blacklist: BlacklistConfig = field(default_factory=BlacklistConfig)
+    account: AccountConfig = field(default_factory=AccountConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     gateways: tuple[GatewayConfig, ...] = ()
     feeds: tuple[FeedConfig, ...] = ()
@@ -420,6 +431,7 @@ _SECTIONS: dict[str, type] = {
     "admission": AdmissionConfig,
     "suspension": SuspensionConfig,
     "blacklist": BlacklistConfig,
+    "account": AccountConfig,
     "scanner": ScannerConfig,
     "queue": QueueConfig,
     "registrar": RegistrarConfig,

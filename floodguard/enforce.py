@@ -188,6 +188,21 @@ class Enforcer:
         self.events.emit("suspend_end", ip=ip, aor=aor, scope="aor", reason=reason, by=self.by)
         return found
 
+    def protect_account(self, aor: str, seconds: float, *, sources: int, level: int = 1,
+                        reason: str = "distributed-guessing", now: float | None = None) -> None:
+        """Protect the account ``aor`` for ``seconds``: store row and event."""
+        seconds = kernel_seconds(seconds)
+        self.store.put_protection(aor, reason, seconds, sources=sources, level=level,
+                                  now=self.wall() if now is None else now)
+        self.events.emit("protect", aor=aor, reason=reason, sources=sources, level=level,
+                         seconds=int(seconds), by=self.by)
+
+    def end_protection(self, aor: str, *, reason: str) -> bool:
+        """End the account's protection; True when the store held one."""
+        found = self.store.delete_protection(aor)
+        self.events.emit("protect_end", aor=aor, reason=reason, by=self.by)
+        return found
+
     def known_pairs(self, items: Sequence[tuple[str, str, float]], *,
                     now: float | None = None) -> None:
         """Record known-good pairs: (address, AOR, seconds)."""

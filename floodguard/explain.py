@@ -151,12 +151,18 @@ def explain_account(cfg: Config, store: Store, target: str, *, now: float) -> di
                 sources.append({"source": src, "aor": aor, "failures": int(count),
                                 "of": retry})
     report["failing_sources"] = sorted(sources, key=lambda s: -s["failures"])
+    report["protections"] = [row.as_dict(now) for row in store.active_protections(now=now)
+                             if _aor_matches(row.aor, user, domain if at else None)]
     report["bans"] = [{**row.as_dict(now), "why": describe(row, now)}
                       for row in store.active_bans(now=now)
                       if row.aor and _aor_matches(row.aor, user, domain if at else None)]
     report["history"] = _journal(
         store.journal_of(user=user, domain=domain if at else None, limit=HISTORY), now)
-    if report["bans"]:
+    if report["protections"]:
+        left = max(int(p["remaining"]) for p in report["protections"])
+        report["verdict"] = (f"protected for {left} s more (distributed guessing): only its "
+                             "known-good (source, account) pairs reach it; new phones wait")
+    elif report["bans"]:
         report["verdict"] = (f"{len(report['bans'])} source(s) stopped for this account; "
                              "other sources are not")
     elif sources:
@@ -210,6 +216,9 @@ def render(report: dict[str, Any]) -> str:
         for item in report["failing_sources"]:
             lines.append(f"  {item['source']}: {item['failures']}/{item['of']} failures "
                          f"({item['aor']})")
+        for item in report["protections"]:
+            lines.append(f"  protected: {item['aor']}, {item['sources']} failing sources, "
+                         f"level {item['level']}, {int(item['remaining'])} s left")
         for ban in report["bans"]:
             lines.append(f"  {ban['why']}")
     for entry in report["history"]:

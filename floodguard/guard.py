@@ -23,7 +23,13 @@ from floodguard.failures import FailureLog, log_path
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
-from floodguard.policy.actions import LiftPair, MarkPair, SuspendPair
+from floodguard.policy.actions import (
+    LiftAccount,
+    LiftPair,
+    MarkPair,
+    ProtectAccount,
+    SuspendPair,
+)
 from floodguard.policy.admission import HealthMeter
 from floodguard.policy.baseline import Baseline, SubnetShare
 from floodguard.policy.buckets import TokenBucket
@@ -453,6 +459,11 @@ class Guard:
                                           level=action.level)
             elif isinstance(action, LiftPair):
                 self.enforce.lift_pair(action.ip, action.aor, reason=action.reason)
+            elif isinstance(action, ProtectAccount):
+                self.enforce.protect_account(action.aor, action.seconds, sources=action.sources,
+                                             level=action.level)
+            elif isinstance(action, LiftAccount):
+                self.enforce.end_protection(action.aor, reason=action.reason)
 
     def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
         """Monitor mode: say what enforcement would have done, change nothing."""
@@ -474,6 +485,12 @@ class Guard:
             elif isinstance(action, LiftPair):
                 self.events.emit("would_suspend_end", ip=action.ip, aor=action.aor,
                                  scope="aor", reason=action.reason)
+            elif isinstance(action, ProtectAccount):
+                self.counters["would-ban:account"] += 1
+                self.events.emit("would_protect", aor=action.aor, sources=action.sources,
+                                 level=action.level, seconds=action.seconds)
+            elif isinstance(action, LiftAccount):
+                self.events.emit("would_protect_end", aor=action.aor, reason=action.reason)
 
     @property
     def set_errors(self) -> int:
@@ -558,6 +575,8 @@ class Guard:
         for pair in self.store.active_pair_bans(now=wall):
             self.engine.restore_pair(now, pair.ip, pair.aor, pair.remaining(wall),
                                      (pair.failures, pair.level))
+        for account in self.store.active_protections(now=wall):
+            self.engine.restore_account(now, account.aor, account.remaining(wall), account.level)
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0
@@ -587,6 +606,9 @@ class Guard:
                     # the operator's command already lifted the ban; its endpoints end here
                     self.apply([a for a in self.engine.unban(now, cmd.ip)
                                 if isinstance(a, LiftPair)])
+                elif cmd.op == "unprotect":
+                    # the operator's command already ended it in the store, with its event
+                    self.engine.lift_account(now, cmd.ip)
             except ValueError:
                 pass
         now = self.clock()

@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS pair_bans (
     until REAL NOT NULL,
     PRIMARY KEY (ip, aor)
 );
+CREATE TABLE IF NOT EXISTS protected_accounts (
+    aor TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    sources INTEGER NOT NULL DEFAULT 0,
+    level INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     op TEXT NOT NULL,
@@ -152,6 +160,27 @@ class BanRow:
             "failures": self.failures, "created": self.created, "until": self.until,
             "remaining": round(self.remaining(now), 1),
         }
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """A persisted account protection: REGISTERs for ``aor`` are dropped from every source but
+    its known-good pairs; ``sources``: the distinct failing sources that led to it."""
+
+    aor: str
+    reason: str
+    sources: int
+    level: int
+    created: float
+    until: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.until - now)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {"aor": self.aor, "reason": self.reason, "sources": self.sources,
+                "level": self.level, "created": self.created, "until": self.until,
+                "remaining": round(self.remaining(now), 1)}
 
 
 @dataclass(frozen=True)
@@ -508,6 +537,7 @@ class Store:
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known_pairs WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM pair_bans WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM protected_accounts WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
 
@@ -604,6 +634,36 @@ class Store:
             "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
             "WHERE until > ? ORDER BY until", (now,))
         return [PairBanRow(*r) for r in cur.fetchall()]
+
+    # account protections --------------------------------------------------------
+
+    def put_protection(self, aor: str, reason: str, seconds: float, *, sources: int = 0,
+                       level: int = 1, now: float | None = None) -> AccountRow:
+        """Record an account protection (replacing any of the same account)."""
+        now = time.time() if now is None else now
+        row = AccountRow(aor, reason, sources, level, now, now + seconds)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO protected_accounts(aor, reason, sources, level, created, "
+                "until) VALUES (?, ?, ?, ?, ?, ?)",
+                (row.aor, row.reason, row.sources, row.level, row.created, row.until))
+        return row
+
+    def delete_protection(self, aor: str) -> bool:
+        """End an account's protection; True when the store held one."""
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute("DELETE FROM protected_accounts WHERE aor = ?", (aor,))
+        return cur.rowcount > 0
+
+    def active_protections(self, now: float | None = None) -> list[AccountRow]:
+        """Live account protections, soonest to end first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT aor, reason, sources, level, created, until FROM protected_accounts "
+            "WHERE until > ? ORDER BY until", (now,))
+        return [AccountRow(*r) for r in cur.fetchall()]
 
     # snapshots ----------------------------------------------------------------
 

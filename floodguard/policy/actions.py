@@ -1,6 +1,7 @@
 """What the policy engine asks the guard to do besides its verdict: ban or unban a source, mark
-it known-good, journal a counted failure, suspend or lift one endpoint (a source and AOR) and
-mark a known-good pair. The guard turns them into ipset writes, store rows and events.
+it known-good, journal a counted failure, suspend or lift one endpoint (a source and AOR), mark
+a known-good pair, and protect an account or end its protection. The guard turns them into ipset
+writes, store rows and events.
 """
 
 from __future__ import annotations
@@ -77,4 +78,25 @@ class LiftPair:
     reason: str
 
 
-Action = Ban | Unban | MarkKnown | Counted | MarkPair | SuspendPair | LiftPair
+@dataclass(frozen=True, slots=True)
+class ProtectAccount:
+    """Protect an account: REGISTERs for ``aor`` from any source that is not one of its
+    known-good pairs are dropped by the guard for ``seconds``; ``sources``: the distinct
+    sources whose proven failures led to it. ``level``: 1, +1 a repeat."""
+
+    aor: str
+    seconds: int
+    sources: int
+    level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LiftAccount:
+    """An account protection is over: ended on time ("expired") or lifted by the operator."""
+
+    aor: str
+    reason: str
+
+
+Action = (Ban | Unban | MarkKnown | Counted | MarkPair | SuspendPair | LiftPair | ProtectAccount
+          | LiftAccount)

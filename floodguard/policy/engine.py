@@ -8,7 +8,9 @@ Requests, in order (first match wins):
 
 1. allow list (``blacklist.allow``) -> accept "allow": never limited, never banned;
 2. an active ban -> drop "suspended" / "banned" (normally the kernel drops them first); a
-   REGISTER for a suspended endpoint (source, AOR) -> drop "suspended:pair" (pairs.py);
+   REGISTER for a suspended endpoint (source, AOR) -> drop "suspended:pair" (pairs.py); a
+   REGISTER for a protected account from a source that is not one of its known-good pairs ->
+   drop "protected:account" (accounts.py);
 3. a scanner user agent (case-insensitive substring) -> drop "scanner", no ban (spoofable);
 4. rate limits: a source inside a ``[[gateway]]`` network is charged to the group's shared
    bucket ("rate:gateway:<name>") instead of the per-source REGISTER ("rate:register") and
@@ -28,7 +30,9 @@ known-good pair for as long. A source holding a known-good pair, or inside a ``[
 is shared-capable (an office NAT, a CGNAT): its proven failures count per (source, AOR) only,
 and ``register_retry`` of them suspend that endpoint for ``suspend_time`` (escalating on
 repeats, never into an address ban) instead of the address. Spraying from it is still banned
-whole (a lockdown keeping its known-good pairs is issue #16 item 3).
+whole (a lockdown keeping its known-good pairs is issue #16 item 3). Proven failures on one
+account from ``account.sources`` distinct sources within ``blacklist.window`` protect the
+account (distributed guessing): only its known-good pairs reach it until the protection ends.
 
 Malformed packets are dropped "malformed:<reason>", except from allow-listed sources (accepted
 "allow"); a banned source's malformed packet is reported as banned.
@@ -54,7 +58,19 @@ from typing import Any
 from ..addr import source_key
 from ..config import Config
 from . import snapshot
-from .actions import Action, Ban, Counted, LiftPair, MarkKnown, MarkPair, SuspendPair, Unban
+from .accounts import AccountProtection
+from .actions import (
+    Action,
+    Ban,
+    Counted,
+    LiftAccount,
+    LiftPair,
+    MarkKnown,
+    MarkPair,
+    ProtectAccount,
+    SuspendPair,
+    Unban,
+)
 from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
 from .escalation import (
     KIND_BLACKLIST,
@@ -104,6 +120,8 @@ _ALLOW = Verdict(True, "allow")
 _BANNED = Verdict(False, "banned")
 _SUSPENDED = Verdict(False, "suspended")
 _PAIR_SUSPENDED = Verdict(False, "suspended:pair")
+_PROTECTED = Verdict(False, "protected:account")
+REASON_DISTRIBUTED = "distributed-guessing"
 _SCANNER = Verdict(False, "scanner")
 _RATE_REGISTER = Verdict(False, "rate:register")
 _RATE_SIP = Verdict(False, "rate:sip")
@@ -126,6 +144,7 @@ class Engine:
         "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_ua_seen", "_gw_verdicts", "_decay",
         "_decay_override", "_limiter", "_gateways", "_budget", "_nonces", "_pending",
         "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed", "_pairs",
+        "_accounts",
     )
 
     def __init__(
@@ -164,6 +183,7 @@ class Engine:
         self._bans = BanTable(max_bans or max_sources)
         self._known: LruTable[str, float] = LruTable(max_sources)  # ip -> until
         self._pairs = Pairs(max_sources, max_bans or max_sources)
+        self._accounts = AccountProtection(max_sources)
         self._counts: dict[str, int] = {}
         self._malformed: dict[str, Verdict] = {}
         self._decay_override = escalation_decay
@@ -287,6 +307,9 @@ class Engine:
         elif self._pairs.active_any() and msg.method == "REGISTER" and self._pair_hit(
                 now, src, msg):
             verdict = _PAIR_SUSPENDED
+        elif len(self._accounts) and msg.method == "REGISTER" and self._account_hit(
+                now, src, msg):
+            verdict = _PROTECTED
         elif (ua := msg.user_agent) is not None and self._is_scanner(ua):
             verdict = _SCANNER
         else:
@@ -312,15 +335,27 @@ class Engine:
         counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
         return verdict
 
-    def _pair_hit(self, now: float, src: str, msg: SipView) -> bool:
-        """Is this REGISTER's endpoint (src, its AOR as counted) suspended?"""
+    @staticmethod
+    def _register_aor(msg: SipView) -> str | None:
+        """The AOR a REGISTER's outcome is counted for (the To user, else the digest user)."""
         aor = msg.aor
         if aor is None:
             auth = msg.authorization
             aor = None if auth is None else auth.username
             if aor is None:
-                return False
-        return self._pairs.suspended(now, src, aor_key(aor)) is not None
+                return None
+        return aor_key(aor)
+
+    def _pair_hit(self, now: float, src: str, msg: SipView) -> bool:
+        """Is this REGISTER's endpoint (src, its AOR as counted) suspended?"""
+        aor = self._register_aor(msg)
+        return aor is not None and self._pairs.suspended(now, src, aor) is not None
+
+    def _account_hit(self, now: float, src: str, msg: SipView) -> bool:
+        """Is this REGISTER's account protected, and src not one of its known-good pairs?"""
+        aor = self._register_aor(msg)
+        return (aor is not None and self._accounts.until(now, aor) is not None
+                and not self._pairs.is_known(now, src, aor))
 
     def _track(self, now: float, src: str, msg: SipView, auth: AuthView, proven: bool) -> None:
         call_id = msg.call_id
@@ -388,6 +423,7 @@ class Engine:
         self._count("successes")
         self._counters.success(src, aor)
         self._blacklist.success(src, aor)
+        self._accounts.success(src, aor)
         if not expires or expires <= 0:
             expires = self._cfg.registrar.expire
         until = now + 2 * expires
@@ -449,7 +485,24 @@ class Engine:
                     src, now + seconds, REASON_CONSECUTIVE, KIND_SUSPEND, aor, consecutive
                 )
                 actions = self._impose(now, rec, seconds)
+        if cfg.account.protect:
+            actions += self._protect(now, src, aor)
         return Verdict(True, "ok", counted + actions)
+
+    def _protect(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
+        """Count a proven failure against the account; protect it at the distinct-source
+        threshold."""
+        cfg = self._cfg
+        bl = cfg.blacklist
+        hit = self._accounts.failure(
+            now, src, aor, threshold=cfg.account.sources, window=bl.window,
+            base=cfg.suspension.suspend_time, escalation=bl.escalation,
+            max_time=bl.max_ban_time, decay=self._decay)
+        if hit is None:
+            return ()
+        seconds, sources = hit
+        self._count("protect:account")
+        return (ProtectAccount(aor, seconds, sources, self._accounts.level(now, aor)),)
 
     def _suspend_pair(self, now: float, src: str, aor: str, failures: int) -> tuple[Action, ...]:
         """Suspend one endpoint of a shared-capable source (the allow list wins)."""
@@ -569,8 +622,26 @@ class Engine:
         return self._shared(now, ip)
 
     def ended_pairs(self, now: float) -> tuple[Action, ...]:
-        """Endpoint suspensions that are over since the last call (the guard's end hook)."""
-        return tuple(LiftPair(b.src, b.aor, "expired") for b in self._pairs.ended(now))
+        """Endpoint suspensions and account protections that are over since the last call (the
+        guard's end hook)."""
+        return (*(LiftPair(b.src, b.aor, "expired") for b in self._pairs.ended(now)),
+                *(LiftAccount(aor, "expired") for aor in self._accounts.expired(now)))
+
+    @property
+    def accounts(self) -> AccountProtection:
+        """Protected accounts, for queries (AORs as ``aor_key``)."""
+        return self._accounts
+
+    def lift_account(self, now: float, aor: str, reason: str = "manual") -> tuple[Action, ...]:
+        """Operator: end an account's protection and forget its failing sources."""
+        key = aor_key(aor)
+        return (LiftAccount(key, reason),) if self._accounts.lift(now, key) else ()
+
+    def restore_account(self, now: float, aor: str, seconds: float, level: int) -> None:
+        """An account protection persisted in the store (expired ones are ignored)."""
+        if seconds > 0:
+            self._accounts.restore(now, {"protected": [[aor_key(aor), seconds, level]]},
+                                   self._cfg.blacklist.window, self._decay)
 
     def restore_pair(self, now: float, ip: str, aor: str, seconds: float,
                      ban: tuple[int, int] | None = None) -> None:
@@ -594,6 +665,9 @@ class Engine:
         removed += self._counters.by_aor.sweep(now, limit)
         for table in self._pairs.tables.values():
             removed += table.sweep(now, limit)
+        for name, table in self._accounts.tables.items():
+            if name != "account_protected":  # ended ones stay until ended_pairs() reports them
+                removed += table.sweep(now, limit)
         return removed
 
     def nonce_holder(self, now: float, nonce: str) -> str | None:
@@ -614,6 +688,7 @@ class Engine:
             "counters_aor": self._counters.by_aor,
             **self._blacklist.tables,
             **self._pairs.tables,
+            **self._accounts.tables,
         }
 
     def stats(self) -> dict[str, int]:
@@ -633,6 +708,7 @@ class Engine:
         state = snapshot.export_state(now, self._bans, self._known, self._counters,
                                       self._blacklist)
         state["pairs"] = self._pairs.export(now)  # known-good pairs live in the store
+        state["accounts"] = self._accounts.export(now)
         return state
 
     def restore_state(self, now: float, state: dict[str, Any]) -> None:
@@ -647,5 +723,10 @@ class Engine:
                                window=self._cfg.blacklist.window, decay=self._decay)
         pairs = self._pairs.rebuilt(now, state.get("pairs"), self._cfg.blacklist.window,
                                     self._is_allowed)
+        accounts = AccountProtection(self._limiter.table.cap)
+        found = state.get("accounts")
+        if isinstance(found, dict):
+            accounts.restore(now, found, self._cfg.blacklist.window, self._decay)
         self._bans, self._known, self._counters, self._blacklist, self._pairs = (
             bans, known, counters, blacklist, pairs)
+        self._accounts = accounts

@@ -19,11 +19,12 @@ from .suspension import SuspensionCounters
 STATE_VERSION = 1
 
 # Verdict reasons always listed in the stats (0 when never given), besides each gateway's.
-_VERDICTS = ("ok", "allow", "banned", "suspended", "suspended:pair", "scanner",
-             "rate:register", "rate:sip", "budget")
+_VERDICTS = ("ok", "allow", "banned", "suspended", "suspended:pair", "protected:account",
+             "scanner", "rate:register", "rate:sip", "budget")
 # Learning and ban counters always listed in the stats.
 _COUNTERS = ("responses", "unproven", "shared_nonces", "stale", "failures", "successes", "unban",
-             "ban_refused:allow", "ban:pair", *(f"ban:{kind}" for kind in KINDS))
+             "ban_refused:allow", "ban:pair", "protect:account",
+             *(f"ban:{kind}" for kind in KINDS))
 
 
 def export_state(

@@ -95,6 +95,12 @@ def test_an_account_lists_the_sources_failing_on_it_and_its_bans(env) -> None:
     assert [h["op"] for h in report["history"]] == ["ban"]
     assert explain_account(cfg, store, "ALICE@example.com", now=WALL + 5)["bans"]
     assert not explain_account(cfg, store, "alice@other.example", now=WALL + 5)["bans"]
+    store.put_protection("alice@example.com", "distributed-guessing", 180, sources=5,
+                         now=WALL)
+    protected = explain_account(cfg, store, "alice", now=WALL + 5)
+    assert [p["sources"] for p in protected["protections"]] == [5]
+    assert protected["verdict"].startswith("protected for 175 s more")
+    assert "protected: alice@example.com, 5 failing sources" in render(protected)
     nobody = explain_account(cfg, store, "carol", now=WALL + 5)
     assert nobody["verdict"] == "nothing stops this account" and not nobody["history"]
     with pytest.raises(ValueError):
