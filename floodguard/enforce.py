@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from floodguard.events import EventLog
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
-from floodguard.store import BanRow, Store
+from floodguard.store import HOLD_ACCOUNT, BanRow, Store
 
 ORIGINS = ("guard", "operator", "feed", "fleet")
 EVENT_EACH = 20  # bans of one batch logged one by one; more make one summary event
@@ -192,14 +192,14 @@ class Enforcer:
                         reason: str = "distributed-guessing", now: float | None = None) -> None:
         """Protect the account ``aor`` for ``seconds``: store row and event."""
         seconds = kernel_seconds(seconds)
-        self.store.put_protection(aor, reason, seconds, sources=sources, level=level,
-                                  now=self.wall() if now is None else now)
+        self.store.put_hold(HOLD_ACCOUNT, aor, reason, seconds, count=sources, level=level,
+                            now=self.wall() if now is None else now)
         self.events.emit("protect", aor=aor, reason=reason, sources=sources, level=level,
                          seconds=int(seconds), by=self.by)
 
     def end_protection(self, aor: str, *, reason: str) -> bool:
         """End the account's protection; True when the store held one."""
-        found = self.store.delete_protection(aor)
+        found = self.store.delete_hold(HOLD_ACCOUNT, aor)
         self.events.emit("protect_end", aor=aor, reason=reason, by=self.by)
         return found
 

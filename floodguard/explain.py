@@ -25,7 +25,7 @@ from floodguard import config as configmod
 from floodguard.bans import allowed_by, describe
 from floodguard.cli import FloodguardCommand, config_option
 from floodguard.config import Config
-from floodguard.store import JournalEntry, Store
+from floodguard.store import HOLD_ACCOUNT, JournalEntry, Store
 
 ENGINE_PREFIX = "engine-q"  # the guard workers' snapshot names (daemon.py)
 COUNTERS_PREFIX = "counters-" + ENGINE_PREFIX
@@ -151,8 +151,11 @@ def explain_account(cfg: Config, store: Store, target: str, *, now: float) -> di
                 sources.append({"source": src, "aor": aor, "failures": int(count),
                                 "of": retry})
     report["failing_sources"] = sorted(sources, key=lambda s: -s["failures"])
-    report["protections"] = [row.as_dict(now) for row in store.active_protections(now=now)
-                             if _aor_matches(row.aor, user, domain if at else None)]
+    report["protections"] = [
+        {"aor": row.key, "sources": row.count, "level": row.level, "until": row.until,
+         "remaining": round(row.remaining(now), 1)}
+        for row in store.active_holds(HOLD_ACCOUNT, now=now)
+        if _aor_matches(row.key, user, domain if at else None)]
     report["bans"] = [{**row.as_dict(now), "why": describe(row, now)}
                       for row in store.active_bans(now=now)
                       if row.aor and _aor_matches(row.aor, user, domain if at else None)]

@@ -55,7 +55,7 @@ from floodguard.sip.proof import (
     tokenise,
 )
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
-from floodguard.store import Store
+from floodguard.store import HOLD_ACCOUNT, Store
 from floodguard.tcpflow import FlowTable
 
 HOOK_LOCAL_IN = 1
@@ -575,8 +575,8 @@ class Guard:
         for pair in self.store.active_pair_bans(now=wall):
             self.engine.restore_pair(now, pair.ip, pair.aor, pair.remaining(wall),
                                      (pair.failures, pair.level))
-        for account in self.store.active_protections(now=wall):
-            self.engine.restore_account(now, account.aor, account.remaining(wall), account.level)
+        for hold in self.store.active_holds(HOLD_ACCOUNT, now=wall):
+            self.engine.restore_account(now, hold.key, hold.remaining(wall), hold.level)
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0

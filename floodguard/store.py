@@ -89,13 +89,15 @@ CREATE TABLE IF NOT EXISTS pair_bans (
     until REAL NOT NULL,
     PRIMARY KEY (ip, aor)
 );
-CREATE TABLE IF NOT EXISTS protected_accounts (
-    aor TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS holds (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
     reason TEXT NOT NULL,
-    sources INTEGER NOT NULL DEFAULT 0,
+    count INTEGER NOT NULL DEFAULT 0,
     level INTEGER NOT NULL DEFAULT 1,
     created REAL NOT NULL,
-    until REAL NOT NULL
+    until REAL NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -128,6 +130,10 @@ class Report:
     aor: str
     ok: bool
     expires: int | None
+
+
+HOLD_ACCOUNT = "account"  # an account protection (issue #16 item 4)
+HOLD_LOCKDOWN = "lockdown"  # a shared source address in lockdown (item 3)
 
 
 def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int | None,
@@ -163,13 +169,15 @@ class BanRow:
 
 
 @dataclass(frozen=True)
-class AccountRow:
-    """A persisted account protection: REGISTERs for ``aor`` are dropped from every source but
-    its known-good pairs; ``sources``: the distinct failing sources that led to it."""
+class HoldRow:
+    """A persisted hold that only a key's known-good pairs pass: an account protection (kind
+    HOLD_ACCOUNT, key: the AOR, count: the distinct failing sources) or a source lockdown (kind
+    HOLD_LOCKDOWN, key: the address, count: the distinct AORs it failed on)."""
 
-    aor: str
+    kind: str
+    key: str
     reason: str
-    sources: int
+    count: int
     level: int
     created: float
     until: float
@@ -178,9 +186,9 @@ class AccountRow:
         return max(0.0, self.until - now)
 
     def as_dict(self, now: float) -> dict[str, Any]:
-        return {"aor": self.aor, "reason": self.reason, "sources": self.sources,
-                "level": self.level, "created": self.created, "until": self.until,
-                "remaining": round(self.remaining(now), 1)}
+        return {"kind": self.kind, "key": self.key, "reason": self.reason,
+                "count": self.count, "level": self.level, "created": self.created,
+                "until": self.until, "remaining": round(self.remaining(now), 1)}
 
 
 @dataclass(frozen=True)
@@ -537,7 +545,7 @@ class Store:
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known_pairs WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM pair_bans WHERE until <= ?", (now,))
-        self.db.execute("DELETE FROM protected_accounts WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM holds WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
 
@@ -635,35 +643,35 @@ class Store:
             "WHERE until > ? ORDER BY until", (now,))
         return [PairBanRow(*r) for r in cur.fetchall()]
 
-    # account protections --------------------------------------------------------
+    # holds: account protections and source lockdowns -----------------------------
 
-    def put_protection(self, aor: str, reason: str, seconds: float, *, sources: int = 0,
-                       level: int = 1, now: float | None = None) -> AccountRow:
-        """Record an account protection (replacing any of the same account)."""
+    def put_hold(self, kind: str, key: str, reason: str, seconds: float, *, count: int = 0,
+                 level: int = 1, now: float | None = None) -> HoldRow:
+        """Record a hold (replacing any of the same kind and key)."""
         now = time.time() if now is None else now
-        row = AccountRow(aor, reason, sources, level, now, now + seconds)
+        row = HoldRow(kind, key, reason, count, level, now, now + seconds)
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
-                "INSERT OR REPLACE INTO protected_accounts(aor, reason, sources, level, created, "
-                "until) VALUES (?, ?, ?, ?, ?, ?)",
-                (row.aor, row.reason, row.sources, row.level, row.created, row.until))
+                "INSERT OR REPLACE INTO holds(kind, key, reason, count, level, created, until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.kind, row.key, row.reason, row.count, row.level, row.created, row.until))
         return row
 
-    def delete_protection(self, aor: str) -> bool:
-        """End an account's protection; True when the store held one."""
+    def delete_hold(self, kind: str, key: str) -> bool:
+        """End a hold; True when the store held one."""
         with self.db:
             self.db.execute("BEGIN")
-            cur = self.db.execute("DELETE FROM protected_accounts WHERE aor = ?", (aor,))
+            cur = self.db.execute("DELETE FROM holds WHERE kind = ? AND key = ?", (kind, key))
         return cur.rowcount > 0
 
-    def active_protections(self, now: float | None = None) -> list[AccountRow]:
-        """Live account protections, soonest to end first."""
+    def active_holds(self, kind: str, now: float | None = None) -> list[HoldRow]:
+        """Live holds of one kind, soonest to end first."""
         now = time.time() if now is None else now
         cur = self.db.execute(
-            "SELECT aor, reason, sources, level, created, until FROM protected_accounts "
-            "WHERE until > ? ORDER BY until", (now,))
-        return [AccountRow(*r) for r in cur.fetchall()]
+            "SELECT kind, key, reason, count, level, created, until FROM holds "
+            "WHERE kind = ? AND until > ? ORDER BY until", (kind, now))
+        return [HoldRow(*r) for r in cur.fetchall()]
 
     # snapshots ----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from floodguard.config import BlacklistConfig, Config, GatewayConfig, StateConfi
 from floodguard.explain import explain_account, explain_source, render
 from floodguard.kernel import hashlimit
 from floodguard.policy import Ban, Engine
-from floodguard.store import Store
+from floodguard.store import HOLD_ACCOUNT, Store
 
 GUESSER, PHONE, V6 = "192.0.2.7", "192.0.2.8", "2001:db8:1:2::5"
 WALL = 1_700_000_000.0
@@ -95,8 +95,8 @@ def test_an_account_lists_the_sources_failing_on_it_and_its_bans(env) -> None:
     assert [h["op"] for h in report["history"]] == ["ban"]
     assert explain_account(cfg, store, "ALICE@example.com", now=WALL + 5)["bans"]
     assert not explain_account(cfg, store, "alice@other.example", now=WALL + 5)["bans"]
-    store.put_protection("alice@example.com", "distributed-guessing", 180, sources=5,
-                         now=WALL)
+    store.put_hold(HOLD_ACCOUNT, "alice@example.com", "distributed-guessing", 180, count=5,
+                   now=WALL)
     protected = explain_account(cfg, store, "alice", now=WALL + 5)
     assert [p["sources"] for p in protected["protections"]] == [5]
     assert protected["verdict"].startswith("protected for 175 s more")

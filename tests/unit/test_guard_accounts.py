@@ -8,6 +8,7 @@ import json
 
 from floodguard.config import loads
 from floodguard.guard import HOOK_LOCAL_IN
+from floodguard.store import HOLD_ACCOUNT
 from tests.sipmsg import register, udp
 from tests.unit.test_guard import SERVER, attempt, rig  # noqa: F401 (rig: a fixture)
 
@@ -30,11 +31,11 @@ def _events(log) -> list[dict]:
 def test_the_account_is_protected_kept_over_a_restart_and_its_end_is_told(rig):  # noqa: F811
     guard, sets, store, log, clock = rig()
     _guessed(guard, clock)
-    (row,) = store.active_protections(now=guard.wall())
-    assert row.aor.startswith("1001@") and row.sources == 5 and row.level == 1
+    (row,) = store.active_holds(HOLD_ACCOUNT, now=guard.wall())
+    assert row.key.startswith("1001@") and row.count == 5 and row.level == 1
     assert round(row.remaining(guard.wall())) == 180
     (event,) = [e for e in _events(log) if e["event"] == "protect"]
-    assert event["aor"] == row.aor and event["sources"] == 5 and event["by"] == "guard"
+    assert event["aor"] == row.key and event["sources"] == 5 and event["by"] == "guard"
     assert not any(kind == "ban" for kind, _ in sets.entries)  # no source stopped
     other = udp("198.51.100.99", SERVER, 5060, 5060,
                 register("1001", src="198.51.100.99", call_id="o", cseq=1))
@@ -49,16 +50,16 @@ def test_the_account_is_protected_kept_over_a_restart_and_its_end_is_told(rig): 
     clock.t += 181
     guard.tick()
     (end,) = [e for e in _events(log) if e["event"] == "protect_end"]
-    assert end["aor"] == row.aor and end["reason"] == "expired"
-    assert store.active_protections(now=guard.wall()) == []
+    assert end["aor"] == row.key and end["reason"] == "expired"
+    assert store.active_holds(HOLD_ACCOUNT, now=guard.wall()) == []
     assert guard.handle(other, HOOK_LOCAL_IN) is not False
 
 
 def test_the_operator_lifts_it_through_a_command(rig):  # noqa: F811
     guard, _, store, _, clock = rig()
     _guessed(guard, clock)
-    (row,) = store.active_protections(now=guard.wall())
-    store.queue_command("unprotect", row.aor)
+    (row,) = store.active_holds(HOLD_ACCOUNT, now=guard.wall())
+    store.queue_command("unprotect", row.key)
     guard.tick()
     other = udp("198.51.100.98", SERVER, 5060, 5060,
                 register("1001", src="198.51.100.98", call_id="p", cseq=1))
@@ -68,7 +69,7 @@ def test_the_operator_lifts_it_through_a_command(rig):  # noqa: F811
 def test_monitor_mode_says_it_would_protect(rig):  # noqa: F811
     guard, _, store, log, clock = rig(loads('[guard]\nmode = "monitor"\n'))
     _guessed(guard, clock)
-    assert store.active_protections(now=guard.wall()) == []
+    assert store.active_holds(HOLD_ACCOUNT, now=guard.wall()) == []
     (would,) = [e for e in _events(log) if e["event"] == "would_protect"]
     assert would["aor"].startswith("1001@") and would["sources"] == 5
     assert guard.counters["would-ban:account"] == 1
