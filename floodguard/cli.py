@@ -42,6 +42,7 @@ SUBSYSTEM_COMMANDS = {
     "registrar": "floodguard.registrar.commands:registrar_command",
     "endpoints": "floodguard.registrar.commands:endpoints_command",
     "lab": "floodguard.lab.command:lab_command",
+    "explain": "floodguard.explain:explain_command",
 }
 
 
@@ -390,13 +391,30 @@ def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str
     click.echo(f"banned {row.ip} for {int(row.until - row.created)} s ({row.reason})")
 
 
+def _optional_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _ip_argument(ctx, param, value)
+
+
 @blacklist_group.command("remove")
 @config_option
-@ip_argument
-def blacklist_remove(config_path: str | None, ip: str) -> None:
-    """Lift a ban or suspension on IP."""
+@click.argument("ip", required=False, callback=_optional_ip)
+@click.option("--aor", default=None, help="lift this account's endpoint suspensions instead "
+              "(user or user@domain), from IP or --source only when given")
+@click.option("--source", default=None, callback=_optional_ip, help="with --aor: this source")
+def blacklist_remove(config_path: str | None, ip: str | None, aor: str | None,
+                     source: str | None) -> None:
+    """Lift a ban or suspension on IP (and its endpoint suspensions), or with --aor one
+    account's endpoint suspensions."""
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=True)
+    if aor is None and ip is None:
+        raise click.UsageError("give an IP address, or --aor user[@domain]")
+    book = _ban_book(cfg, need_kernel=aor is None)
+    if aor is not None:
+        lifted = book.remove_endpoint(aor, source or ip)
+        click.echo("\n".join(f"lifted {x}" for x in lifted) if lifted
+                   else f"{aor} has no endpoint suspension")
+        return
+    assert ip is not None
     found = book.remove(ip)
     click.echo(f"removed {ip}" if found else f"{ip} was not banned")
 

@@ -113,24 +113,9 @@ class Pairs:
         """Does src hold at least one live known-good pair (shared-capable)?"""
         return self._sources.peek(src, now) is not None
 
-    def known_of(self, now: float, src: str) -> list[tuple[str, float]]:
-        """(aor, remaining seconds) of src's live known-good pairs (a full scan: for the
-        operator, not the packet path)."""
-        return sorted((aor, until - now) for (s, aor), until, _ in self._known.items(now)
-                      if s == src)
-
     def known_pairs(self, now: float) -> list[tuple[str, str, float]]:
         """(src, aor, remaining seconds) of every live known-good pair."""
         return [(src, aor, until - now) for (src, aor), until, _ in self._known.items(now)]
-
-    def forget_source(self, src: str) -> None:
-        """Drop src's known-good pairs (its address moved onto the allow list, or similar)."""
-        for key in [k for k in self._known_keys() if k[0] == src]:
-            self._known.discard(key)
-        self._sources.discard(src)
-
-    def _known_keys(self) -> list[tuple[str, str]]:
-        return [key for key, _, _ in self._known.items(float("-inf"))]
 
     # ------------------------------------------------------------ suspensions
 
