@@ -352,7 +352,7 @@ def blacklist_group() -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def blacklist_list(config_path: str | None, as_json: bool) -> None:
-    """List active bans and suspensions with their time left."""
+    """List active bans and suspensions (endpoint ones too) with their time left."""
     import json
     import time
 
@@ -360,10 +360,13 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
     book = _ban_book(cfg, need_kernel=False)
     now = time.time()
     views = book.list()
+    # endpoint suspensions (one AOR from one address) live in the guard, not the kernel
+    endpoints = [{**row.as_dict(now), "in_kernel": False, "kernel_seconds_left": None}
+                 for row in book.store.active_pair_bans(now=now)]
     if as_json:
-        click.echo(json.dumps([v.as_dict(now) for v in views], indent=2))
+        click.echo(json.dumps([v.as_dict(now) for v in views] + endpoints, indent=2))
         return
-    if not views:
+    if not views and not endpoints:
         click.echo("no active bans")
         return
     click.echo(f"{'source':<40} {'kind':<10} {'left':>7} {'kernel':>6}  reason")
@@ -373,6 +376,9 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
         click.echo(f"{v.ip:<40} {d['kind']:<10} {int(left or 0):>6}s "
                    f"{'yes' if v.kernel_seconds is not None else 'NO':>6}  {d['reason']}"
                    + (f" ({d['aor']})" if d.get("aor") else ""))
+    for e in endpoints:
+        click.echo(f"{e['ip']:<40} {'endpoint':<10} {int(e['remaining']):>6}s {'-':>6}  "
+                   f"{e['reason']} ({e['aor']} only)")
 
 
 @blacklist_group.command("add")
