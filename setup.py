@@ -2,7 +2,8 @@
 
 Hand-written C: the NFQUEUE binding and the SIP scan. Compiled with mypyc from the typed
 Python sources (which stay the reference and run as they are when imported from a checkout
-without a build): the guard and the policy engine with its tables.
+without a build): the guard and the policy engine with its tables, the SIP parser and the
+registrar's request path.
 """
 
 import os
@@ -20,8 +21,12 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-
 COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (
-        "admission", "baseline", "buckets", "escalation", "engine", "lru", "netset", "nonces",
-        "pairs", "suspension")),
+        "accounts", "admission", "baseline", "buckets", "escalation", "engine", "lru", "netset",
+        "nonces", "pairs", "suspension")),
+    # the built-in registrar's path for every request: parse, digest check, answer (its
+    # bindings stay interpreted: workers.py subclasses the table, and SQLite dominates there)
+    "floodguard/sip/message.py", "floodguard/sip/digest.py",
+    *(f"floodguard/registrar/{name}.py" for name in ("auth", "core", "responses")),
 ]
 
 compiled = mypycify(COMPILED, opt_level="3", debug_level="0")

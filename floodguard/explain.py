@@ -1,271 +1,286 @@
-"""``floodguard explain IP|user[@domain]``: why can't this source or account register?
+"""``floodguard explain IP|user[@domain]``: why a source or an account can or cannot register.
 
-Read-only, from what the node already keeps, guard running or not:
+Everything floodguard knows, gathered without a running guard: the allow list and gateway
+groups (config), the known-good set, active bans and suspensions and their history (the
+state store's bans and journal), the guard's learned state (each worker's last snapshot in the
+store: consecutive failures per source and per (source, account), distinct accounts failed in
+the window, escalation level, how often it dropped the source), and whether the kernel's
+per-source rate limits are dropping the source right now (``kernel.hashlimit``).
 
-* the config: allow-list and ``[[gateway]]`` membership (both win over everything else);
-* the state database: the known-good source mark, known-good (source, AOR) pairs, the active
-  ban or suspension of the address and its endpoint suspensions (one AOR from one address),
-  and history — ended bans and unbans from the local journal (kept 7 days), ended endpoint
-  suspensions (the last one of each endpoint, kept as long);
-* each guard worker's engine snapshot (saved every 5 s): the consecutive proven-failure
-  counts per (source, AOR) and per source, e.g. ``4/6``;
-* each guard worker's published counters: how many of its drops were this source's (the
-  top-offender list: the guard keeps no per-source reasons);
-* the kernel (root, in the guard's network namespace): the per-source hashlimit tables under
-  ``/proc/net/ipt_hashlimit`` (``ip6t_hashlimit`` for IPv6): a source whose credit is below
-  one packet's cost is being dropped by that limit right now.
-
-``explain(cfg, store, target)`` returns the JSON the command prints with ``--json``; the text
-form is a few lines drawn from it. Account protection and lockdown (issue #16 items 3-4) are
-not built yet, so they are not reported.
+``explain_source`` and ``explain_account`` return plain data (``--json``); ``render`` turns it
+into the operator's text. Times are wall-clock seconds; ``now`` is an argument.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
 from floodguard import addr
 from floodguard import config as configmod
-from floodguard.store import PairBanRow, Store
+from floodguard.bans import allowed_by, describe
+from floodguard.cli import FloodguardCommand, config_option
+from floodguard.config import Config
+from floodguard.store import JournalEntry, Store
 
-PROC = Path("/proc/net")
-_LIMITS = {"reg": "register", "sip": "sip", "syn": "tcp-syn", "bud": "budget",
-           "pro": "proof", "gw": "gateway", "gat": "gateway"}
+ENGINE_PREFIX = "engine-q"  # the guard workers' snapshot names (daemon.py)
+COUNTERS_PREFIX = "counters-" + ENGINE_PREFIX
+HISTORY = 20  # journal entries shown
 
-
-def _round(seconds: float) -> float:
-    return round(max(0.0, seconds), 1)
-
-
-def _aor_matches(aor: str, wanted: str) -> bool:
-    """``wanted`` is "user" (any domain) or "user@domain", compared lower-cased."""
-    aor, wanted = aor.lower(), wanted.lower()
-    return aor == wanted if "@" in wanted else aor.split("@", 1)[0] == wanted
+# (kernel set kind, address) -> member?; None when the kernel is not readable
+SetTest = Callable[[str, str], bool | None]
+# (ip, v6 prefix) -> hashlimit buckets as dicts (kernel.hashlimit.buckets_of)
+BucketReader = Callable[[str, int], list[dict[str, Any]]]
 
 
-def _counters(store: Store, now: float) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
-    """Live consecutive-failure counters from every engine snapshot: ([(source, aor, count)],
-    {source: run})."""
-    pairs: list[tuple[str, str, int]] = []
-    runs: dict[str, int] = {}
-    for name in store.snapshot_names("engine"):
-        snap = store.load_snapshot(name)
-        if snap is None or not isinstance(snap[1], dict):
-            continue
-        saved, data = snap
-        counters = data.get("counters") or {}
-        try:
-            for src, aor, count, rel in counters.get("aor", ()):
-                if saved + float(rel) > now:
-                    pairs.append((str(src), str(aor), int(count)))
-            for src, count, rel in counters.get("source", ()):
-                if saved + float(rel) > now:
-                    runs[str(src)] = int(count)
-        except (TypeError, ValueError):
-            continue
-    return pairs, runs
+def _gateways(cfg: Config, ip: str) -> list[str]:
+    return [gw.name for gw in cfg.gateways if addr.Networks(gw.sources).covering(ip)]
 
 
-def _guard_drops(store: Store, ip: str) -> int:
-    total = 0
-    for _, data in store.counter_snapshots().values():
-        for src, count in data.get("offenders", ()):
-            if src == ip:
-                total += int(count)
-    return total
-
-
-def hashlimits(ip: str, proc: Path = PROC) -> list[dict[str, Any]]:
-    """The per-source hashlimit entries of ip in floodguard's tables (``fg-*``): one per
-    table, with whether it is over its limit right now (credit below one packet's cost)."""
-    folder = proc / ("ip6t_hashlimit" if ":" in ip else "ipt_hashlimit")
-    out: list[dict[str, Any]] = []
-    try:
-        tables = sorted(p for p in folder.iterdir() if p.name.startswith("fg-"))
-    except OSError:
-        return out
-    for table in tables:
-        try:
-            lines = table.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 5:
-                continue
-            source = parts[1].split("->", 1)[0].rsplit(":", 1)[0].strip("[]")
-            if source != ip:
-                continue
-            try:
-                credit, cost = int(parts[2]), int(parts[4])
-            except ValueError:
-                continue
-            purpose = table.name.split("-")[1] if table.name.count("-") >= 2 else table.name
-            out.append({"table": table.name, "limit": _LIMITS.get(purpose, purpose),
-                        "dropping": credit < cost, "expires": int(parts[0])})
+def _engine_snapshots(store: Store) -> list[tuple[str, float, dict[str, Any]]]:
+    out = []
+    for name in store.snapshot_names(ENGINE_PREFIX):
+        found = store.load_snapshot(name)
+        if found is not None and isinstance(found[1], dict):
+            out.append((name, found[0], found[1]))
     return out
 
 
-def _history(store: Store, now: float, *, ip: str | None = None,
-             aor: str | None = None) -> list[dict[str, Any]]:
-    """Ended and current address bans and unbans from the journal, and ended endpoint
-    suspensions, newest first."""
-    out: list[dict[str, Any]] = []
-    for entry in store.journal_after(0, limit=100_000):
-        if entry.op not in ("ban", "unban"):
-            continue
-        if ip is not None and entry.ip != ip:
-            continue
-        if aor is not None and not (entry.aor and _aor_matches(entry.aor, aor)):
-            continue
-        item: dict[str, Any] = {"op": entry.op, "ip": entry.ip, "kind": entry.kind,
-                                "reason": entry.reason, "aor": entry.aor, "at": entry.created}
-        if entry.until is not None:
-            item["until"] = entry.until
-            item["ended"] = entry.until <= now
-        out.append(item)
-    for row in store.ended_pair_bans(now=now):
-        if (ip is None or row.ip == ip) and (aor is None or _aor_matches(row.aor, aor)):
-            out.append({"op": "suspend", "ip": row.ip, "kind": "suspend", "scope": "aor",
-                        "reason": row.reason, "aor": row.aor, "at": row.created,
-                        "until": row.until, "ended": True, "level": row.level})
-    return sorted(out, key=lambda item: -float(item["at"]))
+def _journal(entries: Iterable[JournalEntry], now: float) -> list[dict[str, Any]]:
+    return [{"op": e.op, "kind": e.kind, "reason": e.reason, "aor": e.aor,
+             "failures": e.failures, "at": e.created, "until": e.until,
+             "ended": e.until is not None and e.until <= now} for e in entries]
 
 
-def _pair(row: PairBanRow, now: float) -> dict[str, Any]:
-    data = row.as_dict(now)
-    data["why"] = (f"{row.failures} consecutive failed registrations of {row.aor} from "
-                   f"{row.ip} (level {row.level})")
-    return data
+def _aor_matches(aor: str, user: str, domain: str | None) -> bool:
+    got_user, _, got_domain = aor.lower().partition("@")
+    return got_user == user and (domain is None or got_domain == domain)
 
 
-def explain_source(cfg: configmod.Config, store: Store, ip: str, *, now: float | None = None,
-                   proc: Path = PROC) -> dict[str, Any]:
-    """Everything that decides whether source ``ip`` may register."""
-    now = time.time() if now is None else now
-    key = addr.source_key(addr.canonical(ip), cfg.limits.ipv6_prefix)
+def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
+                   set_test: SetTest | None = None,
+                   buckets: BucketReader | None = None) -> dict[str, Any]:
+    """What decides whether `ip` can register (ValueError when it is not an address)."""
+    given = addr.canonical(ip)
+    key = addr.source_key(given, cfg.limits.ipv6_prefix)
     retry = cfg.suspension.register_retry
-    allow = addr.Networks(cfg.blacklist.allow).covering(ip)
-    gateway = next((gw.name for gw in cfg.gateways
-                    if addr.Networks(gw.sources).covering(ip) is not None), None)
-    known = {k: left for k, left in store.active_known(now=now)}.get(key)
-    pairs = sorted((aor, left) for src, aor, left in store.active_known_pairs(now=now)
-                   if src == key)
-    counts, runs = _counters(store, now)
-    ban = store.get_ban(key, now=now)
-    suspensions = [r for r in store.active_pair_bans(now=now) if r.ip == key]
-    data: dict[str, Any] = {
-        "target": ip, "type": "source", "source": key,
-        "allow_listed": allow, "gateway": gateway,
-        "known_good": None if known is None else {"remaining": _round(known)},
-        "shared_capable": bool(pairs) or gateway is not None,
-        "known_pairs": [{"aor": aor, "remaining": _round(left)} for aor, left in pairs],
-        "failures": [{"aor": aor, "count": n, "limit": retry, "text": f"{n}/{retry}"}
-                     for src, aor, n in sorted(counts) if src == key],
-        "failure_run": runs.get(key, 0),
-        "ban": None if ban is None else ban.as_dict(now),
-        "suspensions": [_pair(r, now) for r in suspensions],
-        "history": _history(store, now, ip=key),
-        "kernel_limits": hashlimits(key, proc),
-        "guard_drops": _guard_drops(store, key),
-    }
-    data["summary"] = _summary_source(data)
-    return data
+    report: dict[str, Any] = {"target": given, "type": "source", "key": key, "at": now}
+    report["allow"] = allowed_by(cfg, given)
+    report["gateways"] = _gateways(cfg, given)
+    known = store.known_untils([key]).get(key)
+    report["known_good"] = None if known is None or known <= now else {
+        "until": known, "remaining": round(known - now, 1)}
+    row = store.get_ban(key, now=now)
+    report["ban"] = None if row is None else {**row.as_dict(now), "why": describe(row, now)}
+    report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
+    guard: dict[str, Any] = {"failures": None, "register_retry": retry, "accounts": [],
+                             "distinct_accounts_failed": 0, "suspensions_in_window": 0,
+                             "escalation_level": 0, "drops": 0, "snapshots": []}
+    for name, saved, state in _engine_snapshots(store):
+        age = now - saved
+        guard["snapshots"].append({"name": name, "age": round(age, 1)})
+        counters = state.get("counters", {})
+        for src, count, remaining in counters.get("source", ()):
+            if src == key and remaining > age:
+                guard["failures"] = max(guard["failures"] or 0, int(count))
+        for src, aor, count, remaining in counters.get("aor", ()):
+            if src == key and remaining > age:
+                guard["accounts"].append({"aor": aor, "failures": int(count),
+                                          "of": retry})
+        blacklist = state.get("blacklist", {})
+        for src, aors in blacklist.get("spray", ()):
+            if src == key:
+                guard["distinct_accounts_failed"] = max(guard["distinct_accounts_failed"],
+                                                        len(aors))
+        guard["suspensions_in_window"] += sum(
+            1 for src, _ in blacklist.get("suspensions", ()) if src == key)
+        for src, level, _until in blacklist.get("escalation", ()):
+            if src == key:
+                guard["escalation_level"] = max(guard["escalation_level"], int(level))
+    for name in store.snapshot_names(COUNTERS_PREFIX):
+        found = store.load_snapshot(name)
+        if found is not None and isinstance(found[1], dict):
+            guard["drops"] += sum(int(n) for src, n in found[1].get("offenders", ())
+                                  if src in (given, key))
+    report["guard"] = guard
+    gateways = set(report["gateways"])
+    report["kernel_limits"] = None if buckets is None else [
+        b for b in buckets(given, cfg.limits.ipv6_prefix)
+        if not (b["shared"] and b["purpose"].startswith("gateway") and not gateways)]
+    report["history"] = _journal(store.journal_of(ip=key, limit=HISTORY), now)
+    report["verdict"] = _source_verdict(report)
+    return report
 
 
-def _summary_source(d: dict[str, Any]) -> list[str]:
-    src = d["source"]
-    if d["allow_listed"]:
-        return [f"{src} is in the allow list ({d['allow_listed']}): never limited nor banned"]
-    lines = []
-    if d["ban"]:
-        b = d["ban"]
-        lines.append(f"{src} is {'suspended' if b['kind'] == 'suspend' else 'banned'} "
-                     f"({b['reason']}) for {int(b['remaining'])} s more")
-    for s in d["suspensions"]:
-        lines.append(f"{s['aor']} from {src} is suspended for {int(s['remaining'])} s more: "
-                     f"{s['why']}")
-    dropping = sorted({k["limit"] for k in d["kernel_limits"] if k["dropping"]})
-    if dropping:
-        lines.append(f"the kernel's {', '.join(dropping)} limit is dropping {src} right now")
-    for f in d["failures"]:
-        lines.append(f"{f['aor']} from {src}: {f['text']} consecutive failures")
-    if d["shared_capable"]:
-        why = f"gateway {d['gateway']}" if d["gateway"] else \
-            f"{len(d['known_pairs'])} known-good pair(s)"
-        lines.append(f"{src} is shared-capable ({why}): failures suspend one AOR, not the "
-                     "address")
-    if not lines:
-        lines.append(f"nothing stops {src} from registering")
-    return lines
+def _source_verdict(r: dict[str, Any]) -> str:
+    if r["allow"]:
+        return f"allow-listed ({r['allow']}): never limited nor banned"
+    ban = r["ban"]
+    if ban is not None:
+        what = "suspended" if ban["kind"] == "suspend" else "banned"
+        return f"{what} for {int(ban['remaining'])} s more: {ban['reason']}"
+    if r["in_kernel_ban_set"]:
+        return "in the kernel ban set with no record in the store (run floodguard apply)"
+    limited = [b for b in r["kernel_limits"] or () if b["limited"]]
+    if limited:
+        return "the kernel's rate limits drop it right now: " + ", ".join(
+            sorted({b["purpose"] for b in limited}))
+    failures = r["guard"]["failures"]
+    if failures:
+        return (f"can register; {failures} of {r['guard']['register_retry']} consecutive "
+                "failures before a suspension")
+    return "can register"
 
 
-def explain_account(cfg: configmod.Config, store: Store, aor: str, *,
-                    now: float | None = None) -> dict[str, Any]:
-    """Everything that decides whether account ``aor`` ("user" or "user@domain") may
-    register, from which sources."""
-    now = time.time() if now is None else now
+def explain_account(cfg: Config, store: Store, target: str, *, now: float) -> dict[str, Any]:
+    """What floodguard knows about the account `target` (user or user@domain)."""
+    user, at, domain = target.strip().lower().partition("@")
+    if not user or any(c in user for c in ' \t\r\n"<>;:'):
+        raise ValueError(f"not an account name: {target!r}")
     retry = cfg.suspension.register_retry
-    counts, _ = _counters(store, now)
-    data: dict[str, Any] = {
-        "target": aor, "type": "account",
-        "known_pairs": [{"source": src, "aor": a, "remaining": _round(left)}
-                        for src, a, left in sorted(store.active_known_pairs(now=now))
-                        if _aor_matches(a, aor)],
-        "failures": [{"source": src, "aor": a, "count": n, "limit": retry,
-                      "text": f"{n}/{retry}"}
-                     for src, a, n in sorted(counts) if _aor_matches(a, aor)],
-        "suspensions": [_pair(r, now) for r in store.active_pair_bans(now=now)
-                        if _aor_matches(r.aor, aor)],
-        "bans": [b.as_dict(now) for b in store.active_bans(now=now)
-                 if b.aor and _aor_matches(b.aor, aor)],
-        "history": _history(store, now, aor=aor),
-    }
-    lines = [f"{s['aor']} is suspended from {s['ip']} for {int(s['remaining'])} s more"
-             for s in data["suspensions"]]
-    lines += [f"{b['ip']} is {'suspended' if b['kind'] == 'suspend' else 'banned'} "
-              f"({b['reason']}) after failures on {b['aor']}" for b in data["bans"]]
-    lines += [f"{f['aor']} from {f['source']}: {f['text']} consecutive failures"
-              for f in data["failures"]]
-    if not lines:
-        lines.append(f"nothing stops {aor} from registering"
-                     + (f" ({len(data['known_pairs'])} known-good source(s))"
-                        if data["known_pairs"] else ""))
-    data["summary"] = lines
-    return data
+    report: dict[str, Any] = {"target": target, "type": "account", "at": now}
+    sources: list[dict[str, Any]] = []
+    for _name, saved, state in _engine_snapshots(store):
+        age = now - saved
+        for src, aor, count, remaining in state.get("counters", {}).get("aor", ()):
+            if remaining > age and _aor_matches(str(aor), user, domain if at else None):
+                sources.append({"source": src, "aor": aor, "failures": int(count),
+                                "of": retry})
+    report["failing_sources"] = sorted(sources, key=lambda s: -s["failures"])
+    report["bans"] = [{**row.as_dict(now), "why": describe(row, now)}
+                      for row in store.active_bans(now=now)
+                      if row.aor and _aor_matches(row.aor, user, domain if at else None)]
+    report["history"] = _journal(
+        store.journal_of(user=user, domain=domain if at else None, limit=HISTORY), now)
+    if report["bans"]:
+        report["verdict"] = (f"{len(report['bans'])} source(s) stopped for this account; "
+                             "other sources are not")
+    elif sources:
+        report["verdict"] = f"failing from {len(sources)} source(s), none stopped yet"
+    else:
+        report["verdict"] = "nothing stops this account"
+    return report
 
 
-def explain(cfg: configmod.Config, store: Store, target: str, *, now: float | None = None,
-            proc: Path = PROC) -> dict[str, Any]:
-    """``explain_source`` for an address, else ``explain_account``."""
-    try:
-        addr.canonical(target)
-    except ValueError:
-        return explain_account(cfg, store, target, now=now)
-    return explain_source(cfg, store, target, now=now, proc=proc)
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-@click.command("explain")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="config file")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def render(report: dict[str, Any]) -> str:
+    """The operator's text for a report of explain_source or explain_account."""
+    lines = [f"{report['target']}: {report['verdict']}"]
+    if report["type"] == "source":
+        if report["key"] != report["target"]:
+            lines.append(f"  counted as {report['key']} (limits.ipv6_prefix)")
+        lines.append(f"  allow list: {report['allow'] or 'no'}")
+        lines.append(f"  gateway: {', '.join(report['gateways']) or 'no'}")
+        known = report["known_good"]
+        lines.append("  known-good: " + (f"yes, {int(known['remaining'])} s more"
+                                          if known else "no"))
+        if report["ban"]:
+            lines.append(f"  ban: {report['ban']['why']}")
+        if report["in_kernel_ban_set"] is not None:
+            lines.append(f"  kernel ban set: {'yes' if report['in_kernel_ban_set'] else 'no'}")
+        guard = report["guard"]
+        if not guard["snapshots"]:
+            lines.append("  guard: no saved state (not running yet)")
+        else:
+            lines.append(f"  guard: {guard['failures'] or 0}/{guard['register_retry']} "
+                         f"consecutive failures, {guard['distinct_accounts_failed']} accounts "
+                         f"failed in the window, {guard['suspensions_in_window']} suspensions "
+                         f"in the window, escalation level {guard['escalation_level']}, "
+                         f"{guard['drops']} packets dropped (top-offender count)")
+            for item in guard["accounts"]:
+                lines.append(f"    {item['aor']}: {item['failures']}/{item['of']} failures")
+        if report["kernel_limits"] is None:
+            lines.append("  kernel rate limits: not readable (run as root)")
+        elif not report["kernel_limits"]:
+            lines.append("  kernel rate limits: no bucket holds it (no recent packets)")
+        else:
+            for b in report["kernel_limits"]:
+                state = "DROPPING" if b["limited"] else "within"
+                scope = " (shared by all sources)" if b["shared"] else ""
+                lines.append(f"  kernel {b['purpose']}{scope}: {state} "
+                             f"(credit {b['credit']}/{b['credit_cap']}, cost {b['cost']})")
+    else:
+        for item in report["failing_sources"]:
+            lines.append(f"  {item['source']}: {item['failures']}/{item['of']} failures "
+                         f"({item['aor']})")
+        for ban in report["bans"]:
+            lines.append(f"  {ban['why']}")
+    for entry in report["history"]:
+        until = f" until {_when(entry['until'])}" if entry["until"] else ""
+        ended = " (ended)" if entry["ended"] else ""
+        aor = f" {entry['aor']}" if entry["aor"] and report["type"] == "source" else ""
+        lines.append(f"  {_when(entry['at'])} {entry['op']} {entry['kind'] or ''} "
+                     f"{entry['reason'] or ''}{aor}{until}{ended}".rstrip())
+    return "\n".join(lines)
+
+
+@click.command("explain", cls=FloodguardCommand)
+@config_option
 @click.argument("target")
-def explain_command(config_path: str | None, as_json: bool, target: str) -> None:
-    """Why can't TARGET (an IP address or user[@domain]) register? Allow list, gateway,
-    known-good pairs, failure counts, suspensions, bans, history, kernel limits."""
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def explain_command(config_path: str | None, target: str, as_json: bool) -> None:
+    """Why can't TARGET register? TARGET is a source address or an account, user[@domain].
+
+    Reads the config, the state store and (as root) the kernel's sets and rate-limit tables;
+    the guard need not run. Exit 4 when TARGET is neither an address nor an account name.
+    """
+    from floodguard.errors import RefusedError
+    from floodguard.store import Store
+
     cfg = configmod.load(config_path)
-    store = Store(cfg.state.path, recover=False)
+    now = time.time()
+    store = Store(cfg.state.path)
     try:
-        data = explain(cfg, store, target)
+        try:
+            addr.canonical(target)
+        except ValueError:
+            try:
+                report = explain_account(cfg, store, target, now=now)
+            except ValueError as exc:
+                raise RefusedError(f"{exc} (give an address or user[@domain])") from None
+        else:
+            set_test, buckets = _kernel_readers(cfg)
+            report = explain_source(cfg, store, target, now=now, set_test=set_test,
+                                    buckets=buckets)
     finally:
         store.close()
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for line in data["summary"]:
-        click.echo(line)
+    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else render(report))
+
+
+def _kernel_readers(cfg: Config) -> tuple[SetTest | None, BucketReader | None]:
+    """The kernel's ban-set test and hashlimit reader, or None for each that is not readable
+    here (not root, no rules applied); a warning on stderr says which."""
+    from floodguard.kernel import KernelError, firewall, hashlimit
+
+    try:
+        firewall.require_root()
+    except (KernelError, OSError) as exc:
+        click.echo(f"floodguard: warning: kernel not read: {exc}", err=True)
+        return None, None
+
+    def buckets(ip: str, prefix: int) -> list[dict[str, Any]]:
+        return [b.as_dict() for b in hashlimit.buckets_of(ip, prefix)]
+
+    try:
+        from floodguard.kernel.ipset import SetManager
+        from floodguard.kernel.rules import render as render_rules
+
+        sets = SetManager(render_rules(cfg).sets)
+    except (KernelError, OSError) as exc:
+        click.echo(f"floodguard: warning: kernel sets not read: {exc}", err=True)
+        return None, buckets
+
+    def set_test(kind: str, ip: str) -> bool | None:
+        try:
+            return sets.test(kind, ip)
+        except (KernelError, OSError):
+            return None
+
+    return set_test, buckets

@@ -403,6 +403,27 @@ class Store:
             "WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
         return [JournalEntry(*r) for r in cur.fetchall()]
 
+    def journal_of(self, *, ip: str | None = None, user: str | None = None,
+                   domain: str | None = None, limit: int = 20) -> list[JournalEntry]:
+        """Newest first: the journal's entries about source `ip`, or about the account
+        user[@domain] (any domain when `domain` is None); case-insensitive account names."""
+        if ip is not None:
+            where, args = "ip = ?", [ip]
+        elif user is not None:
+            exact = user.lower() + ("@" + domain.lower() if domain else "")
+            escaped = exact.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            if domain:
+                where, args = "lower(aor) = ?", [exact]
+            else:
+                where = "(lower(aor) = ? OR lower(aor) LIKE ? ESCAPE '\\')"
+                args = [exact, escaped + "@%"]
+        else:
+            raise ValueError("journal_of needs ip or user")
+        cur = self.db.execute(
+            "SELECT id, op, ip, kind, reason, aor, failures, until, created FROM journal "
+            f"WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [JournalEntry(*r) for r in cur.fetchall()]
+
     def last_journal_id(self) -> int:
         found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()
         return int(found[0])

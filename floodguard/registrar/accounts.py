@@ -84,7 +84,7 @@ def _account(raw: Any, path: str, errors: list[str]) -> Account | None:
                         f"{path}.algorithms: {', '.join(lacking)} needs a password or its own "
                         "stored HA1"
                     )
-    if len(errors) != start:
+    if len(errors) != start or not isinstance(user, str):
         return None
     return Account(user=user, password=password, ha1=tuple(ha1), algorithms=algorithms)
 

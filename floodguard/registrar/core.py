@@ -336,8 +336,8 @@ class Registrar:
             for binding in current.values():
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     return self._out_of_order(head, src)
-            for contact in list(current):
-                self.table.remove(aor, contact)
+            for bound in list(current):
+                self.table.remove(aor, bound)
             self.stats["unregister all"] += 1
             log.info("%s: all bindings removed (from %s)", aor, src.ip)
             return self._ok(head, src, aor, now)
@@ -382,8 +382,8 @@ class Registrar:
                     log.info("%s: %s removed (from %s)", aor, uri, src.ip)
                 self.stats["unregister"] += 1
                 continue
-            binding = current.get(uri)
-            if binding is None:
+            found = current.get(uri)
+            if found is None:
                 binding = Binding(aor, uri, domain, src.transport, src.ip, src.port, src.local,
                                   call_id, cseq, now + expires, now, now, True, user_agent)
                 self.table.put(binding)
@@ -391,6 +391,7 @@ class Registrar:
                 log.info("%s: %s bound for %d s (from %s:%s/%s)", aor, uri, expires, src.ip,
                          src.port, src.transport)
             else:
+                binding = found
                 binding.domain = domain
                 binding.transport, binding.source_ip, binding.source_port = src[:3]
                 binding.local = src.local

@@ -240,12 +240,12 @@ def salvage_400(data: bytes, parse_reason: str, ip: str, port: int) -> bytes | N
            + (", " + rest if rest else "")]
     out.extend("Via: " + v.decode("utf-8", "replace") for v in vias[1:])
     for canon in (b"From", b"To", b"Call-ID", b"CSeq"):
-        values = found.get(canon)
-        if values:
-            value = values[0].decode("utf-8", "replace")
-            if canon == b"To" and ";tag=" not in value.lower().replace(" ", ""):
-                value += ";tag=fg400"
-            out.append(canon.decode() + ": " + value)
+        kept = found.get(canon)
+        if kept:
+            text = kept[0].decode("utf-8", "replace")
+            if canon == b"To" and ";tag=" not in text.lower().replace(" ", ""):
+                text += ";tag=fg400"
+            out.append(canon.decode() + ": " + text)
     out += ["Server: " + SERVER, "Content-Length: 0", "", ""]
     return "\r\n".join(out).encode("utf-8", "replace")
 

@@ -288,7 +288,7 @@ class NonceFactory:
         raw = header + self._mac(header, source_ip)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
-    def check(self, nonce: str, source_ip: str, now: float) -> NonceStatus:
+    def check(self, nonce: object, source_ip: str, now: float) -> NonceStatus:
         """Classify a nonce presented by `source_ip` at `now`.  Never raises."""
         raw = _decode_nonce(nonce)
         if raw is None:
@@ -307,7 +307,7 @@ class NonceFactory:
             return NonceStatus.STALE
         return NonceStatus.VALID
 
-    def issued_at(self, nonce: str) -> float | None:
+    def issued_at(self, nonce: object) -> float | None:
         """Issue time (seconds) written in a nonce, unauthenticated; None if malformed."""
         raw = _decode_nonce(nonce)
         if raw is None:

@@ -743,7 +743,8 @@ def _index_headers_slow(
     return first, (multi if count != len(first) else None)
 
 
-def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
+def parse_message(data: bytes | bytearray | memoryview, *, stream: bool = False
+                  ) -> SipMessage:
     """Parse one SIP message from the start of `data`.
 
     Leading CR/LF (keep-alives) are skipped.  Bytes after Content-Length are ignored and
@@ -754,10 +755,12 @@ def parse_message(data: bytes, *, stream: bool = False) -> SipMessage:
     Raises SipParseError for malformed input; the reasons "incomplete" and "truncated_body"
     mean that more bytes may complete the message.
     """
-    if type(data) is not bytes:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"parse_message needs bytes, got {type(data).__name__}")
-        data = bytes(data)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"parse_message needs bytes, got {type(data).__name__}")
+    return _parse(bytes(data) if type(data) is not bytes else data, stream)
+
+
+def _parse(data: bytes, stream: bool) -> SipMessage:
     n = len(data)
     if not n:
         raise SipParseError("empty")

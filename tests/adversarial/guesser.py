@@ -96,9 +96,10 @@ class Client:
         except OSError:
             pass  # a banned source's connection may be gone: no answer then
 
-    def receive(self) -> SipMessage | None:
-        """The final response to our REGISTER (provisional ones skipped), or None after WAIT."""
-        deadline = time.monotonic() + WAIT
+    def receive(self, wait: float = WAIT) -> SipMessage | None:
+        """The final response to our REGISTER (provisional ones skipped), or None after
+        `wait` seconds."""
+        deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

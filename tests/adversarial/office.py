@@ -23,15 +23,31 @@ import threading
 import time
 from collections import Counter
 
+from floodguard.sip.message import SipMessage
 from tests.adversarial.guesser import Client
+
+# A phone's UDP retransmissions (RFC 3261 Timer E from T1 = 0.5 s, doubling): a datagram
+# lost or late on a busy host is sent again, as every real phone does.
+RETRANSMIT = (0.5, 1.0, 2.0)
+
+
+def transact(client: Client, data: bytes) -> SipMessage | None:
+    """Send a request and its retransmissions until a final response arrives."""
+    for wait in RETRANSMIT:
+        client.send(data)
+        msg = client.receive(wait)
+        if msg is not None:
+            return msg
+    return None
 
 
 def register_once(client: Client, password: str) -> int | None:
     """One full registration: challenge, then the answer; the final status (None: silence)."""
-    if not client.ask_challenge():
+    challenge = transact(client, client.register(None))
+    if challenge is None or challenge.status != 401 or not challenge.challenges:
         return None
-    client.send(client.answer(password))
-    msg = client.receive()
+    client.challenge = challenge
+    msg = transact(client, client.answer(password))
     return None if msg is None else msg.status
 
 

@@ -39,6 +39,28 @@ def test_svcrack_is_banned_and_phones_keep_registering(glab: GuardLab) -> None:
     result = glab.sipp_register(PHONE, [("1002", "secret1002")], calls=5, rate=2, port=5071)
     assert result["successful"] == 5 and result["failed"] == 0
     assert PHONE not in glab.ban_set()
+    # `floodguard explain` tells both apart, from the store, the guard's saved state and the
+    # kernel (the guard saves its state every few seconds: wait for the phone's success)
+    attacker = explain(glab, ATTACKER)
+    assert attacker["ban"]["ip"] == ATTACKER and attacker["in_kernel_ban_set"] is True
+    assert attacker["verdict"].startswith(("suspended", "banned")), attacker
+    assert attacker["history"][0]["op"] == "ban" and not attacker["history"][0]["ended"]
+    account = explain(glab, "1001")
+    assert ATTACKER in [b["ip"] for b in account["bans"]], account
+    deadline = time.monotonic() + 15
+    phone = explain(glab, PHONE)
+    while phone["known_good"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        phone = explain(glab, PHONE)
+    assert phone["known_good"] is not None and phone["ban"] is None, phone
+    assert phone["verdict"] == "can register" and phone["guard"]["snapshots"]
+    register = [b for b in phone["kernel_limits"] if b["purpose"] == "REGISTER per source"]
+    assert len(register) == 1 and not register[0]["limited"]
+
+
+def explain(glab: GuardLab, target: str) -> dict:
+    out = glab.server.floodguard("explain", target, "--json", "-c", str(glab.config_path))
+    return json.loads(out.stdout)
 
 
 def test_spoofed_bogus_nonces_never_ban_the_victim(glab: GuardLab) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -65,6 +66,25 @@ def test_register_flood_is_limited_per_source(lab: Lab) -> None:
         scanner = [r for r in status["rules"] if r["family"] == family
                    and "friendly-scanner" in r["rule"]]
         assert scanner[0]["packets"] == 20
+    # `floodguard explain` reads the kernel's hashlimit tables while a flood runs: the
+    # flooder's REGISTER bucket is empty, the slow source's is not (an IPv6 /64 shares one)
+    flood = lab.client.popen(sys.executable, str(SIPNET), "send", "--seconds", "4",
+                             "--flow", f"{CLIENTS4[FLOOD]},{SERVER4},1000,register",
+                             "--flow", f"{CLIENTS6[FLOOD]},{SERVER6},1000,register",
+                             "--flow", f"{CLIENTS4[SLOW]},{SERVER4},1,register")
+    time.sleep(1.5)
+    for source, limited in ((CLIENTS4[FLOOD], True), (CLIENTS6[FLOOD], True),
+                            (NEIGHBOUR6, True), (CLIENTS4[SLOW], False)):
+        report = json.loads(lab.server.floodguard("explain", source, "--json",
+                                                  "-c", str(config)).stdout)
+        register = [b for b in report["kernel_limits"]
+                    if b["purpose"] == "REGISTER per source"]
+        assert len(register) == 1 and register[0]["limited"] is limited, (source, report)
+        assert report["verdict"].startswith("the kernel's rate limits drop it") is limited
+    quiet = json.loads(lab.server.floodguard("explain", "10.250.0.99", "--json",
+                                             "-c", str(config)).stdout)
+    assert not [b for b in quiet["kernel_limits"] if not b["shared"]]
+    flood.communicate(timeout=30)
 
 
 def test_banned_source_is_dropped_despite_established_accept(lab: Lab) -> None:

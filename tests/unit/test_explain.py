@@ -1,134 +1,177 @@
-"""``floodguard explain IP|user[@domain]`` (issue #16 item 5, the parts items 1-2 made
-possible): its JSON, from a real state database, engine snapshots and a fake /proc."""
+"""`floodguard explain`: what it says about a source and an account, from a real store, the
+policy engine's own snapshot and hashlimit table lines in the kernel's format (the kernel's
+own tables are read in tests/integration/test_kernel_traffic.py and test_guard_kamailio.py)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from floodguard.config import loads
-from floodguard.explain import explain, explain_command, hashlimits
+from floodguard import explain
+from floodguard.cli import main
+from floodguard.config import BlacklistConfig, Config, GatewayConfig, StateConfig
+from floodguard.explain import explain_account, explain_source, render
+from floodguard.kernel import hashlimit
+from floodguard.policy import Ban, Engine
 from floodguard.store import Store
 
-NOW = 1_800_000_000.0
-NAT, LONE = "203.0.113.10", "198.51.100.66"
-CFG = loads('[[gateway]]\nname = "callcentre"\nsources = ["192.0.2.0/24"]\ncps = 50\n'
-            '[blacklist]\nallow = ["127.0.0.0/8", "10.9.0.0/16"]\n')
+GUESSER, PHONE, V6 = "192.0.2.7", "192.0.2.8", "2001:db8:1:2::5"
+WALL = 1_700_000_000.0
 
 
-def _state(path: Path) -> Store:
-    store = Store(path)
-    store.put_known(NAT, 7200, now=NOW - 10)
-    store.put_known_pairs([(NAT, "1001@pbx", NOW + 3000), (NAT, "1002@pbx", NOW + 7000),
-                           (LONE, "9@pbx", NOW - 1)])
-    store.put_pair_ban(NAT, "1010@pbx", "consecutive-failures", 180, failures=6, level=2,
-                       now=NOW - 30)
-    store.put_pair_ban(NAT, "1011@pbx", "consecutive-failures", 180, failures=6, now=NOW - 400)
-    store.put_ban(LONE, "suspend", "consecutive-failures", 180, aor="1001@pbx", failures=6,
-                  now=NOW - 1000)
-    store.put_ban(LONE, "blacklist", "repeat-offender", 3600, aor="1001@pbx", failures=6,
-                  now=NOW - 60)  # replaces the row; the journal keeps both
-    # the engine snapshot of one worker, saved 2 s ago
-    store.save_snapshot("engine-q0", {"version": 1, "counters": {
-        "source": [[LONE, 3, 100.0]],
-        "aor": [[NAT, "1003@pbx", 4, 3000.0], [LONE, "1001@pbx", 3, 100.0],
-                [NAT, "1004@pbx", 2, -5.0]]}}, now=NOW - 2)
-    store.save_snapshot("counters-engine-q0", {"offenders": [[LONE, 42], [NAT, 3]]}, now=NOW)
-    return store
+@pytest.fixture
+def env(tmp_path: Path):
+    cfg = replace(Config(), state=StateConfig(path=str(tmp_path / "state.db")),
+                  gateways=(GatewayConfig(name="carrier", sources=("198.51.100.0/24",)),))
+    store = Store(cfg.state.path)
+    yield cfg, store
+    store.close()
 
 
-def _proc(tmp: Path) -> Path:
-    folder = tmp / "ipt_hashlimit"
-    folder.mkdir()
-    (folder / "fg-reg-0123abcd").write_text(
-        f"9 {LONE}:0->0.0.0.0:0 0 320000 32000\n7 {NAT}:0->0.0.0.0:0 160000 320000 32000\n")
-    (folder / "fg-sip-0123abcd").write_text(f"9 {NAT}:0->0.0.0.0:0 1000000 1000000 32000\n")
-    (folder / "other").write_text(f"9 {LONE}:0->0.0.0.0:0 0 320000 32000\n")
-    return tmp
+def fail(engine: Engine, store: Store, src: str, aor: str, times: int, mono: float) -> None:
+    """Proven failures through the engine; its bans recorded as the guard records them."""
+    for i in range(times):
+        for action in engine.report(mono + i, src, aor, False):
+            if isinstance(action, Ban):
+                store.put_ban(action.ip, action.kind, action.reason, action.seconds,
+                              aor=action.aor, failures=action.failures, now=WALL)
 
 
-def test_a_shared_address_with_a_suspended_endpoint(tmp_path: Path) -> None:
-    store = _state(tmp_path / "state.db")
-    data = explain(CFG, store, NAT, now=NOW, proc=_proc(tmp_path))
-    assert data["type"] == "source" and data["source"] == NAT
-    assert data["allow_listed"] is None and data["gateway"] is None
-    assert data["known_good"] == {"remaining": 7190.0}
-    assert data["shared_capable"] is True
-    assert [p["aor"] for p in data["known_pairs"]] == ["1001@pbx", "1002@pbx"]
-    assert data["failures"] == [{"aor": "1003@pbx", "count": 4, "limit": 6, "text": "4/6"}]
-    (suspension,) = data["suspensions"]
-    assert (suspension["aor"], suspension["remaining"], suspension["level"]) == (
-        "1010@pbx", 150.0, 2)
-    assert data["ban"] is None
-    assert [(h["op"], h["aor"], h["ended"]) for h in data["history"]] == [
-        ("suspend", "1011@pbx", True)]
-    assert [(k["limit"], k["dropping"]) for k in data["kernel_limits"]] == [
-        ("register", False), ("sip", False)]
-    assert data["guard_drops"] == 3
-    assert any("1010@pbx" in line and "suspended" in line for line in data["summary"])
-    assert any("shared-capable" in line for line in data["summary"])
+def save(engine: Engine, store: Store, mono: float, name: str = "engine-q0") -> None:
+    store.save_snapshot(name, engine.export_state(mono), now=WALL)
 
 
-def test_a_lone_address_banned_and_rate_limited(tmp_path: Path) -> None:
-    store = _state(tmp_path / "state.db")
-    data = explain(CFG, store, LONE, now=NOW, proc=_proc(tmp_path))
-    assert data["shared_capable"] is False and data["known_pairs"] == []
-    assert data["ban"]["kind"] == "blacklist" and data["ban"]["reason"] == "repeat-offender"
-    assert data["failures"][0]["text"] == "3/6" and data["failure_run"] == 3
-    # history: the ban in force and the suspension that already ended, newest first
-    assert [(h["kind"], h["ended"]) for h in data["history"]] == [
-        ("blacklist", False), ("suspend", True)]
-    assert data["kernel_limits"] == [
-        {"table": "fg-reg-0123abcd", "limit": "register", "dropping": True, "expires": 9}]
-    assert data["guard_drops"] == 42
-    assert data["summary"][0].startswith(f"{LONE} is banned (repeat-offender)")
-    assert any("register limit is dropping" in line for line in data["summary"])
+def test_a_source_with_failures_counts_them_per_account(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 4, 100.0)
+    save(engine, store, 104.0)
+    report = explain_source(cfg, store, GUESSER, now=WALL + 1)
+    assert report["ban"] is None
+    assert report["guard"]["failures"] == 4
+    assert report["guard"]["accounts"] == [{"aor": "alice@example.com", "failures": 4, "of": 6}]
+    assert report["verdict"] == "can register; 4 of 6 consecutive failures before a suspension"
+    assert "alice@example.com: 4/6 failures" in render(report)
+    # the snapshot's counters expire: read much later, nothing is left
+    later = explain_source(cfg, store, GUESSER, now=WALL + 10_000)
+    assert later["guard"]["failures"] is None and later["guard"]["accounts"] == []
 
 
-def test_allow_list_and_gateway_membership(tmp_path: Path) -> None:
-    store = _state(tmp_path / "state.db")
-    allowed = explain(CFG, store, "10.9.1.2", now=NOW, proc=tmp_path)
-    assert allowed["allow_listed"] == "10.9.0.0/16"
-    assert allowed["summary"] == ["10.9.1.2 is in the allow list (10.9.0.0/16): never limited "
-                                  "nor banned"]
-    member = explain(CFG, store, "192.0.2.7", now=NOW, proc=tmp_path)
-    assert member["gateway"] == "callcentre" and member["shared_capable"] is True
-    assert member["kernel_limits"] == []  # no /proc tables here
+def test_a_suspended_source_shows_the_suspension_and_its_history(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 6, 100.0)
+    save(engine, store, 106.0)
+    report = explain_source(cfg, store, GUESSER, now=WALL + 10,
+                            set_test=lambda kind, ip: kind == "ban" and ip == GUESSER)
+    assert report["ban"]["kind"] == "suspend" and report["ban"]["aor"] == "alice@example.com"
+    assert report["in_kernel_ban_set"] is True
+    assert report["verdict"].startswith("suspended for 17")  # 180 s from WALL, read at +10
+    assert [(h["op"], h["kind"], h["ended"]) for h in report["history"]] == [
+        ("ban", "suspend", False)]
+    assert report["guard"]["suspensions_in_window"] == 1
+    # long after, the suspension is history: over, but still told
+    store.prune(now=WALL + 1000)
+    over = explain_source(cfg, store, GUESSER, now=WALL + 1000)
+    assert over["ban"] is None and over["history"][0]["ended"] is True
+    assert "(ended)" in render(over)
 
 
-def test_an_account(tmp_path: Path) -> None:
-    store = _state(tmp_path / "state.db")
-    data = explain(CFG, store, "1001", now=NOW)
-    assert data["type"] == "account"
-    assert [(p["source"], p["aor"]) for p in data["known_pairs"]] == [(NAT, "1001@pbx")]
-    assert [(f["source"], f["text"]) for f in data["failures"]] == [(LONE, "3/6")]
-    assert [b["ip"] for b in data["bans"]] == [LONE]
-    assert [h["kind"] for h in data["history"]] == ["blacklist", "suspend"]
-    stale = explain(CFG, store, "1010@PBX", now=NOW)
-    assert [(s["ip"], s["aor"]) for s in stale["suspensions"]] == [(NAT, "1010@pbx")]
-    assert explain(CFG, store, "1010@other", now=NOW)["suspensions"] == []
-    assert explain(CFG, store, "nobody", now=NOW)["summary"] == [
-        "nothing stops nobody from registering"]
+def test_an_account_lists_the_sources_failing_on_it_and_its_bans(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, GUESSER, "alice@example.com", 6, 100.0)
+    fail(engine, store, PHONE, "Alice@Example.com", 2, 200.0)
+    fail(engine, store, "192.0.2.9", "bob@example.com", 3, 300.0)
+    save(engine, store, 303.0)
+    report = explain_account(cfg, store, "alice", now=WALL + 5)
+    assert [s["source"] for s in report["failing_sources"]] == [PHONE]  # the guesser's count
+    assert report["failing_sources"][0]["failures"] == 2                # reset at its ban
+    assert [b["ip"] for b in report["bans"]] == [GUESSER]
+    assert [h["op"] for h in report["history"]] == ["ban"]
+    assert explain_account(cfg, store, "ALICE@example.com", now=WALL + 5)["bans"]
+    assert not explain_account(cfg, store, "alice@other.example", now=WALL + 5)["bans"]
+    nobody = explain_account(cfg, store, "carol", now=WALL + 5)
+    assert nobody["verdict"] == "nothing stops this account" and not nobody["history"]
+    with pytest.raises(ValueError):
+        explain_account(cfg, store, "a b", now=WALL)
 
 
-def test_hashlimit_ipv6_table(tmp_path: Path) -> None:
-    folder = tmp_path / "ip6t_hashlimit"
-    folder.mkdir()
-    (folder / "fg-reg-1").write_text("5 2001:db8:1:2:::0->:::0 10 320000 32000\n")
-    assert hashlimits("2001:db8:1:2::", tmp_path) == [
-        {"table": "fg-reg-1", "limit": "register", "dropping": True, "expires": 5}]
+def test_an_ipv6_source_is_explained_by_its_prefix(env) -> None:
+    cfg, store = env
+    engine = Engine(cfg)
+    fail(engine, store, "2001:db8:1:2::", "alice@example.com", 3, 100.0)
+    save(engine, store, 103.0)
+    report = explain_source(cfg, store, V6, now=WALL + 1)
+    assert report["key"] == "2001:db8:1:2::" and report["guard"]["failures"] == 3
+    assert "counted as 2001:db8:1:2::" in render(report)
 
 
-def test_the_command_prints_json_and_text(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
-    _state(state).close()
-    config = tmp_path / "floodguard.toml"
-    config.write_text(f'[state]\npath = "{state}"\n')
-    result = CliRunner().invoke(explain_command, ["-c", str(config), "--json", "1010"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
-    assert data["type"] == "account" and data["target"] == "1010"
-    result = CliRunner().invoke(explain_command, ["-c", str(config), NAT])
-    assert result.exit_code == 0 and "shared-capable" in result.output
+def test_allow_list_gateway_and_known_good(env) -> None:
+    cfg, store = env
+    cfg = replace(cfg, blacklist=BlacklistConfig(allow=("192.0.2.0/28",)))
+    assert explain_source(cfg, store, GUESSER, now=WALL)["verdict"].startswith(
+        "allow-listed (192.0.2.0/28)")
+    gw = explain_source(cfg, store, "198.51.100.9", now=WALL)
+    assert gw["gateways"] == ["carrier"] and gw["allow"] is None
+    store.put_known("198.51.100.9", 600, now=WALL)
+    assert explain_source(cfg, store, "198.51.100.9", now=WALL + 100)["known_good"][
+        "remaining"] == 500
+
+
+def test_kernel_buckets_decide_the_verdict(env) -> None:
+    cfg, store = env
+    limited = {"table": "fg-reg-1", "purpose": hashlimit.PURPOSES["reg"], "source": PHONE,
+               "limited": True, "shared": False, "credit": 0, "credit_cap": 10, "cost": 5}
+    gateway = {**limited, "purpose": hashlimit.PURPOSES["gwy"], "source": "0.0.0.0",
+               "shared": True}
+    report = explain_source(cfg, store, PHONE, now=WALL,
+                            buckets=lambda ip, prefix: [limited, gateway])
+    assert report["verdict"] == "the kernel's rate limits drop it right now: REGISTER per source"
+    assert report["kernel_limits"] == [limited]  # a gateway group's bucket: not a member
+    assert "DROPPING" in render(report)
+
+
+def test_hashlimit_lines_in_the_kernel_format(tmp_path: Path) -> None:
+    # dl_seq_real_show: "%ld %pI4:%u->%pI4:%u %llu %llu %llu" (%pI6: 8 groups of 4 digits)
+    v4 = tmp_path / "ipt_hashlimit"
+    v6 = tmp_path / "ip6t_hashlimit"
+    v4.mkdir()
+    v6.mkdir()
+    (v4 / "fg-reg-abc").write_text(f"9 {PHONE}:0->0.0.0.0:0 0 3200 320\n"
+                                   "3 192.0.2.99:0->0.0.0.0:0 3200 3200 320\n")
+    (v4 / "fg-bud-abc").write_text("5 0.0.0.0:0->0.0.0.0:0 900 1000 1\n")
+    (v4 / "other-table").write_text(f"9 {PHONE}:0->0.0.0.0:0 0 3200 320\n")
+    (v6 / "fg-sip-abc").write_text(
+        "7 2001:0db8:0001:0002:0000:0000:0000:0000:0->0000:0000:0000:0000:0000:0000:0000:0000:0"
+        " 100 3200 320\nnot a bucket\n")
+    found = hashlimit.buckets_of(PHONE, proc=tmp_path)
+    assert [(b.table, b.limited, b.shared) for b in found] == [
+        ("fg-bud-abc", False, True), ("fg-reg-abc", True, False)]
+    assert found[1].purpose == "REGISTER per source"
+    six = hashlimit.buckets_of(V6, 64, proc=tmp_path)
+    assert [(b.source, b.limited) for b in six] == [("2001:db8:1:2::", True)]
+    assert hashlimit.buckets_of("::ffff:192.0.2.99", proc=tmp_path)[1].credit == 3200
+    assert hashlimit.buckets_of("203.0.113.1", proc=tmp_path / "missing") == []
+    assert hashlimit.parse_line("t", 4, "x y z") is None
+
+
+def test_cli_json_and_refusal(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, store = env
+    # the kernel is read in the integration tests, in their own namespaces
+    monkeypatch.setattr(explain, "_kernel_readers", lambda cfg: (None, None))
+    config = Path(cfg.state.path).with_name("floodguard.toml")
+    config.write_text(f'[state]\npath = "{cfg.state.path}"\n', encoding="utf-8")
+    store.put_ban(GUESSER, "blacklist", "spraying", 3600, aor="alice@example.com", failures=5)
+    out = CliRunner().invoke(main, ["explain", GUESSER, "--json", "-c", str(config)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["ban"]["reason"] == "spraying" and data["type"] == "source"
+    account = CliRunner().invoke(main, ["explain", "alice@example.com", "-c", str(config)])
+    assert account.exit_code == 0 and GUESSER in account.stdout
+    bad = CliRunner().invoke(main, ["explain", "not an account", "-c", str(config)])
+    assert bad.exit_code == 4 and "user[@domain]" in bad.output

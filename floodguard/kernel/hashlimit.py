@@ -1,0 +1,118 @@
+"""The kernel's per-source rate limits as they stand: floodguard's hashlimit tables.
+
+Every ``-m hashlimit`` rule floodguard renders names its table ``fg-<purpose>-<digest>``
+(``rules.hashlimit_options``); the kernel lists each table's buckets in
+``/proc/net/ipt_hashlimit/<name>`` (IPv4) and ``/proc/net/ip6t_hashlimit/<name>`` (IPv6), one
+line per tracked source::
+
+    <seconds to expiry> <src>:<sport>-><dst>:<dport> <credit> <credit_cap> <cost>
+
+(``xt_hashlimit.c``, ``dl_seq_real_show``). The kernel brings a bucket's credit up to date
+before it prints it, so a bucket with less credit than one packet costs drops the source's next
+packet (the rule's ``--hashlimit-above`` matches): the limit holds the source right now.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc/net")
+TABLE_DIRS = (("ipt_hashlimit", 4), ("ip6t_hashlimit", 6))
+PREFIX = "fg-"
+# the three letters after "fg-": what the rule limits (rules.hashlimit_args names them)
+PURPOSES = {
+    "reg": "REGISTER per source",
+    "sip": "all SIP per source",
+    "syn": "TCP connections per source",
+    "pro": "answers carrying the guard's token, in all (admission)",
+    "bud": "unknown sources in all (admission budget)",
+    "gwy": "gateway group, in all",
+}
+_MAX_LINES = 1_000_000  # a table holds at most htable-max entries; never read without bound
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One source's bucket in one hashlimit table."""
+
+    table: str
+    family: int
+    source: str  # as the kernel keys it (masked to the table's srcmask)
+    expires: int  # seconds until the kernel forgets the bucket
+    credit: int
+    credit_cap: int
+    cost: int
+
+    @property
+    def purpose(self) -> str:
+        return PURPOSES.get(self.table[len(PREFIX):len(PREFIX) + 3], "rate limit")
+
+    @property
+    def shared(self) -> bool:
+        """One bucket for every source (the table has no per-source key)."""
+        return self.source in ("0.0.0.0", "::")
+
+    @property
+    def limited(self) -> bool:
+        """Over the limit now: the source's next packet is dropped."""
+        return self.credit < self.cost
+
+    def as_dict(self) -> dict[str, object]:
+        return {"table": self.table, "purpose": self.purpose, "source": self.source,
+                "expires": self.expires, "credit": self.credit, "credit_cap": self.credit_cap,
+                "cost": self.cost, "limited": self.limited, "shared": self.shared}
+
+
+def parse_line(table: str, family: int, line: str) -> Bucket | None:
+    """One line of a hashlimit table, or None when it is not a bucket line."""
+    fields = line.split()
+    if len(fields) != 5:
+        return None
+    try:
+        expires = int(fields[0])
+        credit, cap, cost = int(fields[2]), int(fields[3]), int(fields[4])
+        source_text = fields[1].split("->", 1)[0].rpartition(":")[0]
+        source = str(ipaddress.ip_address(source_text))
+    except ValueError:
+        return None
+    return Bucket(table, family, source, expires, credit, cap, cost)
+
+
+def buckets_of(ip: str, v6_prefix: int = 64, proc: Path = PROC) -> list[Bucket]:
+    """Every floodguard hashlimit bucket that holds `ip` (``::ffff:`` IPv4 read as IPv4);
+    empty when no table is readable (no rules applied, not root).
+
+    IPv6 tables key a source by its `v6_prefix` network (``--hashlimit-srcmask``), listed as
+    the network's address, so an IPv6 address matches its own or its network's bucket. Tables
+    without a per-source key (the admission budget, gateway groups) have one bucket, listed
+    with the unspecified address; they are included, as they limit `ip` too.
+    """
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    keys = {str(address), "0.0.0.0" if address.version == 4 else "::"}  # "::": shared tables
+    if address.version == 6:
+        keys.add(str(ipaddress.ip_network(f"{address}/{v6_prefix}", strict=False)
+                     .network_address))
+    found: list[Bucket] = []
+    for folder, family in TABLE_DIRS:
+        if family != address.version:
+            continue
+        try:
+            tables = sorted(p for p in (proc / folder).iterdir() if p.name.startswith(PREFIX))
+        except OSError:
+            continue
+        for path in tables:
+            try:
+                with path.open() as handle:
+                    for n, line in enumerate(handle):
+                        if n >= _MAX_LINES:
+                            break
+                        bucket = parse_line(path.name, family, line)
+                        if bucket is not None and bucket.source in keys:
+                            found.append(bucket)
+            except OSError:
+                continue
+    return found
