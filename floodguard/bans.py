@@ -133,10 +133,28 @@ class BanBook:
         return row
 
     def remove(self, ip: str) -> bool:
+        """Lift the ban of ip and its endpoint suspensions (a running guard follows)."""
         ip = self.key(ip)
         found = self.enforce.unban(ip, reason="manual")
+        for row in self.store.active_pair_bans():
+            if row.ip == ip:
+                found = self.enforce.lift_pair(ip, row.aor, reason="manual") or found
         self._kernel_refused(f"{ip} is no longer banned in the store")
         return found
+
+    def remove_endpoint(self, aor: str, source: str | None = None) -> list[str]:
+        """Lift the endpoint suspensions of account ``aor`` ("user" or "user@domain"), from
+        ``source`` only when given; returns "aor from ip" of each one lifted."""
+        user = aor.lower()
+        key = None if source is None else self.key(source)
+        lifted = []
+        for row in self.store.active_pair_bans():
+            wanted = row.aor == user if "@" in user else row.aor.split("@", 1)[0] == user
+            if wanted and (key is None or row.ip == key):
+                self.enforce.lift_pair(row.ip, row.aor, reason="manual")
+                self.store.queue_command("lift-pair", row.ip, None, row.aor)
+                lifted.append(f"{row.aor} from {row.ip}")
+        return lifted
 
     def _kernel_refused(self, done: str) -> None:
         if self.enforce.last_error is not None:

@@ -352,7 +352,7 @@ def blacklist_group() -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def blacklist_list(config_path: str | None, as_json: bool) -> None:
-    """List active bans and suspensions with their time left."""
+    """List active bans and suspensions (endpoint ones too) with their time left."""
     import json
     import time
 
@@ -360,10 +360,13 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
     book = _ban_book(cfg, need_kernel=False)
     now = time.time()
     views = book.list()
+    # endpoint suspensions (one AOR from one address) live in the guard, not the kernel
+    endpoints = [{**row.as_dict(now), "in_kernel": False, "kernel_seconds_left": None}
+                 for row in book.store.active_pair_bans(now=now)]
     if as_json:
-        click.echo(json.dumps([v.as_dict(now) for v in views], indent=2))
+        click.echo(json.dumps([v.as_dict(now) for v in views] + endpoints, indent=2))
         return
-    if not views:
+    if not views and not endpoints:
         click.echo("no active bans")
         return
     click.echo(f"{'source':<40} {'kind':<10} {'left':>7} {'kernel':>6}  reason")
@@ -373,6 +376,9 @@ def blacklist_list(config_path: str | None, as_json: bool) -> None:
         click.echo(f"{v.ip:<40} {d['kind']:<10} {int(left or 0):>6}s "
                    f"{'yes' if v.kernel_seconds is not None else 'NO':>6}  {d['reason']}"
                    + (f" ({d['aor']})" if d.get("aor") else ""))
+    for e in endpoints:
+        click.echo(f"{e['ip']:<40} {'endpoint':<10} {int(e['remaining']):>6}s {'-':>6}  "
+                   f"{e['reason']} ({e['aor']} only)")
 
 
 @blacklist_group.command("add")
@@ -391,13 +397,30 @@ def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str
     click.echo(f"banned {row.ip} for {int(row.until - row.created)} s ({row.reason})")
 
 
+def _optional_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _ip_argument(ctx, param, value)
+
+
 @blacklist_group.command("remove")
 @config_option
-@ip_argument
-def blacklist_remove(config_path: str | None, ip: str) -> None:
-    """Lift a ban or suspension on IP."""
+@click.argument("ip", required=False, callback=_optional_ip)
+@click.option("--aor", default=None, help="lift this account's endpoint suspensions instead "
+              "(user or user@domain), from IP or --source only when given")
+@click.option("--source", default=None, callback=_optional_ip, help="with --aor: this source")
+def blacklist_remove(config_path: str | None, ip: str | None, aor: str | None,
+                     source: str | None) -> None:
+    """Lift a ban or suspension on IP (and its endpoint suspensions), or with --aor one
+    account's endpoint suspensions."""
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=True)
+    if aor is None and ip is None:
+        raise click.UsageError("give an IP address, or --aor user[@domain]")
+    book = _ban_book(cfg, need_kernel=aor is None)
+    if aor is not None:
+        lifted = book.remove_endpoint(aor, source or ip)
+        click.echo("\n".join(f"lifted {x}" for x in lifted) if lifted
+                   else f"{aor} has no endpoint suspension")
+        return
+    assert ip is not None
     found = book.remove(ip)
     click.echo(f"removed {ip}" if found else f"{ip} was not banned")
 

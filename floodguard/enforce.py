@@ -184,7 +184,7 @@ class Enforcer:
     def lift_pair(self, ip: str, aor: str | None, *, reason: str) -> bool:
         """End the suspension of (ip, aor) (every one of ip when aor is None); True when the
         store held one."""
-        found = self.store.delete_pair_ban(ip, aor) > 0
+        found = self.store.end_pair_ban(ip, aor, now=self.wall()) > 0
         self.events.emit("suspend_end", ip=ip, aor=aor, scope="aor", reason=reason, by=self.by)
         return found
 

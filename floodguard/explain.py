@@ -1,8 +1,10 @@
 """``floodguard explain IP|user[@domain]``: why a source or an account can or cannot register.
 
 Everything floodguard knows, gathered without a running guard: the allow list and gateway
-groups (config), the known-good set, active bans and suspensions and their history (the
-state store's bans and journal), the guard's learned state (each worker's last snapshot in the
+groups (config), the known-good set, known-good (source, account) pairs and whether they make
+the source shared-capable, active bans and suspensions — of the address, and of one account
+from it (endpoint suspensions) — and their history (the state store's bans, pair_bans and
+journal), the guard's learned state (each worker's last snapshot in the
 store: consecutive failures per source and per (source, account), distinct accounts failed in
 the window, escalation level, how often it dropped the source), and whether the kernel's
 per-source rate limits are dropping the source right now (``kernel.hashlimit``).
@@ -25,7 +27,7 @@ from floodguard import config as configmod
 from floodguard.bans import allowed_by, describe
 from floodguard.cli import FloodguardCommand, config_option
 from floodguard.config import Config
-from floodguard.store import HOLD_ACCOUNT, JournalEntry, Store
+from floodguard.store import HOLD_ACCOUNT, JournalEntry, PairBanRow, Store
 
 ENGINE_PREFIX = "engine-q"  # the guard workers' snapshot names (daemon.py)
 COUNTERS_PREFIX = "counters-" + ENGINE_PREFIX
@@ -61,6 +63,25 @@ def _aor_matches(aor: str, user: str, domain: str | None) -> bool:
     return got_user == user and (domain is None or got_domain == domain)
 
 
+def _endpoint(row: PairBanRow, now: float) -> dict[str, Any]:
+    """An endpoint suspension (one account from one address) as explain reports it."""
+    return {**row.as_dict(now), "why": (
+        f"{row.aor} from {row.ip} is suspended ({row.failures} consecutive failed "
+        f"registrations, level {row.level}) for {int(row.remaining(now))} s more; the "
+        "address's other accounts pass")}
+
+
+def _ended_endpoints(rows: Iterable[PairBanRow], now: float) -> list[dict[str, Any]]:
+    """Ended endpoint suspensions as history entries (the last one of each endpoint)."""
+    return [{"op": "ban", "kind": "suspend", "scope": "aor", "reason": row.reason,
+             "aor": row.aor, "ip": row.ip, "failures": row.failures, "at": row.created,
+             "until": row.until, "ended": True} for row in rows]
+
+
+def _newest(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries, key=lambda e: -float(e["at"]))[:HISTORY]
+
+
 def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
                    set_test: SetTest | None = None,
                    buckets: BucketReader | None = None) -> dict[str, Any]:
@@ -74,6 +95,13 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
     known = store.known_untils([key]).get(key)
     report["known_good"] = None if known is None or known <= now else {
         "until": known, "remaining": round(known - now, 1)}
+    report["known_pairs"] = [{"aor": aor, "remaining": round(left, 1)} for src, aor, left
+                             in sorted(store.active_known_pairs(now=now)) if src == key]
+    # a known-good pair or a gateway: failures suspend one account, never the address
+    report["shared_capable"] = bool(report["known_pairs"] or report["gateways"])
+    report["endpoint_suspensions"] = [_endpoint(row, now)
+                                      for row in store.active_pair_bans(now=now)
+                                      if row.ip == key]
     row = store.get_ban(key, now=now)
     report["ban"] = None if row is None else {**row.as_dict(now), "why": describe(row, now)}
     report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
@@ -111,7 +139,9 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
     report["kernel_limits"] = None if buckets is None else [
         b for b in buckets(given, cfg.limits.ipv6_prefix)
         if not (b["shared"] and b["purpose"].startswith("gateway") and not gateways)]
-    report["history"] = _journal(store.journal_of(ip=key, limit=HISTORY), now)
+    report["history"] = _newest(
+        _journal(store.journal_of(ip=key, limit=HISTORY), now)
+        + _ended_endpoints((r for r in store.ended_pair_bans(now=now) if r.ip == key), now))
     report["verdict"] = _source_verdict(report)
     return report
 
@@ -129,6 +159,10 @@ def _source_verdict(r: dict[str, Any]) -> str:
     if limited:
         return "the kernel's rate limits drop it right now: " + ", ".join(
             sorted({b["purpose"] for b in limited}))
+    suspended = sorted(e["aor"] for e in r["endpoint_suspensions"])
+    if suspended:
+        return (f"can register, except {', '.join(suspended)} (endpoint suspended; "
+                "the other accounts from this address pass)")
     failures = r["guard"]["failures"]
     if failures:
         return (f"can register; {failures} of {r['guard']['register_retry']} consecutive "
@@ -159,12 +193,25 @@ def explain_account(cfg: Config, store: Store, target: str, *, now: float) -> di
     report["bans"] = [{**row.as_dict(now), "why": describe(row, now)}
                       for row in store.active_bans(now=now)
                       if row.aor and _aor_matches(row.aor, user, domain if at else None)]
-    report["history"] = _journal(
-        store.journal_of(user=user, domain=domain if at else None, limit=HISTORY), now)
+    mine = domain if at else None
+    report["known_pairs"] = [{"source": src, "aor": aor, "remaining": round(left, 1)}
+                             for src, aor, left in sorted(store.active_known_pairs(now=now))
+                             if _aor_matches(aor, user, mine)]
+    report["endpoint_suspensions"] = [_endpoint(row, now)
+                                      for row in store.active_pair_bans(now=now)
+                                      if _aor_matches(row.aor, user, mine)]
+    report["history"] = _newest(
+        _journal(store.journal_of(user=user, domain=mine, limit=HISTORY), now)
+        + _ended_endpoints((r for r in store.ended_pair_bans(now=now)
+                            if _aor_matches(r.aor, user, mine)), now))
     if report["protections"]:
         left = max(int(p["remaining"]) for p in report["protections"])
         report["verdict"] = (f"protected for {left} s more (distributed guessing): only its "
                              "known-good (source, account) pairs reach it; new phones wait")
+    elif report["endpoint_suspensions"]:
+        sources = sorted({e["ip"] for e in report["endpoint_suspensions"]})
+        report["verdict"] = (f"suspended from {', '.join(sources)} (endpoint suspension); "
+                             f"{len(report['known_pairs'])} known-good source(s)")
     elif report["bans"]:
         report["verdict"] = (f"{len(report['bans'])} source(s) stopped for this account; "
                              "other sources are not")
@@ -190,8 +237,16 @@ def render(report: dict[str, Any]) -> str:
         known = report["known_good"]
         lines.append("  known-good: " + (f"yes, {int(known['remaining'])} s more"
                                           if known else "no"))
+        pairs = report["known_pairs"]
+        lines.append(f"  known-good accounts: {len(pairs)}"
+                     + (f" ({', '.join(p['aor'] for p in pairs[:5])}"
+                        + (", …" if len(pairs) > 5 else "") + ")" if pairs else "")
+                     + ("; shared-capable: failures suspend one account, not the address"
+                        if report["shared_capable"] else ""))
         if report["ban"]:
             lines.append(f"  ban: {report['ban']['why']}")
+        for item in report["endpoint_suspensions"]:
+            lines.append(f"  endpoint: {item['why']}")
         if report["in_kernel_ban_set"] is not None:
             lines.append(f"  kernel ban set: {'yes' if report['in_kernel_ban_set'] else 'no'}")
         guard = report["guard"]
@@ -216,6 +271,11 @@ def render(report: dict[str, Any]) -> str:
                 lines.append(f"  kernel {b['purpose']}{scope}: {state} "
                              f"(credit {b['credit']}/{b['credit_cap']}, cost {b['cost']})")
     else:
+        for item in report["known_pairs"]:
+            lines.append(f"  known-good from {item['source']} ({item['aor']}), "
+                         f"{int(item['remaining'])} s more")
+        for item in report["endpoint_suspensions"]:
+            lines.append(f"  endpoint: {item['why']}")
         for item in report["failing_sources"]:
             lines.append(f"  {item['source']}: {item['failures']}/{item['of']} failures "
                          f"({item['aor']})")
@@ -227,7 +287,10 @@ def render(report: dict[str, Any]) -> str:
     for entry in report["history"]:
         until = f" until {_when(entry['until'])}" if entry["until"] else ""
         ended = " (ended)" if entry["ended"] else ""
-        aor = f" {entry['aor']}" if entry["aor"] and report["type"] == "source" else ""
+        aor = f" {entry['aor']}" if entry["aor"] and (
+            report["type"] == "source" or entry.get("scope") == "aor") else ""
+        aor += f" from {entry['ip']}" if report["type"] == "account" and entry.get("ip") \
+            else ""
         lines.append(f"  {_when(entry['at'])} {entry['op']} {entry['kind'] or ''} "
                      f"{entry['reason'] or ''}{aor}{until}{ended}".rstrip())
     return "\n".join(lines)

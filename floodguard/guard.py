@@ -43,6 +43,7 @@ from floodguard.policy.engine import (
     Unban,
     Verdict,
 )
+from floodguard.policy.pairs import aor_key
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import (
@@ -603,9 +604,9 @@ class Guard:
                     self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
                                             "manual", None, 0)
                 elif cmd.op == "unban":
-                    # the operator's command already lifted the ban; its endpoints end here
-                    self.apply([a for a in self.engine.unban(now, cmd.ip)
-                                if isinstance(a, LiftPair)])
+                    self.engine.unban(now, cmd.ip)  # its endpoints too (store: by the CLI)
+                elif cmd.op == "lift-pair" and cmd.reason:
+                    self.engine.pairs.lift(cmd.ip, aor_key(cmd.reason))
                 elif cmd.op == "unprotect":
                     # the operator's command already ended it in the store, with its event
                     self.engine.lift_account(now, cmd.ip)

@@ -110,6 +110,7 @@ class Decision:
     aor: str | None
     failures: int
     seconds: int
+    scope: str = "address"  # "aor": one endpoint (that AOR from that address) only
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,7 +130,8 @@ class _Recorder(EventLog):
             now = self.clock()
             self.decisions.append(Decision(
                 now, round(now - self.first, 3), fields["ip"], fields["kind"], fields["reason"],
-                fields.get("aor"), fields.get("failures", 0), fields["seconds"]))
+                fields.get("aor"), fields.get("failures", 0), fields["seconds"],
+                fields.get("scope") or "address"))
         return super().emit(event, **fields)
 
 

@@ -544,7 +544,7 @@ class Store:
         self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM known_pairs WHERE until <= ?", (now,))
-        self.db.execute("DELETE FROM pair_bans WHERE until <= ?", (now,))
+        self.db.execute("DELETE FROM pair_bans WHERE until <= ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM holds WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
@@ -624,16 +624,30 @@ class Store:
                 (row.ip, row.aor, row.reason, row.failures, row.level, row.created, row.until))
         return row
 
-    def delete_pair_ban(self, ip: str, aor: str | None = None) -> int:
-        """Delete the suspension of (ip, aor), or every one of ip; returns how many went."""
+    def end_pair_ban(self, ip: str, aor: str | None = None, *,
+                     now: float | None = None) -> int:
+        """End the live suspension of (ip, aor), or every one of ip, now; returns how many
+        were live. Ended rows stay for ``explain``'s history until ``prune`` (JOURNAL_KEEP)."""
+        now = time.time() if now is None else now
         with self.db:
             self.db.execute("BEGIN")
             if aor is None:
-                cur = self.db.execute("DELETE FROM pair_bans WHERE ip = ?", (ip,))
+                cur = self.db.execute(
+                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND until > ?", (now, ip, now))
             else:
-                cur = self.db.execute("DELETE FROM pair_bans WHERE ip = ? AND aor = ?",
-                                      (ip, aor))
+                cur = self.db.execute(
+                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND aor = ? AND until > ?",
+                    (now, ip, aor, now))
         return int(cur.rowcount)
+
+    def ended_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
+        """Endpoint suspensions that are over (the last one of each endpoint, kept
+        JOURNAL_KEEP), latest first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
+            "WHERE until <= ? ORDER BY until DESC", (now,))
+        return [PairBanRow(*r) for r in cur.fetchall()]
 
     def active_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
         """Live endpoint suspensions, soonest to end first."""

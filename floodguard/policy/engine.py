@@ -304,7 +304,7 @@ class Engine:
             verdict = _ALLOW
         elif (ban := self._bans.get(src, now)) is not None:
             verdict = _SUSPENDED if ban.kind == KIND_SUSPEND else _BANNED
-        elif self._pairs.active_any() and msg.method == "REGISTER" and self._pair_hit(
+        elif self._pairs.source_suspended(src) and msg.method == "REGISTER" and self._pair_hit(
                 now, src, msg):
             verdict = _PAIR_SUSPENDED
         elif len(self._accounts) and msg.method == "REGISTER" and self._account_hit(

@@ -65,8 +65,8 @@ class Pairs:
     """Known-good pairs (with the per-source summary that makes a source shared-capable),
     pair suspensions and their escalation history."""
 
-    __slots__ = ("_known", "_sources", "_bans", "_heap", "_history", "ban_cap", "evicted",
-                 "ended_count")
+    __slots__ = ("_known", "_sources", "_bans", "_by_src", "_heap", "_history", "ban_cap",
+                 "evicted", "ended_count")
 
     def __init__(self, cap: int, ban_cap: int | None = None) -> None:
         # (src, aor) -> until of the pair's known-good mark; deadline = until
@@ -76,6 +76,8 @@ class Pairs:
         # (src, aor) -> (level, until of its last suspension); deadline = until + window
         self._history: LruTable[tuple[str, str], tuple[int, float]] = LruTable(cap)
         self._bans: dict[tuple[str, str], PairBan] = {}
+        # src -> how many of its endpoints are in _bans: the packet path's first, cheap test
+        self._by_src: dict[str, int] = {}
         # (until, src, aor) min-heap with lazy deletion (valid while it matches _bans)
         self._heap: list[tuple[float, str, str]] = []
         self.ban_cap = ban_cap or cap
@@ -113,31 +115,25 @@ class Pairs:
         """Does src hold at least one live known-good pair (shared-capable)?"""
         return self._sources.peek(src, now) is not None
 
-    def known_of(self, now: float, src: str) -> list[tuple[str, float]]:
-        """(aor, remaining seconds) of src's live known-good pairs (a full scan: for the
-        operator, not the packet path)."""
-        return sorted((aor, until - now) for (s, aor), until, _ in self._known.items(now)
-                      if s == src)
-
     def known_pairs(self, now: float) -> list[tuple[str, str, float]]:
         """(src, aor, remaining seconds) of every live known-good pair."""
         return [(src, aor, until - now) for (src, aor), until, _ in self._known.items(now)]
 
-    def forget_source(self, src: str) -> None:
-        """Drop src's known-good pairs (its address moved onto the allow list, or similar)."""
-        for key in [k for k in self._known_keys() if k[0] == src]:
-            self._known.discard(key)
-        self._sources.discard(src)
-
-    def _known_keys(self) -> list[tuple[str, str]]:
-        return [key for key, _, _ in self._known.items(float("-inf"))]
-
     # ------------------------------------------------------------ suspensions
 
-    def active_any(self) -> bool:
-        """Is any pair suspension stored (live or not yet popped)? The packet path's cheap
-        test before a lookup."""
-        return bool(self._bans)
+    def source_suspended(self, src: str) -> bool:
+        """Has src any endpoint suspension stored (live or not yet popped)? The packet path's
+        cheap test (one lookup by address) before the AOR is read."""
+        return src in self._by_src
+
+    def _drop(self, key: tuple[str, str]) -> PairBan:
+        ban = self._bans.pop(key)
+        left = self._by_src[key[0]] - 1
+        if left:
+            self._by_src[key[0]] = left
+        else:
+            del self._by_src[key[0]]
+        return ban
 
     def suspended(self, now: float, src: str, aor: str) -> PairBan | None:
         """The live suspension of (src, aor), None if none. An expired one stays until
@@ -174,9 +170,11 @@ class Pairs:
                 until, src, aor = heapq.heappop(heap)
                 victim = bans.get((src, aor))
                 if victim is not None and victim.until == until:
-                    del bans[(src, aor)]
+                    self._drop((src, aor))
                     self.evicted += 1
                     break
+        if key not in bans:
+            self._by_src[ban.src] = self._by_src.get(ban.src, 0) + 1
         bans[key] = ban
         heapq.heappush(heap, (ban.until, ban.src, ban.aor))
         if len(heap) > 2 * len(bans) + 64:
@@ -203,8 +201,7 @@ class Pairs:
             until, src, aor = heapq.heappop(heap)
             ban = bans.get((src, aor))
             if ban is not None and ban.until == until:
-                del bans[(src, aor)]
-                out.append(ban)
+                out.append(self._drop((src, aor)))
         self.ended_count += len(out)
         return out
 
@@ -212,7 +209,7 @@ class Pairs:
         """Lift the suspension of (src, aor), or every suspension of src when aor is None,
         and forget their escalation history (operator forgiveness, the allow list)."""
         keys = [k for k in self._bans if k[0] == src and (aor is None or k[1] == aor)]
-        lifted = [self._bans.pop(k) for k in keys]
+        lifted = [self._drop(k) for k in keys]
         for key in [k for k, _, _ in self._history.items(float("-inf"))
                     if k[0] == src and (aor is None or k[1] == aor)]:
             self._history.discard(key)
@@ -220,7 +217,7 @@ class Pairs:
 
     def sources_suspended(self) -> list[str]:
         """Every source with a stored pair suspension."""
-        return sorted({src for src, _ in self._bans})
+        return sorted(self._by_src)
 
     def active(self, now: float) -> list[PairBan]:
         """Live suspensions, soonest to end first."""

@@ -90,3 +90,17 @@ def test_the_stale_phone_is_suspended_alone_and_the_office_keeps_registering(
     finally:
         store.close()
     assert pairs >= set(PHONES), pairs
+    # and `floodguard explain` tells the story, for the address and for the account
+    assert glab.config_path is not None
+    source = json.loads(glab.server.floodguard(
+        "explain", "-c", str(glab.config_path), "--json", NAT).stdout)
+    assert source["shared_capable"] is True and source["ban"] is None, source
+    assert {p["aor"].split("@")[0] for p in source["known_pairs"]} >= set(PHONES), source
+    told = source["endpoint_suspensions"] + [h for h in source["history"]
+                                             if h.get("scope") == "aor"]
+    assert told and {t["aor"].split("@")[0] for t in told} == {STALE}, told
+    account = json.loads(glab.server.floodguard(
+        "explain", "-c", str(glab.config_path), "--json", STALE).stdout)
+    told = account["endpoint_suspensions"] + [h for h in account["history"]
+                                              if h.get("scope") == "aor"]
+    assert told and {t["ip"] for t in told} == {NAT}, account

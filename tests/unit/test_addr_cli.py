@@ -50,3 +50,33 @@ def test_cli_explain_answers_for_the_canonical_address(tmp_path):
                                        str(config)])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("10.0.0.1 is in the allow list (::ffff:a00:1/128)")
+
+
+def test_cli_lists_and_lifts_endpoint_suspensions(tmp_path, monkeypatch):
+    import json
+
+    from floodguard import cli
+
+    config = tmp_path / "f.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n')
+    store = Store(tmp_path / "s.db")
+    store.put_pair_ban("203.0.113.10", "1010@pbx", "consecutive-failures", 180, failures=6)
+    store.put_pair_ban("203.0.113.11", "1010@pbx", "consecutive-failures", 180, failures=6)
+    monkeypatch.setattr(cli, "_ban_book", lambda cfg, need_kernel: BanBook(cfg, store, None))
+    listed = CliRunner().invoke(main, ["blacklist", "list", "--json", "-c", str(config)])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["ip"], r["aor"], r["scope"], r["in_kernel"]) for r in rows] == [
+        ("203.0.113.10", "1010@pbx", "aor", False), ("203.0.113.11", "1010@pbx", "aor", False)]
+    text = CliRunner().invoke(main, ["blacklist", "list", "-c", str(config)]).stdout
+    assert "endpoint" in text and "(1010@pbx only)" in text
+    lifted = CliRunner().invoke(main, ["blacklist", "remove", "--aor", "1010", "--source",
+                                       "203.0.113.11", "-c", str(config)])
+    assert lifted.exit_code == 0 and lifted.stdout == "lifted 1010@pbx from 203.0.113.11\n"
+    assert [r.ip for r in store.active_pair_bans()] == ["203.0.113.10"]
+    assert [(c.op, c.ip, c.reason) for c in store.take_commands(0)] == [
+        ("lift-pair", "203.0.113.11", "1010@pbx")]
+    none = CliRunner().invoke(main, ["blacklist", "remove", "--aor", "1011", "-c", str(config)])
+    assert none.stdout == "1011 has no endpoint suspension\n"
+    usage = CliRunner().invoke(main, ["blacklist", "remove", "-c", str(config)])
+    assert usage.exit_code == 2

@@ -181,3 +181,43 @@ def test_cli_json_and_refusal(env, monkeypatch: pytest.MonkeyPatch) -> None:
     assert account.exit_code == 0 and GUESSER in account.stdout
     bad = CliRunner().invoke(main, ["explain", "not an account", "-c", str(config)])
     assert bad.exit_code == 4 and "user[@domain]" in bad.output
+
+
+def test_a_shared_address_with_a_suspended_endpoint(env) -> None:
+    """Known-good pairs make the address shared-capable; a stale phone's failures suspend its
+    account from that address only (issue #16 items 1-2), and explain says so both ways."""
+    cfg, store = env
+    nat = "203.0.113.10"
+    store.put_known_pairs([(nat, "1001@pbx", WALL + 3000), (nat, "1002@pbx", WALL + 7000),
+                           (PHONE, "1009@pbx", WALL - 1)])
+    store.put_pair_ban(nat, "1010@pbx", "consecutive-failures", 180, failures=6, level=2,
+                       now=WALL - 30)
+    store.put_pair_ban(nat, "1011@pbx", "consecutive-failures", 180, failures=6, now=WALL - 400)
+    report = explain_source(cfg, store, nat, now=WALL)
+    assert report["shared_capable"] is True and report["ban"] is None
+    assert report["known_pairs"] == [{"aor": "1001@pbx", "remaining": 3000.0},
+                                     {"aor": "1002@pbx", "remaining": 7000.0}]
+    (endpoint,) = report["endpoint_suspensions"]
+    assert (endpoint["aor"], endpoint["remaining"], endpoint["level"], endpoint["scope"]) == (
+        "1010@pbx", 150.0, 2, "aor")
+    assert report["verdict"] == ("can register, except 1010@pbx (endpoint suspended; the other "
+                                 "accounts from this address pass)")
+    ended = [h for h in report["history"] if h.get("scope") == "aor"]
+    assert [(h["aor"], h["ended"]) for h in ended] == [("1011@pbx", True)]
+    text = render(report)
+    assert "known-good accounts: 2 (1001@pbx, 1002@pbx); shared-capable" in text
+    assert "endpoint: 1010@pbx from 203.0.113.10 is suspended" in text
+    # an expired pair does not count; a gateway member is shared-capable from the start
+    lone = explain_source(cfg, store, PHONE, now=WALL)
+    assert lone["known_pairs"] == [] and lone["shared_capable"] is False
+    assert explain_source(cfg, store, "198.51.100.9", now=WALL)["shared_capable"] is True
+    # the account: where it is known-good, where it is suspended, its ended suspensions
+    stale = explain_account(cfg, store, "1010", now=WALL)
+    assert [(e["ip"], e["aor"]) for e in stale["endpoint_suspensions"]] == [(nat, "1010@pbx")]
+    assert stale["verdict"].startswith(f"suspended from {nat} (endpoint suspension)")
+    good = explain_account(cfg, store, "1001@PBX", now=WALL)
+    assert [(p["source"], p["aor"]) for p in good["known_pairs"]] == [(nat, "1001@pbx")]
+    assert good["endpoint_suspensions"] == []
+    other = explain_account(cfg, store, "1011", now=WALL)
+    assert [(h["ip"], h["ended"]) for h in other["history"]] == [(nat, True)]
+    assert f"1011@pbx from {nat}" in render(other)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 
 import pytest
 
@@ -394,16 +395,47 @@ def test_a_shared_address_loses_only_the_failing_endpoint(rig):
 
 
 def test_operator_unban_lifts_endpoint_suspensions(rig):
-    guard, _, store, log, clock = rig()
+    from floodguard.bans import BanBook
+
+    clock = Clock()
+    clock.t = time.time() - 1_700_000_000  # the operator's commands use the real time
+    guard, sets, store, log, clock = rig(clock=clock)
     client = "198.51.100.10"
     _office(guard, clock, client)
-    store.queue_command("unban", client)
-    guard.tick()
-    assert store.active_pair_bans(now=guard.wall()) == []
+    book = BanBook(guard.cfg, store, sets, events=EventLog(log, True), forget=lambda ips: None)
+    assert book.remove(client)  # `floodguard blacklist remove IP`: store and event at once
+    assert store.active_pair_bans() == []
     events = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert [e["reason"] for e in events if e["event"] == "suspend_end"] == ["manual"]
+    ends = [e for e in events if e["event"] == "suspend_end"]
+    assert [(e["reason"], e["by"]) for e in ends] == [("manual", "operator")]
     req = udp(client, SERVER, 5060, 5060, register("1001", src=client, call_id="y", cseq=1))
+    assert guard.handle(req, HOOK_LOCAL_IN) is False  # until the guard takes the command
+    guard.tick()
     assert guard.handle(req, HOOK_LOCAL_IN) is not False
+    assert [r.aor.split("@")[0] for r in store.ended_pair_bans()] == ["1001"]  # history
+
+
+def test_operator_lifts_one_endpoint_by_aor(rig):
+    from floodguard.bans import BanBook
+
+    clock = Clock()
+    clock.t = time.time() - 1_700_000_000
+    guard, sets, store, log, clock = rig(clock=clock)
+    client, other = "198.51.100.12", "198.51.100.13"
+    _office(guard, clock, client)
+    _office(guard, clock, other)
+    assert len(store.active_pair_bans()) == 2
+    book = BanBook(guard.cfg, store, sets, events=EventLog(log, True), forget=lambda ips: None)
+    assert book.remove_endpoint("nobody") == []
+    (lifted,) = book.remove_endpoint("1001", source=client)
+    assert lifted.startswith("1001@") and lifted.endswith(f"from {client}")
+    assert [r.ip for r in store.active_pair_bans()] == [other]
+    guard.tick()
+    for src, dropped in ((client, False), (other, True)):
+        req = udp(src, SERVER, 5060, 5060, register("1001", src=src, call_id="w", cseq=1))
+        assert (guard.handle(req, HOOK_LOCAL_IN) is False) is dropped
+    assert len(book.remove_endpoint("1001")) == 1  # every source when none is given
+    assert store.active_pair_bans() == []
 
 
 def test_monitor_mode_says_it_would_suspend_the_endpoint(rig):

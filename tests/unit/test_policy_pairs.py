@@ -257,3 +257,18 @@ def test_pairs_table_directly() -> None:
                           window=60)
     assert again.until == 35.0 and again.level == 2  # capped at max_time
     assert pairs.ended(34.0) == [] and pairs.ended(35.0) == [again]
+
+
+def test_the_per_source_index_follows_every_change() -> None:
+    pairs = Pairs(100, 3)
+    kw = {"suspend_time": 10, "escalation": 2.0, "max_time": 100, "window": 60}
+    pairs.suspend(0.0, "s", "a", 6, **kw)
+    pairs.suspend(1.0, "s", "b", 6, **kw)
+    pairs.suspend(2.0, "t", "a", 6, **kw)
+    assert pairs.source_suspended("s") and pairs.source_suspended("t")
+    assert not pairs.source_suspended("u")
+    pairs.suspend(3.0, "u", "a", 6, **kw)  # full: the one closest to its end goes
+    assert pairs.evicted == 1 and pairs.sources_suspended() == ["s", "t", "u"]
+    assert [b.aor for b in pairs.lift("s")] == ["b"] and not pairs.source_suspended("s")
+    assert [b.src for b in pairs.ended(12.0)] == ["t"] and not pairs.source_suspended("t")
+    assert pairs.sources_suspended() == ["u"] and len(pairs) == 1

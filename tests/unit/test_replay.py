@@ -17,9 +17,27 @@ SERVER = "192.0.2.10"
 CLIENT = "198.51.100.7"
 
 
-def brute_force_capture(path, rounds=6, link="ether"):
+def brute_force_capture(path, rounds=6, link="ether", office=False):
     frames = []
     t = 1_700_000_000.0
+    packets = []
+    if office:  # another phone behind the same address registers first: a known-good pair
+        packets = [
+            udp(CLIENT, SERVER, 5060, 5060, register("1002", src=CLIENT, call_id="ok", cseq=1)),
+            udp(SERVER, CLIENT, 5060, 5060, response(401, "Unauthorized", "1002", call_id="ok",
+                                                     cseq=1, challenge_nonce="good")),
+            udp(CLIENT, SERVER, 5060, 5060, register("1002", src=CLIENT, call_id="ok", cseq=2,
+                                                     auth=auth_value("1002", "pw", "good"))),
+            udp(SERVER, CLIENT, 5060, 5060, response(200, "OK", "1002", call_id="ok", cseq=2,
+                                                     expires=3600)),
+        ]
+    for raw in packets:
+        t += 0.05
+        pkt = IP(raw)
+        if link == "ether":
+            pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt
+        pkt.time = t
+        frames.append(pkt)
     for i in range(rounds):
         nonce = f"n{i}"
         packets = [
@@ -49,6 +67,15 @@ def test_replay_finds_the_suspension_with_its_time(tmp_path):
     assert [(d.ip, d.kind, d.failures, d.seconds) for d in report.decisions] == [
         (CLIENT, "suspend", 6, 180)]
     assert abs(report.decisions[0].offset - 1.15) < 0.01
+
+
+def test_replay_of_a_shared_address_suspends_the_endpoint_only(tmp_path):
+    path = tmp_path / "office.pcap"
+    brute_force_capture(path, office=True)
+    (decision,) = replay(Config(), path).decisions
+    assert (decision.ip, decision.kind, decision.scope, decision.seconds) == (
+        CLIENT, "suspend", "aor", 180)
+    assert decision.aor is not None and decision.aor.startswith("1001@")
 
 
 def test_raw_ip_link_type_and_fewer_failures(tmp_path):
