@@ -17,7 +17,7 @@ from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget
 from floodguard.errors import RefusedError
 from floodguard.events import EventLog
-from floodguard.store import BanRow, Store
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, BanRow, Store
 
 _WHY = {
     "consecutive-failures": "{failures} consecutive failed registrations",
@@ -133,18 +133,23 @@ class BanBook:
         return row
 
     def remove(self, ip: str) -> bool:
-        """Lift the ban of ip and its endpoint suspensions (a running guard follows)."""
+        """Lift the ban of ip, its endpoint suspensions and its lockdown (a running guard
+        follows)."""
         ip = self.key(ip)
         found = self.enforce.unban(ip, reason="manual")
         for row in self.store.active_pair_bans():
             if row.ip == ip:
                 found = self.enforce.lift_pair(ip, row.aor, reason="manual") or found
+        if any(hold.key == ip for hold in self.store.active_holds(HOLD_LOCKDOWN)):
+            found = self.enforce.end_lockdown(ip, reason="manual") or found
         self._kernel_refused(f"{ip} is no longer banned in the store")
         return found
 
     def remove_endpoint(self, aor: str, source: str | None = None) -> list[str]:
         """Lift the endpoint suspensions of account ``aor`` ("user" or "user@domain"), from
-        ``source`` only when given; returns "aor from ip" of each one lifted."""
+        ``source`` only when given, and without ``source`` the account's protection too;
+        returns "aor from ip" of each suspension lifted and "aor protection" of each
+        protection ended."""
         user = aor.lower()
         key = None if source is None else self.key(source)
         lifted = []
@@ -154,6 +159,14 @@ class BanBook:
                 self.enforce.lift_pair(row.ip, row.aor, reason="manual")
                 self.store.queue_command("lift-pair", row.ip, None, row.aor)
                 lifted.append(f"{row.aor} from {row.ip}")
+        if source is None:
+            for hold in self.store.active_holds(HOLD_ACCOUNT):
+                wanted = (hold.key == user if "@" in user
+                          else hold.key.split("@", 1)[0] == user)
+                if wanted:
+                    self.enforce.end_protection(hold.key, reason="manual")
+                    self.store.queue_command("unprotect", hold.key)
+                    lifted.append(f"{hold.key} protection")
         return lifted
 
     def _kernel_refused(self, done: str) -> None:

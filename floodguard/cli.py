@@ -405,12 +405,13 @@ def _optional_ip(ctx: click.Context, param: click.Parameter, value: str | None) 
 @config_option
 @click.argument("ip", required=False, callback=_optional_ip)
 @click.option("--aor", default=None, help="lift this account's endpoint suspensions instead "
-              "(user or user@domain), from IP or --source only when given")
+              "(user or user@domain), from IP or --source only when given; without a "
+              "source also the account's protection")
 @click.option("--source", default=None, callback=_optional_ip, help="with --aor: this source")
 def blacklist_remove(config_path: str | None, ip: str | None, aor: str | None,
                      source: str | None) -> None:
-    """Lift a ban or suspension on IP (and its endpoint suspensions), or with --aor one
-    account's endpoint suspensions."""
+    """Lift a ban, suspension or lockdown on IP (and its endpoint suspensions), or with --aor
+    one account's endpoint suspensions and protection."""
     cfg = configmod.load(config_path)
     if aor is None and ip is None:
         raise click.UsageError("give an IP address, or --aor user[@domain]")
@@ -418,7 +419,7 @@ def blacklist_remove(config_path: str | None, ip: str | None, aor: str | None,
     if aor is not None:
         lifted = book.remove_endpoint(aor, source or ip)
         click.echo("\n".join(f"lifted {x}" for x in lifted) if lifted
-                   else f"{aor} has no endpoint suspension")
+                   else f"{aor} has no endpoint suspension nor protection")
         return
     assert ip is not None
     found = book.remove(ip)

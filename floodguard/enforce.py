@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from floodguard.events import EventLog
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
-from floodguard.store import HOLD_ACCOUNT, BanRow, Store
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, BanRow, Store
 
 ORIGINS = ("guard", "operator", "feed", "fleet")
 EVENT_EACH = 20  # bans of one batch logged one by one; more make one summary event
@@ -196,6 +196,21 @@ class Enforcer:
                             now=self.wall() if now is None else now)
         self.events.emit("protect", aor=aor, reason=reason, sources=sources, level=level,
                          seconds=int(seconds), by=self.by)
+
+    def lockdown(self, ip: str, seconds: float, *, failures: int, level: int = 1,
+                 reason: str = "spraying", now: float | None = None) -> None:
+        """Lock the shared source ``ip`` down for ``seconds``: store row and event."""
+        seconds = kernel_seconds(seconds)
+        self.store.put_hold(HOLD_LOCKDOWN, ip, reason, seconds, count=failures, level=level,
+                            now=self.wall() if now is None else now)
+        self.events.emit("lockdown", ip=ip, reason=reason, failures=failures, level=level,
+                         seconds=int(seconds), by=self.by)
+
+    def end_lockdown(self, ip: str, *, reason: str) -> bool:
+        """End the source's lockdown; True when the store held one."""
+        found = self.store.delete_hold(HOLD_LOCKDOWN, ip)
+        self.events.emit("lockdown_end", ip=ip, reason=reason, by=self.by)
+        return found
 
     def end_protection(self, aor: str, *, reason: str) -> bool:
         """End the account's protection; True when the store held one."""

@@ -27,7 +27,7 @@ from floodguard import config as configmod
 from floodguard.bans import allowed_by, describe
 from floodguard.cli import FloodguardCommand, config_option
 from floodguard.config import Config
-from floodguard.store import HOLD_ACCOUNT, JournalEntry, PairBanRow, Store
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, JournalEntry, PairBanRow, Store
 
 ENGINE_PREFIX = "engine-q"  # the guard workers' snapshot names (daemon.py)
 COUNTERS_PREFIX = "counters-" + ENGINE_PREFIX
@@ -104,6 +104,10 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
                                       if row.ip == key]
     row = store.get_ban(key, now=now)
     report["ban"] = None if row is None else {**row.as_dict(now), "why": describe(row, now)}
+    locked = [h for h in store.active_holds(HOLD_LOCKDOWN, now=now) if h.key == key]
+    report["lockdown"] = None if not locked else {
+        "failures": locked[0].count, "level": locked[0].level, "until": locked[0].until,
+        "remaining": round(locked[0].remaining(now), 1)}
     report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
     guard: dict[str, Any] = {"failures": None, "register_retry": retry, "accounts": [],
                              "distinct_accounts_failed": 0, "suspensions_in_window": 0,
@@ -153,6 +157,10 @@ def _source_verdict(r: dict[str, Any]) -> str:
     if ban is not None:
         what = "suspended" if ban["kind"] == "suspend" else "banned"
         return f"{what} for {int(ban['remaining'])} s more: {ban['reason']}"
+    lock = r["lockdown"]
+    if lock is not None:
+        return (f"in lockdown for {int(lock['remaining'])} s more (sprayed {lock['failures']} "
+                "accounts): only its known-good pairs register; new phones behind it wait")
     if r["in_kernel_ban_set"]:
         return "in the kernel ban set with no record in the store (run floodguard apply)"
     limited = [b for b in r["kernel_limits"] or () if b["limited"]]
@@ -245,6 +253,9 @@ def render(report: dict[str, Any]) -> str:
                         if report["shared_capable"] else ""))
         if report["ban"]:
             lines.append(f"  ban: {report['ban']['why']}")
+        if report["lockdown"]:
+            lock = report["lockdown"]
+            lines.append(f"  lockdown: level {lock['level']}, {int(lock['remaining'])} s left")
         for item in report["endpoint_suspensions"]:
             lines.append(f"  endpoint: {item['why']}")
         if report["in_kernel_ban_set"] is not None:

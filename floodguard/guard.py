@@ -25,7 +25,9 @@ from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
 from floodguard.policy.actions import (
     LiftAccount,
+    LiftLockdown,
     LiftPair,
+    Lockdown,
     MarkPair,
     ProtectAccount,
     SuspendPair,
@@ -56,7 +58,7 @@ from floodguard.sip.proof import (
     tokenise,
 )
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
-from floodguard.store import HOLD_ACCOUNT, Store
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, Store
 from floodguard.tcpflow import FlowTable
 
 HOOK_LOCAL_IN = 1
@@ -465,6 +467,11 @@ class Guard:
                                              level=action.level)
             elif isinstance(action, LiftAccount):
                 self.enforce.end_protection(action.aor, reason=action.reason)
+            elif isinstance(action, Lockdown):
+                self.enforce.lockdown(action.ip, action.seconds, failures=action.failures,
+                                      level=action.level)
+            elif isinstance(action, LiftLockdown):
+                self.enforce.end_lockdown(action.ip, reason=action.reason)
 
     def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
         """Monitor mode: say what enforcement would have done, change nothing."""
@@ -492,6 +499,12 @@ class Guard:
                                  level=action.level, seconds=action.seconds)
             elif isinstance(action, LiftAccount):
                 self.events.emit("would_protect_end", aor=action.aor, reason=action.reason)
+            elif isinstance(action, Lockdown):
+                self.counters["would-ban:lockdown"] += 1
+                self.events.emit("would_lockdown", ip=action.ip, failures=action.failures,
+                                 level=action.level, seconds=action.seconds)
+            elif isinstance(action, LiftLockdown):
+                self.events.emit("would_lockdown_end", ip=action.ip, reason=action.reason)
 
     @property
     def set_errors(self) -> int:
@@ -578,6 +591,8 @@ class Guard:
                                      (pair.failures, pair.level))
         for hold in self.store.active_holds(HOLD_ACCOUNT, now=wall):
             self.engine.restore_account(now, hold.key, hold.remaining(wall), hold.level)
+        for hold in self.store.active_holds(HOLD_LOCKDOWN, now=wall):
+            self.engine.restore_lockdown(now, hold.key, hold.remaining(wall), hold.level)
         # failures counted after the snapshot (a crash came before the next one): count them
         # again, so a guesser gets no fresh six after a restart
         since = snap[0] if snap is not None else 0.0

@@ -1,7 +1,7 @@
 """What the policy engine asks the guard to do besides its verdict: ban or unban a source, mark
 it known-good, journal a counted failure, suspend or lift one endpoint (a source and AOR), mark
-a known-good pair, and protect an account or end its protection. The guard turns them into ipset
-writes, store rows and events.
+a known-good pair, protect an account or lock a shared source down, and end either. The guard
+turns them into ipset writes, store rows and events.
 """
 
 from __future__ import annotations
@@ -98,5 +98,24 @@ class LiftAccount:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Lockdown:
+    """Lock a shared-capable source down instead of banning it: for ``seconds`` only its
+    known-good pairs' REGISTERs pass; ``failures``: the distinct AORs it failed on."""
+
+    ip: str
+    seconds: int
+    failures: int
+    level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LiftLockdown:
+    """A lockdown is over: ended on time ("expired"), by the operator or the allow list."""
+
+    ip: str
+    reason: str
+
+
 Action = (Ban | Unban | MarkKnown | Counted | MarkPair | SuspendPair | LiftPair | ProtectAccount
-          | LiftAccount)
+          | LiftAccount | Lockdown | LiftLockdown)

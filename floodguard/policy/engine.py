@@ -10,7 +10,8 @@ Requests, in order (first match wins):
 2. an active ban -> drop "suspended" / "banned" (normally the kernel drops them first); a
    REGISTER for a suspended endpoint (source, AOR) -> drop "suspended:pair" (pairs.py); a
    REGISTER for a protected account from a source that is not one of its known-good pairs ->
-   drop "protected:account" (accounts.py);
+   drop "protected:account" (accounts.py); a REGISTER from a source in lockdown for an AOR that
+   is not one of its known-good pairs -> drop "lockdown";
 3. a scanner user agent (case-insensitive substring) -> drop "scanner", no ban (spoofable);
 4. rate limits: a source inside a ``[[gateway]]`` network is charged to the group's shared
    bucket ("rate:gateway:<name>") instead of the per-source REGISTER ("rate:register") and
@@ -29,8 +30,9 @@ A success marks the source known-good for twice the granted expiry, and the (sou
 known-good pair for as long. A source holding a known-good pair, or inside a ``[[gateway]]``,
 is shared-capable (an office NAT, a CGNAT): its proven failures count per (source, AOR) only,
 and ``register_retry`` of them suspend that endpoint for ``suspend_time`` (escalating on
-repeats, never into an address ban) instead of the address. Spraying from it is still banned
-whole (a lockdown keeping its known-good pairs is issue #16 item 3). Proven failures on one
+repeats, never into an address ban) instead of the address. Spraying from it (failures on
+``auth_failures`` distinct AORs within the window) puts it in lockdown instead of a ban: for the
+ban's length (escalating alike) only its known-good pairs' REGISTERs pass. Proven failures on one
 account from ``account.sources`` distinct sources within ``blacklist.window`` protect the
 account (distributed guessing): only its known-good pairs reach it until the protection ends.
 
@@ -64,7 +66,9 @@ from .actions import (
     Ban,
     Counted,
     LiftAccount,
+    LiftLockdown,
     LiftPair,
+    Lockdown,
     MarkKnown,
     MarkPair,
     ProtectAccount,
@@ -82,6 +86,7 @@ from .escalation import (
     Blacklist,
     ban_length,
 )
+from .holds import Holds
 from .lru import LruTable
 from .netset import NetMap, NetSet, pack_ip
 from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
@@ -121,6 +126,7 @@ _BANNED = Verdict(False, "banned")
 _SUSPENDED = Verdict(False, "suspended")
 _PAIR_SUSPENDED = Verdict(False, "suspended:pair")
 _PROTECTED = Verdict(False, "protected:account")
+_LOCKED = Verdict(False, "lockdown")
 REASON_DISTRIBUTED = "distributed-guessing"
 _SCANNER = Verdict(False, "scanner")
 _RATE_REGISTER = Verdict(False, "rate:register")
@@ -144,7 +150,7 @@ class Engine:
         "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_ua_seen", "_gw_verdicts", "_decay",
         "_decay_override", "_limiter", "_gateways", "_budget", "_nonces", "_pending",
         "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed", "_pairs",
-        "_accounts",
+        "_accounts", "_lockdowns",
     )
 
     def __init__(
@@ -184,6 +190,7 @@ class Engine:
         self._known: LruTable[str, float] = LruTable(max_sources)  # ip -> until
         self._pairs = Pairs(max_sources, max_bans or max_sources)
         self._accounts = AccountProtection(max_sources)
+        self._lockdowns = Holds(max_bans or max_sources)
         self._counts: dict[str, int] = {}
         self._malformed: dict[str, Verdict] = {}
         self._decay_override = escalation_decay
@@ -237,6 +244,9 @@ class Engine:
             if self._is_allowed(ip):
                 actions.extend(LiftPair(b.src, b.aor, "allow-listed")
                                for b in self._pairs.lift(ip))
+        for ip, _until, _level in self._lockdowns.active(float("-inf")):
+            if self._is_allowed(ip) and self._lockdowns.lift(float("-inf"), ip):
+                actions.append(LiftLockdown(ip, "allow-listed"))
         return tuple(actions)
 
     # ------------------------------------------------------------ classification
@@ -310,6 +320,8 @@ class Engine:
         elif len(self._accounts) and msg.method == "REGISTER" and self._account_hit(
                 now, src, msg):
             verdict = _PROTECTED
+        elif len(self._lockdowns) and msg.method == "REGISTER" and self._locked(now, src, msg):
+            verdict = _LOCKED
         elif (ua := msg.user_agent) is not None and self._is_scanner(ua):
             verdict = _SCANNER
         else:
@@ -350,6 +362,13 @@ class Engine:
         """Is this REGISTER's endpoint (src, its AOR as counted) suspended?"""
         aor = self._register_aor(msg)
         return aor is not None and self._pairs.suspended(now, src, aor) is not None
+
+    def _locked(self, now: float, src: str, msg: SipView) -> bool:
+        """Is src in lockdown, and this REGISTER's AOR not one of its known-good pairs?"""
+        if self._lockdowns.until(now, src) is None:
+            return False
+        aor = self._register_aor(msg)
+        return aor is None or not self._pairs.is_known(now, src, aor)
 
     def _account_hit(self, now: float, src: str, msg: SipView) -> bool:
         """Is this REGISTER's account protected, and src not one of its known-good pairs?"""
@@ -472,7 +491,9 @@ class Engine:
             consecutive = (self._counters.failure_pair(now, src, aor, retry) if shared
                            else self._counters.failure(now, src, aor, retry))
         actions: tuple[Action, ...] = ()
-        if sprayed:
+        if sprayed and shared:
+            actions = self._lockdown(now, src, sprayed)
+        elif sprayed:
             actions = self._blacklist_ban(now, src, aor, sprayed, REASON_SPRAYING)
         elif consecutive and shared:
             actions = self._suspend_pair(now, src, aor, consecutive)
@@ -488,6 +509,23 @@ class Engine:
         if cfg.account.protect:
             actions += self._protect(now, src, aor)
         return Verdict(True, "ok", counted + actions)
+
+    def _lockdown(self, now: float, src: str, failures: int) -> tuple[Action, ...]:
+        """Spraying from a shared-capable source: lock it down for a ban's length (escalating
+        alike) instead of banning its neighbours with it; the allow list wins."""
+        if self._is_allowed(src):
+            self._count("ban_refused:allow")
+            return ()
+        bl = self._cfg.blacklist
+        level = self._blacklist.next_level(now, src)
+        seconds = ban_length(level, bl.ban_time, bl.escalation, bl.max_ban_time)
+        current = self._lockdowns.until(now, src)
+        if current is not None and current >= now + seconds:
+            return ()
+        self._blacklist.record_ban(now, src, level, now + seconds, self._decay)
+        self._lockdowns.put(now, src, now + seconds, level)
+        self._count("lockdown")
+        return (Lockdown(src, seconds, failures, level),)
 
     def _protect(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
         """Count a proven failure against the account; protect it at the distinct-source
@@ -588,7 +626,8 @@ class Engine:
         self._blacklist.forget(ip)
         self._count("unban")
         lifted = tuple(LiftPair(b.src, b.aor, reason) for b in self._pairs.lift(ip))
-        return (Unban(ip, reason), *lifted)
+        unlocked = (LiftLockdown(ip, reason),) if self._lockdowns.lift(now, ip) else ()
+        return (Unban(ip, reason), *lifted, *unlocked)
 
     # ------------------------------------------------------------ queries
 
@@ -625,7 +664,18 @@ class Engine:
         """Endpoint suspensions and account protections that are over since the last call (the
         guard's end hook)."""
         return (*(LiftPair(b.src, b.aor, "expired") for b in self._pairs.ended(now)),
-                *(LiftAccount(aor, "expired") for aor in self._accounts.expired(now)))
+                *(LiftAccount(aor, "expired") for aor in self._accounts.expired(now)),
+                *(LiftLockdown(ip, "expired") for ip in self._lockdowns.expired(now)))
+
+    @property
+    def lockdowns(self) -> Holds:
+        """Sources in lockdown, for queries."""
+        return self._lockdowns
+
+    def restore_lockdown(self, now: float, ip: str, seconds: float, level: int) -> None:
+        """A lockdown persisted in the store (expired or allow-listed ones are ignored)."""
+        if seconds > 0 and not self._is_allowed(ip):
+            self._lockdowns.put(now, ip, now + seconds, level)
 
     @property
     def accounts(self) -> AccountProtection:
@@ -689,6 +739,7 @@ class Engine:
             **self._blacklist.tables,
             **self._pairs.tables,
             **self._accounts.tables,
+            "lockdowns": self._lockdowns.table,
         }
 
     def stats(self) -> dict[str, int]:
@@ -709,6 +760,7 @@ class Engine:
                                       self._blacklist)
         state["pairs"] = self._pairs.export(now)  # known-good pairs live in the store
         state["accounts"] = self._accounts.export(now)
+        state["lockdowns"] = self._lockdowns.export(now)
         return state
 
     def restore_state(self, now: float, state: dict[str, Any]) -> None:
@@ -730,3 +782,7 @@ class Engine:
         self._bans, self._known, self._counters, self._blacklist, self._pairs = (
             bans, known, counters, blacklist, pairs)
         self._accounts = accounts
+        lockdowns = Holds(self._lockdowns.table.cap)
+        lockdowns.restore(now, [item for item in state.get("lockdowns") or ()
+                                if not self._is_allowed(str(item[0]))])
+        self._lockdowns = lockdowns

@@ -20,10 +20,10 @@ STATE_VERSION = 1
 
 # Verdict reasons always listed in the stats (0 when never given), besides each gateway's.
 _VERDICTS = ("ok", "allow", "banned", "suspended", "suspended:pair", "protected:account",
-             "scanner", "rate:register", "rate:sip", "budget")
+             "lockdown", "scanner", "rate:register", "rate:sip", "budget")
 # Learning and ban counters always listed in the stats.
 _COUNTERS = ("responses", "unproven", "shared_nonces", "stale", "failures", "successes", "unban",
-             "ban_refused:allow", "ban:pair", "protect:account",
+             "ban_refused:allow", "ban:pair", "protect:account", "lockdown",
              *(f"ban:{kind}" for kind in KINDS))
 
 

@@ -33,6 +33,9 @@ from floodguard.sip import build
 from floodguard.sip.message import SipMessage, parse_message
 
 WAIT = 1.0
+# A phone's UDP retransmissions (RFC 3261 Timer E from T1 = 0.5 s, doubling): a datagram lost
+# or late on a busy host is sent again, as every real phone does.
+RETRANSMIT = (0.5, 1.0, 2.0)
 _LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -132,9 +135,23 @@ class Client:
         self.buffer = rest[length:]
         return head + b"\r\n\r\n" + rest[:length]
 
-    def ask_challenge(self) -> bool:
-        self.send(self.register(None))
-        msg = self.receive()
+    def transact(self, data: bytes) -> SipMessage | None:
+        """Send a request, retransmitted over UDP as a phone does, until a final response."""
+        for wait in RETRANSMIT if self.transport == "udp" else (WAIT,):
+            self.send(data)
+            msg = self.receive(wait)
+            if msg is not None:
+                return msg
+        return None
+
+    def ask_challenge(self, retransmit: bool = False) -> bool:
+        """A REGISTER without credentials; True when a challenge came (`retransmit`: as a
+        phone does, for a first request that must not be lost on a busy host)."""
+        if retransmit:
+            msg = self.transact(self.register(None))
+        else:
+            self.send(self.register(None))
+            msg = self.receive()
         if msg is not None and msg.status == 401 and msg.challenges:
             self.challenge = msg
             return True
@@ -199,7 +216,8 @@ def main() -> None:
     clients = {name: Client(args.src, args.server, args.user, name, ports[name],
                             split=args.split, mss=args.mss, pad=args.call_id_pad)
                for name in dict.fromkeys(order)}
-    challenges = {name: int(client.ask_challenge()) for name, client in clients.items()}
+    challenges = {name: int(client.ask_challenge(retransmit=True))
+                  for name, client in clients.items()}
     if not all(challenges.values()):
         raise SystemExit(f"no first challenge: {challenges}")
     guesses: list[dict[str, object]] = []

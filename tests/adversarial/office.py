@@ -2,7 +2,7 @@
 desk phone still holding an old password, all from one source address.
 
     office.py --src IP --server IP --phones 1001,1002 --stale 1010 [--duration 40]
-              [--phone-gap 4] [--stale-gap 0.5]
+              [--phone-gap 4] [--stale-gap 0.5] [--guesser-aors 100 --guesser-gap 0.5]
 
 First every phone registers once (so the address holds known-good pairs). Then, for
 ``--duration`` seconds, each phone re-registers every ``--phone-gap`` seconds (REGISTER -> 401
@@ -12,7 +12,11 @@ phone and the stale one use their own UDP port and Call-ID, like phones behind a
 answer the stale phone gets is logged with its time; a request that gets no answer within a
 second is ``null`` (its endpoint is suspended: the guard drops it).
 
-Prints JSON: {"phones": {"ok": n, "failed": n, "statuses": {...}}, "stale": [[t, status]]}.
+With ``--guesser-aors N`` a password guesser on the same address sprays N accounts (g0, g1, ...),
+one wrong guess every ``--guesser-gap`` seconds; each guess is logged like the stale phone's.
+
+Prints JSON: {"phones": {"ok": n, "failed": n, "statuses": {...}}, "stale": [[t, status]],
+"guesser": [[t, status]]}.
 """
 
 from __future__ import annotations
@@ -23,31 +27,16 @@ import threading
 import time
 from collections import Counter
 
-from floodguard.sip.message import SipMessage
 from tests.adversarial.guesser import Client
-
-# A phone's UDP retransmissions (RFC 3261 Timer E from T1 = 0.5 s, doubling): a datagram
-# lost or late on a busy host is sent again, as every real phone does.
-RETRANSMIT = (0.5, 1.0, 2.0)
-
-
-def transact(client: Client, data: bytes) -> SipMessage | None:
-    """Send a request and its retransmissions until a final response arrives."""
-    for wait in RETRANSMIT:
-        client.send(data)
-        msg = client.receive(wait)
-        if msg is not None:
-            return msg
-    return None
 
 
 def register_once(client: Client, password: str) -> int | None:
     """One full registration: challenge, then the answer; the final status (None: silence)."""
-    challenge = transact(client, client.register(None))
+    challenge = client.transact(client.register(None))
     if challenge is None or challenge.status != 401 or not challenge.challenges:
         return None
     client.challenge = challenge
-    msg = transact(client, client.answer(password))
+    msg = client.transact(client.answer(password))
     return None if msg is None else msg.status
 
 
@@ -60,6 +49,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=40.0)
     ap.add_argument("--phone-gap", type=float, default=4.0)
     ap.add_argument("--stale-gap", type=float, default=0.5)
+    ap.add_argument("--guesser-aors", type=int, default=0,
+                    help="a guesser on the same address sprays this many AORs (0: none)")
+    ap.add_argument("--guesser-gap", type=float, default=0.5)
     args = ap.parse_args()
     users = args.phones.split(",")
     phones = [Client(args.src, args.server, user, "udp", 5200 + i)
@@ -86,8 +78,26 @@ def main() -> None:
             last = client.guess("an-old-password")
             stale_log.append([round(time.monotonic() - start, 3), last])
 
-    thread = threading.Thread(target=stale_phone)
-    thread.start()
+    guesser_log: list[list[float | int | None]] = []
+
+    def guesser() -> None:
+        clients: dict[int, Client] = {}
+        n = 0
+        while time.monotonic() < end:
+            i = n % args.guesser_aors
+            if i not in clients:
+                clients[i] = Client(args.src, args.server, f"g{i}", "udp", 5600 + i)
+            client = clients[i]
+            status = client.guess("a-guess") if client.ask_challenge() else None
+            guesser_log.append([round(time.monotonic() - start, 3), status])
+            n += 1
+            time.sleep(args.guesser_gap)
+
+    threads = [threading.Thread(target=stale_phone)]
+    if args.guesser_aors:
+        threads.append(threading.Thread(target=guesser))
+    for thread in threads:
+        thread.start()
     gap = args.phone_gap / len(phones)
     i = 0
     while time.monotonic() < end:
@@ -95,8 +105,10 @@ def main() -> None:
         statuses[str(register_once(phone, f"secret{phone.user}"))] += 1
         i += 1
         time.sleep(gap)
-    thread.join()
+    for thread in threads:
+        thread.join()
     print(json.dumps({
+        "guesser": guesser_log,
         "phones": {"ok": statuses["200"], "failed": sum(statuses.values()) - statuses["200"],
                    "statuses": dict(statuses)},
         "stale": stale_log}))

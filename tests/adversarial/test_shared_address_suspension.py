@@ -104,3 +104,33 @@ def test_the_stale_phone_is_suspended_alone_and_the_office_keeps_registering(
     told = account["endpoint_suspensions"] + [h for h in account["history"]
                                               if h.get("scope") == "aor"]
     assert told and {t["ip"] for t in told} == {NAT}, account
+
+
+@pytest.mark.parametrize("registrar", ["floodguard", "kamailio"])
+def test_a_guesser_behind_the_office_address_locks_it_down_and_the_phones_keep_working(
+        glab: GuardLab, registrar: str) -> None:
+    """Issue #16 item 3: the office's phones, its stale phone and a guesser spraying 100 AORs
+    (2 guesses/s), all on one address. Spraying from an address holding known-good pairs puts
+    it in lockdown instead of a ban: the guesser gets the handful of answers that led there,
+    the phones keep registering every time, nothing goes into the kernel ban set."""
+    start(glab, CONFIG, registrar=registrar)
+    out = glab.client.run(
+        sys.executable, str(OFFICE), "--src", NAT, "--server", SERVER4,
+        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "20",
+        "--guesser-aors", "100", "--guesser-gap", "0.5",
+        env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    result = json.loads(out)
+    phones, guesses = result["phones"], result["guesser"]
+    events = glab.events()
+    assert phones["failed"] == 0 and phones["ok"] >= 2 * len(PHONES), phones
+    (lockdown,) = [e for e in events if e["event"] == "lockdown"]
+    assert lockdown["ip"] == NAT and lockdown["failures"] == 5, lockdown
+    answered = [status for _, status in guesses if status is not None]
+    assert len(guesses) >= 15 and len(answered) <= 40, guesses
+    assert all(status in (401, 403) for status in answered), answered  # nothing accepted
+    assert NAT not in glab.ban_set()
+    assert not [e for e in events if e["event"] == "ban"], events
+    source = json.loads(glab.server.floodguard(
+        "explain", "-c", str(glab.config_path), "--json", NAT).stdout)
+    assert source["lockdown"] is not None and source["ban"] is None, source
+    assert source["verdict"].startswith("in lockdown"), source

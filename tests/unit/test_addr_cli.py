@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from floodguard.bans import BanBook, BanError, allowed_by
 from floodguard.cli import main
 from floodguard.config import loads
-from floodguard.store import Store
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, Store
 
 ALLOW = '[blacklist]\nallow = ["127.0.0.0/8", "::ffff:10.0.0.1/128", "2001:db8::/32"]\n'
 
@@ -77,6 +77,19 @@ def test_cli_lists_and_lifts_endpoint_suspensions(tmp_path, monkeypatch):
     assert [(c.op, c.ip, c.reason) for c in store.take_commands(0)] == [
         ("lift-pair", "203.0.113.11", "1010@pbx")]
     none = CliRunner().invoke(main, ["blacklist", "remove", "--aor", "1011", "-c", str(config)])
-    assert none.stdout == "1011 has no endpoint suspension\n"
+    assert none.stdout == "1011 has no endpoint suspension nor protection\n"
+    # an account's protection (issue #16 item 4) is lifted by --aor without a source, and a
+    # lockdown by the address
+    store.put_hold(HOLD_ACCOUNT, "1012@pbx", "distributed-guessing", 180, count=5)
+    store.put_hold(HOLD_LOCKDOWN, "203.0.113.12", "spraying", 3600, count=5)
+    unprotected = CliRunner().invoke(main, ["blacklist", "remove", "--aor", "1012@pbx",
+                                            "-c", str(config)])
+    assert unprotected.stdout == "lifted 1012@pbx protection\n", unprotected.output
+    assert store.active_holds(HOLD_ACCOUNT) == []
+    assert ("unprotect", "1012@pbx") in [(c.op, c.ip) for c in store.take_commands(0)]
+    unlocked = CliRunner().invoke(main, ["blacklist", "remove", "203.0.113.12",
+                                         "-c", str(config)])
+    assert unlocked.stdout == "removed 203.0.113.12\n", unlocked.output
+    assert store.active_holds(HOLD_LOCKDOWN) == []
     usage = CliRunner().invoke(main, ["blacklist", "remove", "-c", str(config)])
     assert usage.exit_code == 2

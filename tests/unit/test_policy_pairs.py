@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from floodguard.config import BlacklistConfig, Config, GatewayConfig, SuspensionConfig
 from floodguard.policy import Ban, Engine
-from floodguard.policy.actions import LiftPair, MarkPair, SuspendPair
+from floodguard.policy.actions import LiftLockdown, LiftPair, Lockdown, MarkPair, SuspendPair
 from floodguard.policy.pairs import PairBan, Pairs
 from tests.unit.test_policy_engine import ATTACKER, NAT, Auth, Harness, Msg, cfg_with
 
@@ -200,13 +200,54 @@ def test_suspension_settings_apply_per_endpoint() -> None:
     assert pair_suspensions(h2) == [] and h2.bans() == []
 
 
-def test_spraying_from_a_shared_address_is_still_banned_whole() -> None:
-    # lockdown (issue #16 item 3) is not built yet: spraying keeps today's address ban
+def test_spraying_from_a_shared_address_locks_it_down_instead_of_banning_it() -> None:
+    """Issue #16 item 3: a guesser spraying AORs from an office address puts the address in
+    lockdown, not in the ban set: the office's phones (its known-good pairs) keep registering,
+    every other AOR from there is dropped; it ends like a ban, escalating, and the allow list
+    and the operator lift it."""
     h = Harness()
     office(h)
     for i in range(5):
         h.fail_times(NAT, f"guess{i}@example.com", 1)
-    assert [b.reason for b in h.bans()] == ["spraying"]
+    assert h.bans() == []
+    (lock,) = [a for a in h.actions if isinstance(a, Lockdown)]
+    assert (lock.ip, lock.seconds, lock.failures, lock.level) == (NAT, 3600, 5, 1)
+    assert h.req(NAT, Msg(aor="guess9@example.com")).reason == "lockdown"
+    assert h.req(NAT, Msg(aor="NEWPHONE@example.com",
+                          authorization=Auth("newphone", "n"))).reason == "lockdown"
+    for aor in PHONES:
+        assert h.req(NAT, Msg(aor=aor)).reason == "ok"
+        h.login(NAT, aor)
+    assert h.req(NAT, Msg(method="OPTIONS", aor="guess9@example.com")).accept
+    # an address with no known-good pair is banned whole, as before
+    h.fail_times(ATTACKER, "x1@example.com", 1)
+    for i in range(2, 6):
+        h.fail_times(ATTACKER, f"x{i}@example.com", 1)
+    assert [b.ip for b in h.bans()] == [ATTACKER]
+    # the end is reported once; a second spree within the decay escalates
+    h.now += 3600
+    assert LiftLockdown(NAT, "expired") in h.eng.ended_pairs(h.now)
+    assert h.req(NAT, Msg(aor="guess9@example.com")).reason == "ok"
+    for i in range(5):
+        h.fail_times(NAT, f"again{i}@example.com", 1)
+    assert [a.level for a in h.actions if isinstance(a, Lockdown)] == [1, 2]
+    # the operator's unban ends it
+    assert LiftLockdown(NAT, "manual") in h.eng.unban(h.now, NAT)
+    assert h.req(NAT, Msg(aor="again9@example.com")).reason == "ok"
+
+
+def test_a_lockdown_survives_a_restart_and_the_allow_list_lifts_it() -> None:
+    h = Harness()
+    office(h)
+    for i in range(5):
+        h.fail_times(NAT, f"guess{i}@example.com", 1)
+    state = h.eng.export_state(h.now)
+    fresh = Harness()
+    fresh.eng.restore_state(fresh.now, state)
+    assert fresh.req(NAT, Msg(aor="guess9@example.com")).reason == "lockdown"
+    assert fresh.eng.reload(cfg_with(blacklist=BlacklistConfig(allow=(f"{NAT}/32",)))) == (
+        LiftLockdown(NAT, "allow-listed"),)
+    assert fresh.req(NAT, Msg(aor="guess9@example.com")).reason == "allow"
 
 
 def test_snapshot_keeps_endpoint_suspensions_and_levels() -> None:

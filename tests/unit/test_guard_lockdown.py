@@ -1,0 +1,64 @@
+"""The guard's side of a lockdown (issue #16 item 3): a store row and a `lockdown` event instead
+of a kernel ban, REGISTERs for AORs that are not the address's known-good pairs dropped, kept
+over a restart, the end as an event, the operator's unban lifting it, and monitor mode."""
+
+from __future__ import annotations
+
+import json
+
+from floodguard.config import loads
+from floodguard.explain import explain_source
+from floodguard.guard import HOOK_LOCAL_IN
+from floodguard.store import HOLD_LOCKDOWN
+from tests.sipmsg import register, udp
+from tests.unit.test_guard import SERVER, attempt, rig  # noqa: F401 (rig: a fixture)
+
+NAT = "198.51.100.40"
+
+
+def _sprayed(guard, clock) -> None:
+    """A phone registers from NAT (a known-good pair), then five AORs fail from there."""
+    clock.t += 1
+    assert attempt(guard, NAT, "1002", "pw", 1, "phone", 1, final=200)
+    for i in range(5):
+        clock.t += 1
+        assert attempt(guard, NAT, f"9{i}", "guess", 10 + i, f"g{i}", 1)
+
+
+def _events(log) -> list[dict]:
+    return [json.loads(line) for line in log.getvalue().splitlines()]
+
+
+def test_a_sprayed_shared_address_is_locked_down_not_banned(rig):  # noqa: F811
+    guard, sets, store, log, clock = rig()
+    _sprayed(guard, clock)
+    assert not any(kind == "ban" for kind, _ in sets.entries)
+    (row,) = store.active_holds(HOLD_LOCKDOWN, now=guard.wall())
+    assert (row.key, row.count, row.level) == (NAT, 5, 1)
+    (event,) = [e for e in _events(log) if e["event"] == "lockdown"]
+    assert event["ip"] == NAT and event["seconds"] == 3600 and event["by"] == "guard"
+    guess = udp(NAT, SERVER, 5060, 5060, register("99", src=NAT, call_id="z", cseq=1))
+    assert guard.handle(guess, HOOK_LOCAL_IN) is False
+    assert guard.counters["drop:lockdown"] == 1
+    clock.t += 1
+    assert attempt(guard, NAT, "1002", "pw", 2, "phone2", 1, final=200)
+    guard.tick()
+    assert explain_source(guard.cfg, store, NAT, now=guard.wall())["verdict"].startswith(
+        "in lockdown for 3")
+    again, *_ = rig(clock=clock)
+    again.restore()
+    assert again.handle(guess, HOOK_LOCAL_IN) is False
+    clock.t += 3601
+    guard.tick()
+    (end,) = [e for e in _events(log) if e["event"] == "lockdown_end"]
+    assert end["ip"] == NAT and end["reason"] == "expired"
+    assert store.active_holds(HOLD_LOCKDOWN, now=guard.wall()) == []
+    assert guard.handle(guess, HOOK_LOCAL_IN) is not False
+
+
+def test_monitor_mode_says_it_would_lock_down(rig):  # noqa: F811
+    guard, _, store, log, clock = rig(loads('[guard]\nmode = "monitor"\n'))
+    _sprayed(guard, clock)
+    assert store.active_holds(HOLD_LOCKDOWN, now=guard.wall()) == []
+    (would,) = [e for e in _events(log) if e["event"] == "would_lockdown"]
+    assert would["ip"] == NAT and would["failures"] == 5
