@@ -45,7 +45,7 @@ unit: deps
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=25 tests
 
 FUZZ_SECONDS ?= 300
 # Coverage-guided fuzzing (atheris/libFuzzer) of the C code that reads attacker bytes, built with

@@ -116,7 +116,7 @@ def test_a_guesser_behind_the_office_address_locks_it_down_and_the_phones_keep_w
     start(glab, CONFIG, registrar=registrar)
     out = glab.client.run(
         sys.executable, str(OFFICE), "--src", NAT, "--server", SERVER4,
-        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "20",
+        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "12",
         "--guesser-aors", "100", "--guesser-gap", "0.5",
         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     result = json.loads(out)
@@ -126,7 +126,7 @@ def test_a_guesser_behind_the_office_address_locks_it_down_and_the_phones_keep_w
     (lockdown,) = [e for e in events if e["event"] == "lockdown"]
     assert lockdown["ip"] == NAT and lockdown["failures"] == 5, lockdown
     answered = [status for _, status in guesses if status is not None]
-    assert len(guesses) >= 15 and len(answered) <= 40, guesses
+    assert len(guesses) >= 8 and len(answered) <= 40, guesses
     assert all(status in (401, 403) for status in answered), answered  # nothing accepted
     assert NAT not in glab.ban_set()
     assert not [e for e in events if e["event"] == "ban"], events
