@@ -29,7 +29,7 @@ from floodguard.cli import FloodguardCommand, config_option
 from floodguard.config import Config
 from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, JournalEntry, PairBanRow, Store
 
-ENGINE_PREFIX = "engine-q"  # the guard workers' snapshot names (daemon.py)
+ENGINE_PREFIX = "engine"  # the guard workers' snapshot names ("engine-q<N>", daemon.py)
 COUNTERS_PREFIX = "counters-" + ENGINE_PREFIX
 HISTORY = 20  # journal entries shown
 
@@ -111,6 +111,7 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
     report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
     guard: dict[str, Any] = {"failures": None, "register_retry": retry, "accounts": [],
                              "distinct_accounts_failed": 0, "suspensions_in_window": 0,
+                             "last_drop": None,
                              "escalation_level": 0, "drops": 0, "snapshots": []}
     for name, saved, state in _engine_snapshots(store):
         age = now - saved
@@ -138,6 +139,10 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
         if found is not None and isinstance(found[1], dict):
             guard["drops"] += sum(int(n) for src, n in found[1].get("offenders", ())
                                   if src in (given, key))
+            reasons = found[1].get("offender_reasons") or {}
+            for src in (given, key):
+                if reasons.get(src):
+                    guard["last_drop"] = reasons[src]
     report["guard"] = guard
     gateways = set(report["gateways"])
     report["kernel_limits"] = None if buckets is None else [
@@ -261,14 +266,15 @@ def render(report: dict[str, Any]) -> str:
         if report["in_kernel_ban_set"] is not None:
             lines.append(f"  kernel ban set: {'yes' if report['in_kernel_ban_set'] else 'no'}")
         guard = report["guard"]
-        if not guard["snapshots"]:
+        if not guard["snapshots"] and not guard["drops"]:
             lines.append("  guard: no saved state (not running yet)")
         else:
             lines.append(f"  guard: {guard['failures'] or 0}/{guard['register_retry']} "
                          f"consecutive failures, {guard['distinct_accounts_failed']} accounts "
                          f"failed in the window, {guard['suspensions_in_window']} suspensions "
                          f"in the window, escalation level {guard['escalation_level']}, "
-                         f"{guard['drops']} packets dropped (top-offender count)")
+                         f"{guard['drops']} packets dropped (top-offender count)"
+                         + (f", the last for {guard['last_drop']}" if guard["last_drop"] else ""))
             for item in guard["accounts"]:
                 lines.append(f"    {item['aor']}: {item['failures']}/{item['of']} failures")
         if report["kernel_limits"] is None:

@@ -128,6 +128,7 @@ class Guard:
         self.monitor = cfg.guard.mode == "monitor"
         self.counters: Counter[str] = Counter()
         self.offenders: dict[str, int] = {}
+        self.last_drop: dict[str, str] = {}  # offender -> the reason of its last drop
         self.baseline = Baseline()
         self.share = SubnetShare()
         self.registers = 0
@@ -430,10 +431,13 @@ class Guard:
             self.counters[("would-drop:" if self.monitor else "drop:") + verdict.reason] += 1
             offenders = self.offenders
             offenders[src] = offenders.get(src, 0) + 1
+            self.last_drop[src] = verdict.reason
             if len(offenders) > MAX_OFFENDERS:
                 # keep the heaviest half: a bounded, approximate top list
                 keep = sorted(offenders.items(), key=lambda kv: kv[1])[len(offenders) // 2:]
                 self.offenders = dict(keep)
+                self.last_drop = {ip: self.last_drop[ip] for ip, _ in keep
+                                  if ip in self.last_drop}
         if verdict.actions:
             self.apply(verdict.actions)
         return verdict.accept or self.monitor
@@ -672,13 +676,15 @@ class Guard:
     def publish_counters(self) -> None:
         """Verdict counters and table sizes, for `floodguard status`, metrics and the lab."""
         self._last_counters = self.clock()
+        top = sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS]
         self.store.save_snapshot(f"counters-{self.name}", {
             "verdicts": dict(self.counters), "set_errors": self.set_errors,
             "engine": {**self.engine.stats(), "table:tcp_flows": len(self.flows),
                        "evicted:tcp_flows": self.flows.evicted},
             "ban_latency": {"buckets": list(BAN_LATENCY_BUCKETS), "counts": self.ban_latency,
                             "sum": self.ban_latency_sum},
-            "offenders": sorted(self.offenders.items(), key=lambda kv: -kv[1])[:TOP_OFFENDERS],
+            "offenders": top,
+            "offender_reasons": {ip: self.last_drop.get(ip, "") for ip, _ in top},
             "health": self.health.totals(self.clock()),
         }, now=self.wall())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from floodguard.config import loads
-from floodguard.explain import explain_source
+from floodguard.explain import explain_source, render
 from floodguard.guard import HOOK_LOCAL_IN
 from floodguard.store import HOLD_LOCKDOWN
 from tests.sipmsg import register, udp
@@ -40,6 +40,10 @@ def test_a_sprayed_shared_address_is_locked_down_not_banned(rig):  # noqa: F811
     guess = udp(NAT, SERVER, 5060, 5060, register("99", src=NAT, call_id="z", cseq=1))
     assert guard.handle(guess, HOOK_LOCAL_IN) is False
     assert guard.counters["drop:lockdown"] == 1
+    guard.publish_counters()  # explain tells why the guard dropped it last
+    report = explain_source(guard.cfg, store, NAT, now=guard.wall())
+    assert report["guard"]["last_drop"] == "lockdown" and report["guard"]["drops"] == 1
+    assert "the last for lockdown" in render(report)
     clock.t += 1
     assert attempt(guard, NAT, "1002", "pw", 2, "phone2", 1, final=200)
     guard.tick()
