@@ -61,7 +61,7 @@ def test_the_stale_phone_is_suspended_alone_and_the_office_keeps_registering(
     start(glab, CONFIG, registrar=registrar)
     out = glab.client.run(
         sys.executable, str(OFFICE), "--src", NAT, "--server", SERVER4,
-        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "30",
+        "--phones", ",".join(PHONES), "--stale", STALE, "--duration", "20",
         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     result = json.loads(out)
     phones, stale = result["phones"], result["stale"]
