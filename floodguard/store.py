@@ -1,5 +1,5 @@
-"""SQLite state (WAL): bans, known-good sources, known-good (source, AOR) pairs, endpoint
-suspensions, policy snapshots and operator commands.
+"""SQLite state (WAL): bans, known-good sources, policy snapshots and operator commands; the
+endpoint tables (known-good pairs, endpoint suspensions, holds) are in ``store_endpoints``.
 
 Times stored here are wall-clock seconds (``time.time()``), so state survives a reboot; the policy
 engine works in monotonic time and the guard converts at the boundary.
@@ -27,6 +27,11 @@ from typing import Any
 
 from floodguard.errors import FloodguardError
 from floodguard.events import EventLog
+from floodguard.store_endpoints import HOLD_ACCOUNT as HOLD_ACCOUNT
+from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
+from floodguard.store_endpoints import EndpointTables
+from floodguard.store_endpoints import HoldRow as HoldRow
+from floodguard.store_endpoints import PairBanRow as PairBanRow
 
 JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
 
@@ -132,10 +137,6 @@ class Report:
     expires: int | None
 
 
-HOLD_ACCOUNT = "account"  # an account protection (issue #16 item 4)
-HOLD_LOCKDOWN = "lockdown"  # a shared source address in lockdown (item 3)
-
-
 def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int | None,
                now: float | None = None) -> None:
     """Write one report into the state database through any connection to it (the
@@ -164,53 +165,6 @@ class BanRow:
         return {
             "ip": self.ip, "kind": self.kind, "reason": self.reason, "aor": self.aor,
             "failures": self.failures, "created": self.created, "until": self.until,
-            "remaining": round(self.remaining(now), 1),
-        }
-
-
-@dataclass(frozen=True)
-class HoldRow:
-    """A persisted hold that only a key's known-good pairs pass: an account protection (kind
-    HOLD_ACCOUNT, key: the AOR, count: the distinct failing sources) or a source lockdown (kind
-    HOLD_LOCKDOWN, key: the address, count: the distinct AORs it failed on)."""
-
-    kind: str
-    key: str
-    reason: str
-    count: int
-    level: int
-    created: float
-    until: float
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.until - now)
-
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {"kind": self.kind, "key": self.key, "reason": self.reason,
-                "count": self.count, "level": self.level, "created": self.created,
-                "until": self.until, "remaining": round(self.remaining(now), 1)}
-
-
-@dataclass(frozen=True)
-class PairBanRow:
-    """A persisted endpoint suspension: REGISTERs for ``aor`` from ``ip`` are dropped."""
-
-    ip: str
-    aor: str
-    reason: str
-    failures: int
-    level: int
-    created: float
-    until: float
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.until - now)
-
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {
-            "ip": self.ip, "aor": self.aor, "kind": "suspend", "scope": "aor",
-            "reason": self.reason, "failures": self.failures, "level": self.level,
-            "created": self.created, "until": self.until,
             "remaining": round(self.remaining(now), 1),
         }
 
@@ -358,7 +312,7 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     return db, record
 
 
-class Store:
+class Store(EndpointTables):
     """A small synchronous SQLite store; one per process.
 
     ``recover`` (the default) replaces a damaged database by a fresh one (see the module
@@ -594,98 +548,6 @@ class Store:
         now = time.time() if now is None else now
         cur = self.db.execute("SELECT ip, until FROM known WHERE until > ?", (now,))
         return [(ip, until - now) for ip, until in cur.fetchall()]
-
-    # known-good pairs and endpoint suspensions ------------------------------------
-    # (the tables are created by SCHEMA on every open, so an older database gains them)
-
-    def put_known_pairs(self, items: list[tuple[str, str, float]]) -> None:
-        """Record (address, AOR, until) known-good pairs in one transaction."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO known_pairs(ip, aor, until) VALUES (?, ?, ?)", items)
-
-    def active_known_pairs(self, now: float | None = None) -> list[tuple[str, str, float]]:
-        """(address, AOR, remaining seconds) of the live known-good pairs."""
-        now = time.time() if now is None else now
-        cur = self.db.execute("SELECT ip, aor, until FROM known_pairs WHERE until > ?", (now,))
-        return [(ip, aor, until - now) for ip, aor, until in cur.fetchall()]
-
-    def put_pair_ban(self, ip: str, aor: str, reason: str, seconds: float, *, failures: int = 0,
-                     level: int = 1, now: float | None = None) -> PairBanRow:
-        """Record an endpoint suspension (replacing any of the same pair)."""
-        now = time.time() if now is None else now
-        row = PairBanRow(ip, aor, reason, failures, level, now, now + seconds)
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute(
-                "INSERT OR REPLACE INTO pair_bans(ip, aor, reason, failures, level, created, "
-                "until) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.ip, row.aor, row.reason, row.failures, row.level, row.created, row.until))
-        return row
-
-    def end_pair_ban(self, ip: str, aor: str | None = None, *,
-                     now: float | None = None) -> int:
-        """End the live suspension of (ip, aor), or every one of ip, now; returns how many
-        were live. Ended rows stay for ``explain``'s history until ``prune`` (JOURNAL_KEEP)."""
-        now = time.time() if now is None else now
-        with self.db:
-            self.db.execute("BEGIN")
-            if aor is None:
-                cur = self.db.execute(
-                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND until > ?", (now, ip, now))
-            else:
-                cur = self.db.execute(
-                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND aor = ? AND until > ?",
-                    (now, ip, aor, now))
-        return int(cur.rowcount)
-
-    def ended_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
-        """Endpoint suspensions that are over (the last one of each endpoint, kept
-        JOURNAL_KEEP), latest first."""
-        now = time.time() if now is None else now
-        cur = self.db.execute(
-            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
-            "WHERE until <= ? ORDER BY until DESC", (now,))
-        return [PairBanRow(*r) for r in cur.fetchall()]
-
-    def active_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
-        """Live endpoint suspensions, soonest to end first."""
-        now = time.time() if now is None else now
-        cur = self.db.execute(
-            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
-            "WHERE until > ? ORDER BY until", (now,))
-        return [PairBanRow(*r) for r in cur.fetchall()]
-
-    # holds: account protections and source lockdowns -----------------------------
-
-    def put_hold(self, kind: str, key: str, reason: str, seconds: float, *, count: int = 0,
-                 level: int = 1, now: float | None = None) -> HoldRow:
-        """Record a hold (replacing any of the same kind and key)."""
-        now = time.time() if now is None else now
-        row = HoldRow(kind, key, reason, count, level, now, now + seconds)
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute(
-                "INSERT OR REPLACE INTO holds(kind, key, reason, count, level, created, until) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (row.kind, row.key, row.reason, row.count, row.level, row.created, row.until))
-        return row
-
-    def delete_hold(self, kind: str, key: str) -> bool:
-        """End a hold; True when the store held one."""
-        with self.db:
-            self.db.execute("BEGIN")
-            cur = self.db.execute("DELETE FROM holds WHERE kind = ? AND key = ?", (kind, key))
-        return cur.rowcount > 0
-
-    def active_holds(self, kind: str, now: float | None = None) -> list[HoldRow]:
-        """Live holds of one kind, soonest to end first."""
-        now = time.time() if now is None else now
-        cur = self.db.execute(
-            "SELECT kind, key, reason, count, level, created, until FROM holds "
-            "WHERE kind = ? AND until > ? ORDER BY until", (kind, now))
-        return [HoldRow(*r) for r in cur.fetchall()]
 
     # snapshots ----------------------------------------------------------------
 

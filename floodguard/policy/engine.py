@@ -127,7 +127,6 @@ _SUSPENDED = Verdict(False, "suspended")
 _PAIR_SUSPENDED = Verdict(False, "suspended:pair")
 _PROTECTED = Verdict(False, "protected:account")
 _LOCKED = Verdict(False, "lockdown")
-REASON_DISTRIBUTED = "distributed-guessing"
 _SCANNER = Verdict(False, "scanner")
 _RATE_REGISTER = Verdict(False, "rate:register")
 _RATE_SIP = Verdict(False, "rate:sip")

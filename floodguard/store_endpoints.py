@@ -1,0 +1,159 @@
+"""The state store's tables for endpoints (issue #16): known-good (source, AOR) pairs,
+endpoint suspensions, and holds — account protections and source lockdowns. A mixin of
+``store.Store``, which owns the connection and creates these tables with the rest (SCHEMA).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+HOLD_ACCOUNT = "account"  # an account protection (issue #16 item 4)
+HOLD_LOCKDOWN = "lockdown"  # a shared source address in lockdown (item 3)
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """A persisted hold that only a key's known-good pairs pass: an account protection (kind
+    HOLD_ACCOUNT, key: the AOR, count: the distinct failing sources) or a source lockdown (kind
+    HOLD_LOCKDOWN, key: the address, count: the distinct AORs it failed on)."""
+
+    kind: str
+    key: str
+    reason: str
+    count: int
+    level: int
+    created: float
+    until: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.until - now)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "reason": self.reason,
+                "count": self.count, "level": self.level, "created": self.created,
+                "until": self.until, "remaining": round(self.remaining(now), 1)}
+
+
+@dataclass(frozen=True)
+class PairBanRow:
+    """A persisted endpoint suspension: REGISTERs for ``aor`` from ``ip`` are dropped."""
+
+    ip: str
+    aor: str
+    reason: str
+    failures: int
+    level: int
+    created: float
+    until: float
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.until - now)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "ip": self.ip, "aor": self.aor, "kind": "suspend", "scope": "aor",
+            "reason": self.reason, "failures": self.failures, "level": self.level,
+            "created": self.created, "until": self.until,
+            "remaining": round(self.remaining(now), 1),
+        }
+
+
+class EndpointTables:
+    """Store methods for the endpoint tables (``self.db``: the store's connection)."""
+
+    db: sqlite3.Connection
+
+    # known-good pairs and endpoint suspensions ------------------------------------
+    # (the tables are created by SCHEMA on every open, so an older database gains them)
+
+    def put_known_pairs(self, items: list[tuple[str, str, float]]) -> None:
+        """Record (address, AOR, until) known-good pairs in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO known_pairs(ip, aor, until) VALUES (?, ?, ?)", items)
+
+    def active_known_pairs(self, now: float | None = None) -> list[tuple[str, str, float]]:
+        """(address, AOR, remaining seconds) of the live known-good pairs."""
+        now = time.time() if now is None else now
+        cur = self.db.execute("SELECT ip, aor, until FROM known_pairs WHERE until > ?", (now,))
+        return [(ip, aor, until - now) for ip, aor, until in cur.fetchall()]
+
+    def put_pair_ban(self, ip: str, aor: str, reason: str, seconds: float, *, failures: int = 0,
+                     level: int = 1, now: float | None = None) -> PairBanRow:
+        """Record an endpoint suspension (replacing any of the same pair)."""
+        now = time.time() if now is None else now
+        row = PairBanRow(ip, aor, reason, failures, level, now, now + seconds)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO pair_bans(ip, aor, reason, failures, level, created, "
+                "until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.ip, row.aor, row.reason, row.failures, row.level, row.created, row.until))
+        return row
+
+    def end_pair_ban(self, ip: str, aor: str | None = None, *,
+                     now: float | None = None) -> int:
+        """End the live suspension of (ip, aor), or every one of ip, now; returns how many
+        were live. Ended rows stay for ``explain``'s history until ``prune`` (JOURNAL_KEEP)."""
+        now = time.time() if now is None else now
+        with self.db:
+            self.db.execute("BEGIN")
+            if aor is None:
+                cur = self.db.execute(
+                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND until > ?", (now, ip, now))
+            else:
+                cur = self.db.execute(
+                    "UPDATE pair_bans SET until = ? WHERE ip = ? AND aor = ? AND until > ?",
+                    (now, ip, aor, now))
+        return int(cur.rowcount)
+
+    def ended_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
+        """Endpoint suspensions that are over (the last one of each endpoint, kept
+        JOURNAL_KEEP), latest first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
+            "WHERE until <= ? ORDER BY until DESC", (now,))
+        return [PairBanRow(*r) for r in cur.fetchall()]
+
+    def active_pair_bans(self, now: float | None = None) -> list[PairBanRow]:
+        """Live endpoint suspensions, soonest to end first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT ip, aor, reason, failures, level, created, until FROM pair_bans "
+            "WHERE until > ? ORDER BY until", (now,))
+        return [PairBanRow(*r) for r in cur.fetchall()]
+
+    # holds: account protections and source lockdowns -----------------------------
+
+    def put_hold(self, kind: str, key: str, reason: str, seconds: float, *, count: int = 0,
+                 level: int = 1, now: float | None = None) -> HoldRow:
+        """Record a hold (replacing any of the same kind and key)."""
+        now = time.time() if now is None else now
+        row = HoldRow(kind, key, reason, count, level, now, now + seconds)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO holds(kind, key, reason, count, level, created, until) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row.kind, row.key, row.reason, row.count, row.level, row.created, row.until))
+        return row
+
+    def delete_hold(self, kind: str, key: str) -> bool:
+        """End a hold; True when the store held one."""
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute("DELETE FROM holds WHERE kind = ? AND key = ?", (kind, key))
+        return cur.rowcount > 0
+
+    def active_holds(self, kind: str, now: float | None = None) -> list[HoldRow]:
+        """Live holds of one kind, soonest to end first."""
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "SELECT kind, key, reason, count, level, created, until FROM holds "
+            "WHERE kind = ? AND until > ? ORDER BY until", (kind, now))
+        return [HoldRow(*r) for r in cur.fetchall()]
