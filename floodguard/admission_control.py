@@ -67,7 +67,7 @@ def applied_config(store: Store, cfg: Config) -> Config:
 
 
 class AdmissionKeeper:
-    """Runs the controller in the supervisor; ``check`` returns the config to enforce."""
+    """Runs the controller in the supervisor; ``rate`` is the budget to enforce."""
 
     def __init__(self, cfg: Config, events: EventLog, store: Store) -> None:
         self.events = events
@@ -103,8 +103,8 @@ class AdmissionKeeper:
         return sum(q["queue_dropped"] + q["user_dropped"] for q in queue_stats()
                    if first <= q["queue"] < first + count)
 
-    def enforced(self) -> Config:
-        return effective(self.cfg, int(self.controller.rate))
+    def rate(self) -> int:
+        return int(self.controller.rate)
 
     def check(self, now: float | None = None) -> bool:
         """One control step when due; True when the rate changed (re-apply the rules now)."""

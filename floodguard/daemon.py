@@ -182,26 +182,58 @@ class RuleKeeper:
     Active only when the rules were installed when the guard started: the guard never installs
     rules an operator has not applied. Apply is idempotent, so a check that finds everything in
     place changes nothing (not even the counters).
+
+    It renders what ``floodguard apply`` would render now: the config file as it is on disk. An
+    operator (or the Ansible handlers) may apply a changed file before the guard reloads it; a
+    keeper holding the guard's older copy would put the old rules back in between.
     """
 
-    def __init__(self, cfg: Config, events: EventLog) -> None:
+    def __init__(self, cfg: Config, events: EventLog, force_monitor: bool = False) -> None:
         from floodguard.kernel import firewall
 
         self.cfg = cfg
         self.events = events
+        self.force_monitor = force_monitor
         self.backends = firewall.installed_backends()
         self.last = time.monotonic()
+        self.seen: tuple[int, int, int] | None = self._signature()
+        self.disk: Config | None = None  # the file on disk once it differs from what we run
 
-    def check(self, cfg: Config, *, now: bool = False) -> None:
+    def _signature(self) -> tuple[int, int, int] | None:
+        if not self.cfg.source:
+            return None
+        try:
+            st = os.stat(self.cfg.source)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reloaded(self, cfg: Config) -> None:
+        """The guard runs ``cfg`` now (SIGHUP): it is what is on disk."""
+        self.cfg = cfg
+        self.seen = self._signature()
+        self.disk = None
+
+    def _rules_config(self) -> Config:
+        signature = self._signature()
+        if signature is not None and signature != self.seen:
+            self.seen = signature
+            try:
+                self.disk = effective(configmod.load(self.cfg.source), self.force_monitor)
+            except configmod.ConfigError:
+                self.disk = None  # the rules unit refuses an invalid file too: keep ours
+        return self.disk if self.disk is not None else self.cfg
+
+    def check(self, rate: int | None, *, now: bool = False) -> None:
         """Re-apply when due, or at once with ``now`` (a new admission rate)."""
+        from floodguard.admission_control import effective as with_rate
         from floodguard.kernel import KernelError, firewall
 
-        self.cfg = cfg
         if not self.backends or (not now and time.monotonic() - self.last < RULES_CHECK_EVERY):
             return
         self.last = time.monotonic()
         try:
-            report = firewall.apply(cfg, self.backends[0])
+            report = firewall.apply(with_rate(self._rules_config(), rate), self.backends[0])
         except (KernelError, OSError) as exc:
             self.events.emit("rules_repair_failed", error=str(exc))
             return
@@ -278,7 +310,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
     except (OSError, ValueError) as exc:
         events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
-    keeper = RuleKeeper(cfg, events)
+    keeper = RuleKeeper(cfg, events, force_monitor)
     control_store = Store(cfg.state.path, events=events)
     admission = AdmissionKeeper(cfg, events, control_store)
     feeds = _feeds(cfg, events)
@@ -295,7 +327,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
             sd_notify("WATCHDOG=1")
             last_ping = time.monotonic()
         changed = admission.check()
-        keeper.check(admission.enforced(), now=changed)
+        keeper.check(admission.rate(), now=changed)
         feeds.cfg = cfg
         if fleet is not None:
             fleet.cfg = cfg
@@ -306,6 +338,7 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
             if new is not cfg:
                 cfg = new
                 admission.reload(cfg)
+                keeper.reloaded(cfg)
                 for proc in workers.values():
                     if proc.pid and proc.is_alive():
                         os.kill(proc.pid, signal.SIGHUP)

@@ -192,12 +192,18 @@ def test_status_and_metrics_reflect_a_real_flood(glab: GuardLab) -> None:
 
 
 def test_guard_repairs_flushed_rules_and_says_so(glab: GuardLab) -> None:
+    """The keeper repairs with what ``floodguard apply`` would write now: the config file on
+    disk, which an operator may have changed (and applied) before reloading the guard. With
+    the guard's older copy it would put back the old limits."""
     start(glab)
+    assert "--hashlimit-burst 12" not in glab.server.run("iptables", "-t", "raw", "-S").stdout
+    glab.write_config('[scanner]\nuser_agents = []\n[limits]\nregister_burst = 12\n')
     glab.server.run("iptables", "-F", "FLOODGUARD-SIP")
     glab.server.run("iptables", "-t", "raw", "-D", "PREROUTING", "-j", "FLOODGUARD-RAW")
     assert wait_for(lambda: any(e["event"] == "rules_repaired" for e in glab.events()), 15)
     assert "FLOODGUARD-RAW" in glab.server.run("iptables", "-t", "raw", "-S", "PREROUTING").stdout
     assert "NFQUEUE" in glab.server.run("iptables", "-S", "FLOODGUARD-SIP").stdout
+    assert "--hashlimit-burst 12" in glab.server.run("iptables", "-t", "raw", "-S").stdout
 
 
 def test_feed_is_imported_on_schedule_into_the_ban_set(glab: GuardLab) -> None:
