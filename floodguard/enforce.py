@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from floodguard.events import EventLog
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
+from floodguard.kernel.ruleset import port_entry
 from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, BanRow, Store
 
 ORIGINS = ("guard", "operator", "feed", "fleet")
@@ -198,17 +199,36 @@ class Enforcer:
                          seconds=int(seconds), by=self.by)
 
     def lockdown(self, ip: str, seconds: float, *, failures: int, level: int = 1,
-                 reason: str = "spraying", now: float | None = None) -> None:
-        """Lock the shared source ``ip`` down for ``seconds``: store row and event."""
+                 reason: str = "spraying", passes: Sequence[tuple[str, int]] | None = None,
+                 now: float | None = None) -> None:
+        """Lock the shared source ``ip`` down for ``seconds``: store row and event. With
+        ``passes`` (the UDP address and port of each of its known-good pairs) also in the
+        kernel: those enter the pass set first, then the address the lockdown set, so no phone
+        is dropped in between. Without, the guard alone enforces it."""
         seconds = kernel_seconds(seconds)
         self.store.put_hold(HOLD_LOCKDOWN, ip, reason, seconds, count=failures, level=level,
                             now=self.wall() if now is None else now)
+        kernel = False
+        if passes is not None and self.sets is not None:
+            refused = [error for peer, port in passes
+                       if (error := self._add("pass", port_entry(peer, port), seconds))]
+            if refused:  # a phone the kernel could not let through: the guard alone enforces
+                self.events.emit("set_error", op="add", set="pass", ip=ip, count=len(refused),
+                                 error=str(refused[0]))
+            else:
+                kernel = self.load("lockdown", ip, seconds) is None
         self.events.emit("lockdown", ip=ip, reason=reason, failures=failures, level=level,
-                         seconds=int(seconds), by=self.by)
+                         seconds=int(seconds), kernel=kernel,
+                         passes=len(passes) if passes is not None else None, by=self.by)
+
+    def pass_pair(self, peer: str, port: int, seconds: float) -> None:
+        """Let one more known-good pair's UDP (address, port) through a kernel lockdown."""
+        self.load("pass", port_entry(peer, port), seconds)
 
     def end_lockdown(self, ip: str, *, reason: str) -> bool:
-        """End the source's lockdown; True when the store held one."""
+        """End the source's lockdown (also in the kernel); True when the store held one."""
         found = self.store.delete_hold(HOLD_LOCKDOWN, ip)
+        self._remove("lockdown", ip)
         self.events.emit("lockdown_end", ip=ip, reason=reason, by=self.by)
         return found
 

@@ -107,7 +107,9 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
     locked = [h for h in store.active_holds(HOLD_LOCKDOWN, now=now) if h.key == key]
     report["lockdown"] = None if not locked else {
         "failures": locked[0].count, "level": locked[0].level, "until": locked[0].until,
-        "remaining": round(locked[0].remaining(now), 1)}
+        "remaining": round(locked[0].remaining(now), 1),
+        # in the kernel: everything but its phones' UDP (address, port) dropped there
+        "in_kernel": None if set_test is None else set_test("lockdown", key)}
     report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
     guard: dict[str, Any] = {"failures": None, "register_retry": retry, "accounts": [],
                              "distinct_accounts_failed": 0, "suspensions_in_window": 0,
@@ -260,7 +262,10 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  ban: {report['ban']['why']}")
         if report["lockdown"]:
             lock = report["lockdown"]
-            lines.append(f"  lockdown: level {lock['level']}, {int(lock['remaining'])} s left")
+            where = {True: "; in the kernel (only its phones' UDP ports pass)",
+                     False: "; enforced by the guard alone"}.get(lock["in_kernel"], "")
+            lines.append(f"  lockdown: level {lock['level']}, {int(lock['remaining'])} s left"
+                         + where)
         for item in report["endpoint_suspensions"]:
             lines.append(f"  endpoint: {item['why']}")
         if report["in_kernel_ban_set"] is not None:

@@ -45,6 +45,7 @@ from floodguard.policy.engine import (
     Unban,
     Verdict,
 )
+from floodguard.policy.pair_ports import PairPorts
 from floodguard.policy.pairs import aor_key
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
@@ -140,6 +141,9 @@ class Guard:
         self._known_pending: dict[str, int] = {}
         self._pair_until: dict[tuple[str, str], float] = {}
         self._pairs_pending: dict[tuple[str, str], int] = {}
+        self._pair_ports = PairPorts()
+        self._answering: tuple[str, int] | None = None
+        self._kernel_locked: dict[str, float] = {}  # source -> until of its kernel lockdown
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
@@ -177,9 +181,10 @@ class Guard:
         fast = scan_packet(payload)
         if fast is None:
             return self._handle_general(payload, hook)
-        src, dst, proto, _, _, msg = fast
-        return self._judge(self.clock(), src, dst, hook != HOOK_LOCAL_OUT, msg, payload,
-                           proto == "tcp")
+        src, dst, proto, sport, dport, msg = fast
+        inbound = hook != HOOK_LOCAL_OUT
+        return self._judge(self.clock(), src, dst, inbound, msg, payload, proto == "tcp",
+                           sport if inbound else dport)
 
     def _handle_general(self, payload: bytes, hook: int) -> bool | bytes:
         """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
@@ -204,7 +209,8 @@ class Guard:
             key = self._key(pkt.src)
             self.health.arrival(not self.engine.is_known(now, key))
             return self._finish(self.engine.on_unparseable(now, key, exc.reason), key)
-        return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
+        return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp",
+                           pkt.sport if inbound else pkt.dport)
 
     def _tcp(self, payload: bytes, hook: int) -> bool | bytes:
         pkt = parse_packet(payload)
@@ -223,7 +229,7 @@ class Guard:
             status, messages = self.flows.inbound(now, key, pkt.seq, pkt.tcp_flags, body)
             accept = True
             for msg in messages:
-                if self._judge(now, pkt.src, pkt.dst, True, msg, b"", True) is False:
+                if self._judge(now, pkt.src, pkt.dst, True, msg, b"", True, 0) is False:
                     accept = False
             if status.startswith("drop:"):
                 self.counters[("would-drop:" if self.monitor else "drop:") + status[5:]] += 1
@@ -234,7 +240,7 @@ class Guard:
             return accept
         key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
         for msg in self.flows.outbound(now, key, pkt.seq, pkt.ack, pkt.tcp_flags, body):
-            self._judge(now, pkt.src, pkt.dst, False, msg, b"", True)
+            self._judge(now, pkt.src, pkt.dst, False, msg, b"", True, 0)
         return True
 
     @staticmethod
@@ -258,7 +264,9 @@ class Guard:
         return key
 
     def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView,
-               payload: bytes, tcp: bool) -> bool | bytes:
+               payload: bytes, tcp: bool, port: int) -> bool | bytes:
+        """One SIP message; ``port`` is the client's (0 over TCP)."""
+        peer = dst
         if inbound:
             src = self._key(src)
         else:
@@ -316,7 +324,10 @@ class Guard:
             verdict = self.engine.on_response(now, dst, msg)
             self.counters["pass:response-out"] += 1
             if verdict.actions:
+                # where a 2xx went is where its pair registers from (a lockdown's pass entry)
+                self._answering = (peer, port) if not tcp and port else None
                 self.apply(verdict.actions)
+                self._answering = None
             if (msg.status == 401 or msg.status == 407) and not tcp and not self.prove_by_nonce:
                 return self._tokenise(payload, dst)
             return True
@@ -472,9 +483,9 @@ class Guard:
             elif isinstance(action, LiftAccount):
                 self.enforce.end_protection(action.aor, reason=action.reason)
             elif isinstance(action, Lockdown):
-                self.enforce.lockdown(action.ip, action.seconds, failures=action.failures,
-                                      level=action.level)
+                self._lockdown(action)
             elif isinstance(action, LiftLockdown):
+                self._kernel_locked.pop(action.ip, None)
                 self.enforce.end_lockdown(action.ip, reason=action.reason)
 
     def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
@@ -538,10 +549,32 @@ class Guard:
         # written from tick(): a 200 OK is never held up by a set or database write
         self._known_pending[mark.ip] = max(1, math.ceil(mark.seconds))
 
+    def _lockdown(self, action: Lockdown) -> None:
+        """In the kernel too when every live known-good pair of the source has a UDP port
+        here: the kernel then drops everything else from the address."""
+        now = self.clock()
+        live = [aor for src, aor, _ in self.engine.pairs.known_pairs(now) if src == action.ip]
+        passes = self._pair_ports.passes(now, action.ip, live)
+        self.enforce.lockdown(action.ip, action.seconds, failures=action.failures,
+                              level=action.level, passes=passes)
+        if passes is not None:
+            if len(self._kernel_locked) > 100_000:
+                self._kernel_locked.clear()
+            self._kernel_locked[action.ip] = now + action.seconds
+
     def _mark_pair(self, mark: MarkPair) -> None:
         """A known-good pair, written from tick() and only when its stored time runs low."""
         now = self.clock()
         key = (mark.ip, mark.aor)
+        answering = self._answering
+        if answering is None:
+            self._pair_ports.forget(mark.ip, mark.aor)
+        else:
+            self._pair_ports.note(mark.ip, mark.aor, answering[0], answering[1],
+                                  now + mark.seconds)
+            locked = self._kernel_locked.get(mark.ip)
+            if locked is not None and locked > now:
+                self.enforce.pass_pair(answering[0], answering[1], locked - now)
         until = self._pair_until.get(key)
         if until is not None and until - now > mark.seconds * KNOWN_REFRESH_SHARE:
             return

@@ -37,6 +37,7 @@ from floodguard.kernel.ruleset import (
     CHAIN_PREFIX,
     FAMILIES,
     IPSET_MAX_TIMEOUT,
+    SET_TYPES,
     Jump,
     Rule,
     Ruleset,
@@ -247,6 +248,8 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         # IPv6 sources are banned and known per limits.ipv6_prefix (hash:net, sets.toml)
         "ban_set": "floodguard-ban" if family == 4 else "floodguard-ban-net6",
         "known_set": "floodguard-known" if family == 4 else "floodguard-known-net6",
+        "lockdown_set": "floodguard-lockdown" if family == 4 else "floodguard-lockdown-net6",
+        "pass_set": f"floodguard-pass{suffix}",
         "queue_in": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
                      if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QIN"),
         "queue_out": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
@@ -297,7 +300,7 @@ def _flags(cfg: Config, family: int) -> set[str]:
     return flags
 
 
-_EACH = ("port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
+_EACH = ("port", "udp_port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
          "registrar_port", "tls_port")
 _FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6", "workers"}
 
@@ -325,6 +328,8 @@ def _expand(
     if each == "port":
         return [{"transport": tr, "port": port}
                 for tr in cfg.sip.transports for port in cfg.sip.ports]
+    if each == "udp_port":
+        return [{"port": port} for port in cfg.sip.ports if "udp" in cfg.sip.transports]
     if each == "user_agent":
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
     if each == "gateway_source":
@@ -414,8 +419,8 @@ def _render_sets(
                     {"kind", "name", "type", "type_v6", "timeout", "maxelem", "hashsize"},
                     {"kind", "name", "type", "maxelem", "hashsize"})
             stype = str(item.get("type_v6", item["type"]) if family == 6 else item["type"])
-            if stype not in ("hash:ip", "hash:net"):
-                raise RenderError(f"{where}: type must be hash:ip or hash:net")
+            if stype not in SET_TYPES:
+                raise RenderError(f"{where}: type must be one of {', '.join(SET_TYPES)}")
 
             def number(key: str, where: str = where, item: Mapping[str, Any] = item) -> int:
                 text = _fill(str(item[key]), context, where)

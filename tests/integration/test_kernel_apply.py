@@ -74,7 +74,9 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
     assert status["installed"] and status["backend"] == lab.backend
     sets = {row["name"]: row for row in status["sets"]}
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
-                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
+                         "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
+                         "floodguard-pass-v6"}
     assert sets["floodguard-allow"]["entries"] == 2 and sets["floodguard-allow-v6"]["entries"] == 2
     assert sets["floodguard-ban"]["maxelem"] == 1048576 and sets["floodguard-ban"]["references"]
 
@@ -91,7 +93,7 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
                 assert now.packets >= was.packets
 
     removed = lab.server.floodguard("remove", "-c", str(config))
-    assert "destroyed 6 sets" in removed.stdout
+    assert "destroyed 10 sets" in removed.stdout
     assert_same_tables(lab, before, per_family(lab))
     assert lab.server.ipset_list() == sets_before
     gone = lab.server.floodguard("show", "-c", str(config), check=False)
@@ -227,12 +229,12 @@ print(json.dumps(out))
     import json
 
     out = json.loads(ns.python(code))
-    assert len(out["created"]) == 6
+    assert len(out["created"]) == 10
     assert out["full"] == "ipset floodguard-ban is full: 10.1.0.3 was not added"
     ban = {ip: left for ip, left in out["ban"]}
     # an IPv6 source is kept per /64 (limits.ipv6_prefix)
     assert 38 <= ban["10.1.0.1"] <= 40 and ban["10.1.0.2"] == 0 and ban["2001:db8::/64"] > 3000
     assert out["test"] == [True, False, False]  # allow set is empty until apply syncs it
     assert out["removed"] == [True, False]
-    assert out["after_flush"] == [] and len(out["destroyed"]) == 6
+    assert out["after_flush"] == [] and len(out["destroyed"]) == 10
     assert ns.run("ipset", "list", "-n").stdout == ""

@@ -38,15 +38,16 @@ def rig(tmp_path):
     return make
 
 
-def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
-    """One challenge-response round: REGISTER -> 401 (nonce) -> REGISTER+auth -> final."""
+def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401, port=5060):
+    """One challenge-response round: REGISTER -> 401 (nonce) -> REGISTER+auth -> final;
+    ``port``: the client's UDP port."""
     nonce = f"nonce{nonce_seq}"
-    req = udp(client, SERVER, 5060, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
+    req = udp(client, SERVER, port, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
     assert guard.handle(req, HOOK_LOCAL_IN)
     chal = response(401, "Unauthorized", user, call_id=call_id, cseq=cseq, challenge_nonce=nonce)
-    out = guard.handle(udp(SERVER, client, 5060, 5060, chal), HOOK_LOCAL_OUT)
+    out = guard.handle(udp(SERVER, client, 5060, port, chal), HOOK_LOCAL_OUT)
     assert out
-    req = udp(client, SERVER, 5060, 5060, register(
+    req = udp(client, SERVER, port, 5060, register(
         user, src=client, call_id=call_id, cseq=cseq + 1,
         auth=auth_value(user, password, nonce, opaque=opaque_of(out))))
     accepted = guard.handle(req, HOOK_LOCAL_IN)
@@ -55,7 +56,7 @@ def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
     else:
         answer = response(final, "Forbidden" if final == 403 else "Unauthorized", user,
                           call_id=call_id, cseq=cseq + 1, challenge_nonce=f"n{nonce_seq}x")
-    guard.handle(udp(SERVER, client, 5060, 5060, answer), HOOK_LOCAL_OUT)
+    guard.handle(udp(SERVER, client, 5060, port, answer), HOOK_LOCAL_OUT)
     return accepted
 
 

@@ -92,13 +92,16 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
     ]
     raw = [r.spec for r in ruleset.rules if r.family == 6 and r.chain == "FLOODGUARD-RAW"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
-    # every port's ban first, then every port into the limits
-    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 12
+    # every port's ban first, then every UDP port's lockdown, then every port into the limits
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 14
     assert raw[5] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
                       "-j DROP")
+    assert raw[6:8] == [f"-p udp -m udp --dport {port} -m set --match-set floodguard-lockdown-net6 "
+                        "src -m set ! --match-set floodguard-pass-v6 src,src -j DROP"
+                        for port in (5060, 5070)]
     # local mode: SIP this host only routes to others is not limited
-    assert raw[6] == "-m addrtype ! --dst-type LOCAL -j RETURN"
-    assert raw[7:] == [
+    assert raw[8] == "-m addrtype ! --dst-type LOCAL -j RETURN"
+    assert raw[9:] == [
         "-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
         "-p udp -m udp --dport 5070 -j FLOODGUARD-LIMIT",
         "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
@@ -112,6 +115,7 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
 
 def _kind(spec: str) -> str:
     for mark, kind in (("floodguard-allow", "allow"), ("floodguard-ban", "ban"),
+                       ("floodguard-lockdown", "lockdown"),
                        ("connlimit", "connlimit"), ("fg-syn-", "syn"), ("fg-reg-", "register"),
                        ("fg-sip-", "sip"), ("fg-bud-", "budget"), ("fg-gwy-", "gateway"),
                        ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
@@ -130,8 +134,8 @@ def test_cheapest_match_first() -> None:
     chain = lambda name: [_kind(r.spec) for r in ruleset.rules  # noqa: E731
                           if r.family == 4 and r.chain == name]
     assert {r.table for r in ruleset.rules if r.chain.endswith("LIMIT")} == {"raw"}
-    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "routed-skip", "limits",
-                                       "limits", "tls"]
+    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "lockdown", "routed-skip",
+                                       "limits", "limits", "tls"]
     # a gateway meets only its group's limit; the budget comes after both per-source limits
     # a token-bearing answer to a challenge has a budget of its own, the rest the shared one
     assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
@@ -150,8 +154,8 @@ def test_cheapest_match_first() -> None:
 def test_forward_mode_skips_the_limits_for_the_registrar_side() -> None:
     ruleset = render(loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n'))
     raw = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD-RAW"]
-    assert raw.index("-i eth1 -j RETURN") == 4  # after the bans, before the limits
-    assert raw[5:] == ["-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
+    assert raw.index("-i eth1 -j RETURN") == 5  # after the bans and lockdown, before the limits
+    assert raw[6:] == ["-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
                        "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
                        "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLSLIMIT"]
 
@@ -267,7 +271,9 @@ def test_set_specs() -> None:
     cfg = loads("[blacklist]\nban_time = 3000000\nmax_ban_time = 3000000\n")
     sets = {s.name: s for s in render(cfg).sets}
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
-                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
+                         "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
+                         "floodguard-pass-v6"}
     assert sets["floodguard-ban"].timeout == IPSET_MAX_TIMEOUT
     known6 = sets["floodguard-known-net6"]
     assert known6.timeout == 7200 and known6.family == 6
