@@ -174,7 +174,8 @@ def distributed_guess_stopped(r: dict[str, Any]) -> None:
     owner, guessers, held = r["owner"], r["attack"]["guessers"], r["holds"]
     assert owner["attempted"] >= 2 and owner["succeeded"] == owner["attempted"], owner
     assert guessers["guesses"] >= 30, guessers
-    (protect,) = held["protections"]
+    assert len(held["protections"]) == 1, held
+    protect = held["protections"][0]
     assert protect["aor"].split("@")[0] == guessers["target"] and protect["sources"] == 5, held
     assert held["answered_after_protection"] <= 30, held
     assert guessers["guesses_answered"] <= 5 + 30, guessers
