@@ -115,6 +115,9 @@ class Launch:
         else:
             first, count = g.sources
             hosts = self.office_hosts if g.where == "office" else self.attackers
+            if len(hosts) < first + count:
+                raise ValueError(f"{g.process} needs {first + count} addresses in the {g.where} "
+                                 f"namespace, the lab has {len(hosts)}")
             for ip in hosts[first:first + count]:
                 argv += ["--source", ip]
         rate = getattr(self.settings, g.rate) if isinstance(g.rate, str) else g.rate

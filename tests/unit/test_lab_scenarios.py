@@ -69,6 +69,14 @@ def test_runner_refuses_a_scenario_the_registry_does_not_hold(tmp_path: Path) ->
         Lab(LabSettings(workdir=tmp_path)).run("nope", True)
 
 
+def test_a_lab_without_enough_attacker_addresses_says_so(tmp_path: Path) -> None:
+    lab = _lab()
+    lab.topology = Topology(phones=560, attackers=16)
+    with pytest.raises(ValueError, match="guessers needs 116 addresses in the attackers "
+                                         "namespace, the lab has 16"):
+        lab.attack_commands("distributed-guess", tmp_path)
+
+
 def test_svcrack_gets_a_word_list_with_the_password(tmp_path: Path) -> None:
     with mock.patch("shutil.which", return_value="/usr/bin/svcrack"):
         commands = dict(_lab().attack_commands("bruteforce", tmp_path))
