@@ -1,0 +1,46 @@
+-- floodguard/store.py SCHEMA at commit 989eedb 2026-12-01, verbatim (unversioned: user_version 0)
+CREATE TABLE IF NOT EXISTS bans (
+    ip TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    aor TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
+CREATE TABLE IF NOT EXISTS known (
+    ip TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY,
+    saved REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    kind TEXT,
+    reason TEXT,
+    aor TEXT,
+    failures INTEGER,
+    until REAL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    engine TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    aor TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_engine ON failures(engine, created);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    seconds REAL,
+    reason TEXT,
+    created REAL NOT NULL
+);

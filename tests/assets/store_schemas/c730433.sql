@@ -1,0 +1,28 @@
+-- floodguard/store.py SCHEMA at commit c730433 2026-11-26, verbatim (unversioned: user_version 0)
+CREATE TABLE IF NOT EXISTS bans (
+    ip TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    aor TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
+CREATE TABLE IF NOT EXISTS known (
+    ip TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT PRIMARY KEY,
+    saved REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    seconds REAL,
+    reason TEXT,
+    created REAL NOT NULL
+);
