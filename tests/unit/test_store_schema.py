@@ -1,11 +1,12 @@
 """State database schema versions (issue #17 item 4): real SQLite files written with the DDL of
-older floodguard commits (tests/assets/store_schemas/<commit>.sql, copied verbatim from git) and
-rows in every table they had, opened by today's Store and CLI."""
+older floodguard commits (tests/assets/store_schemas/history.sql, verbatim from git) and rows in
+every table they had, opened by today's Store and CLI."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,12 +19,20 @@ from floodguard import store_schema
 from floodguard.store import HOLD_ACCOUNT, Store, StoreError, StoreTooNew, quarantined
 from floodguard.store_schema import CURRENT, MIGRATIONS, Migration, migrate
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "store_schemas"
+HISTORY = Path(__file__).resolve().parents[1] / "assets" / "store_schemas" / "history.sql"
 NOW = time.time()
 UNTIL = NOW + 3600
 
-# commit -> the version its unversioned store is detected at
-OLD = {"c730433": 1, "989eedb": 2, "42a17f9": 3, "d582c63": 4, "cd992b1": 5}
+# commit -> the version its unversioned store is detected at, and its tables in SCHEMA's order
+OLD = {
+    "c730433": (1, ("bans", "known", "snapshots", "commands")),
+    "989eedb": (2, ("bans", "known", "snapshots", "journal", "failures", "commands")),
+    "42a17f9": (3, ("bans", "known", "snapshots", "journal", "commands", "reports")),
+    "d582c63": (4, ("bans", "known", "snapshots", "journal", "known_pairs", "pair_bans",
+                    "protected_accounts", "commands", "reports")),
+    "cd992b1": (5, ("bans", "known", "snapshots", "journal", "known_pairs", "pair_bans", "holds",
+                    "commands", "reports")),
+}
 
 ROWS = {  # table -> rows written into an old store that has it
     "bans": ("INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?, ?)", [
@@ -54,12 +63,18 @@ ROWS = {  # table -> rows written into an old store that has it
 }
 
 
+def old_schema(commit: str) -> str:
+    blocks = dict(re.findall(r"^-- table (\w+):[^\n]*\n(.*?)(?=^\n-- table |\Z)",
+                             HISTORY.read_text(), flags=re.M | re.S))
+    return "".join(blocks[name] for name in OLD[commit][1])
+
+
 def write_old_store(path: Path, commit: str) -> set[str]:
     """A store as floodguard at ``commit`` left it (WAL, no user_version), with rows; returns
     its tables."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.executescript((ASSETS / f"{commit}.sql").read_text())
+    db.executescript(old_schema(commit))
     tables = {name for (name,) in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
     for table in tables:
@@ -67,6 +82,7 @@ def write_old_store(path: Path, commit: str) -> set[str]:
         db.executemany(sql, rows)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0
     db.close()
+    assert tables == set(OLD[commit][1])
     return tables
 
 
@@ -147,7 +163,7 @@ def test_an_older_store_is_upgraded_with_its_rows(tmp_path: Path, commit: str) -
         store.close()
     upgraded = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["event"], e["from_version"], e["to_version"]) for e in upgraded] == (
-        [("state_upgraded", OLD[commit], CURRENT)] if OLD[commit] < CURRENT else [])
+        [("state_upgraded", OLD[commit][0], CURRENT)] if OLD[commit][0] < CURRENT else [])
 
 
 def _fresh(tmp_path: Path) -> Path:
