@@ -1,6 +1,7 @@
 """The state store's tables for endpoints (issue #16): known-good (source, AOR) pairs,
 endpoint suspensions, and holds — account protections and source lockdowns. A mixin of
-``store.Store``, which owns the connection and creates these tables with the rest (SCHEMA).
+``store.Store``, which owns the connection; the tables are created by ``store_schema``'s
+migrations (steps 4 and 5).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class EndpointTables:
     db: sqlite3.Connection
 
     # known-good pairs and endpoint suspensions ------------------------------------
-    # (the tables are created by SCHEMA on every open, so an older database gains them)
+    # (an older database gains the tables on open: store_schema.migrate)
 
     def put_known_pairs(self, items: list[tuple[str, str, float]]) -> None:
         """Record (address, AOR, until) known-good pairs in one transaction."""

@@ -147,8 +147,8 @@ def hashlimit_args(
         if htable_max:
             tail.append(f"--hashlimit-htable-max {htable_max}")
     expire = max(min_expire_ms, 2 * math.ceil(1000 * burst / rate))
-    # The expiry must stay explicit: python-iptables does not fill in libxtables' default (the
-    # kernel then rejects 0), and iptables-save omits an expiry equal to the rate unit.
+    # The expiry stays explicit, and iptables-save omits one equal to the rate unit (the rule
+    # would not read back as rendered): that one is nudged.
     if expire == unit_ms:
         expire += 1000
     tail.append(f"--hashlimit-htable-expire {expire}")

@@ -245,7 +245,7 @@ def test_hashlimit_name_follows_parameters() -> None:
 
 def test_hashlimit_expiry_is_always_explicit() -> None:
     # 2/sec with burst 1 refills in 0.5 s: an expiry of 1000 ms would equal the unit and vanish
-    # from iptables-save (and python-iptables would send 0), so it is nudged.
+    # from iptables-save, so it is nudged.
     text = hashlimit_args("x", 2, 1, family=4, min_expire_ms=0)
     assert "--hashlimit-htable-expire 2000" in text
     budget = hashlimit_args("budget", 20000.0, 20000, family=4, per_source=False,
