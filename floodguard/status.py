@@ -12,6 +12,7 @@ aside are reported until an operator deletes them.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -26,8 +27,17 @@ NEAR_FULL = 0.8  # a set, hashlimit table or the conntrack table this full is a 
 LIMIT_CHAINS = ("FLOODGUARD-LIMIT", "FLOODGUARD-TLSLIMIT", "FLOODGUARD-SIP", "FLOODGUARD-TLS")
 
 
+@functools.cache
+def _hashlimit_reader() -> Any:
+    """One reader per process, so repeated snapshots (metrics scrapes, ``status --watch``)
+    keep the cost of counting the hashlimit tables bounded."""
+    from floodguard.kernel.hashlimit import TableReader
+
+    return TableReader()
+
+
 def _kernel(cfg: Config) -> dict[str, Any]:
-    from floodguard.kernel import KernelError, conntrack, firewall, hashlimit
+    from floodguard.kernel import KernelError, conntrack, firewall
 
     size = conntrack.table_size()
     tracked = None if size is None else {"entries": size[0], "capacity": size[1]}
@@ -36,8 +46,8 @@ def _kernel(cfg: Config) -> dict[str, Any]:
     except (KernelError, OSError) as exc:
         return {"ok": False, "error": " ".join(str(exc).split()), "rules": [], "sets": [],
                 "installed": False, "hashlimits": [], "conntrack": tracked}
-    data["hashlimits"] = [table.as_dict() for table in hashlimit.tables(
-        (rule["family"], rule["rule"]) for rule in data["rules"])]
+    data["hashlimits"] = [table.as_dict() for table in _hashlimit_reader()(
+        [(rule["family"], rule["rule"]) for rule in data["rules"]])]
     data["conntrack"] = tracked
     drops: dict[str, int] = {}
     queued = 0

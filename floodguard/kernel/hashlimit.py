@@ -14,15 +14,18 @@ packet (the rule's ``--hashlimit-above`` matches): the limit holds the source ri
 A table holds at most ``--hashlimit-htable-max`` buckets; when it is full the kernel drops the
 packets of every *new* source, legitimate or not, and says so only in its log (rate-limited).
 ``tables`` counts each table's buckets against that capacity, read from the table's rule, so the
-metrics can warn before it fills.
+metrics can warn before it fills. Counting a full table means reading a million lines (about a
+second of CPU, the table's lock taken for each chunk): ``TableReader`` reads again only when that
+costs no more than a small share of the time since its last reading.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PROC = Path("/proc/net")
@@ -183,6 +186,31 @@ def tables(rules: Iterable[tuple[int, str]], proc: Path = PROC) -> list[Table]:
         if entries is not None:
             out.append(Table(path.name, family, entries, limits.get((family, path.name))))
     return out
+
+
+class TableReader:
+    """``tables`` at a bounded cost: a new count only once the last one's CPU time is at most
+    `share` of the time since it was taken (a few milliseconds normally, so every call; during
+    a flood that fills the tables, every minute or so). In between, the last count is returned
+    with the capacities of the current rules."""
+
+    def __init__(self, share: float = 0.05, proc: Path = PROC,
+                 clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.thread_time) -> None:
+        self.share, self.proc, self.clock, self.cpu = share, proc, clock, cpu
+        self._last: list[Table] | None = None
+        self._at = 0.0
+        self._cost = 0.0
+
+    def __call__(self, rules: Iterable[tuple[int, str]]) -> list[Table]:
+        now = self.clock()
+        if self._last is None or now - self._at >= self._cost / self.share:
+            start = self.cpu()
+            self._last = tables(rules, self.proc)
+            self._at, self._cost = now, self.cpu() - start
+            return self._last
+        limits = capacities(rules)
+        return [replace(t, capacity=limits.get((t.family, t.name))) for t in self._last]
 
 
 def _count_lines(path: Path) -> int | None:

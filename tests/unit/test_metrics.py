@@ -96,3 +96,28 @@ def test_hashlimit_tables_counted_against_their_rules_capacity(tmp_path):
     assert found == {(4, "fg-bud-bbbb"): (1, None), (4, "fg-reg-aaaa"): (7, 8),
                      (6, "fg-reg-aaaa"): (0, 64)}
     assert hashlimit.tables(rules, proc=tmp_path / "missing") == []
+
+
+def test_table_reader_counts_again_only_within_its_cpu_share(tmp_path):
+    """A count that took 1 s of CPU is repeated after 20 s at a 5 % share; in between the last
+    count comes back with the current rules' capacities."""
+    from floodguard.kernel import hashlimit
+
+    (tmp_path / "ipt_hashlimit").mkdir()
+    table = tmp_path / "ipt_hashlimit" / "fg-reg-aaaa"
+    table.write_text("9 10.0.0.1:0->0.0.0.0:0 3200 32000 3200\n")
+    now, cpu = [0.0], [0.0]
+
+    def costly() -> float:
+        cpu[0] += 1.0  # each look at the CPU clock 1 s later: one count costs 1 s
+        return cpu[0]
+
+    reader = hashlimit.TableReader(0.05, tmp_path, clock=lambda: now[0], cpu=costly)
+    rule = [(4, "-m hashlimit --hashlimit-name fg-reg-aaaa --hashlimit-htable-max 8")]
+    assert [(t.entries, t.capacity) for t in reader(rule)] == [(1, 8)]
+    table.write_text("9 10.0.0.1:0->0.0.0.0:0 3200 32000 3200\n" * 3)
+    now[0] = 19.0
+    bigger = [(4, "-m hashlimit --hashlimit-name fg-reg-aaaa --hashlimit-htable-max 16")]
+    assert [(t.entries, t.capacity) for t in reader(bigger)] == [(1, 16)]
+    now[0] = 20.0
+    assert [(t.entries, t.capacity) for t in reader(bigger)] == [(3, 16)]
