@@ -1,10 +1,12 @@
 """Prometheus exposition on ``metrics.listen``: every layer's counters, bans, sets, queues.
 
 A custom collector reads a fresh status snapshot on each scrape (see status.py), so the numbers
-always agree with ``floodguard status``; nothing is kept in this process between scrapes.
-How full the kernel's tables are (ipsets, hashlimit tables, conntrack) is read from the tables
-themselves, entries next to capacity, so an alert can fire before one fills: a full hashlimit
-table or conntrack table drops every new source, a full ban set refuses new bans.
+always agree with ``floodguard status``; nothing is kept in this process between scrapes but
+the last count of the hashlimit tables (a full one is re-counted only as often as its cost
+allows: ``hashlimit.TableReader``). How full the kernel's tables are (ipsets, hashlimit tables,
+conntrack) is read from the tables themselves, entries next to capacity, so an alert can fire
+before one fills: a full hashlimit table or conntrack table drops every new source, a full ban
+set refuses new bans.
 """
 
 from __future__ import annotations
