@@ -69,9 +69,6 @@ HOOK_LOCAL_OUT = 3
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
 BASELINE_EVERY = 60.0
-# An inbound UDP SIP packet this large (IP header included) is dropped unread: RFC 3261 sends
-# requests near the path MTU over TCP, and multi-kilobyte Contact lists are an attack.
-MAX_UDP_PACKET = 4016
 BAN_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
@@ -154,6 +151,8 @@ class Guard:
         self.queue = queue
         self._report_id = store.last_report_id()
         self.v6_prefix = cfg.limits.ipv6_prefix
+        # an inbound UDP packet this large is dropped unread (limits.udp_oversize)
+        self.udp_oversize = cfg.limits.udp_oversize
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
         self.health = HealthMeter()
@@ -176,7 +175,7 @@ class Guard:
             version = payload[0] >> 4
             if (payload[9] if version == 4 else payload[6] if version == 6 else 0) == 6:
                 return self._tcp(payload, hook)
-        if size >= MAX_UDP_PACKET:
+        if size >= self.udp_oversize:
             return self._large(payload, hook)
         fast = scan_packet(payload)
         if fast is None:
@@ -394,7 +393,7 @@ class Guard:
         return out
 
     def _large(self, payload: bytes, hook: int) -> bool | bytes:
-        """A packet of MAX_UDP_PACKET bytes or more: inbound over UDP, dropped "oversize"
+        """A packet of ``limits.udp_oversize`` bytes or more: inbound over UDP, dropped "oversize"
         unread; anything else read as usual unless the queue cut it short (over COPY_RANGE
         bytes), then it is judged by its source alone."""
         if len(payload) < COPY_RANGE:
@@ -409,7 +408,7 @@ class Guard:
     def _unreadable(self, payload: bytes) -> bool | bytes:
         """A packet parse_packet refused, or one the queue cut at COPY_RANGE bytes: a long enough
         one is judged by the source in its IP header, anything else is malformed."""
-        if len(payload) >= MAX_UDP_PACKET:
+        if len(payload) >= self.udp_oversize:
             version = payload[0] >> 4
             raw = payload[12:16] if version == 4 else payload[8:24] if version == 6 else b""
             if raw and len(raw) in (4, 16):
@@ -737,6 +736,7 @@ class Guard:
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
         self.monitor = cfg.guard.mode == "monitor"
+        self.udp_oversize = cfg.limits.udp_oversize
         if cfg.limits.ipv6_prefix != self.v6_prefix:
             self.v6_prefix = cfg.limits.ipv6_prefix
             self._v6_keys = {}
