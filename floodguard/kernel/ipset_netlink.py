@@ -61,6 +61,7 @@ class NetlinkSetWriter:
         self._sock.close()
 
     def _request(self, command: int, kind: str, ip: str, timeout: float | None) -> bool:
+        ip, _, cidr = ip.partition("/")  # a network (allow set): "10.0.0.0/8"
         family = 6 if ":" in ip else 4
         name = self._names.get((kind, family))
         if name is None:
@@ -76,7 +77,11 @@ class NetlinkSetWriter:
             raise KernelError(f"not an IP address: {ip!r}") from None
         data = _attr(IPSET_ATTR_IP | NLA_F_NESTED, packed)
         prefix = self._prefix.get(name)
-        if prefix is not None:  # a hash:net set of sources: the kernel masks the address
+        if cidr:
+            if not cidr.isdigit() or int(cidr) > (32 if family == 4 else 128):
+                raise KernelError(f"not an IP network: {ip}/{cidr}")
+            data += _attr(IPSET_ATTR_CIDR, bytes([int(cidr)]))
+        elif prefix is not None:  # a hash:net set of sources: the kernel masks the address
             data += _attr(IPSET_ATTR_CIDR, bytes([prefix]))
         if timeout is not None:
             seconds = max(0, min(int(timeout), IPSET_MAX_TIMEOUT))
