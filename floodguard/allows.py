@@ -9,21 +9,22 @@ allow set, so its packets skip the rate limits; and a running guard re-reads the
 entry lifts the bans, endpoint suspensions and lockdowns of the sources it covers.
 
 The allow list in force anywhere is the static list plus the active run-time entries
-(``effective``; ``with_runtime`` gives a config holding both, for code that reads
-``cfg.blacklist.allow``).
+(``allow_list.effective``; the guard uses ``allow_list`` alone, without this module's
+operator side).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from floodguard import addr
+from floodguard.allow_list import effective as effective
+from floodguard.allow_list import static_networks
+from floodguard.allow_list import with_runtime as with_runtime
 from floodguard.bans import BanBook, BanError
 from floodguard.config import Config
-from floodguard.store import AllowRow, Store
+from floodguard.store import AllowRow
 
 
 def canonical(text: str) -> str:
@@ -36,29 +37,6 @@ def canonical(text: str) -> str:
     if net.prefixlen == 0:
         raise BanError(f"{text.strip()} would allow every source: give a narrower network")
     return str(net)
-
-
-def merged(static: Iterable[str], runtime: Iterable[str]) -> tuple[str, ...]:
-    """The static allow list followed by the run-time networks it does not already name."""
-    return tuple(dict.fromkeys((*static, *runtime)))
-
-
-def with_runtime(cfg: Config, nets: Iterable[str]) -> Config:
-    """``cfg`` whose ``blacklist.allow`` also holds the run-time networks ``nets``."""
-    allow = merged(cfg.blacklist.allow, nets)
-    if allow == cfg.blacklist.allow:
-        return cfg
-    return replace(cfg, blacklist=replace(cfg.blacklist, allow=allow))
-
-
-def effective(cfg: Config, store: Store, now: float | None = None) -> Config:
-    """``cfg`` with the store's active run-time allow entries added to ``blacklist.allow``."""
-    return with_runtime(cfg, (row.net for row in store.active_allows(now)))
-
-
-def static_networks(cfg: Config) -> set[str]:
-    """The config's static allow list, canonical."""
-    return {addr.canonical_network(text) for text in cfg.blacklist.allow}
 
 
 class AllowBook:

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from floodguard.addr import source_key
-from floodguard.allows import static_networks, with_runtime
+from floodguard.allow_list import static_networks, with_runtime
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from floodguard import addr, allows
+from floodguard import addr, allow_list
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
@@ -105,7 +105,7 @@ class Applier:
 
     def _allow_list(self) -> AllowList:
         """The config's allow list and the store's run-time one, as in force now."""
-        return AllowList(allows.effective(self.cfg, self.store).blacklist.allow)
+        return AllowList(allow_list.effective(self.cfg, self.store).blacklist.allow)
 
     def close(self) -> None:
         self.kernel.close()
@@ -194,7 +194,7 @@ class Applier:
         if not changes:
             return
         local = self.store.allow_spans(list(changes))
-        static = allows.static_networks(self.cfg)
+        static = allow_list.static_networks(self.cfg)
         prefix = self.cfg.limits.ipv6_prefix
         for net, change in changes.items():
             here = local.get(net)

@@ -41,8 +41,8 @@ def test_durations_refuse_with_the_text_named(text):
         durations.parse(text)
 
 
-def _config(tmp_path, extra: str = "") -> str:
-    path = tmp_path / "f.toml"
+def _config(tmp_path, extra: str = "", name: str = "f.toml") -> str:
+    path = tmp_path / name
     path.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n{extra}')
     return str(path)
 
@@ -104,7 +104,8 @@ def test_config_check_json_ok_and_error(tmp_path):
     config = _config(tmp_path)
     ok = CliRunner().invoke(main, ["config", "check", "--json", "-c", config])
     assert ok.exit_code == 0 and _json(ok) == {"ok": True, "source": config}
-    bad = _config(tmp_path, '[limits]\nsip_burst = 0\n[suspension]\nregister_retry = "six"\n')
+    bad = _config(tmp_path, '[limits]\nsip_burst = 0\n[suspension]\nregister_retry = "six"\n',
+                  "bad.toml")
     result = CliRunner().invoke(main, ["config", "check", "--json", "-c", bad])
     assert result.exit_code == 3
     error = _json(result)["error"]
@@ -176,28 +177,28 @@ def test_allow_add_list_remove_and_lift(tmp_path, store_only):
     config = _config(tmp_path, '[blacklist]\nallow = ["10.9.0.0/16"]\n')
     cfg = cli.configmod.load(config)
     BanBook(cfg, store_only, None).add("198.51.100.20", 600, "t")
-    added = CliRunner().invoke(main, ["allow", "add", "198.51.100.0/28", "2001:db8::1",
+    added = CliRunner().invoke(main, ["allow", "add", "198.51.100.0/27", "2001:db8::1",
                                       "--ttl", "1h", "--json", "-c", config])
     assert added.exit_code == 0, added.output
     first, second = _json(added)
-    assert first["network"] == "198.51.100.0/28" and first["lifted"] == ["198.51.100.20"]
+    assert first["network"] == "198.51.100.0/27" and first["lifted"] == ["198.51.100.20"]
     assert 3590 < first["remaining"] <= 3600 and second["network"] == "2001:db8::1/128"
     assert store_only.active_bans() == []
     commands = [(c.op, c.ip) for c in store_only.take_commands(0)]
-    assert commands[-3:] == [("allow", "198.51.100.0/28"), ("unban", "198.51.100.20"),
+    assert commands[-3:] == [("allow", "198.51.100.0/27"), ("unban", "198.51.100.20"),
                              ("allow", "2001:db8::1/128")]
     # an allowed source can no longer be banned by hand
     refused = CliRunner().invoke(main, ["blacklist", "add", "198.51.100.3", "-c", config])
     assert refused.exit_code == 4 and "allow list" in refused.output
     listed = _json(CliRunner().invoke(main, ["allow", "list", "--json", "-c", config]))
     assert [(r["network"], r["source"]) for r in listed] == [
-        ("198.51.100.0/28", "runtime"), ("2001:db8::1/128", "runtime"),
+        ("198.51.100.0/27", "runtime"), ("2001:db8::1/128", "runtime"),
         ("10.9.0.0/16", "config")]
     journal = [(e.op, e.ip) for e in store_only.journal_after(0) if e.op.endswith("allow")]
-    assert journal == [("allow", "198.51.100.0/28"), ("allow", "2001:db8::1/128")]
-    removed = CliRunner().invoke(main, ["allow", "remove", "198.51.100.0/28", "10.9.0.0/16",
+    assert journal == [("allow", "198.51.100.0/27"), ("allow", "2001:db8::1/128")]
+    removed = CliRunner().invoke(main, ["allow", "remove", "198.51.100.0/27", "10.9.0.0/16",
                                         "--json", "-c", config])
-    assert _json(removed) == {"removed": ["198.51.100.0/28"], "not_allowed": ["10.9.0.0/16"]}
+    assert _json(removed) == {"removed": ["198.51.100.0/27"], "not_allowed": ["10.9.0.0/16"]}
     assert [r.net for r in store_only.active_allows()] == ["2001:db8::1/128"]
     assert store_only.journal_after(0)[-1].op == "disallow"
     # an entry past its time is no longer in force
