@@ -14,9 +14,9 @@ stdout; an error in JSON mode is one too, with the same non-zero exit code::
 (``details``: every problem of an invalid config, else the message alone). Usage errors
 (exit 2) are reported that way too once ``--json`` is on the command line.
 
-Commands live in modules by job: this one (config, apply, remove, show, run, replay, status),
-``cli_blacklist``, ``cli_allow``, ``cli_fleet``; those and the subsystem commands are loaded
-when used (``LAZY_COMMANDS``).
+Commands live in modules by job: this one (config, apply, remove, show, run),
+``cli_blacklist``, ``cli_allow``, ``cli_fleet``, ``cli_observe`` (status, replay); those and
+the subsystem commands are loaded when used (``LAZY_COMMANDS``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from typing import Any, NoReturn
 
 import click
 
-from floodguard import __version__, addr, durations
+from floodguard import __version__, addr
 from floodguard import config as configmod
-from floodguard.durations import Duration
 from floodguard.errors import EXIT_CODES, ExitCode, exit_code_of
 
 CONFIG_HELP = f"config file (default: ${configmod.ENV_VAR} or {configmod.DEFAULT_PATH})"
@@ -45,6 +44,10 @@ def _exit_code_table() -> str:
         wrapped = textwrap.wrap(text, 66)
         lines.append(f"  {int(code):<3}  {wrapped[0]}")
         lines += [f"{'':7}{more}" for more in wrapped[1:]]
+    lines += ["", "\b",
+              "With --json, output and errors are one JSON document on stdout; an error is",
+              '  {"error": {"message": ..., "exit_code": N, "details": [...]}}',
+              "Durations (--ttl, --interval): seconds, or 90s, 30m, 4h, 1d, 2w, 1h30m."]
     return "\n".join(lines)
 
 
@@ -59,6 +62,8 @@ LAZY_COMMANDS = {
     "blacklist": "floodguard.cli_blacklist:blacklist_group",
     "allow": "floodguard.cli_allow:allow_group",
     "fleet": "floodguard.cli_fleet:fleet_group",
+    "status": "floodguard.cli_observe:status_cmd",
+    "replay": "floodguard.cli_observe:replay_cmd",
 }
 SUBSYSTEM_COMMANDS = LAZY_COMMANDS  # the name other modules knew
 _JSON_MODE = "floodguard.json"  # ctx.meta key: --json was given
@@ -428,86 +433,6 @@ def run_cmd(config_path: str | None, monitor: bool) -> None:
     firewall.require_root()
     Store(cfg.state.path).close()
     sys.exit(daemon.supervise(cfg, force_monitor=monitor))
-
-
-@main.command("replay")
-@config_option
-@click.argument("pcap", type=click.Path(dir_okay=False))
-@json_option
-def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
-    """Run the policy over a capture offline: what would have been banned, when, and why.
-
-    Exit 4 when PCAP cannot be read or is not a pcap file.
-    """
-    import json
-    import time
-
-    from floodguard.replay import replay
-
-    cfg = configmod.load(config_path)
-    report = replay(cfg, pcap)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-        return
-    span = (report.last or 0) - (report.first or 0)
-    click.echo(f"{pcap}: {report.packets} packets, {report.sip_packets} judged, {span:.1f} s")
-    if not report.decisions:
-        click.echo("nothing would have been banned")
-    for d in report.decisions:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at))
-        aor = f" {d.aor}" if d.aor else ""
-        click.echo(f"{stamp} (+{d.offset:.3f} s) {d.kind:<9} {d.ip} for {d.seconds} s: "
-                   f"{d.reason}, {d.failures} failures{aor}")
-    drops = {k: v for k, v in sorted(report.verdicts.items()) if k.startswith("drop:")}
-    if drops:
-        click.echo("would drop: " + ", ".join(f"{k[5:]} {v}" for k, v in drops.items()))
-
-
-@main.command("status")
-@config_option
-@json_option
-@click.option("--watch", is_flag=True, help="refresh live until Ctrl-C")
-@click.option("--interval", type=Duration(minimum=0.1), default=1.0, show_default=True,
-              help=f"time between samples for the rates ({durations.HELP})")
-def status_cmd(config_path: str | None, as_json: bool, watch: bool, interval: float) -> None:
-    """One screen: packets/s per layer, bans, top offenders, registrations, health.
-
-    Exit 1 when the health section lists a problem (or the state cannot be read).
-    """
-    import json
-    import time
-
-    from floodguard import status
-    from floodguard.status_view import render
-
-    cfg = configmod.load(config_path)
-    try:
-        before = status.collect(cfg)
-        time.sleep(max(0.1, interval))
-        after = status.collect(cfg)
-    except Exception as exc:  # a one-line error, never a traceback
-        if error_code(exc) is not None:
-            raise  # its own exit code
-        fail(one_line(exc))
-    if as_json:
-        after["rates"] = status.rates(before, after)
-        click.echo(json.dumps(after, indent=2, default=str))
-        sys.exit(ExitCode.FAILURE if after["health"] else ExitCode.OK)
-    if not watch:
-        render(after, status.rates(before, after))
-        sys.exit(ExitCode.FAILURE if after["health"] else ExitCode.OK)
-    from rich.live import Live
-
-    from floodguard.status_view import build
-
-    with Live(build(after, status.rates(before, after)), refresh_per_second=2) as live:
-        try:
-            while True:
-                time.sleep(max(0.1, interval))
-                before, after = after, status.collect(cfg)
-                live.update(build(after, status.rates(before, after)))
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":
