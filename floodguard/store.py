@@ -27,6 +27,8 @@ from typing import Any
 
 from floodguard.errors import FloodguardError
 from floodguard.events import EventLog
+from floodguard.store_allows import SCHEMA_ALLOWS, AllowTables
+from floodguard.store_allows import AllowRow as AllowRow
 from floodguard.store_endpoints import HOLD_ACCOUNT as HOLD_ACCOUNT
 from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
 from floodguard.store_endpoints import EndpointTables
@@ -112,7 +114,7 @@ CREATE TABLE IF NOT EXISTS commands (
     reason TEXT,
     created REAL NOT NULL
 );
-""" + SCHEMA_REPORTS
+""" + SCHEMA_REPORTS + SCHEMA_ALLOWS  # the run-time allow list: store_allows.py
 
 
 # Registrar reports are read within a second by a running guard; older ones only wait for one
@@ -174,7 +176,7 @@ class JournalEntry:
     """A local change to bans or known-good sources, in order (for the fleet link)."""
 
     id: int
-    op: str  # "ban", "unban" or "known"
+    op: str  # "ban", "unban", "known", "allow" or "disallow" (ip: the network)
     ip: str
     kind: str | None
     reason: str | None
@@ -312,7 +314,7 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     return db, record
 
 
-class Store(EndpointTables):
+class Store(EndpointTables, AllowTables):
     """A small synchronous SQLite store; one per process.
 
     ``recover`` (the default) replaces a damaged database by a fresh one (see the module
@@ -502,6 +504,7 @@ class Store(EndpointTables):
         self.db.execute("DELETE FROM holds WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
+        self.prune_allows(now)
 
     # known-good -------------------------------------------------------------
 
