@@ -220,14 +220,15 @@ class Enforcer:
         """Suspend the endpoint (ip, aor) for ``seconds``: store row and event."""
         seconds = kernel_seconds(seconds)
         self.store.put_pair_ban(ip, aor, reason, seconds, failures=failures, level=level,
-                                now=self.wall() if now is None else now)
+                                now=self.wall() if now is None else now, journal=self.journal)
         self.events.emit("suspend", ip=ip, aor=aor, scope="aor", reason=reason, kind="suspend",
                          failures=failures, level=level, seconds=int(seconds), by=self.by)
 
     def lift_pair(self, ip: str, aor: str | None, *, reason: str) -> bool:
         """End the suspension of (ip, aor) (every one of ip when aor is None); True when the
         store held one."""
-        found = self.store.end_pair_ban(ip, aor, now=self.wall()) > 0
+        found = self.store.end_pair_ban(ip, aor, now=self.wall(),
+                                        journal=self._shares_lift()) > 0
         self.events.emit("suspend_end", ip=ip, aor=aor, scope="aor", reason=reason, by=self.by)
         return found
 
@@ -236,7 +237,7 @@ class Enforcer:
         """Protect the account ``aor`` for ``seconds``: store row and event."""
         seconds = kernel_seconds(seconds)
         self.store.put_hold(HOLD_ACCOUNT, aor, reason, seconds, count=sources, level=level,
-                            now=self.wall() if now is None else now)
+                            now=self.wall() if now is None else now, journal=self.journal)
         self.events.emit("protect", aor=aor, reason=reason, sources=sources, level=level,
                          seconds=int(seconds), by=self.by)
 
@@ -249,7 +250,7 @@ class Enforcer:
         is dropped in between. Without, the guard alone enforces it."""
         seconds = kernel_seconds(seconds)
         self.store.put_hold(HOLD_LOCKDOWN, ip, reason, seconds, count=failures, level=level,
-                            now=self.wall() if now is None else now)
+                            now=self.wall() if now is None else now, journal=self.journal)
         kernel = False
         if passes is not None and self.sets is not None:
             refused = [error for peer, port in passes
@@ -269,6 +270,7 @@ class Enforcer:
 
     def end_lockdown(self, ip: str, *, reason: str) -> bool:
         """End the source's lockdown (also in the kernel); True when the store held one."""
+        # an operator's end travels as the unban it is part of (blacklist remove IP)
         found = self.store.delete_hold(HOLD_LOCKDOWN, ip)
         self._remove("lockdown", ip)
         self.events.emit("lockdown_end", ip=ip, reason=reason, by=self.by)
@@ -276,7 +278,7 @@ class Enforcer:
 
     def end_protection(self, aor: str, *, reason: str) -> bool:
         """End the account's protection; True when the store held one."""
-        found = self.store.delete_hold(HOLD_ACCOUNT, aor)
+        found = self.store.delete_hold(HOLD_ACCOUNT, aor, journal=self._shares_lift())
         self.events.emit("protect_end", aor=aor, reason=reason, by=self.by)
         return found
 
@@ -285,7 +287,11 @@ class Enforcer:
         """Record known-good pairs: (address, AOR, seconds)."""
         now = self.wall() if now is None else now
         self.store.put_known_pairs([(ip, aor, now + kernel_seconds(seconds))
-                                    for ip, aor, seconds in items])
+                                    for ip, aor, seconds in items], journal=self.journal)
+
+    def _shares_lift(self) -> bool:
+        """An operator's lift goes to the fleet; an expiry (the guard's) needs no message."""
+        return self.journal and self.by == "operator"
 
     # ------------------------------------------------------------------ batches
 

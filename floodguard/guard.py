@@ -21,6 +21,7 @@ from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
 from floodguard.failures import FailureLog, log_path
+from floodguard.guard_commands import run_command
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
@@ -47,7 +48,6 @@ from floodguard.policy.engine import (
     Verdict,
 )
 from floodguard.policy.pair_ports import PairPorts
-from floodguard.policy.pairs import aor_key
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import (
@@ -658,20 +658,12 @@ class Guard:
             self._command_id = cmd.id
             now = self.clock()
             try:
-                if cmd.op == "allow":
+                if run_command(self.engine, cmd, now):
                     allows_changed = True
-                elif cmd.op == "ban" and cmd.seconds:
-                    self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
-                                            "manual", None, 0)
-                elif cmd.op == "unban":
-                    self.engine.unban(now, cmd.ip)  # its endpoints too (store: by the CLI)
-                elif cmd.op == "lift-pair" and cmd.reason:
-                    self.engine.pairs.lift(cmd.ip, aor_key(cmd.reason))
-                elif cmd.op == "unprotect":
-                    # the operator's command already ended it in the store, with its event
-                    self.engine.lift_account(now, cmd.ip)
             except ValueError:
                 pass
+            if cmd.op == "unlock":
+                self._kernel_locked.pop(cmd.ip, None)
         if allows_changed or self.wall() >= self._allow_expiry:
             self.refresh_allows()
         now = self.clock()

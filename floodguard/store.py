@@ -412,9 +412,12 @@ class Store(EndpointTables, AllowTables):
                 args = [exact, escaped + "@%"]
         else:
             raise ValueError("journal_of needs ip or user")
+        # bans and unbans: the endpoint entries (pairs, suspensions, holds) are the fleet's,
+        # explain reads those from their own tables
         cur = self.db.execute(
             "SELECT id, op, ip, kind, reason, aor, failures, until, created FROM journal "
-            f"WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+            f"WHERE {where} AND op IN ('ban', 'unban') ORDER BY id DESC LIMIT ?",
+            (*args, limit))
         return [JournalEntry(*r) for r in cur.fetchall()]
 
     def last_journal_id(self) -> int:

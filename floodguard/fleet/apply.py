@@ -21,7 +21,8 @@ from floodguard import addr, allow_list
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
-from floodguard.fleet.wire import LIFTS, ORIGIN_PREFIX, horizon, supersedes
+from floodguard.fleet.apply_endpoints import apply_endpoints
+from floodguard.fleet.wire import ENDPOINT_OPS, LIFTS, ORIGIN_PREFIX, horizon, supersedes
 from floodguard.store import SQL_CHUNK, BanRow, Store
 
 __all__ = ["SQL_CHUNK", "AllowList", "ApplyResult", "Applier", "KernelWriter", "SetWriter",
@@ -82,6 +83,7 @@ class ApplyResult:
     allowed: list[tuple[str, str, str]] = field(default_factory=list)  # ip, network, origin
     allows: list[str] = field(default_factory=list)  # run-time allow-list entries added
     disallows: list[str] = field(default_factory=list)  # and removed
+    endpoints: list[str] = field(default_factory=list)  # pairs, suspensions, holds (their keys)
     skipped: int = 0  # already as long here, older than what is here, or expired
     monitor: int = 0  # not applied: monitor mode
     full: int = 0
@@ -132,27 +134,34 @@ class Applier:
         bans: dict[str, dict[str, Any]] = {}
         known: dict[str, dict[str, Any]] = {}
         allowing: dict[str, dict[str, Any]] = {}
+        endpoints: dict[str, dict[str, Any]] = {}
         for change in changes:
-            table = (known if change["op"] == "known" else
-                     allowing if change["op"] in ("allow", "disallow") else bans)
-            cur = table.get(change["ip"])
+            op = change["op"]
+            table = (known if op == "known" else allowing if op in ("allow", "disallow")
+                     else endpoints if op in ENDPOINT_OPS else bans)
+            key = change["key"] if "key" in change else change["ip"]
+            cur = table.get(key)
             if cur is None or supersedes(change, cur):
-                table[change["ip"]] = change
+                table[key] = change
             else:
                 result.skipped += 1
         if self.cfg.guard.mode == "monitor":
-            result.monitor = len(bans) + len(known) + len(allowing)
+            result.monitor = len(bans) + len(known) + len(allowing) + len(endpoints)
             return result
         self._allows(allowing, now, result)
         self.allow = self._allow_list()  # also what `floodguard allow` changed here meanwhile
         self._bans(bans, now, result)
         self._known(known, now, result)
+        if endpoints:
+            result.endpoints, skipped = apply_endpoints(self.store, self.enforce, endpoints, now)
+            result.skipped += skipped
         if live:
             done = time.time()
             changed = {*result.bans, *result.unbans}
             result.lags = [done - change["ts"] for ip, change in bans.items() if ip in changed]
             result.lags += [done - allowing[net]["ts"]
                             for net in (*result.allows, *result.disallows)]
+            result.lags += [done - endpoints[key]["ts"] for key in result.endpoints]
         return result
 
     def _bans(self, changes: dict[str, dict[str, Any]], now: float, result: ApplyResult) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from floodguard.config import Config
 from floodguard.enforce import Forget
 from floodguard.events import EventLog
-from floodguard.fleet import wire
+from floodguard.fleet import endpoints, wire
 from floodguard.fleet.apply import (
     SQL_CHUNK,
     Applier,
@@ -343,7 +343,8 @@ class FleetLink:
         """Merge changes into Redis (which publishes what it accepted); returns that count."""
         accepted = 0
         for key, ops in ((self.keys.bans, ("ban", "unban")), (self.keys.known, ("known",)),
-                         (self.keys.allow, ("allow", "disallow"))):
+                         (self.keys.allow, ("allow", "disallow")),
+                         (self.keys.endpoints, wire.ENDPOINT_OPS)):
             mine = [c for c in changes if c["op"] in ops]
             for i in range(0, len(mine), PUSH_BATCH):
                 chunk = json.dumps(mine[i:i + PUSH_BATCH], separators=(",", ":"))
@@ -362,13 +363,18 @@ class FleetLink:
                     for ip, left in store.active_known(now=now)]
         pending += [wire.change_from_allow(row.net, row.reason, row.created, row.until,
                                            self.node) for row in store.active_allows(now)]
+        pending += endpoints.from_state(
+            now, self.node, store.active_known_pairs(now=now), store.active_pair_bans(now=now),
+            [h for kind in endpoints.HOLDS for h in store.active_holds(kind, now=now)])
         out: list[dict[str, Any]] = []
         for key, ops in ((self.keys.bans, ("ban",)), (self.keys.known, ("known",)),
-                         (self.keys.allow, ("allow",))):
+                         (self.keys.allow, ("allow",)),
+                         (self.keys.endpoints, endpoints.ITEMS)):
             mine = [c for c in pending if c["op"] in ops]
             for i in range(0, len(mine), SQL_CHUNK):
                 chunk = mine[i:i + SQL_CHUNK]
-                current = self.client.hmget(key, [c["ip"] for c in chunk])
+                fields = [c["key"] if "key" in c else c["ip"] for c in chunk]
+                current = self.client.hmget(key, fields)
                 for change, raw in zip(chunk, current, strict=True):
                     cur = wire.valid_change(wire.decode(raw), now) if raw is not None else None
                     if cur is None or wire.supersedes(change, cur):
@@ -406,11 +412,12 @@ class FleetLink:
             self.lag_sum += lag
             self.recent.append(lag)
         if (result.bans or result.unbans or result.known or result.full or result.errors
-                or result.allows or result.disallows):
+                or result.allows or result.disallows or result.endpoints):
             self.events.emit(
                 "fleet_applied", origin=sorted(origins), bans=len(result.bans),
                 unbans=len(result.unbans), known=result.known, skipped=result.skipped,
                 allows=len(result.allows) or None, disallows=len(result.disallows) or None,
+                endpoints=len(result.endpoints) or None,
                 full=result.full or None, errors=result.errors or None,
                 lag_ms=round(max(result.lags) * 1000, 1) if result.lags else None,
                 ips=(result.bans + result.unbans)[:EVENT_IPS])
@@ -444,7 +451,7 @@ class FleetLink:
         """Apply every fleet entry this node lacks; None when the deadline cut it short."""
         totals = {"bans": 0, "unbans": 0, "known": 0, "allowed": 0, "allows": 0}
         # the allow list first: fleet bans of sources it covers are then never applied
-        for key in (self.keys.allow, self.keys.bans, self.keys.known):
+        for key in (self.keys.allow, self.keys.bans, self.keys.known, self.keys.endpoints):
             cursor = 0
             while True:
                 cursor, page = self.client.hscan(key, cursor, count=1000)
@@ -499,9 +506,10 @@ class FleetLink:
             self._next_sweep = time.monotonic() + SWEEP_EVERY
             if not self.client.set(self.keys.sweeper, self.node, nx=True, ex=int(SWEEP_EVERY)):
                 return
-            self._sweep = {"keys": [self.keys.bans, self.keys.known, self.keys.allow],
+            self._sweep = {"keys": [self.keys.bans, self.keys.known, self.keys.allow,
+                                    self.keys.endpoints],
                            "cursor": 0, "counts": {"bans": 0, "tombstones": 0, "known": 0,
-                                                   "allows": 0, "deleted": 0}}
+                                                   "allows": 0, "endpoints": 0, "deleted": 0}}
         sweep = self._sweep
         key = sweep["keys"][0]
         cursor, page = self.client.hscan(key, sweep["cursor"], count=SWEEP_PAGE)
@@ -517,6 +525,8 @@ class FleetLink:
                 sweep["counts"]["tombstones"] += 1
             elif change["op"] == "allow":
                 sweep["counts"]["allows"] += 1
+            elif change["op"] in wire.ENDPOINT_OPS:
+                sweep["counts"]["endpoints"] += 1
             else:
                 sweep["counts"]["known"] += 1
         if dead:

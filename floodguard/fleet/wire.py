@@ -9,6 +9,7 @@ Redis layout, ``<p>`` being ``[fleet] channel`` (default ``floodguard``; also th
     <p>:known   hash  ip -> {"op": "known", until, ts, node}
     <p>:allow   hash  network -> {"op": "allow", reason, until, ts, node} (until 0: until
                         removed) or a tombstone {"op": "disallow", until, ts, node}
+    <p>:endpoints hash  known-good pairs, endpoint suspensions, holds (fleet/endpoints.py)
     <p>:nodes   hash  node -> {ts, instance, bans_set, bans_store, up_since, stopped}
     <p>:stats   hash  counts from the last sweep (bans, tombstones, known, deleted, ts)
     <p>:sweeper string: which node sweeps expired entries now (SET NX EX)
@@ -51,8 +52,10 @@ MAX_AHEAD = 2 * IPSET_MAX_TIMEOUT  # seconds an entry's `until` may lie in the f
 MAX_ENTRY = 4096  # bytes of one Redis hash value (an entry is ~200)
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes of one pub/sub message (PUSH_BATCH entries)
 KINDS = (KIND_SUSPEND, KIND_BLACKLIST, KIND_MANUAL)
-LIFTS = ("unban", "disallow")  # the tombstone ops
-OPS = ("ban", "known", "allow", *LIFTS)
+# the tombstone ops; resume and release lift endpoint state (fleet/endpoints.py)
+LIFTS = ("unban", "disallow", "resume", "release")
+ENDPOINT_OPS = ("pair", "suspend", "hold", "resume", "release")
+OPS = ("ban", "known", "allow", *LIFTS, "pair", "suspend", "hold")
 
 ORIGIN_PREFIX = "fleet:"
 
@@ -61,14 +64,17 @@ ORIGIN_PREFIX = "fleet:"
 MERGE_LUA = """
 local changes = cjson.decode(ARGV[3])
 local out = {}
-local function lifts(op) return op == 'unban' or op == 'disallow' end
+local function lifts(op)
+  return op == 'unban' or op == 'disallow' or op == 'resume' or op == 'release'
+end
 local function horizon(c)
   if c.op == 'allow' and c['until'] == 0 then return math.huge end
   return c['until']
 end
 for _, c in ipairs(changes) do
   local take = true
-  local raw = redis.call('HGET', KEYS[1], c.ip)
+  local f = c.key or c.ip
+  local raw = redis.call('HGET', KEYS[1], f)
   if raw then
     local ok, cur = pcall(cjson.decode, raw)
     if ok and type(cur) == 'table' and type(cur.ts) == 'number'
@@ -88,7 +94,7 @@ for _, c in ipairs(changes) do
     end
   end
   if take then
-    redis.call('HSET', KEYS[1], c.ip, cjson.encode(c))
+    redis.call('HSET', KEYS[1], f, cjson.encode(c))
     out[#out + 1] = c
   end
 end
@@ -114,19 +120,20 @@ return n
 @dataclass(frozen=True)
 class Keys:
     """Redis key names of one fleet (``[fleet] channel`` is the prefix and the channel):
-    ``bans``, ``known``, ``allow``, ``nodes``, ``stats`` and ``sweeper`` are
+    ``bans``, ``known``, ``allow``, ``endpoints``, ``nodes``, ``stats`` and ``sweeper`` are
     ``<channel>:<that name>``."""
 
     channel: str
     bans: str = field(init=False, repr=False, compare=False)
     known: str = field(init=False, repr=False, compare=False)
     allow: str = field(init=False, repr=False, compare=False)
+    endpoints: str = field(init=False, repr=False, compare=False)
     nodes: str = field(init=False, repr=False, compare=False)
     stats: str = field(init=False, repr=False, compare=False)
     sweeper: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("bans", "known", "allow", "nodes", "stats", "sweeper"):
+        for name in ("bans", "known", "allow", "endpoints", "nodes", "stats", "sweeper"):
             object.__setattr__(self, name, f"{self.channel}:{name}")
 
 
@@ -141,6 +148,10 @@ def split_origin(reason: str, node: str) -> tuple[str, str]:
 
 def change_from_journal(entry: JournalEntry, node: str) -> dict[str, Any]:
     """The fleet change for one local journal entry."""
+    if entry.op in ENDPOINT_OPS:
+        from floodguard.fleet import endpoints
+
+        return endpoints.from_journal(entry, node)
     if entry.op == "unban":
         return {"op": "unban", "ip": entry.ip, "ts": entry.created,
                 "until": entry.created + TOMBSTONE_KEEP, "node": node}
@@ -238,6 +249,12 @@ def _count(raw: dict[str, Any], key: str) -> int:
     return value
 
 
+# the checks every fleet entry shares, for fleet/endpoints.py
+seconds_field = _seconds
+text_field = _text
+count_field = _count
+
+
 def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:40] + "…"
@@ -257,6 +274,10 @@ def check_change(raw: Any, now: float | None = None) -> dict[str, Any]:
         raise BadEntry(f"op {shown(op)} is not one of {', '.join(OPS)}")
     if op == "allow" or op == "disallow":
         return _check_allow(raw, op, time.time() if now is None else now)
+    if op in ENDPOINT_OPS:
+        from floodguard.fleet import endpoints
+
+        return endpoints.check(raw, op, time.time() if now is None else now)
     try:
         address = addr.parse(raw.get("ip"))  # type: ignore[arg-type]
     except ValueError as exc:
