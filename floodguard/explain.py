@@ -25,7 +25,7 @@ import click
 from floodguard import addr
 from floodguard import config as configmod
 from floodguard.bans import allowed_by, describe
-from floodguard.cli import FloodguardCommand, config_option
+from floodguard.cli import FloodguardCommand, config_option, json_option
 from floodguard.config import Config
 from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, JournalEntry, PairBanRow, Store
 
@@ -321,7 +321,7 @@ def render(report: dict[str, Any]) -> str:
 @click.command("explain", cls=FloodguardCommand)
 @config_option
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def explain_command(config_path: str | None, target: str, as_json: bool) -> None:
     """Why can't TARGET register? TARGET is a source address or an account, user[@domain].
 

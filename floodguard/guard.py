@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 
 from floodguard.addr import source_key
+from floodguard.allow_list import static_networks, with_runtime
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
 from floodguard.failures import FailureLog, log_path
+from floodguard.guard_commands import run_command
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
@@ -46,7 +48,6 @@ from floodguard.policy.engine import (
     Verdict,
 )
 from floodguard.policy.pair_ports import PairPorts
-from floodguard.policy.pairs import aor_key
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import (
@@ -144,6 +145,9 @@ class Guard:
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
+        # the run-time allow list (floodguard allow) in force, and when its next entry ends
+        self._runtime_allow: tuple[str, ...] = ()
+        self._allow_expiry = math.inf
         self.proof = ProofKey(store.secret("proof"))
         self.prove_by_nonce = prove_by_nonce
         # which worker this is (None: the only one): registrar reports are taken by the worker
@@ -608,6 +612,7 @@ class Guard:
         base = self.store.load_snapshot(f"baseline-{self.name}")
         if base is not None and isinstance(base[1], dict):
             self.baseline.restore(base[1])
+        self.refresh_allows()  # before the bans: an allowed source's ban is not restored
         bans = self.store.active_bans(now=wall)
         for row in bans:
             remaining = row.remaining(wall)
@@ -647,22 +652,19 @@ class Guard:
             self.apply(ended)
         self.take_reports()
         # a feed or fleet batch of thousands is taken over several ticks, never all at once
+        allows_changed = False
         for cmd in self.store.take_commands(self._command_id, COMMANDS_PER_TICK):
             self._command_id = cmd.id
             now = self.clock()
             try:
-                if cmd.op == "ban" and cmd.seconds:
-                    self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
-                                            "manual", None, 0)
-                elif cmd.op == "unban":
-                    self.engine.unban(now, cmd.ip)  # its endpoints too (store: by the CLI)
-                elif cmd.op == "lift-pair" and cmd.reason:
-                    self.engine.pairs.lift(cmd.ip, aor_key(cmd.reason))
-                elif cmd.op == "unprotect":
-                    # the operator's command already ended it in the store, with its event
-                    self.engine.lift_account(now, cmd.ip)
+                if run_command(self.engine, cmd, now):
+                    allows_changed = True
             except ValueError:
                 pass
+            if cmd.op == "unlock":
+                self._kernel_locked.pop(cmd.ip, None)
+        if allows_changed or self.wall() >= self._allow_expiry:
+            self.refresh_allows()
         now = self.clock()
         if now - self._last_counters >= COUNTERS_EVERY:
             self.publish_counters()
@@ -670,6 +672,29 @@ class Guard:
             self.snapshot()
         if now - self._last_baseline >= BASELINE_EVERY:
             self.learn_baseline()
+
+    def refresh_allows(self) -> None:
+        """Re-read the run-time allow list (``floodguard allow``, the fleet): a change reloads
+        the engine's allow list, which lifts the bans, suspensions and lockdowns it now covers;
+        an entry that expired leaves the kernel allow set (unless the config lists it too)."""
+        wall = self.wall()
+        rows = self.store.active_allows(wall)
+        nets = tuple(row.net for row in rows)
+        ends = [row.until for row in rows if row.until is not None]
+        self._allow_expiry = min(ends) if ends else math.inf
+        if nets == self._runtime_allow:
+            return
+        gone = set(self._runtime_allow) - set(nets)
+        self._runtime_allow = nets
+        actions = self.engine.reload(with_runtime(self.cfg, nets))
+        if actions:
+            self.apply(actions)
+        if gone:
+            static = static_networks(self.cfg)
+            expired = self.store.allow_spans(sorted(gone))  # rows still there: ended by time
+            for net in sorted(gone):
+                if net in expired:
+                    self.enforce.expire_allow(net, static=net in static)
 
     def take_reports(self) -> None:
         """Outcomes floodguard's registrar told about TLS registrations (which the guard cannot
@@ -740,7 +765,7 @@ class Guard:
         if cfg.limits.ipv6_prefix != self.v6_prefix:
             self.v6_prefix = cfg.limits.ipv6_prefix
             self._v6_keys = {}
-        actions = self.engine.reload(cfg)
+        actions = self.engine.reload(with_runtime(cfg, self._runtime_allow))
         if actions:
             self.apply(actions)
         self.events.emit("reload", source=cfg.source)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from floodguard.events import EventLog
+from floodguard.store_allows import AllowRow as AllowRow
+from floodguard.store_allows import AllowTables
 from floodguard.store_endpoints import HOLD_ACCOUNT as HOLD_ACCOUNT
 from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
 from floodguard.store_endpoints import EndpointTables
@@ -100,7 +102,7 @@ class JournalEntry:
     """A local change to bans or known-good sources, in order (for the fleet link)."""
 
     id: int
-    op: str  # "ban", "unban" or "known"
+    op: str  # "ban", "unban", "known", "allow" or "disallow" (ip: the network)
     ip: str
     kind: str | None
     reason: str | None
@@ -244,7 +246,7 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     return db, record
 
 
-class Store(EndpointTables):
+class Store(EndpointTables, AllowTables):
     """A small synchronous SQLite store; one per process.
 
     ``recover`` (the default) replaces a damaged database by a fresh one (see the module
@@ -342,9 +344,12 @@ class Store(EndpointTables):
                 args = [exact, escaped + "@%"]
         else:
             raise ValueError("journal_of needs ip or user")
+        # bans and unbans: the endpoint entries (pairs, suspensions, holds) are the fleet's,
+        # explain reads those from their own tables
         cur = self.db.execute(
             "SELECT id, op, ip, kind, reason, aor, failures, until, created FROM journal "
-            f"WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+            f"WHERE {where} AND op IN ('ban', 'unban') ORDER BY id DESC LIMIT ?",
+            (*args, limit))
         return [JournalEntry(*r) for r in cur.fetchall()]
 
     def last_journal_id(self) -> int:
@@ -434,6 +439,7 @@ class Store(EndpointTables):
         self.db.execute("DELETE FROM holds WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
+        self.prune_allows(now)
 
     # known-good -------------------------------------------------------------
 

@@ -161,6 +161,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (kind, key)
         )""",
     ), ("holds",), _holds_from_protected_accounts),
+    Migration(6, "allows: the run-time allow list (floodguard allow; store_allows.py)", (
+        """CREATE TABLE IF NOT EXISTS allows (
+            net TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created REAL NOT NULL,
+            until REAL
+        )""",
+    ), ("allows",)),
 )
 
 CURRENT = MIGRATIONS[-1].version

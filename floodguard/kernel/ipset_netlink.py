@@ -64,15 +64,19 @@ class NetlinkSetWriter:
         self._sock.close()
 
     def _request(self, command: int, kind: str, ip: str, timeout: float | None) -> bool:
-        """``ip`` is an address, or ``address,udp:port`` for a hash:ip,port set."""
+        """``ip`` is an address, a network (``10.0.0.0/8``: the allow set) or
+        ``address,udp:port`` for a hash:ip,port set."""
         shown = ip
         port: tuple[int, int] | None = None
+        cidr = ""
         if "," in ip:
             try:
                 address, proto, number = split_port_entry(ip)
             except ValueError as exc:
                 raise KernelError(str(exc)) from None
             ip, port = address, (proto, number)
+        else:
+            ip, _, cidr = ip.partition("/")
         family = 6 if ":" in ip else 4
         name = self._names.get((kind, family))
         if name is None:
@@ -91,7 +95,11 @@ class NetlinkSetWriter:
             data += (_attr(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, struct.pack("!H", port[1]))
                      + _attr(IPSET_ATTR_PROTO, bytes([port[0]])))
         prefix = self._prefix.get(name)
-        if prefix is not None:  # a hash:net set of sources: the kernel masks the address
+        if cidr:
+            if not cidr.isdigit() or int(cidr) > (32 if family == 4 else 128):
+                raise KernelError(f"not an IP network: {ip}/{cidr}")
+            data += _attr(IPSET_ATTR_CIDR, bytes([int(cidr)]))
+        elif prefix is not None:  # a hash:net set of sources: the kernel masks the address
             data += _attr(IPSET_ATTR_CIDR, bytes([prefix]))
         if timeout is not None:
             seconds = max(0, min(int(timeout), IPSET_MAX_TIMEOUT))

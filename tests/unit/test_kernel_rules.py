@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -363,5 +364,9 @@ def test_cli_needs_root(command: list[str], monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     result = CliRunner().invoke(cli.main, command)
     assert result.exit_code == 5
-    assert result.output.strip() == (
-        "floodguard: must be run as root (the firewall and ipsets need CAP_NET_ADMIN)")
+    message = "must be run as root (the firewall and ipsets need CAP_NET_ADMIN)"
+    if "--json" in command:  # the error as JSON on stdout, same exit code
+        assert json.loads(result.stdout)["error"] == {"message": message, "exit_code": 5,
+                                                      "details": [message]}
+    else:
+        assert result.output.strip() == f"floodguard: {message}"
