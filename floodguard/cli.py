@@ -65,7 +65,6 @@ LAZY_COMMANDS = {
     "status": "floodguard.cli_observe:status_cmd",
     "replay": "floodguard.cli_observe:replay_cmd",
 }
-SUBSYSTEM_COMMANDS = LAZY_COMMANDS  # the name other modules knew
 _JSON_MODE = "floodguard.json"  # ctx.meta key: --json was given
 
 

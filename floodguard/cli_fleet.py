@@ -101,4 +101,6 @@ def fleet_status(config_path: str | None, as_json: bool) -> None:
                + (f" (e.g. {', '.join(compare['allow_listed_sample'])})"
                   if compare["allow_listed_sample"] else ""))
     click.echo(f"bans only here (not in Redis): {compare['only_here']}")
+    click.echo(f"run-time allow-list entries in Redis: {redis['allow_entries']} "
+               "(floodguard allow list shows this node's)")
     sys.exit(ExitCode.OK if ok else ExitCode.FAILURE)

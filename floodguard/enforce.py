@@ -206,12 +206,14 @@ class Enforcer:
         self.events.emit("allow_end", ip=net, reason=reason, by=self.by)
         return found
 
-    def expire_allow(self, net: str, *, static: bool) -> None:
-        """A run-time allow of ``net`` ran out: out of the kernel set (unless ``static``: the
-        config lists it too) and an ``allow_end`` event; the store row goes with the prune."""
+    def expire_allow(self, net: str, *, static: bool, expired: bool) -> None:
+        """A run-time allow of ``net`` ended: out of the kernel set (unless ``static``: the
+        config lists it too; a second removal is harmless) and, when it ran out (``expired``;
+        else whoever removed it said so), an ``allow_end`` event. The row goes with the prune."""
         if not static:
             self._remove("allow", net)
-        self.events.emit("allow_end", ip=net, reason="expired", by=self.by)
+        if expired:
+            self.events.emit("allow_end", ip=net, reason="expired", by=self.by)
 
     # ------------------------------------------------------------------ endpoints
 

@@ -343,9 +343,12 @@ def explain_command(config_path: str | None, target: str, as_json: bool) -> None
             except ValueError as exc:
                 raise RefusedError(f"{exc} (give an address or user[@domain])") from None
         else:
+            from floodguard.allow_list import effective
+
             set_test, buckets = _kernel_readers(cfg)
-            report = explain_source(cfg, store, target, now=now, set_test=set_test,
-                                    buckets=buckets)
+            # the allow list in force: the config's and the run-time one (floodguard allow)
+            report = explain_source(effective(cfg, store, now), store, target, now=now,
+                                    set_test=set_test, buckets=buckets)
     finally:
         store.close()
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else render(report))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from floodguard import addr
+from floodguard.allow_list import effective
 from floodguard.config import Config, FeedConfig
 from floodguard.enforce import Enforcer, Forget
 from floodguard.errors import FloodguardError
@@ -130,8 +131,9 @@ def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
     ``forget`` cuts the banned sources' connections (``kernel.conntrack.forget_connections``)."""
     listed = parse(fetch(feed.source))
     result = FeedResult(feed.name, skipped=listed.skipped)
-    allow = addr.Networks(cfg.blacklist.allow)
     now = time.time() if now is None else now
+    # the allow list in force: the config's and the run-time one (floodguard allow)
+    allow = addr.Networks(effective(cfg, store, now).blacklist.allow)
     events = events or EventLog()
     enforce = Enforcer(store, sets, events, by="feed", forget=forget)
     reason = f"feed:{feed.name}"

@@ -693,8 +693,7 @@ class Guard:
             static = static_networks(self.cfg)
             expired = self.store.allow_spans(sorted(gone))  # rows still there: ended by time
             for net in sorted(gone):
-                if net in expired:
-                    self.enforce.expire_allow(net, static=net in static)
+                self.enforce.expire_allow(net, static=net in static, expired=net in expired)
 
     def take_reports(self) -> None:
         """Outcomes floodguard's registrar told about TLS registrations (which the guard cannot

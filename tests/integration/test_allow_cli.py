@@ -86,3 +86,6 @@ def test_blacklist_remove_cidr_and_all_on_the_kernel(lab: Lab) -> None:
     everything = lab.server.floodguard("blacklist", "remove", "--all", "-c", config).stdout
     assert everything == "removed fd00:fa:0:4::\n"
     assert members(lab, "floodguard-ban-net6") == set()
+    removed = fg_json(lab, "remove", "--backend", "nft", "-c", config)
+    assert removed["backends"] == ["nft"] and "floodguard-allow" in removed["destroyed_sets"]
+    assert "floodguard-allow" not in lab.server.ipset_list()

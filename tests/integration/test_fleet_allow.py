@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from floodguard import fleet
 from floodguard.enforce import Enforcer
 from floodguard.events import EventLog
 
@@ -40,6 +41,7 @@ def test_an_allow_travels_lifts_bans_and_wins_over_later_fleet_bans(tmp_path, re
     # a node that joins later pulls the allow before the bans
     (d,) = nodes(tmp_path, redis_server.url, "d")
     assert [r.net for r in d.store.active_allows()] == [NET] and not d.banned("192.0.2.9")
+    assert fleet.report(b.cfg, b.store, b.sets)["redis"]["allow_entries"] == 1
     # removal travels too; the ban that came while it was allowed stays lifted
     operator.disallow(NET, reason="manual")
     a.step()

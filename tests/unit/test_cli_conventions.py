@@ -201,6 +201,9 @@ def test_allow_add_list_remove_and_lift(tmp_path, store_only):
     assert _json(removed) == {"removed": ["198.51.100.0/27"], "not_allowed": ["10.9.0.0/16"]}
     assert [r.net for r in store_only.active_allows()] == ["2001:db8::1/128"]
     assert store_only.journal_after(0)[-1].op == "disallow"
+    explained = _json(CliRunner().invoke(main, ["explain", "2001:db8::1", "--json", "-c",
+                                                config]))
+    assert explained["allow"] == "2001:db8::1/128"  # explain sees the run-time list too
     # an entry past its time is no longer in force
     store_only.put_allow("192.0.2.0/24", "t", 1, now=time.time() - 10)
     assert "192.0.2.0/24" not in [r.net for r in store_only.active_allows()]

@@ -69,6 +69,16 @@ def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path, kernel_se
     assert store.get_ban("198.51.100.7", now=1100).reason == "spraying"
 
 
+def test_the_runtime_allow_list_wins_over_a_feed(tmp_path, kernel_sets):
+    path = tmp_path / "list.txt"
+    path.write_text("192.0.2.1\n192.0.2.2\n")
+    cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n')
+    store = Store(tmp_path / "s.db")
+    store.put_allow("192.0.2.1/32", "office", None)  # floodguard allow add 192.0.2.1
+    result = import_feed(cfg, cfg.feeds[0], store, kernel_sets, now=1000)
+    assert result.banned == ["192.0.2.2"] and result.allowed == ["192.0.2.1"]
+
+
 def test_an_address_the_kernel_refuses_is_skipped_not_fatal(tmp_path):
     from floodguard.kernel import KernelError
 
