@@ -354,6 +354,10 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(rules.RULES_ENV, str(tmp_path))
+    # the state store of this test's own (the host's may be written by another version)
+    config = tmp_path / "floodguard.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n', encoding="utf-8")
+    monkeypatch.setenv("FLOODGUARD_CONFIG", str(config))
     result = CliRunner().invoke(cli.main, ["apply", "--dry-run"])
     assert result.exit_code == 3
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
