@@ -441,9 +441,11 @@ def blacklist_explain(config_path: str | None, ip: str) -> None:
 @click.argument("pcap", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
-    """Run the policy over a capture offline: what would have been banned, when, and why.
+    """Run the policy over a capture (pcap or pcapng) offline: what would have been banned,
+    when, and why.
 
-    Exit 4 when PCAP cannot be read or is not a pcap file.
+    Exit 4 when PCAP cannot be read, is not a pcap or pcapng file, or is corrupt. A capture cut
+    short is replayed up to the cut, with a warning.
     """
     import json
     import time
@@ -452,6 +454,8 @@ def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
 
     cfg = configmod.load(config_path)
     report = replay(cfg, pcap)
+    if report.truncated:
+        click.echo(f"warning: {pcap}: {report.truncated}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
