@@ -75,7 +75,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".hypothesis",
         "*.so"))
-    sh([sys.executable, "-m", "build", "--outdir", str(top / "out"), str(source)], timeout=600)
+    # mypyc compiles the per-packet modules: 1 to 2 minutes, several on a loaded machine
+    sh([sys.executable, "-m", "build", "--outdir", str(top / "out"), str(source)], timeout=1500)
     (wheel,) = (top / "out").glob("floodguard-*.whl")
     (sdist,) = (top / "out").glob("floodguard-*.tar.gz")
     return Built(wheel, sdist)
