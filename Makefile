@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server openssl \
+APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump wireshark-common redis-server openssl \
 	prometheus \
 	python3-venv python3-dev build-essential \
 	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client \

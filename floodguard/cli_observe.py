@@ -21,9 +21,11 @@ from floodguard.errors import ExitCode
 @click.argument("pcap", type=click.Path(dir_okay=False))
 @json_option
 def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
-    """Run the policy over a capture offline: what would have been banned, when, and why.
+    """Run the policy over a capture (pcap or pcapng) offline: what would have been banned,
+    when, and why.
 
-    Exit 4 when PCAP cannot be read or is not a pcap file.
+    Exit 4 when PCAP cannot be read, is not a pcap or pcapng file, or is corrupt. A capture cut
+    short is replayed up to the cut, with a warning.
     """
     import time
 
@@ -31,6 +33,8 @@ def replay_cmd(config_path: str | None, pcap: str, as_json: bool) -> None:
 
     cfg = configmod.load(config_path)
     report = replay(cfg, pcap)
+    if report.truncated:
+        click.echo(f"warning: {pcap}: {report.truncated}", err=True)
     if as_json:
         echo_json(report.as_dict())
         return

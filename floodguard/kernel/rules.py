@@ -1,4 +1,4 @@
-"""Render the declarative ruleset in ``rules/`` into backend-neutral rules and set specs.
+"""Render the declarative ruleset (``floodguard/rules/``) into backend-neutral rules and sets.
 
 ``render(cfg)`` is a pure function of the config and the template files: it returns every chain,
 rule, jump and ipset floodguard owns, for IPv4 and IPv6. Rule specs come out exactly as
@@ -50,6 +50,9 @@ from floodguard.kernel.ruleset import allow_entries as allow_entries
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 
 RULES_ENV = "FLOODGUARD_RULES"
+# The templates ship as package data; a complete set in OVERRIDE_DIR replaces them.
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "rules"
+OVERRIDE_DIR = Path("/etc/floodguard/rules")
 HASHLIMIT_MAX_PERIOD = 2**32 - 1  # the kernel rejects slower rates (ERANGE)
 STRING_MAX_PATTERN = 128  # XT_STRING_MAX_PATTERN_SIZE
 
@@ -166,19 +169,18 @@ def hashlimit_args(
 
 
 def rules_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The template folder: the argument, $FLOODGUARD_RULES, the source tree, or system paths."""
-    candidates: list[Path] = []
+    """The template folder: the argument, $FLOODGUARD_RULES, the override folder
+    (/etc/floodguard/rules, when it holds a ruleset.toml), else the templates shipped in the
+    package."""
     if path is not None:
         return Path(path)
     if os.environ.get(RULES_ENV):
         return Path(os.environ[RULES_ENV])
-    candidates.append(Path(__file__).resolve().parents[2] / "rules")
-    candidates += [Path("/etc/floodguard/rules"), Path("/usr/share/floodguard/rules")]
-    for candidate in candidates:
+    for candidate in (OVERRIDE_DIR, PACKAGE_DIR):
         if (candidate / "ruleset.toml").is_file():
             return candidate
     raise RenderError(
-        f"rules templates not found (looked in {', '.join(map(str, candidates))}; "
+        f"rules templates not found (looked in {OVERRIDE_DIR} and {PACKAGE_DIR}; "
         f"set ${RULES_ENV})"
     )
 

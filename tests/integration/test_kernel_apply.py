@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from floodguard.kernel.iptables import parse_save
+from floodguard.kernel.rules import PACKAGE_DIR
 from floodguard.store import Store
 
 from .conftest import CLIENTS4, CLIENTS6, FOREIGN_TOP, Lab
@@ -17,7 +18,6 @@ from .conftest import CLIENTS4, CLIENTS6, FOREIGN_TOP, Lab
 pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 FOREIGN = FOREIGN_TOP
-REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
 def add_foreign_state(lab: Lab) -> None:
@@ -122,7 +122,7 @@ def test_changed_config_updates_in_place(lab: Lab) -> None:
 def broken_rules(tmp: Path) -> Path:
     """The real templates plus a chain whose IPv6 rule the kernel rejects (expiry 0)."""
     folder = tmp / "broken-rules"
-    shutil.copytree(REPO_RULES, folder)
+    shutil.copytree(PACKAGE_DIR, folder)
     with (folder / "ruleset.toml").open("a", encoding="utf-8") as out:
         out.write('\n[[chain]]\ntable = "filter"\nname = "FLOODGUARD-BROKEN"\n'
                   'jump_from = { local = ["INPUT"], forward = ["FORWARD"] }\n'

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import floodguard
 from floodguard import cli
 from floodguard.config import Config, loads
 from floodguard.kernel import queues, rules
@@ -350,6 +351,29 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert rules.rules_dir() == tmp_path
     with pytest.raises(RenderError, match="no such file"):
         render(Config())
+
+
+def test_rules_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The argument, then $FLOODGUARD_RULES, then a complete override folder, then the package's
+    templates, which are found without the source tree."""
+    monkeypatch.delenv(rules.RULES_ENV, raising=False)
+    override = tmp_path / "etc-rules"
+    monkeypatch.setattr(rules, "OVERRIDE_DIR", override)
+    assert rules.rules_dir() == rules.PACKAGE_DIR
+    assert rules.PACKAGE_DIR.parent == Path(floodguard.__file__).resolve().parent
+    override.mkdir()  # an empty override folder does not hide the package's templates
+    assert rules.rules_dir() == rules.PACKAGE_DIR
+    shutil.copytree(rules.PACKAGE_DIR, override, dirs_exist_ok=True)
+    assert rules.rules_dir() == override
+    assert render(Config()).source == str(override)
+    monkeypatch.setenv(rules.RULES_ENV, str(tmp_path / "env"))
+    assert rules.rules_dir() == tmp_path / "env"
+    assert rules.rules_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv(rules.RULES_ENV)
+    monkeypatch.setattr(rules, "PACKAGE_DIR", tmp_path / "nothing")
+    shutil.rmtree(override)
+    with pytest.raises(RenderError, match="rules templates not found"):
+        rules.rules_dir()
 
 
 def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
