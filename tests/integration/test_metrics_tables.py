@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from floodguard.kernel.rules import PACKAGE_DIR
+
 from .conftest import SERVER4
 from .guardkit import GuardLab
 
@@ -42,7 +44,7 @@ SEND = textwrap.dedent("""
 def small_rules(tmp: Path) -> Path:
     """The shipped templates with small per-source tables and sets."""
     rules = tmp / "rules"
-    shutil.copytree(ROOT / "rules", rules)
+    shutil.copytree(PACKAGE_DIR, rules)
     tunables = rules / "tunables.toml"
     text = tunables.read_text()
     for key, value in (("htable_size", 16), ("htable_max", TABLE_MAX), ("maxelem", SET_MAX),
