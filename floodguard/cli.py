@@ -164,21 +164,19 @@ backend_option = click.option(
 def _saved_entries(cfg: configmod.Config) -> list[tuple[str, str, float]]:
     """Bans and known sources from the state store, to reload into the sets (e.g. at boot)."""
     import sqlite3
-    import time
     from pathlib import Path
 
     path = Path(cfg.state.path)
     if not path.is_file():
         return []
+    from floodguard.rulekeeper import saved_entries
     from floodguard.store import Store, StoreError
 
     # A damaged state file must never stop the firewall from coming up at boot.
     try:
         store = Store(path)
         try:
-            now = time.time()
-            entries = [(row.ip, "ban", row.remaining(now)) for row in store.active_bans(now=now)]
-            entries += [(ip, "known", left) for ip, left in store.active_known(now=now)]
+            entries = saved_entries(store)
         finally:
             store.close()
     except (StoreError, sqlite3.Error) as exc:
@@ -226,6 +224,9 @@ def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
 
     firewall.require_root()
     report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=_saved_entries(cfg))
+    from floodguard import rulekeeper  # the guard's rule keeper keeps what was applied last
+
+    report.warnings += filter(None, [rulekeeper.record(cfg, report.backend)])
     for warning in report.warnings:
         click.echo(f"floodguard: warning: {warning}", err=True)
     parts = []
@@ -254,6 +255,10 @@ def remove_cmd(config_path: str | None, backend: str) -> None:
     cfg = configmod.load(config_path)
     firewall.require_root()
     report = firewall.remove(cfg, backend)
+    from floodguard import rulekeeper  # and never brings back what was removed
+
+    if (warning := rulekeeper.record(cfg, None)) is not None:
+        click.echo(f"floodguard: warning: {warning}", err=True)
     parts = []
     if report.tables:
         parts.append(f"removed rules from {', '.join(report.tables)} "

@@ -5,6 +5,10 @@ transaction), guard commands, connections cut and events, as every other ban pat
 Rows written here are not journalled, so the fleet's changes are not echoed back; a row SQLite
 refuses is skipped alone. The node's own allow list always wins: a fleet ban of an
 allow-listed address is reported and never enters the kernel.
+
+In monitor mode (``[guard] mode = "monitor"`` or ``run --monitor``) nothing is applied: the
+fleet's bans become ``would_ban`` events (``by: "fleet"``; ``would_bans`` for a large batch),
+unbans and known-good marks are only counted (``ApplyResult.monitor``).
 """
 
 from __future__ import annotations
@@ -131,8 +135,9 @@ class Applier:
             else:
                 result.skipped += 1
         if self.cfg.guard.mode == "monitor":
-            result.monitor = len(bans) + len(known)
-            return result
+            result.monitor = len(known) + sum(c["op"] == "unban" for c in bans.values())
+            bans = {ip: c for ip, c in bans.items() if c["op"] != "unban"}
+            known = {}
         self._bans(bans, now, result)
         self._known(known, now, result)
         if live:
@@ -166,6 +171,9 @@ class Applier:
             add.append(BanRow(ip, change["kind"], reason, change["aor"], change["failures"],
                               change["ts"], change["until"]))
         if not add:
+            return
+        if self.cfg.guard.mode == "monitor":
+            result.monitor += len(self.enforce.would_ban_many(add, now=now))
             return
         done = self.enforce.ban_many(add, now=now)
         result.full += len(done.full)
