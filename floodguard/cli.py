@@ -313,8 +313,8 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
 @main.command("run")
 @config_option
 @click.option("--monitor", is_flag=True,
-              help="compute, log and count everything but drop and ban nothing "
-                   '(as [guard] mode = "monitor")')
+              help="the guard, its feeds and fleet link log would_* events and ban nothing "
+                   '(as [guard] mode = "monitor"); the kernel rules follow the config file')
 def run_cmd(config_path: str | None, monitor: bool) -> None:
     """Run the guard: consume the NFQUEUE(s), enforce the policy, push bans into the kernel."""
     from floodguard import daemon
