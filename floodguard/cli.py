@@ -223,10 +223,11 @@ def apply_cmd(config_path: str | None, dry_run: bool, backend: str) -> None:
     from floodguard.kernel import firewall
 
     firewall.require_root()
-    report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=_saved_entries(cfg))
     from floodguard import rulekeeper  # the guard's rule keeper keeps what was applied last
 
-    report.warnings += filter(None, [rulekeeper.record(cfg, report.backend)])
+    with rulekeeper.exclusive(cfg):
+        report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=_saved_entries(cfg))
+        report.warnings += filter(None, [rulekeeper.record(cfg, report.backend)])
     for warning in report.warnings:
         click.echo(f"floodguard: warning: {warning}", err=True)
     parts = []
@@ -254,11 +255,12 @@ def remove_cmd(config_path: str | None, backend: str) -> None:
 
     cfg = configmod.load(config_path)
     firewall.require_root()
-    report = firewall.remove(cfg, backend)
     from floodguard import rulekeeper  # and never brings back what was removed
 
-    if (warning := rulekeeper.record(cfg, None)) is not None:
-        click.echo(f"floodguard: warning: {warning}", err=True)
+    with rulekeeper.exclusive(cfg):
+        if (warning := rulekeeper.record(cfg, None)) is not None:
+            click.echo(f"floodguard: warning: {warning}", err=True)
+        report = firewall.remove(cfg, backend)
     parts = []
     if report.tables:
         parts.append(f"removed rules from {', '.join(report.tables)} "

@@ -9,28 +9,34 @@ even the counters; ~50 ms of a core on a loaded 2-core host). When it had to cre
 it reloads the saved bans and known-good sources from the state store with their remaining time.
 It logs ``rules_repaired`` (or ``rules_repair_failed``).
 
-When it repairs: when the rules are meant to be installed. ``floodguard apply`` records that in
-the state store (``record``: with which backend), ``floodguard remove`` records their removal;
-the keeper follows the last record, whatever the kernel held when the guard started (a guard
-started before the rules unit, a flush while the guard was down). Without a record (a store
-older than the record) it keeps the rules that were installed when the guard started. So the
-guard never installs rules no one applied, and never brings back rules an operator removed.
-
-What it renders: the config file as it is on disk, as ``floodguard apply`` would (an operator or
-the Ansible handlers may apply a changed file before the guard reloads it), never the guard's
-command line: ``run --monitor`` makes the guard log only, while the kernel's limit rules drop or
-only count as the file's ``[guard] mode`` says.
+When it repairs, and with what: as the operator last applied. ``floodguard apply`` records in
+the state store that the rules are in, with which backend and from which config (``record``:
+the file as it was applied, without the fleet's Redis URL); ``floodguard remove`` records that
+they are out. The keeper follows the last record, whatever the kernel held when the guard
+started (a guard started before the rules unit, a flush while the guard was down), and renders
+the recorded config: never a file edited but not applied yet, never the guard's command line
+(``run --monitor`` makes the guard log only; the kernel's limit rules drop or only count as the
+applied file's ``[guard] mode`` says). Without a record (a store older than the record) it keeps
+the rules that were installed when the guard started, rendered from the guard's config file.
+So the guard never installs rules no one applied, and never brings back rules an operator
+removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from floodguard import config as configmod
-from floodguard.config import Config
+from floodguard.config import Config, FleetConfig
 from floodguard.events import EventLog
 from floodguard.store import Store, StoreError
 
@@ -39,24 +45,63 @@ RECORD = "rules"  # the state store's record of the last apply / remove (a snaps
 SavedEntry = tuple[str, str, float]  # address, set kind ("ban" or "known"), seconds left
 
 
-def record(cfg: Config, backend: str | None) -> str | None:
-    """Record in the state store that ``floodguard apply`` installed the rules with ``backend``
-    (None: ``floodguard remove`` took them out). Returns a warning instead of raising: the
-    record must never stop the firewall from coming up."""
+@dataclass(frozen=True)
+class Record:
+    """What the last ``floodguard apply`` / ``remove`` left: are the rules meant to be in, with
+    which backend and config (None when the record's config no longer loads)."""
+
+    applied: bool
+    backend: str | None = None
+    cfg: Config | None = None
+
+
+@contextlib.contextmanager
+def exclusive(cfg: Config, *, wait: bool = True) -> Iterator[bool]:
+    """One of ``floodguard apply``, ``floodguard remove`` and a keeper's check at a time (a lock
+    file beside the state store), so a check never re-installs rules halfway through a remove.
+    Yields False when ``wait`` is off and another holds it; True also when no lock file can be
+    made (a read-only state directory: nothing to share it with)."""
     try:
+        fd = os.open(Path(cfg.state.path).with_name(".rules.lock"),
+                     os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def record(cfg: Config, backend: str | None) -> str | None:
+    """Record in the state store that ``floodguard apply`` installed the rules of the config
+    file ``cfg`` was loaded from with ``backend`` (None: ``floodguard remove`` took them out).
+    Returns a warning instead of raising: the record must never stop the firewall from coming
+    up."""
+    try:
+        data: dict[str, Any] = {"applied": backend is not None, "backend": backend}
+        if backend is not None:
+            # as written (``cfg`` may carry the admission controller's budget); the fleet's URL,
+            # which may hold a password, plays no part in the rules
+            applied = configmod.load(cfg.source) if cfg.source else Config()
+            data["config"] = configmod.dumps(dataclasses.replace(applied, fleet=FleetConfig()))
         store = Store(cfg.state.path)
         try:
-            store.save_snapshot(RECORD, {"applied": backend is not None, "backend": backend})
+            store.save_snapshot(RECORD, data)
         finally:
             store.close()
-    except (StoreError, sqlite3.Error, OSError) as exc:
+    except (configmod.ConfigError, StoreError, sqlite3.Error, OSError) as exc:
         return f"the rule keeper's record was not written: {' '.join(str(exc).split())}"
     return None
 
 
-def recorded(store: Store) -> tuple[bool, str | None] | None:
-    """(applied, backend) from the last ``record``; None when there is none (or it is not one
-    this version wrote)."""
+def recorded(store: Store) -> Record | None:
+    """The last ``record``; None when there is none (or not one this version can read)."""
     from floodguard.kernel.iptables import BACKENDS
 
     row = store.load_snapshot(RECORD)
@@ -64,9 +109,15 @@ def recorded(store: Store) -> tuple[bool, str | None] | None:
     if not isinstance(data, dict) or not isinstance(data.get("applied"), bool):
         return None
     if not data["applied"]:
-        return False, None
-    backend = data.get("backend")
-    return (True, backend) if backend in BACKENDS else None
+        return Record(False)
+    backend, text = data.get("backend"), data.get("config")
+    if backend not in BACKENDS:
+        return None
+    try:
+        cfg = configmod.loads(text) if isinstance(text, str) else None
+    except configmod.ConfigError:
+        cfg = None  # written by another version: the guard's config file instead
+    return Record(True, backend, cfg)
 
 
 def saved_entries(store: Store, now: float | None = None) -> list[SavedEntry]:
@@ -82,8 +133,8 @@ class RuleKeeper:
     module's docstring for when, and with what)."""
 
     def __init__(self, cfg: Config, events: EventLog, store: Store) -> None:
-        """``cfg``: the config file as loaded (never with ``run --monitor`` applied);
-        ``store``: the state store, read for the apply record and the saved bans."""
+        """``cfg``: the config file as loaded (never with ``run --monitor`` applied), rendered
+        only without a record; ``store``: the state store, with the record and the saved bans."""
         from floodguard.kernel import firewall
 
         self.cfg = cfg
@@ -92,43 +143,23 @@ class RuleKeeper:
         started = firewall.installed_backends()
         self.started_with = started[0] if started else None
         self.last = time.monotonic()
-        self.seen: tuple[int, int, int] | None = self._signature()
-        self.disk: Config | None = None  # the file on disk once it differs from what we run
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        if not self.cfg.source:
-            return None
-        try:
-            st = os.stat(self.cfg.source)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def reloaded(self, cfg: Config) -> None:
-        """The guard runs ``cfg`` now (SIGHUP; as loaded from the file): it is what is on disk."""
+        """The guard reloaded its config file (SIGHUP)."""
         self.cfg = cfg
-        self.seen = self._signature()
-        self.disk = None
 
-    def _rules_config(self) -> Config:
-        signature = self._signature()
-        if signature is not None and signature != self.seen:
-            self.seen = signature
-            try:
-                self.disk = configmod.load(self.cfg.source)
-            except configmod.ConfigError:
-                self.disk = None  # the rules unit refuses an invalid file too: keep ours
-        return self.disk if self.disk is not None else self.cfg
-
-    def backend(self) -> str | None:
-        """The backend the rules are meant to be installed with; None: not meant to be."""
+    def target(self) -> tuple[str, Config] | None:
+        """The backend and config the rules are meant to be installed with; None: not meant
+        to be installed."""
         try:
-            state = recorded(self.store)
+            last = recorded(self.store)
         except (StoreError, sqlite3.Error):
-            state = None
-        if state is None:
-            return self.started_with
-        return state[1]
+            last = None
+        if last is None:
+            return (self.started_with, self.cfg) if self.started_with else None
+        if not last.applied or last.backend is None:
+            return None
+        return last.backend, last.cfg or self.cfg
 
     def check(self, rate: int | None, *, now: bool = False) -> None:
         """Re-apply when due, or at once with ``now`` (a new admission rate)."""
@@ -138,17 +169,18 @@ class RuleKeeper:
         if not now and time.monotonic() - self.last < CHECK_EVERY:
             return
         self.last = time.monotonic()
-        backend = self.backend()
-        if backend is None:
-            return
-        cfg = with_rate(self._rules_config(), rate)
-        try:
-            report = firewall.apply(cfg, backend)
-            restored = self._restore(cfg) if report.created_sets else None
-        except (KernelError, OSError, StoreError, sqlite3.Error) as exc:
-            self.events.emit("rules_repair_failed", backend=backend,
-                             error=" ".join(str(exc).split()))
-            return
+        with exclusive(self.cfg, wait=False) as mine:
+            target = self.target() if mine else None  # else: an apply or remove is under way
+            if target is None:
+                return
+            backend, cfg = target[0], with_rate(target[1], rate)
+            try:
+                report = firewall.apply(cfg, backend)
+                restored = self._restore(cfg) if report.created_sets else None
+            except (KernelError, OSError, StoreError, sqlite3.Error) as exc:
+                self.events.emit("rules_repair_failed", backend=backend,
+                                 error=" ".join(str(exc).split()))
+                return
         if report.changed_tables or report.created_sets:
             # a new admission rate is an update the "admission" event already announced, not a
             # repair of rules someone flushed

@@ -1,22 +1,36 @@
 """The rule keeper's record of the last ``floodguard apply`` / ``remove`` (a real state store);
 the keeper itself runs against the real kernel in tests/integration/test_coexistence.py."""
 
-from floodguard.config import loads
-from floodguard.rulekeeper import RECORD, record, recorded, saved_entries
+import dataclasses
+
+from floodguard.config import load, loads
+from floodguard.rulekeeper import RECORD, Record, record, recorded, saved_entries
 from floodguard.store import Store
 
 
 def test_apply_and_remove_are_recorded_and_junk_is_no_record(tmp_path):
-    cfg = loads(f'[state]\npath = "{tmp_path / "s.db"}"\n')
+    path = tmp_path / "floodguard.toml"
+    path.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n[limits]\nregister_burst = 12\n'
+                    '[fleet]\nredis_url = "redis://:s3cret@10.0.0.5:6379/0"\n')
+    cfg = load(path)
     assert recorded(Store(cfg.state.path)) is None  # a store from before the record
-    assert record(cfg, "legacy") is None
-    assert recorded(Store(cfg.state.path)) == (True, "legacy")
+    # the config as written, not as the admission controller lowered it for this apply
+    admitted = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, queue_budget=5))
+    assert record(admitted, "legacy") is None
+    last = recorded(Store(cfg.state.path))
+    assert last is not None and (last.applied, last.backend) == (True, "legacy")
+    assert last.cfg is not None and last.cfg.limits == cfg.limits
+    assert last.cfg.fleet.redis_url == ""  # no password in the record
+    assert "s3cret" not in str(Store(cfg.state.path).load_snapshot(RECORD))
     assert record(cfg, None) is None
-    assert recorded(Store(cfg.state.path)) == (False, None)
+    assert recorded(Store(cfg.state.path)) == Record(False)
     store = Store(cfg.state.path)
     for junk in ([1], {"applied": "yes"}, {"applied": True, "backend": "iptables; rm -rf /"}):
         store.save_snapshot(RECORD, junk)
         assert recorded(store) is None
+    # a config this version cannot read: the keeper renders the guard's file instead
+    store.save_snapshot(RECORD, {"applied": True, "backend": "nft", "config": "[x]\ny = 1\n"})
+    assert recorded(store) == Record(True, "nft", None)
 
 
 def test_a_record_that_cannot_be_written_is_a_warning_not_an_error(tmp_path):
