@@ -6,9 +6,9 @@ Signals: SIGTERM/SIGINT drain the queues, save state and exit 0; SIGHUP reloads 
 ``run --monitor`` is ``[guard] mode = "monitor"`` for the guard and everything it drives (its
 workers, feeds, the fleet link, admission control): they log ``would_*`` events and ban nothing.
 The kernel rules are not the guard's to change: they follow the config file (``floodguard
-apply``, and the rule keeper, which renders the file too). When the file says ``enforce``, the
-guard says so at start and after each reload (``monitor_override``): the kernel's limit rules
-still drop.
+apply``, and the rule keeper, which re-applies what was applied). When the file says
+``enforce``, the guard says so at start and after each reload (``monitor_override``): the
+kernel's limit rules still drop.
 """
 
 from __future__ import annotations
