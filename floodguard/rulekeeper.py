@@ -83,6 +83,8 @@ def record(cfg: Config, backend: str | None) -> str | None:
     file ``cfg`` was loaded from with ``backend`` (None: ``floodguard remove`` took them out).
     Returns a warning instead of raising: the record must never stop the firewall from coming
     up."""
+    if backend is None and not Path(cfg.state.path).exists():
+        return None  # no store, no record that could say the rules are in
     try:
         data: dict[str, Any] = {"applied": backend is not None, "backend": backend}
         if backend is not None:

@@ -47,3 +47,8 @@ def test_saved_entries_are_the_active_bans_and_known_sources(tmp_path):
     store.put_known("198.51.100.1", 300, now=1000)
     assert saved_entries(store, now=1100) == [("192.0.2.1", "ban", 500.0),
                                               ("198.51.100.1", "known", 200.0)]
+
+
+def test_remove_without_a_store_creates_none(tmp_path):
+    cfg = loads(f'[state]\npath = "{tmp_path / "s.db"}"\n')
+    assert record(cfg, None) is None and not (tmp_path / "s.db").exists()
