@@ -244,22 +244,20 @@ def _saved_state(cfg: configmod.Config) -> tuple[list[tuple[str, str, float]], l
     """Bans and known sources from the state store, to reload into the sets (e.g. at boot),
     and the run-time allow list's networks (the kernel allow set holds them with the config's)."""
     import sqlite3
-    import time
     from pathlib import Path
 
     path = Path(cfg.state.path)
     if not path.is_file():
         return [], []
+    from floodguard.rulekeeper import saved_entries
     from floodguard.store import Store, StoreError
 
     # A damaged state file must never stop the firewall from coming up at boot.
     try:
         store = Store(path)
         try:
-            now = time.time()
-            entries = [(row.ip, "ban", row.remaining(now)) for row in store.active_bans(now=now)]
-            entries += [(ip, "known", left) for ip, left in store.active_known(now=now)]
-            nets = [row.net for row in store.active_allows(now)]
+            entries = saved_entries(store)
+            nets = [row.net for row in store.active_allows()]
         finally:
             store.close()
     except (StoreError, sqlite3.Error) as exc:
@@ -321,8 +319,12 @@ def apply_cmd(config_path: str | None, dry_run: bool, backend: str, as_json: boo
     from floodguard.kernel import firewall
 
     firewall.require_root()
-    report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=entries)
-    warnings = list(report.warnings)
+    from floodguard import rulekeeper  # the guard's rule keeper keeps what was applied last
+
+    with rulekeeper.exclusive(cfg):
+        report = firewall.apply(cfg, backend, ruleset=ruleset, saved_entries=entries)
+        recorded = rulekeeper.record(cfg, report.backend)
+    warnings = [*report.warnings, *filter(None, [recorded])]
     if report.restored is not None and report.restored.full:
         warnings.append(f"{report.restored.full} saved entries not restored: set full")
     if as_json:
@@ -361,10 +363,17 @@ def remove_cmd(config_path: str | None, backend: str, as_json: bool) -> None:
 
     cfg = configmod.load(config_path)
     firewall.require_root()
-    report = firewall.remove(cfg, backend)
+    from floodguard import rulekeeper  # and never brings back what was removed
+
+    with rulekeeper.exclusive(cfg):
+        recorded = rulekeeper.record(cfg, None)
+        report = firewall.remove(cfg, backend)
+    if recorded is not None and not as_json:
+        click.echo(f"floodguard: warning: {recorded}", err=True)
     if as_json:
         echo_json({"tables": list(report.tables), "backends": list(report.backends),
-                   "destroyed_sets": list(report.destroyed_sets)})
+                   "destroyed_sets": list(report.destroyed_sets),
+                   "warnings": [recorded] if recorded is not None else []})
         return
     parts = []
     if report.tables:
@@ -420,8 +429,8 @@ def show_cmd(config_path: str | None, as_json: bool, backend: str) -> None:
 @main.command("run")
 @config_option
 @click.option("--monitor", is_flag=True,
-              help="compute, log and count everything but drop and ban nothing "
-                   '(as [guard] mode = "monitor")')
+              help="the guard, its feeds and fleet link log would_* events and ban nothing "
+                   '(as [guard] mode = "monitor"); the kernel rules follow the config file')
 def run_cmd(config_path: str | None, monitor: bool) -> None:
     """Run the guard: consume the NFQUEUE(s), enforce the policy, push bans into the kernel."""
     from floodguard import daemon

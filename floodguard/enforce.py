@@ -15,6 +15,10 @@ event                   ``ban``/``suspend``/``unban`` with ``by``; a batch of mo
                         ``EVENT_EACH`` bans is one ``bans`` event with a count and examples
 ======================  ==============================================================
 
+In monitor mode (``[guard] mode = "monitor"`` or ``run --monitor``) the batch callers (feeds,
+the fleet) call ``would_ban_many`` instead: the same events as ``would_ban`` (``would_bans`` for
+a large batch), and nothing else.
+
 An endpoint suspension (one AOR from one address: ``suspend_pair``) has no kernel entry and
 cuts no connection (the address's other AORs keep working); the guard drops that endpoint's
 REGISTERs itself. It is a store row and a ``suspend`` event with ``scope: "aor"``; its end
@@ -325,6 +329,22 @@ class Enforcer:
                              reasons=sorted({row.reason for row in stored})[:EVENT_EACH],
                              examples=result.done[:EVENT_EACH])
         return result
+
+    def would_ban_many(self, rows: Sequence[BanRow], *, now: float | None = None) -> list[str]:
+        """Monitor mode: the events ``ban_many`` would emit, as ``would_ban`` / ``would_suspend``
+        (one ``would_bans`` summary for more than ``EVENT_EACH``); nothing else changes.
+        Returns the addresses."""
+        now = self.wall() if now is None else now
+        if len(rows) <= EVENT_EACH:
+            for row in rows:
+                self.events.emit("would_suspend" if row.kind == "suspend" else "would_ban",
+                                 ip=row.ip, aor=row.aor, reason=row.reason, kind=row.kind,
+                                 failures=row.failures, seconds=int(row.until - now), by=self.by)
+        else:
+            self.events.emit("would_bans", count=len(rows), by=self.by,
+                             reasons=sorted({row.reason for row in rows})[:EVENT_EACH],
+                             examples=[row.ip for row in rows[:EVENT_EACH]])
+        return [row.ip for row in rows]
 
     def unban_many(self, ips: Sequence[str], *, reason: str) -> None:
         """Lift many bans (each as ``unban``)."""

@@ -7,6 +7,11 @@ refuses is skipped alone. The node's own allow list always wins: a fleet ban of 
 allow-listed address is reported and never enters the kernel. That list is the config's and the
 run-time one (``floodguard allow``), which the fleet shares: an ``allow`` from another node is
 entered here (store, kernel allow set, the guard told) and lifts this node's bans it covers.
+
+In monitor mode (``[guard] mode = "monitor"`` or ``run --monitor``) nothing is applied: the
+fleet's bans become ``would_ban`` events (``by: "fleet"``; ``would_bans`` for a large batch),
+unbans, known-good marks, allow-list and endpoint changes are only counted
+(``ApplyResult.monitor``).
 """
 
 from __future__ import annotations
@@ -146,10 +151,13 @@ class Applier:
             else:
                 result.skipped += 1
         if self.cfg.guard.mode == "monitor":
-            result.monitor = len(bans) + len(known) + len(allowing) + len(endpoints)
-            return result
-        self._allows(allowing, now, result)
-        self.allow = self._allow_list()  # also what `floodguard allow` changed here meanwhile
+            result.monitor = (len(known) + len(allowing) + len(endpoints)
+                              + sum(c["op"] == "unban" for c in bans.values()))
+            bans = {ip: c for ip, c in bans.items() if c["op"] != "unban"}
+            known, allowing, endpoints = {}, {}, {}
+        else:
+            self._allows(allowing, now, result)
+            self.allow = self._allow_list()  # also what `floodguard allow` changed here meanwhile
         self._bans(bans, now, result)
         self._known(known, now, result)
         if endpoints:
@@ -190,6 +198,9 @@ class Applier:
             add.append(BanRow(ip, change["kind"], reason, change["aor"], change["failures"],
                               change["ts"], change["until"]))
         if not add:
+            return
+        if self.cfg.guard.mode == "monitor":
+            result.monitor += len(self.enforce.would_ban_many(add, now=now))
             return
         done = self.enforce.ban_many(add, now=now)
         result.full += len(done.full)

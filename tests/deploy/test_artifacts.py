@@ -91,6 +91,47 @@ def test_units_state_the_promised_options() -> None:
             assert options[key] == ["yes"], key
 
 
+# The [Unit] sections of the host firewalls' units as Debian 12 ships them (nftables,
+# netfilter-persistent, firewalld, ufw); their services are stand-ins.
+HOST_FIREWALLS = {
+    "nftables.service": "DefaultDependencies=no\nWants=network-pre.target\n"
+                        "Before=network-pre.target shutdown.target\nConflicts=shutdown.target\n",
+    "netfilter-persistent.service": "DefaultDependencies=no\n"
+                                    "Wants=network-pre.target systemd-modules-load.service "
+                                    "local-fs.target\nBefore=network-pre.target shutdown.target\n"
+                                    "After=systemd-modules-load.service local-fs.target\n"
+                                    "Conflicts=shutdown.target\n",
+    "firewalld.service": "Before=network-pre.target\nWants=network-pre.target\n"
+                         "After=dbus.service\nAfter=polkit.service\n"
+                         "Conflicts=iptables.service ip6tables.service ebtables.service "
+                         "ipset.service nftables.service\n",
+    "ufw.service": "DefaultDependencies=no\nBefore=network-pre.target\n"
+                   "Wants=network-pre.target local-fs.target\nAfter=local-fs.target\n",
+}
+
+
+def test_rules_unit_comes_after_the_host_firewalls_and_reloads_with_them(tmp_path: Path) -> None:
+    """Ordered after every host firewall (which load or flush rules when they start) with no
+    ordering cycle whichever of them is installed, re-applied when the reloadable ones reload,
+    and not PartOf= any (stopping the host firewall must not remove floodguard's rules)."""
+    rules = unit_options("floodguard-rules.service")
+    after = " ".join(rules["After"]).split()
+    assert set(HOST_FIREWALLS) <= set(after)
+    assert sorted(" ".join(rules["ReloadPropagatedFrom"]).split()) == [
+        "firewalld.service", "nftables.service"]  # ufw and netfilter-persistent cannot reload
+    assert "PartOf" not in rules and "BindsTo" not in rules
+    need("systemd-analyze")
+    for name in UNITS:
+        (tmp_path / name).write_text((UNIT_DIR / name).read_text().replace(
+            "/usr/local/bin/floodguard", str(FLOODGUARD)))
+    for name, unit in HOST_FIREWALLS.items():
+        (tmp_path / name).write_text(f"[Unit]\n{unit}[Service]\nType=oneshot\n"
+                                     "RemainAfterExit=yes\nExecStart=/bin/true\n")
+    result = sh([need("systemd-analyze"), "verify",
+                 *(str(tmp_path / name) for name in (*HOST_FIREWALLS, *UNITS))], check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
 def _config_fields() -> list[tuple[str, str]]:
     """(section, key) of every key of the config's tables."""
     pairs = []
