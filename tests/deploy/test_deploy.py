@@ -289,6 +289,8 @@ def test_config_change_reloads_without_restart(container: Container) -> None:
     assert "--hashlimit-burst 12" in ruleset(container)
 
 
+# Debian 12 only for now: on Debian 13 the legacy backend's python-iptables fails with iptables
+# 1.8.11 ("b'hashlimit': no such parameter b'hashlimit-above'", floodguard-rules fails to start).
 @on_main_suite_only
 def test_switch_to_the_legacy_backend(container: Container) -> None:
     """floodguard_iptables_backend=legacy moves the rules from nf_tables to the legacy tables
