@@ -1,16 +1,18 @@
-"""Fixtures for the deployment tests: a booted Debian 12 container deployed with Ansible over SSH.
+"""Fixtures for the deployment tests: a booted Debian container deployed with Ansible over SSH.
 
-The container is a debootstrapped Debian 12 root (cached between runs in ``CACHE_ROOT``, keyed by
-a hash of its package list and build recipe) booted by ``systemd-nspawn --boot`` on a fresh
-overlay, inside a network namespace this session creates. It has real systemd and its own
-network stack; the host reaches it over SSH through a veth pair (``10.254.N.0/30``), and a client
-namespace reaches its SIP port through another (``10.253.N.0/24``). ``ansible-playbook`` runs
-on the host against it exactly as a user runs it against a server.
+The container is a debootstrapped Debian 12 (bookworm) or 13 (trixie) root (cached between runs
+in ``CACHE_ROOT``, keyed by a hash of its suite, package list and build recipe) booted by
+``systemd-nspawn --boot`` on a fresh overlay, inside a network namespace this session creates.
+It has real systemd and its own network stack; the host reaches it over SSH through a veth pair
+(``10.254.N.0/30``), and a client namespace reaches its SIP port through another
+(``10.253.N.0/24``). ``ansible-playbook`` runs on the host against it exactly as a user runs it
+against a server.
 
 The container has no route to a package mirror, so the packages the role asks for are already
 in the cached image and the role's package task only checks them (``floodguard_apt_update_cache:
 false``, the documented setting for offline hosts); floodguard and its Python dependencies go in
-offline from the wheelhouse the role builds on the controller.
+offline from the wheelhouse the role builds on the controller, with a Python of the container's
+minor version (``SUITES``).
 
 Everything (container, overlay mount, namespaces, veths, SSH masters, processes) is removed in
 teardown, also on failure. test_deploy.py carries
@@ -47,7 +49,9 @@ UNITS = ("floodguard-rules.service", "floodguard.service", "floodguard-registrar
 ASSETS = REPO / "tests" / "assets"
 
 CACHE_ROOT = Path(os.environ.get("FLOODGUARD_TEST_CACHE", "/var/cache/floodguard-test"))
-SUITE = "bookworm"
+# The Debian releases the role is tested on -> their Python's minor version (the controller
+# builds the wheels with a Python of that version: see build_python).
+SUITES = {"bookworm": "3.11", "trixie": "3.13"}
 # What the role would install (vars/Debian.yml), what Ansible needs on a host (python3-apt for
 # the apt module), and what a booted server has (systemd, sshd, dbus).
 IMAGE_PACKAGES = (
@@ -78,6 +82,24 @@ def sh(argv: list[str], *, check: bool = True, timeout: float = 120, env: dict[s
     return result
 
 
+def build_python(suite: str) -> str:
+    """A Python of the suite's minor version, with pip, to build the wheels on the controller:
+    this venv's when it has that version, else ``pythonX.Y`` on PATH or pyenv's; fails loudly
+    naming what is missing."""
+    version = SUITES[suite]
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [shutil.which(f"python{version}"),
+                  *map(str, sorted(pyenv.glob(f"versions/{version}.*/bin/python{version}")))]
+    for python in filter(None, candidates):
+        if sh([python, "-m", "pip", "--version"], check=False).returncode == 0:
+            return python
+    pytest.fail(f"Debian {suite} runs Python {version}: the role builds its wheels on the "
+                f"controller with a Python {version} that has pip, and there is none here "
+                f"(python{version} on PATH or under {pyenv}/versions)", pytrace=False)
+
+
 def ansible_env(folder: Path) -> dict[str, str]:
     """The environment for an Ansible command: plain output and an empty ansible.cfg, so a
     config file elsewhere on the machine cannot change what the tests see."""
@@ -87,12 +109,15 @@ def ansible_env(folder: Path) -> dict[str, str]:
                 ANSIBLE_FORCE_COLOR="0")
 
 
-# ---------------------------------------------------------------- the cached Debian 12 image
+# ---------------------------------------------------------------- the cached Debian images
 
 
 def debian_mirror() -> str:
-    """The Debian mirror this host's apt uses for the suite (one-line or deb822 sources)."""
+    """The Debian mirror this host's apt uses for its release's main component (one-line or
+    deb822 sources); it serves the other releases too."""
     sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    # a release itself (bookworm), not bookworm-updates or bookworm-security
+    release = re.compile(r"[a-z]+")
     for path in sources:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -107,22 +132,22 @@ def debian_mirror() -> str:
                     key, _, value = line.partition(":")
                     fields[key.strip().lower()] = value.strip()
                 if ("deb" in fields.get("types", "").split()
-                        and SUITE in fields.get("suites", "").split()
+                        and any(release.fullmatch(s) for s in fields.get("suites", "").split())
                         and "main" in fields.get("components", "").split()):
                     return fields["uris"].split()[0]
         else:
             for line in text.splitlines():
                 words = re.sub(r"\[[^]]*\]", "", line).split()
-                if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE \
+                if len(words) >= 4 and words[0] == "deb" and release.fullmatch(words[2]) \
                         and "main" in words[3:]:
                     return words[1]
-    pytest.fail(f"no Debian {SUITE} main mirror in /etc/apt/sources.list(.d): debootstrap "
-                "needs one", pytrace=False)
+    pytest.fail("no Debian main mirror in /etc/apt/sources.list(.d): debootstrap needs one",
+                pytrace=False)
 
 
-def image_key(mirror: str) -> str:
+def image_key(suite: str, mirror: str) -> str:
     """The cache key: suite, mirror, packages and recipe."""
-    text = json.dumps([SUITE, mirror, sorted(IMAGE_PACKAGES), IMAGE_RECIPE])
+    text = json.dumps([suite, mirror, sorted(IMAGE_PACKAGES), IMAGE_RECIPE])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -146,10 +171,11 @@ def _prepare_image(root: Path) -> None:
     sh(["chroot", str(root), "apt-get", "clean"])
 
 
-def build_image() -> Path:
-    """The cached Debian 12 root (built with debootstrap on the first run): its root folder."""
+def build_image(suite: str = "bookworm") -> Path:
+    """The cached Debian root of a suite (built with debootstrap on the first run): its root
+    folder."""
     mirror = debian_mirror()
-    entry = CACHE_ROOT / f"{SUITE}-{image_key(mirror)}"
+    entry = CACHE_ROOT / f"{suite}-{image_key(suite, mirror)}"
     root = entry / "root"
     stamp = entry / "complete"
     if stamp.is_file():
@@ -164,7 +190,7 @@ def build_image() -> Path:
         staging.mkdir()
         try:
             result = sh(["debootstrap", "--variant=minbase", "--components=main",
-                         "--include=" + ",".join(IMAGE_PACKAGES), SUITE,
+                         "--include=" + ",".join(IMAGE_PACKAGES), suite,
                          str(staging / "root"), mirror], check=False, timeout=1800)
             if result.returncode != 0:
                 log = staging / "root/debootstrap/debootstrap.log"
@@ -173,7 +199,7 @@ def build_image() -> Path:
                                      f"{result.stdout[-3000:]}{result.stderr[-3000:]}{detail}")
             _prepare_image(staging / "root")
             (staging / "complete").write_text(
-                json.dumps({"suite": SUITE, "mirror": mirror, "packages": IMAGE_PACKAGES,
+                json.dumps({"suite": suite, "mirror": mirror, "packages": IMAGE_PACKAGES,
                             "recipe": IMAGE_RECIPE, "built": time.time()}) + "\n")
             shutil.rmtree(entry, ignore_errors=True)
             staging.rename(entry)
@@ -187,10 +213,11 @@ def build_image() -> Path:
 
 @dataclass
 class Container:
-    """A Debian 12 container booted with systemd-nspawn in a namespace the test owns."""
+    """A Debian container booted with systemd-nspawn in a namespace the test owns."""
 
     image: Path
     work: Path
+    suite: str = "bookworm"
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
     net: int = 0
     boots: int = 0
@@ -198,6 +225,7 @@ class Container:
     mounted: bool = False
     namespaces: list[str] = field(default_factory=list)
     first_run: PlaybookRun | None = None
+    fresh_check_run: PlaybookRun | None = None  # --check before the first run
 
     def __post_init__(self) -> None:
         used = sh(["ip", "-4", "-o", "addr"]).stdout
@@ -371,10 +399,12 @@ class Container:
 
     # -- SSH
     def ssh_options(self) -> list[str]:
+        # the control socket's path (%C: 40 hex digits, plus a random suffix while it is made)
+        # must stay under the 107 bytes of a Unix socket path
         return ["-i", str(self.key), "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                 "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
-                "-o", f"ControlPath={self.control_dir}/t-%C", "-o", "ControlPersist=300"]
+                "-o", f"ControlPath={self.control_dir}/%C", "-o", "ControlPersist=300"]
 
     def ssh(self, command: str, *, check: bool = True, timeout: float = 120,
             connect_timeout: int = 10) -> subprocess.CompletedProcess[str]:
@@ -392,8 +422,8 @@ class Container:
     def write_inventory(self, extra: dict[str, Any] | None = None) -> Path:
         """The inventory a user would write for this host (YAML; JSON is YAML)."""
         variables: dict[str, Any] = {
-            # floodguard_build_python: this checkout's venv Python, the hosts' minor version.
-            "floodguard_build_python": sys.executable,
+            # floodguard_build_python: a Python of the hosts' minor version
+            "floodguard_build_python": build_python(self.suite),
             "floodguard_wheelhouse": str(self.work / "wheelhouse"),
             # offline host: the packages are checked, the apt cache is not refreshed
             "floodguard_apt_update_cache": False,
@@ -403,6 +433,8 @@ class Container:
             "floodguard_suspension_suspend_time": 1800,
             "floodguard_registrar_time_to_live": 600,
             "floodguard_accounts": [{"user": u, "password": p} for u, p in ACCOUNTS.items()],
+            # the role's registrar is off by default (it would take 5060 from a Kamailio)
+            "floodguard_registrar_enabled": True,
         }
         variables.update(extra or {})
         inventory = {"all": {"children": {"floodguard": {
@@ -487,20 +519,18 @@ class PlaybookRun:
         return names
 
 
-@pytest.fixture(scope="session")
-def debian_image() -> Path:
-    """The cached Debian 12 root, built on first use."""
-    return build_image()
-
-
 @pytest.fixture(scope="module")
-def container(debian_image: Path, tmp_path_factory: pytest.TempPathFactory
+def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[Container]:
-    """A booted container, deployed once with the playbook (the first run is kept)."""
-    box = Container(debian_image, tmp_path_factory.mktemp("deploy"))
+    """A booted container of the suite in ``request.param`` (test_deploy.py parametrizes it),
+    checked with ``ansible-playbook --check`` while new, then deployed once (the runs are
+    kept)."""
+    suite = request.param
+    box = Container(build_image(suite), tmp_path_factory.mktemp(suite), suite=suite)
     try:
         box.prepare()
         box.boot()
+        box.fresh_check_run = box.playbook("--check", check=False)
         box.first_run = box.playbook()
         yield box
     finally:

@@ -1,9 +1,13 @@
-"""Deploy floodguard with ansible/site.yml onto a booted Debian 12 container and check the result.
+"""Deploy floodguard with ansible/site.yml onto booted Debian 12 and 13 containers and check the
+result.
 
-The tests run in file order on one container (module fixture): the first playbook run happens
-in the fixture; each test then checks one promise of the deployment, and the last one reboots
-the container into a fresh network namespace and checks that rules, bans and registrations
-come back.
+The tests run in file order on one container per Debian release (module fixture, parametrized
+below): ``--check`` on the new container and the first playbook run happen in the fixture; each
+test then checks one promise of the deployment. What a release can break (installing, the units,
+the rules, registering, banning, check mode, a second run) runs on both; the rest, which
+exercises the role's handlers and floodguard itself rather than the release, runs on the first
+release of ``SUITES`` only, and its last test reboots the container into a fresh network
+namespace and checks that rules, bans and registrations come back.
 """
 
 from __future__ import annotations
@@ -11,14 +15,34 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from floodguard import daemon
 
-from .conftest import ACCOUNTS, ASSETS, REQUIRED_TOOLS, SIP_PORT, UNITS, Container
+from .conftest import ACCOUNTS, ASSETS, REPO, REQUIRED_TOOLS, SIP_PORT, SUITES, UNITS, Container
 
 pytestmark = pytest.mark.root(*REQUIRED_TOOLS)
+
+Test = TypeVar("Test", bound=Callable[..., None])
+# The release the single-release tests run on: the first of SUITES, so that pytest, which groups
+# the tests by the index of the container's parameter, keeps one container per release.
+MAIN_SUITE = next(iter(SUITES))
+
+
+def on_main_suite_only(test: Test) -> Test:
+    """Run this test on MAIN_SUITE's container only."""
+    test.suites = (MAIN_SUITE,)  # type: ignore[attr-defined]
+    return test
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One container per Debian release: every test on each, unless it says otherwise."""
+    if "container" in metafunc.fixturenames:
+        suites = getattr(metafunc.function, "suites", tuple(SUITES))
+        metafunc.parametrize("container", suites, indirect=True, scope="module")
 
 PHONE_USER = "1001"
 ATTACKED_USER = "1002"
@@ -133,7 +157,27 @@ def test_first_run_deploys(container: Container) -> None:
     config = container.ssh("stat -c '%a %U' /etc/floodguard/floodguard.toml "
                            "/etc/floodguard/accounts.toml").stdout.split("\n")
     assert config[1].split() == ["600", "root"], config
+    # the config holds the Redis password (fleet.redis_url); the example beside it holds none
+    assert config[0].split() == ["600", "root"], config
     container.ssh("floodguard config check -c /etc/floodguard/floodguard.toml")
+    example = container.ssh("cat /etc/floodguard/floodguard.toml.example").stdout
+    assert example == (REPO / "examples" / "floodguard.toml").read_text()
+    python = container.ssh("/opt/floodguard/bin/python -c 'import sys; print(sys.version)'")
+    assert python.stdout.startswith(SUITES[container.suite] + "."), python.stdout
+
+
+def test_check_mode_on_a_new_host(container: Container) -> None:
+    """``ansible-playbook --check`` on the new container (before the first run) fails nothing,
+    reports what it would change and changes nothing."""
+    run = container.fresh_check_run
+    assert run is not None
+    assert run.returncode == 0 and run.recap.get("failed") == 0, run.output[-6000:]
+    changed = run.changed_tasks()
+    assert "floodguard : Install floodguard into its venv" in changed, changed
+    assert "floodguard : Write the floodguard config" in changed, changed
+    # the first run (in the fixture) still had everything to do
+    assert container.first_run is not None
+    assert "floodguard : Install floodguard into its venv" in container.first_run.changed_tasks()
 
 
 def test_units_verify_and_are_active(container: Container) -> None:
@@ -213,6 +257,24 @@ def test_second_run_changes_nothing(container: Container) -> None:
     assert not [e for e in events if e.get("event") == "rules_repair_failed"], events
 
 
+def test_check_mode_on_a_deployed_host_changes_nothing(container: Container) -> None:
+    """``--check`` with a changed limit on the deployed container fails nothing and predicts the
+    config change and its reloads, while the config, the rules and the processes stay as
+    they are."""
+    config = container.ssh("sha256sum /etc/floodguard/floodguard.toml").stdout
+    before = main_pids(container)
+    run = container.playbook("--check", extra={"floodguard_limits_register_burst": 13},
+                             check=False)
+    assert run.returncode == 0 and run.recap.get("failed") == 0, run.output[-6000:]
+    changed = run.changed_tasks()
+    assert "floodguard : Write the floodguard config" in changed, changed
+    assert "floodguard : Reload floodguard rules" in changed, changed
+    assert container.ssh("sha256sum /etc/floodguard/floodguard.toml").stdout == config
+    assert "--hashlimit-burst 13" not in ruleset(container)
+    assert main_pids(container) == before
+
+
+@on_main_suite_only
 def test_config_change_reloads_without_restart(container: Container) -> None:
     """A changed limit is applied by the handlers with reloads (SIGHUP, a fresh atomic apply):
     the guard and the registrar keep their process."""
@@ -227,6 +289,10 @@ def test_config_change_reloads_without_restart(container: Container) -> None:
     assert "--hashlimit-burst 12" in ruleset(container)
 
 
+# Debian 12 only, for time. (Before the legacy backend fed iptables-legacy-restore the restore text,
+# python-iptables failed on Debian 13's iptables 1.8.11: "b'hashlimit': no such parameter"; the
+# restore path has not run on Debian 13 yet.)
+@on_main_suite_only
 def test_switch_to_the_legacy_backend(container: Container) -> None:
     """floodguard_iptables_backend=legacy moves the rules from nf_tables to the legacy tables
     (never both), and the ban stays in the kernel."""
@@ -258,6 +324,7 @@ def test_switch_to_the_legacy_backend(container: Container) -> None:
     assert "-A PREROUTING -j FLOODGUARD-RAW" in ruleset(container, "legacy")
 
 
+@on_main_suite_only
 def test_invalid_variable_is_rejected_before_any_change(container: Container) -> None:
     """meta/argument_specs.yml rejects a bad value before the role touches the host."""
     run = container.playbook(extra={"floodguard_sip_mode": "sideways",
@@ -267,6 +334,7 @@ def test_invalid_variable_is_rejected_before_any_change(container: Container) ->
     assert run.recap.get("changed") == 0, run.changed_tasks()
 
 
+@on_main_suite_only
 def test_reboot_brings_back_rules_bans_and_registrations(container: Container) -> None:
     """`systemctl reboot` in the container: shutdown removes the rules (ExecStop); the next boot,
     in a fresh network namespace, applies them again (with the legacy backend the previous test
