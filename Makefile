@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server openssl \
 	python3-venv python3-dev build-essential \
 	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client \
+	vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils rsync \
 	clang libclang-rt-dev
 STAMP := $(VENV)/.installed
 

@@ -30,7 +30,7 @@ BOX_NAME = "floodguard/bookworm-local"
 BOX_PACKAGES = (*IMAGE_PACKAGES, "linux-image-cloud-amd64", "initramfs-tools", "udev", "kmod",
                 "e2fsprogs", "netbase", "sudo", "rsync", "sip-tester", "sipvicious")
 # Bump when the recipe below changes: a new cache entry is built.
-BOX_RECIPE = "1"
+BOX_RECIPE = "2"
 DISK_GIB = 8
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
@@ -68,7 +68,19 @@ def _prepare_vm_root(root: Path) -> None:
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
     network = root / "etc/systemd/network"
     network.mkdir(parents=True, exist_ok=True)
-    (network / "10-eth0.network").write_text("[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n")
+    # DHCP client id from the MAC: two VMs of one box must never share a lease
+    (network / "10-eth0.network").write_text("[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n\n"
+                                             "[DHCPv4]\nClientIdentifier=mac\n")
+    # Each VM its own identity: systemd would copy D-Bus's machine id into the empty
+    # /etc/machine-id, and sshd would offer the host keys debootstrap made, in every VM.
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = root / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "host-keys.conf").write_text(
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\n"
+        "ExecStartPre=/usr/sbin/sshd -t\n")
     sh(["chroot", str(root), "systemctl", "enable", "systemd-networkd"])
     sh(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", "vagrant"])
     (root / "etc/sudoers.d/vagrant").write_text("vagrant ALL=(ALL) NOPASSWD:ALL\n")
@@ -139,6 +151,9 @@ def build_box() -> Path:
                  "recipe": BOX_RECIPE, "built": time.time()}) + "\n")
             shutil.rmtree(entry, ignore_errors=True)
             staging.rename(entry)
+            for older in CACHE_ROOT.glob(f"vagrant-{SUITE}-*"):
+                if older != entry:  # a box of an older recipe or mirror
+                    shutil.rmtree(older, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return box

@@ -160,10 +160,20 @@ class Lab:
         return sh(["vagrant", *args], check=check, timeout=timeout, env=self.env, cwd=REPO)
 
     def add_box(self) -> None:
-        """Add the box under its cache-keyed name unless this VAGRANT_HOME has it already."""
-        if self.box_name in self.vagrant("box", "list").stdout:
-            return
-        self.vagrant("box", "add", "--name", self.box_name, str(self.box), timeout=600)
+        """Add the box under its cache-keyed name unless this VAGRANT_HOME has it already;
+        boxes of older recipes go, with the disk images libvirt copied from them."""
+        listed = [line.split()[0] for line in self.vagrant("box", "list").stdout.splitlines()
+                  if line.startswith(BOX_NAME + "-")]
+        for old in (name for name in listed if name != self.box_name):
+            self.vagrant("box", "remove", "--force", "--all", old, check=False)
+        volume = self.box_name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+        stem = BOX_NAME.replace("/", "-VAGRANTSLASH-") + "-"
+        for line in sh([*VIRSH, "vol-list", "default"], check=False).stdout.splitlines()[2:]:
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(stem) and not name.startswith(volume):
+                sh([*VIRSH, "vol-delete", "--pool", "default", name], check=False)
+        if self.box_name not in listed:
+            self.vagrant("box", "add", "--name", self.box_name, str(self.box), timeout=600)
 
     def up(self, timeout: float) -> float:
         """``vagrant up``: boot and provision both VMs; returns the seconds it took."""
