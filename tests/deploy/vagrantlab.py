@@ -153,7 +153,7 @@ class Lab:
             VAGRANT_DEFAULT_PROVIDER="libvirt", FLOODGUARD_BOX=self.box_name,
             FLOODGUARD_LIBVIRT_DRIVER=self.driver, FLOODGUARD_ANSIBLE="host",
             FLOODGUARD_VARS=json.dumps(extra),
-            ANSIBLE_HOST_KEY_CHECKING="False")
+            ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="1")
 
     def vagrant(self, *args: str, check: bool = True, timeout: float = 300
                 ) -> subprocess.CompletedProcess[str]:
@@ -179,11 +179,13 @@ class Lab:
         """``vagrant up``: boot and provision both VMs; returns the seconds it took."""
         self.networks_before = networks()
         started = time.monotonic()
-        result = self.vagrant("up", "--provider", "libvirt", check=False, timeout=timeout)
-        (self.work / "vagrant-up.log").write_text(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise AssertionError(f"vagrant up failed ({result.returncode}):\n"
-                                 f"{(result.stdout + result.stderr)[-8000:]}")
+        log = self.work / "vagrant-up.log"  # written as it goes: `vagrant up` takes minutes
+        with open(log, "w") as out:
+            code = subprocess.run(["vagrant", "up", "--provider", "libvirt"], stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=self.env, cwd=REPO, timeout=timeout).returncode
+        if code != 0:
+            raise AssertionError(f"vagrant up failed ({code}):\n{log.read_text()[-8000:]}")
         return time.monotonic() - started
 
     def ssh(self, machine: str, command: str, *, check: bool = True, timeout: float = 120
