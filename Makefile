@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump redis-server openssl \
+APT_PACKAGES := iptables ipset conntrack iproute2 libnetfilter-queue-dev sip-tester sipvicious kamailio tcpdump wireshark-common redis-server openssl \
+	prometheus \
 	python3-venv python3-dev build-essential \
 	debootstrap systemd-container ansible-core ansible-lint vagrant openssh-client \
 	vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils rsync \
@@ -23,9 +24,11 @@ system-deps:
 		if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing (run as root: sudo make $(MAKECMDGOALS))" >&2; exit 1; fi; \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-		for svc in kamailio redis-server; do case " $$missing " in *" $$svc "*) \
+		for svc in kamailio redis-server prometheus; do case " $$missing " in *" $$svc "*) \
 			echo "$$svc is only a test peer here: not leaving its service running"; \
 			systemctl disable --now $$svc >/dev/null 2>&1 || true;; esac; done; \
+		case " $$missing " in *" prometheus "*) \
+			systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true;; esac; \
 	fi
 
 venv: $(STAMP)

@@ -22,7 +22,7 @@ COMPILED = [
     "floodguard/guard.py",
     *(f"floodguard/policy/{name}.py" for name in (
         "accounts", "admission", "baseline", "buckets", "escalation", "engine", "holds", "lru",
-        "netset", "nonces", "pairs", "suspension")),
+        "netset", "nonces", "pair_ports", "pairs", "suspension")),
     # the built-in registrar's path for every request: parse, digest check, answer (its
     # bindings stay interpreted: workers.py subclasses the table, and SQLite dominates there)
     "floodguard/sip/message.py", "floodguard/sip/digest.py",

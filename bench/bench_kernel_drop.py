@@ -31,9 +31,9 @@ Cells, each flood against each ruleset:
 
   rulesets  single   one rule, ``-t raw -A PREROUTING -p udp --dport 5060 -j DROP`` (and no
                      conntrack in that namespace: nothing there asks for it)
-            new      floodguard's ruleset as rendered from rules/ now (defaults, budget 1000/s,
-                     IPv4 part)
-            old      the same config rendered from the newest committed rules/ruleset.toml that
+            new      floodguard's ruleset as rendered from floodguard/rules/ now (defaults,
+                     budget 1000/s, IPv4 part)
+            old      the same config rendered from the newest committed ruleset.toml that
                      has no FLOODGUARD-LIMIT chain (``--old-rev`` to choose another), i.e. every
                      limit in filter after conntrack and after the five scanner searches
   floods    banned   4,096 sources, every one in the ban set: the ban set drops it (raw in both)
@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "floodguard" / "rules"
 sys.path.insert(0, str(ROOT))
 
 RX_ADDR, TX_ADDR = "10.251.0.1", "10.251.0.2"
@@ -178,17 +179,22 @@ def namespaces() -> Iterator[tuple[str, str, str, bytes, bytes]]:
 
 
 def old_rules_dir(rev: str | None, into: Path) -> str:
-    """rules/ with ruleset.toml from ``rev`` (default: newest without FLOODGUARD-LIMIT)."""
+    """The templates with ruleset.toml from ``rev`` (default: newest without FLOODGUARD-LIMIT)."""
     for name in ("sets.toml", "tunables.toml"):
-        (into / name).write_text((ROOT / "rules" / name).read_text())
-    revs = [rev] if rev else sh("git", "-C", str(ROOT), "log", "--format=%h", "--",
-                                "rules/ruleset.toml").split()
-    for candidate in revs:
-        text = sh("git", "-C", str(ROOT), "show", f"{candidate}:rules/ruleset.toml")
-        if rev or "FLOODGUARD-LIMIT" not in text:
+        (into / name).write_text((RULES / name).read_text())
+    # (commit, its path then): the templates lived in rules/ before they became package data
+    log = sh("git", "-C", str(ROOT), "log", "--follow", "--format=%h", "--name-only", "--",
+             "floodguard/rules/ruleset.toml").split()
+    revs = list(zip(log[::2], log[1::2], strict=True))
+    if rev:
+        revs = [(rev, "floodguard/rules/ruleset.toml"), (rev, "rules/ruleset.toml")]
+    for candidate, path in revs:
+        text = sh("git", "-C", str(ROOT), "show", f"{candidate}:{path}", check=False)
+        if text and (rev or "FLOODGUARD-LIMIT" not in text):
             (into / "ruleset.toml").write_text(text)
             return candidate
-    raise RuntimeError("no committed ruleset.toml without FLOODGUARD-LIMIT")
+    raise RuntimeError("no committed ruleset.toml " + (f"at {rev}" if rev else
+                                                      "without FLOODGUARD-LIMIT"))
 
 
 def install(rx: str, ruleset: str, flood: str, old_dir: Path) -> None:
@@ -327,7 +333,7 @@ def main() -> None:
     report["receive_ns"] = receive
     report["otherhost_ns"] = base
     if not args.json:
-        print(f"old = rules/ruleset.toml at {old}; median of {rounds} round(s) of "
+        print(f"old = ruleset.toml at {old}; median of {rounds} round(s) of "
               f"{seconds} s per cell, {report['cpus']} senders")
         print("\n(1) drop capacity, packets dropped per softirq CPU-second (/proc/stat)")
         _table({f: {r: v for r, v in row.items()} for f, row in softirq.items()}, "{:10.0f}")

@@ -111,6 +111,26 @@ def source_key(ip: str, v6_prefix: int = 64) -> str:
     return str(ipaddress.IPv6Address((int(address) >> shift) << shift))
 
 
+def key_network(key: str, v6_prefix: int = 64) -> Network:
+    """The addresses a source key stands for: an IPv4 address as /32, an IPv6 key as its
+    /v6_prefix network (``2001:db8:1:2::`` → ``2001:db8:1:2::/64``)."""
+    address = parse(key)
+    if isinstance(address, ipaddress.IPv4Address):
+        return ipaddress.IPv4Network(address)
+    return ipaddress.IPv6Network((int(address) >> (128 - v6_prefix) << (128 - v6_prefix),
+                                  v6_prefix))
+
+
+def key_in(key: str, network: Network, v6_prefix: int = 64) -> bool:
+    """Whether the source key (see ``source_key``) and ``network`` share addresses: the key's
+    prefix lies inside the network, or the network inside the key's prefix (a /128 of a banned
+    /64). False for a key that is not an address."""
+    try:
+        return key_network(key, v6_prefix).overlaps(network)
+    except ValueError:
+        return False
+
+
 def unbannable(address: Address) -> str | None:
     """Why an address can never be a ban target, as "is ..." completes it ("a multicast
     address"); None when it can be. No packet comes from such an address, the kernel refuses

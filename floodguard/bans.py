@@ -7,6 +7,7 @@ guard picks up within a second, the source's TCP connections cut, and an event o
 
 from __future__ import annotations
 
+import builtins
 import sys
 import time
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ class BanBook:
             raise BanError(f"{given} is in the allow list ({covering}); the allow list always "
                            "wins")
         row = self.enforce.ban(ip, seconds, kind="manual", reason=reason)
-        self._kernel_refused(f"{ip} is banned in the store (a running guard and the next "
+        self.kernel_refused(f"{ip} is banned in the store (a running guard and the next "
                              "apply enforce it)")
         return row
 
@@ -142,10 +143,37 @@ class BanBook:
                 found = self.enforce.lift_pair(ip, row.aor, reason="manual") or found
         if any(hold.key == ip for hold in self.store.active_holds(HOLD_LOCKDOWN)):
             found = self.enforce.end_lockdown(ip, reason="manual") or found
-        self._kernel_refused(f"{ip} is no longer banned in the store")
+        self.kernel_refused(f"{ip} is no longer banned in the store")
         return found
 
-    def remove_endpoint(self, aor: str, source: str | None = None) -> list[str]:
+    def sources(self) -> builtins.list[str]:
+        """Every source with something to lift: active bans (store and kernel set), endpoint
+        suspensions and lockdowns, each once."""
+        found = [row.ip for row in self.store.active_bans()]
+        found += list(self._kernel())
+        found += [row.ip for row in self.store.active_pair_bans()]
+        found += [hold.key for hold in self.store.active_holds(HOLD_LOCKDOWN)]
+        return list(dict.fromkeys(found))
+
+    def remove_network(self, network: str | None) -> builtins.list[str]:
+        """Lift every ban, suspension and lockdown of a source inside ``network`` (a CIDR;
+        an IPv6 source counts by its limits.ipv6_prefix, so a /128 in a banned /64 lifts that
+        ban), or of every source when ``network`` is None; returns the sources lifted."""
+        net = None
+        if network is not None:
+            try:
+                net = addr.parse_network(network)
+            except ValueError as exc:
+                raise BanError(str(exc)) from None
+        prefix = self.cfg.limits.ipv6_prefix
+        lifted = [ip for ip in self.sources()
+                  if net is None or addr.key_in(ip, net, prefix)]
+        for ip in lifted:
+            self.remove(ip)
+        return lifted
+
+    def remove_endpoint(self, aor: str,
+                        source: str | None = None) -> builtins.list[str]:
         """Lift the endpoint suspensions of account ``aor`` ("user" or "user@domain"), from
         ``source`` only when given, and without ``source`` the account's protection too;
         returns "aor from ip" of each suspension lifted and "aor protection" of each
@@ -169,7 +197,7 @@ class BanBook:
                     lifted.append(f"{hold.key} protection")
         return lifted
 
-    def _kernel_refused(self, done: str) -> None:
+    def kernel_refused(self, done: str) -> None:
         if self.enforce.last_error is not None:
             from floodguard.kernel import KernelError
 
@@ -177,18 +205,32 @@ class BanBook:
                               f"{self.enforce.last_error}")
 
     def explain(self, ip: str) -> str:
+        """One sentence: why ip is (not) banned."""
+        return str(self.explain_data(ip)["text"])
+
+    def explain_data(self, ip: str) -> dict[str, Any]:
+        """``explain`` as data (``blacklist explain --json``): ip (the source key), allow (the
+        covering allow-list network or None), ban (the store row or None), in_kernel (None
+        when the kernel set was not read), kernel_seconds_left, text."""
         ip = self.key(ip)
         now = time.time()
-        covering = allowed_by(self.cfg, ip)
-        if covering is not None:
-            return f"{ip} is in the allow list ({covering}): never limited nor banned"
+        data: dict[str, Any] = {"ip": ip, "allow": allowed_by(self.cfg, ip), "ban": None,
+                                "in_kernel": None, "kernel_seconds_left": None}
+        if data["allow"] is not None:
+            data["text"] = f"{ip} is in the allow list ({data['allow']}): never limited nor banned"
+            return data
         row = self.store.get_ban(ip, now=now)
         kernel = self._kernel()
+        if self.sets is not None:
+            data["in_kernel"] = ip in kernel
+            data["kernel_seconds_left"] = kernel.get(ip)
         if row is None:
-            if ip in kernel:
-                return f"{ip} is in the kernel ban set ({kernel[ip]} s left) with no record"
-            return f"{ip} is not banned"
+            data["text"] = (f"{ip} is in the kernel ban set ({kernel[ip]} s left) with no record"
+                            if ip in kernel else f"{ip} is not banned")
+            return data
+        data["ban"] = row.as_dict(now)
         text = describe(row, now)
         if self.sets is not None and ip not in kernel:
             text += " — WARNING: not in the kernel ban set (run floodguard apply)"
-        return text
+        data["text"] = text
+        return data

@@ -209,6 +209,9 @@ class SipConfig:
         default=(), metadata=_check(_list_of(_interface, "interface names", nonempty=False)))
 
 
+UDP_OVERSIZE_MAX = 65531  # the largest copy NFQUEUE makes (kernel/nfqueue.py COPY_RANGE)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Per-source rate limits (packets per second) and the global queue budget."""
@@ -221,6 +224,11 @@ class LimitsConfig:
     # IPv6 sources are limited, counted, suspended and banned per prefix of this length: one
     # host usually owns a whole /64 and can rotate through it at will.
     ipv6_prefix: int = field(default=64, metadata=_check(_int_ge(8, 128)))
+    # An inbound UDP SIP packet of this many bytes or more (IP header included) is dropped
+    # unread ("oversize"): RFC 3261 (18.1.1) sends a request over 1,300 bytes over TCP, and
+    # multi-kilobyte Contact lists are an attack. At most the guard's queue copy range
+    # (nfqueue.COPY_RANGE), so a packet the queue cuts short is always oversize.
+    udp_oversize: int = field(default=4016, metadata=_check(_int_ge(1300, UDP_OVERSIZE_MAX)))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,13 @@
 
 Signals: SIGTERM/SIGINT drain the queues, save state and exit 0; SIGHUP reloads the config file
 (an invalid file is reported and the running config is kept).
+
+``run --monitor`` is ``[guard] mode = "monitor"`` for the guard and everything it drives (its
+workers, feeds, the fleet link, admission control): they log ``would_*`` events and ban nothing.
+The kernel rules are not the guard's to change: they follow the config file (``floodguard
+apply``, and the rule keeper, which re-applies what was applied). When the file says
+``enforce``, the guard says so at start and after each reload (``monitor_override``): the
+kernel's limit rules still drop.
 """
 
 from __future__ import annotations
@@ -20,18 +27,19 @@ from types import FrameType
 
 from floodguard import config as configmod
 from floodguard.admission_control import AdmissionKeeper
-from floodguard.config import Config, GuardConfig
+from floodguard.config import Config
 from floodguard.events import EventLog
 from floodguard.feeds import FeedScheduler
 from floodguard.fleet import LOAD_TIMEOUT, FleetLink
 from floodguard.guard import Guard
+from floodguard.rulekeeper import CHECK_EVERY, RuleKeeper
 from floodguard.store import Store
 
 POLL_SECONDS = 0.2
 TICK_SECONDS = 0.5
 RESTART_BACKOFF_MAX = 10.0
-RULES_CHECK_EVERY = 10.0
 WORKER_DEAD_LIMIT = 30.0
+RULES_CHECK_EVERY = CHECK_EVERY  # how often the rule keeper checks the kernel rules
 
 
 def sd_notify(message: str) -> bool:
@@ -76,18 +84,32 @@ class _Flags:
 def effective(cfg: Config, force_monitor: bool) -> Config:
     """cfg, in monitor mode when the command line asked for it (``run --monitor``)."""
     if force_monitor and cfg.guard.mode != "monitor":
-        return dataclasses.replace(cfg, guard=GuardConfig(mode="monitor"))
+        return dataclasses.replace(cfg, guard=dataclasses.replace(cfg.guard, mode="monitor"))
     return cfg
 
 
-def _reload(cfg: Config, events: EventLog, force_monitor: bool) -> Config:
-    """The config file again; the old config when it is invalid."""
+def _load_again(cfg: Config, events: EventLog) -> Config:
+    """The config file again (as written: without ``--monitor``); ``cfg`` when it is invalid."""
     try:
-        new = configmod.load(cfg.source) if cfg.source else configmod.Config()
+        return configmod.load(cfg.source) if cfg.source else configmod.Config()
     except configmod.ConfigError as exc:
         events.emit("reload_failed", errors=exc.errors)
         return cfg
-    return effective(new, force_monitor)
+
+
+def _reload(cfg: Config, events: EventLog, force_monitor: bool) -> Config:
+    """The config file again, with ``--monitor`` applied; the old config when it is invalid."""
+    new = _load_again(cfg, events)
+    return cfg if new is cfg else effective(new, force_monitor)
+
+
+def _say_override(file_cfg: Config, events: EventLog, force_monitor: bool) -> None:
+    """``run --monitor`` on a file that says enforce: the kernel's limit rules still drop."""
+    if force_monitor and file_cfg.guard.mode != "monitor":
+        events.emit("monitor_override", guard="monitor", rules=file_cfg.guard.mode,
+                    source=file_cfg.source or None,
+                    hint='the kernel rules follow the config file: set [guard] mode = '
+                         '"monitor" there and run floodguard apply for counting-only rules')
 
 
 class ConntrackFlusher:
@@ -150,7 +172,8 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     out_mark = guard_mark(which="registrar") if cfg.sip.mode == "forward" else (0, 0)
     runner = QueueRunner(queue_num, guard.handle, fail_open=cfg.queue.fail_open,
                          out_mark=out_mark)
-    events.emit("guard_started", queue=queue_num, pid=os.getpid(), restored_bans=restored)
+    events.emit("guard_started", queue=queue_num, pid=os.getpid(), restored_bans=restored,
+                mode=cfg.guard.mode)
     last_tick = 0.0
     try:
         while not flags.stop:
@@ -174,75 +197,6 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
         events.emit("guard_stopped", queue=queue_num, packets=runner.packets,
                     callback_errors=runner.errors)
     return 0
-
-
-class RuleKeeper:
-    """Re-applies floodguard's rules when someone flushes or deletes them, and says so.
-
-    Active only when the rules were installed when the guard started: the guard never installs
-    rules an operator has not applied. Apply is idempotent, so a check that finds everything in
-    place changes nothing (not even the counters).
-
-    It renders what ``floodguard apply`` would render now: the config file as it is on disk. An
-    operator (or the Ansible handlers) may apply a changed file before the guard reloads it; a
-    keeper holding the guard's older copy would put the old rules back in between.
-    """
-
-    def __init__(self, cfg: Config, events: EventLog, force_monitor: bool = False) -> None:
-        from floodguard.kernel import firewall
-
-        self.cfg = cfg
-        self.events = events
-        self.force_monitor = force_monitor
-        self.backends = firewall.installed_backends()
-        self.last = time.monotonic()
-        self.seen: tuple[int, int, int] | None = self._signature()
-        self.disk: Config | None = None  # the file on disk once it differs from what we run
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        if not self.cfg.source:
-            return None
-        try:
-            st = os.stat(self.cfg.source)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def reloaded(self, cfg: Config) -> None:
-        """The guard runs ``cfg`` now (SIGHUP): it is what is on disk."""
-        self.cfg = cfg
-        self.seen = self._signature()
-        self.disk = None
-
-    def _rules_config(self) -> Config:
-        signature = self._signature()
-        if signature is not None and signature != self.seen:
-            self.seen = signature
-            try:
-                self.disk = effective(configmod.load(self.cfg.source), self.force_monitor)
-            except configmod.ConfigError:
-                self.disk = None  # the rules unit refuses an invalid file too: keep ours
-        return self.disk if self.disk is not None else self.cfg
-
-    def check(self, rate: int | None, *, now: bool = False) -> None:
-        """Re-apply when due, or at once with ``now`` (a new admission rate)."""
-        from floodguard.admission_control import effective as with_rate
-        from floodguard.kernel import KernelError, firewall
-
-        if not self.backends or (not now and time.monotonic() - self.last < RULES_CHECK_EVERY):
-            return
-        self.last = time.monotonic()
-        try:
-            report = firewall.apply(with_rate(self._rules_config(), rate), self.backends[0])
-        except (KernelError, OSError) as exc:
-            self.events.emit("rules_repair_failed", error=str(exc))
-            return
-        if report.changed_tables or report.created_sets:
-            # a new admission rate is an update the "admission" event already announced, not a
-            # repair of rules someone flushed
-            self.events.emit("rules_updated" if now else "rules_repaired",
-                             backend=report.backend, tables=report.changed_tables,
-                             sets=report.created_sets)
 
 
 def _feeds(cfg: Config, events: EventLog) -> FeedScheduler:
@@ -280,7 +234,9 @@ def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
 def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: bool = False) -> int:
     """Start a worker per queue, restart any that die, forward SIGTERM/SIGHUP; returns exit code."""
     events = events or EventLog()
-    cfg = effective(cfg, force_monitor)
+    file_cfg = cfg  # as written: what the rule keeper renders
+    _say_override(file_cfg, events, force_monitor)
+    cfg = effective(file_cfg, force_monitor)
     flags = _Flags()
     signal.signal(signal.SIGTERM, flags.on_stop)
     signal.signal(signal.SIGINT, flags.on_stop)
@@ -310,8 +266,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
     except (OSError, ValueError) as exc:
         events.emit("metrics_error", listen=cfg.metrics.listen, error=str(exc))
     started = time.monotonic()
-    keeper = RuleKeeper(cfg, events, force_monitor)
     control_store = Store(cfg.state.path, events=events)
+    keeper = RuleKeeper(file_cfg, events, control_store)
     admission = AdmissionKeeper(cfg, events, control_store)
     feeds = _feeds(cfg, events)
     sd_notify("READY=1")
@@ -334,11 +290,13 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
         if flags.reload:
             flags.reload = False
             sd_notify("RELOADING=1")
-            new = _reload(cfg, events, force_monitor)
-            if new is not cfg:
-                cfg = new
+            new = _load_again(file_cfg, events)
+            if new is not file_cfg:
+                file_cfg = new
+                _say_override(file_cfg, events, force_monitor)
+                cfg = effective(file_cfg, force_monitor)
                 admission.reload(cfg)
-                keeper.reloaded(cfg)
+                keeper.reloaded(file_cfg)
                 for proc in workers.values():
                     if proc.pid and proc.is_alive():
                         os.kill(proc.pid, signal.SIGHUP)

@@ -15,11 +15,21 @@ event                   ``ban``/``suspend``/``unban`` with ``by``; a batch of mo
                         ``EVENT_EACH`` bans is one ``bans`` event with a count and examples
 ======================  ==============================================================
 
+In monitor mode (``[guard] mode = "monitor"`` or ``run --monitor``) the batch callers (feeds,
+the fleet) call ``would_ban_many`` instead: the same events as ``would_ban`` (``would_bans`` for
+a large batch), and nothing else.
+
 An endpoint suspension (one AOR from one address: ``suspend_pair``) has no kernel entry and
 cuts no connection (the address's other AORs keep working); the guard drops that endpoint's
 REGISTERs itself. It is a store row and a ``suspend`` event with ``scope: "aor"``; its end
 (``lift_pair``) is a ``suspend_end`` event (reason ``expired``, ``manual``, ``allow-listed``).
 Known-good pairs are store rows (``known_pairs``), not yet shared through the fleet.
+
+The run-time allow list (``allow``/``disallow``, ``floodguard allow``) goes the same way: the
+kernel allow set (no timeout there: the guard takes an expired entry out, ``apply`` re-syncs),
+the store row (journalled for the fleet), an ``allow`` command that makes a running guard re-read
+the list, and an ``allow``/``allow_end`` event. A network the config's static list also holds
+stays in the kernel set when its run-time entry goes.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from typing import Any, Protocol
 
 from floodguard.events import EventLog
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT
-from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, BanRow, Store
+from floodguard.kernel.ruleset import port_entry
+from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, AllowRow, BanRow, Store
 
 ORIGINS = ("guard", "operator", "feed", "fleet")
 EVENT_EACH = 20  # bans of one batch logged one by one; more make one summary event
@@ -170,6 +181,44 @@ class Enforcer:
         self.store.put_known(ip, kernel_seconds(seconds),
                              now=self.wall() if now is None else now, journal=self.journal)
 
+    # ------------------------------------------------------------------ run-time allow list
+
+    def allow(self, net: str, seconds: float | None, *, reason: str,
+              until: float | None = None, created: float | None = None) -> AllowRow:
+        """Allow ``net`` (canonical CIDR) for ``seconds`` (None: until removed, or until the
+        fleet's ``until``); the caller lifts the bans it covers."""
+        self.last_error = None
+        self._add("allow", net, None)
+        row = self.store.put_allow(net, reason, seconds, now=self.wall(), until=until,
+                                   created=created, journal=self.journal)
+        if self.tell_guard:
+            self.store.queue_command("allow", net)
+        left = row.remaining(self.wall())
+        self.events.emit("allow", ip=net, reason=reason,
+                         seconds=None if left is None else int(left), by=self.by)
+        return row
+
+    def disallow(self, net: str, *, reason: str, static: bool = False) -> bool:
+        """End the run-time allow of ``net``; True when the store held it. ``static``: the
+        config's list holds it too, so it stays in the kernel set."""
+        self.last_error = None
+        if not static:
+            self._remove("allow", net)
+        found = self.store.delete_allow(net, journal=self.journal)
+        if self.tell_guard:
+            self.store.queue_command("allow", net)
+        self.events.emit("allow_end", ip=net, reason=reason, by=self.by)
+        return found
+
+    def expire_allow(self, net: str, *, static: bool, expired: bool) -> None:
+        """A run-time allow of ``net`` ended: out of the kernel set (unless ``static``: the
+        config lists it too; a second removal is harmless) and, when it ran out (``expired``;
+        else whoever removed it said so), an ``allow_end`` event. The row goes with the prune."""
+        if not static:
+            self._remove("allow", net)
+        if expired:
+            self.events.emit("allow_end", ip=net, reason="expired", by=self.by)
+
     # ------------------------------------------------------------------ endpoints
 
     def suspend_pair(self, ip: str, aor: str, seconds: float, *, reason: str,
@@ -177,14 +226,15 @@ class Enforcer:
         """Suspend the endpoint (ip, aor) for ``seconds``: store row and event."""
         seconds = kernel_seconds(seconds)
         self.store.put_pair_ban(ip, aor, reason, seconds, failures=failures, level=level,
-                                now=self.wall() if now is None else now)
+                                now=self.wall() if now is None else now, journal=self.journal)
         self.events.emit("suspend", ip=ip, aor=aor, scope="aor", reason=reason, kind="suspend",
                          failures=failures, level=level, seconds=int(seconds), by=self.by)
 
     def lift_pair(self, ip: str, aor: str | None, *, reason: str) -> bool:
         """End the suspension of (ip, aor) (every one of ip when aor is None); True when the
         store held one."""
-        found = self.store.end_pair_ban(ip, aor, now=self.wall()) > 0
+        found = self.store.end_pair_ban(ip, aor, now=self.wall(),
+                                        journal=self._shares_lift()) > 0
         self.events.emit("suspend_end", ip=ip, aor=aor, scope="aor", reason=reason, by=self.by)
         return found
 
@@ -193,28 +243,48 @@ class Enforcer:
         """Protect the account ``aor`` for ``seconds``: store row and event."""
         seconds = kernel_seconds(seconds)
         self.store.put_hold(HOLD_ACCOUNT, aor, reason, seconds, count=sources, level=level,
-                            now=self.wall() if now is None else now)
+                            now=self.wall() if now is None else now, journal=self.journal)
         self.events.emit("protect", aor=aor, reason=reason, sources=sources, level=level,
                          seconds=int(seconds), by=self.by)
 
     def lockdown(self, ip: str, seconds: float, *, failures: int, level: int = 1,
-                 reason: str = "spraying", now: float | None = None) -> None:
-        """Lock the shared source ``ip`` down for ``seconds``: store row and event."""
+                 reason: str = "spraying", passes: Sequence[tuple[str, int]] | None = None,
+                 now: float | None = None) -> None:
+        """Lock the shared source ``ip`` down for ``seconds``: store row and event. With
+        ``passes`` (the UDP address and port of each of its known-good pairs) also in the
+        kernel: those enter the pass set first, then the address the lockdown set, so no phone
+        is dropped in between. Without, the guard alone enforces it."""
         seconds = kernel_seconds(seconds)
         self.store.put_hold(HOLD_LOCKDOWN, ip, reason, seconds, count=failures, level=level,
-                            now=self.wall() if now is None else now)
+                            now=self.wall() if now is None else now, journal=self.journal)
+        kernel = False
+        if passes is not None and self.sets is not None:
+            refused = [error for peer, port in passes
+                       if (error := self._add("pass", port_entry(peer, port), seconds))]
+            if refused:  # a phone the kernel could not let through: the guard alone enforces
+                self.events.emit("set_error", op="add", set="pass", ip=ip, count=len(refused),
+                                 error=str(refused[0]))
+            else:
+                kernel = self.load("lockdown", ip, seconds) is None
         self.events.emit("lockdown", ip=ip, reason=reason, failures=failures, level=level,
-                         seconds=int(seconds), by=self.by)
+                         seconds=int(seconds), kernel=kernel,
+                         passes=len(passes) if passes is not None else None, by=self.by)
+
+    def pass_pair(self, peer: str, port: int, seconds: float) -> None:
+        """Let one more known-good pair's UDP (address, port) through a kernel lockdown."""
+        self.load("pass", port_entry(peer, port), seconds)
 
     def end_lockdown(self, ip: str, *, reason: str) -> bool:
-        """End the source's lockdown; True when the store held one."""
+        """End the source's lockdown (also in the kernel); True when the store held one."""
+        # an operator's end travels as the unban it is part of (blacklist remove IP)
         found = self.store.delete_hold(HOLD_LOCKDOWN, ip)
+        self._remove("lockdown", ip)
         self.events.emit("lockdown_end", ip=ip, reason=reason, by=self.by)
         return found
 
     def end_protection(self, aor: str, *, reason: str) -> bool:
         """End the account's protection; True when the store held one."""
-        found = self.store.delete_hold(HOLD_ACCOUNT, aor)
+        found = self.store.delete_hold(HOLD_ACCOUNT, aor, journal=self._shares_lift())
         self.events.emit("protect_end", aor=aor, reason=reason, by=self.by)
         return found
 
@@ -223,7 +293,11 @@ class Enforcer:
         """Record known-good pairs: (address, AOR, seconds)."""
         now = self.wall() if now is None else now
         self.store.put_known_pairs([(ip, aor, now + kernel_seconds(seconds))
-                                    for ip, aor, seconds in items])
+                                    for ip, aor, seconds in items], journal=self.journal)
+
+    def _shares_lift(self) -> bool:
+        """An operator's lift goes to the fleet; an expiry (the guard's) needs no message."""
+        return self.journal and self.by == "operator"
 
     # ------------------------------------------------------------------ batches
 
@@ -255,6 +329,22 @@ class Enforcer:
                              reasons=sorted({row.reason for row in stored})[:EVENT_EACH],
                              examples=result.done[:EVENT_EACH])
         return result
+
+    def would_ban_many(self, rows: Sequence[BanRow], *, now: float | None = None) -> list[str]:
+        """Monitor mode: the events ``ban_many`` would emit, as ``would_ban`` / ``would_suspend``
+        (one ``would_bans`` summary for more than ``EVENT_EACH``); nothing else changes.
+        Returns the addresses."""
+        now = self.wall() if now is None else now
+        if len(rows) <= EVENT_EACH:
+            for row in rows:
+                self.events.emit("would_suspend" if row.kind == "suspend" else "would_ban",
+                                 ip=row.ip, aor=row.aor, reason=row.reason, kind=row.kind,
+                                 failures=row.failures, seconds=int(row.until - now), by=self.by)
+        else:
+            self.events.emit("would_bans", count=len(rows), by=self.by,
+                             reasons=sorted({row.reason for row in rows})[:EVENT_EACH],
+                             examples=[row.ip for row in rows[:EVENT_EACH]])
+        return [row.ip for row in rows]
 
     def unban_many(self, ips: Sequence[str], *, reason: str) -> None:
         """Lift many bans (each as ``unban``)."""

@@ -13,11 +13,12 @@ Exit codes (``floodguard --help`` and the README list the same table):
       (a health problem), ``fleet status`` (Redis unreachable, link down), ``lab`` (an
       acceptance check failed)
 2     usage error, click's own: unknown option, missing or malformed argument (including an
-      address that is not an IP address). Nothing else uses 2.
+      address that is not an IP address, a ``--ttl`` that is not a duration). Nothing else
+      uses 2.
 3     configuration: the config file (or the rule templates it renders) cannot be used, or
       lacks what the command needs (``fleet status`` without ``[fleet] redis_url``)
 4     refused input: well-formed but not acceptable here (banning an allow-listed or reserved
-      address, a bad ``--ttl``, a replay file that is not a readable pcap)
+      address, a replay file that is not a readable pcap)
 5     permission: not root (no CAP_NET_ADMIN), or the system denied access
 130   interrupted (Ctrl-C; ``lab``)
 ====  =====================================================================================
@@ -50,10 +51,11 @@ EXIT_CODES: tuple[tuple[ExitCode, str], ...] = (
     (ExitCode.FAILURE, "failure (kernel, state, fleet, queue, feed, lab); or a result that is "
                        "not good: show (not installed), status (health problem), fleet status "
                        "(Redis unreachable, link down), lab (a check failed)"),
-    (ExitCode.USAGE, "usage error (bad option or argument, e.g. an address that is not an IP)"),
+    (ExitCode.USAGE, "usage error (bad option or argument, e.g. an address that is not an IP, "
+                     "a --ttl that is not a duration)"),
     (ExitCode.CONFIG, "configuration invalid, or lacking what the command needs"),
-    (ExitCode.REFUSED, "input refused (allow-listed or reserved address, bad --ttl, "
-                       "a replay file that is not a pcap)"),
+    (ExitCode.REFUSED, "input refused (allow-listed or reserved address, a replay file "
+                       "that is not a pcap)"),
     (ExitCode.PERMISSION, "not root, or permission denied"),
     (ExitCode.INTERRUPTED, "interrupted (Ctrl-C)"),
 )

@@ -25,7 +25,7 @@ import click
 from floodguard import addr
 from floodguard import config as configmod
 from floodguard.bans import allowed_by, describe
-from floodguard.cli import FloodguardCommand, config_option
+from floodguard.cli import FloodguardCommand, config_option, json_option
 from floodguard.config import Config
 from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN, JournalEntry, PairBanRow, Store
 
@@ -107,7 +107,9 @@ def explain_source(cfg: Config, store: Store, ip: str, *, now: float,
     locked = [h for h in store.active_holds(HOLD_LOCKDOWN, now=now) if h.key == key]
     report["lockdown"] = None if not locked else {
         "failures": locked[0].count, "level": locked[0].level, "until": locked[0].until,
-        "remaining": round(locked[0].remaining(now), 1)}
+        "remaining": round(locked[0].remaining(now), 1),
+        # in the kernel: everything but its phones' UDP (address, port) dropped there
+        "in_kernel": None if set_test is None else set_test("lockdown", key)}
     report["in_kernel_ban_set"] = None if set_test is None else set_test("ban", key)
     guard: dict[str, Any] = {"failures": None, "register_retry": retry, "accounts": [],
                              "distinct_accounts_failed": 0, "suspensions_in_window": 0,
@@ -260,7 +262,10 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  ban: {report['ban']['why']}")
         if report["lockdown"]:
             lock = report["lockdown"]
-            lines.append(f"  lockdown: level {lock['level']}, {int(lock['remaining'])} s left")
+            where = {True: "; in the kernel (only its phones' UDP ports pass)",
+                     False: "; enforced by the guard alone"}.get(lock["in_kernel"], "")
+            lines.append(f"  lockdown: level {lock['level']}, {int(lock['remaining'])} s left"
+                         + where)
         for item in report["endpoint_suspensions"]:
             lines.append(f"  endpoint: {item['why']}")
         if report["in_kernel_ban_set"] is not None:
@@ -316,7 +321,7 @@ def render(report: dict[str, Any]) -> str:
 @click.command("explain", cls=FloodguardCommand)
 @config_option
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def explain_command(config_path: str | None, target: str, as_json: bool) -> None:
     """Why can't TARGET register? TARGET is a source address or an account, user[@domain].
 
@@ -338,9 +343,12 @@ def explain_command(config_path: str | None, target: str, as_json: bool) -> None
             except ValueError as exc:
                 raise RefusedError(f"{exc} (give an address or user[@domain])") from None
         else:
+            from floodguard.allow_list import effective
+
             set_test, buckets = _kernel_readers(cfg)
-            report = explain_source(cfg, store, target, now=now, set_test=set_test,
-                                    buckets=buckets)
+            # the allow list in force: the config's and the run-time one (floodguard allow)
+            report = explain_source(effective(cfg, store, now), store, target, now=now,
+                                    set_test=set_test, buckets=buckets)
     finally:
         store.close()
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else render(report))

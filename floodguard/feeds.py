@@ -9,6 +9,10 @@ bannable address (junk, a network, 0.0.0.0, multicast, loopback, over-long) is s
 own and counted (``feed_imported`` event: ``skipped`` and a few ``skipped_examples``); the rest
 is imported. A feed that cannot be fetched or read keeps the bans it already made and is retried
 at the next interval.
+
+In monitor mode (``[guard] mode = "monitor"``, or ``run --monitor``) a feed bans nothing: each
+import says what it would ban (``would_ban`` events with ``by: "feed"``, one ``would_bans``
+summary for a long list) and ``feed_imported`` carries ``monitor: true`` and ``would_ban``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from floodguard import addr
+from floodguard.allow_list import effective
 from floodguard.config import Config, FeedConfig
 from floodguard.enforce import Enforcer, Forget
 from floodguard.errors import FloodguardError
@@ -66,6 +71,7 @@ class FeedResult:
 
     name: str
     banned: list[str] = field(default_factory=list)
+    would_ban: list[str] = field(default_factory=list)  # monitor mode: banned nothing
     allowed: list[str] = field(default_factory=list)
     skipped: Skipped = field(default_factory=Skipped)  # bad lines, and addresses the kernel refused
     full: int = 0
@@ -127,11 +133,13 @@ def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
     (``enforce.Enforcer``, ``by="feed"``). Bad lines are skipped one by one and counted in
     ``result.skipped``; an address the kernel refuses is counted there too, and its ban stays in
     the store (a running guard and the next apply enforce it), as every other ban path does.
-    ``forget`` cuts the banned sources' connections (``kernel.conntrack.forget_connections``)."""
+    ``forget`` cuts the banned sources' connections (``kernel.conntrack.forget_connections``).
+    In monitor mode nothing is banned: ``result.would_ban`` and ``would_ban`` events instead."""
     listed = parse(fetch(feed.source))
     result = FeedResult(feed.name, skipped=listed.skipped)
-    allow = addr.Networks(cfg.blacklist.allow)
     now = time.time() if now is None else now
+    # the allow list in force: the config's and the run-time one (floodguard allow)
+    allow = addr.Networks(effective(cfg, store, now).blacklist.allow)
     events = events or EventLog()
     enforce = Enforcer(store, sets, events, by="feed", forget=forget)
     reason = f"feed:{feed.name}"
@@ -145,6 +153,9 @@ def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
         if span is not None and span[1] >= now + feed.ban_time:
             continue  # a longer ban (e.g. an escalated blacklist ban) stays as it is
         rows.append(BanRow(ip, "manual", reason, None, 0, now, now + feed.ban_time))
+    if cfg.guard.mode == "monitor":
+        result.would_ban = enforce.would_ban_many(rows, now=now)
+        return result
     done = enforce.ban_many(rows, now=now)
     refused = {*done.full, *done.failed}
     result.banned = [ip for ip in done.done if ip not in refused]
@@ -197,7 +208,10 @@ class FeedScheduler:
             finally:
                 store.close()
                 sets.close()
+            monitor = ({"monitor": True, "would_ban": len(result.would_ban)}
+                       if cfg.guard.mode == "monitor" else {})
             self.events.emit("feed_imported", feed=feed.name, banned=len(result.banned),
-                             allowed=len(result.allowed), skipped=result.skipped.count,
+                             **monitor, allowed=len(result.allowed),
+                             skipped=result.skipped.count,
                              skipped_examples=result.skipped.examples or None,
                              full=result.full, seconds=feed.ban_time)

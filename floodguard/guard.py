@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 
 from floodguard.addr import source_key
+from floodguard.allow_list import static_networks, with_runtime
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
 from floodguard.failures import FailureLog, log_path
+from floodguard.guard_commands import run_command
 from floodguard.kernel.nfqueue import COPY_RANGE
 from floodguard.kernel.rules import queue_for
 from floodguard.packet import Packet, parse_packet, replace_udp_payload
@@ -45,7 +47,7 @@ from floodguard.policy.engine import (
     Unban,
     Verdict,
 )
-from floodguard.policy.pairs import aor_key
+from floodguard.policy.pair_ports import PairPorts
 from floodguard.sip._scan import scan_packet
 from floodguard.sip.message import SipParseError, parse_message
 from floodguard.sip.proof import (
@@ -68,9 +70,6 @@ HOOK_LOCAL_OUT = 3
 SNAPSHOT_EVERY = 5.0
 COUNTERS_EVERY = 1.0
 BASELINE_EVERY = 60.0
-# An inbound UDP SIP packet this large (IP header included) is dropped unread: RFC 3261 sends
-# requests near the path MTU over TCP, and multi-kilobyte Contact lists are an attack.
-MAX_UDP_PACKET = 4016
 BAN_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 MAX_OFFENDERS = 4096
 TOP_OFFENDERS = 20
@@ -140,9 +139,15 @@ class Guard:
         self._known_pending: dict[str, int] = {}
         self._pair_until: dict[tuple[str, str], float] = {}
         self._pairs_pending: dict[tuple[str, str], int] = {}
+        self._pair_ports = PairPorts()
+        self._answering: tuple[str, int] | None = None
+        self._kernel_locked: dict[str, float] = {}  # source -> until of its kernel lockdown
         self._last_snapshot = 0.0
         self._last_counters = 0.0
         self._command_id = store.last_command_id()
+        # the run-time allow list (floodguard allow) in force, and when its next entry ends
+        self._runtime_allow: tuple[str, ...] = ()
+        self._allow_expiry = math.inf
         self.proof = ProofKey(store.secret("proof"))
         self.prove_by_nonce = prove_by_nonce
         # which worker this is (None: the only one): registrar reports are taken by the worker
@@ -150,6 +155,8 @@ class Guard:
         self.queue = queue
         self._report_id = store.last_report_id()
         self.v6_prefix = cfg.limits.ipv6_prefix
+        # an inbound UDP packet this large is dropped unread (limits.udp_oversize)
+        self.udp_oversize = cfg.limits.udp_oversize
         self._v6_keys: dict[str, str] = {}
         self.flows = FlowTable()
         self.health = HealthMeter()
@@ -172,14 +179,15 @@ class Guard:
             version = payload[0] >> 4
             if (payload[9] if version == 4 else payload[6] if version == 6 else 0) == 6:
                 return self._tcp(payload, hook)
-        if size >= MAX_UDP_PACKET:
+        if size >= self.udp_oversize:
             return self._large(payload, hook)
         fast = scan_packet(payload)
         if fast is None:
             return self._handle_general(payload, hook)
-        src, dst, proto, _, _, msg = fast
-        return self._judge(self.clock(), src, dst, hook != HOOK_LOCAL_OUT, msg, payload,
-                           proto == "tcp")
+        src, dst, proto, sport, dport, msg = fast
+        inbound = hook != HOOK_LOCAL_OUT
+        return self._judge(self.clock(), src, dst, inbound, msg, payload, proto == "tcp",
+                           sport if inbound else dport)
 
     def _handle_general(self, payload: bytes, hook: int) -> bool | bytes:
         """Every packet the C scan leaves to the Python parsers (same results, more cases)."""
@@ -204,7 +212,8 @@ class Guard:
             key = self._key(pkt.src)
             self.health.arrival(not self.engine.is_known(now, key))
             return self._finish(self.engine.on_unparseable(now, key, exc.reason), key)
-        return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp")
+        return self._judge(now, pkt.src, pkt.dst, inbound, msg, payload, pkt.proto == "tcp",
+                           pkt.sport if inbound else pkt.dport)
 
     def _tcp(self, payload: bytes, hook: int) -> bool | bytes:
         pkt = parse_packet(payload)
@@ -223,7 +232,7 @@ class Guard:
             status, messages = self.flows.inbound(now, key, pkt.seq, pkt.tcp_flags, body)
             accept = True
             for msg in messages:
-                if self._judge(now, pkt.src, pkt.dst, True, msg, b"", True) is False:
+                if self._judge(now, pkt.src, pkt.dst, True, msg, b"", True, 0) is False:
                     accept = False
             if status.startswith("drop:"):
                 self.counters[("would-drop:" if self.monitor else "drop:") + status[5:]] += 1
@@ -234,7 +243,7 @@ class Guard:
             return accept
         key = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
         for msg in self.flows.outbound(now, key, pkt.seq, pkt.ack, pkt.tcp_flags, body):
-            self._judge(now, pkt.src, pkt.dst, False, msg, b"", True)
+            self._judge(now, pkt.src, pkt.dst, False, msg, b"", True, 0)
         return True
 
     @staticmethod
@@ -258,7 +267,9 @@ class Guard:
         return key
 
     def _judge(self, now: float, src: str, dst: str, inbound: bool, msg: SipView,
-               payload: bytes, tcp: bool) -> bool | bytes:
+               payload: bytes, tcp: bool, port: int) -> bool | bytes:
+        """One SIP message; ``port`` is the client's (0 over TCP)."""
+        peer = dst
         if inbound:
             src = self._key(src)
         else:
@@ -316,7 +327,10 @@ class Guard:
             verdict = self.engine.on_response(now, dst, msg)
             self.counters["pass:response-out"] += 1
             if verdict.actions:
+                # where a 2xx went is where its pair registers from (a lockdown's pass entry)
+                self._answering = (peer, port) if not tcp and port else None
                 self.apply(verdict.actions)
+                self._answering = None
             if (msg.status == 401 or msg.status == 407) and not tcp and not self.prove_by_nonce:
                 return self._tokenise(payload, dst)
             return True
@@ -383,7 +397,7 @@ class Guard:
         return out
 
     def _large(self, payload: bytes, hook: int) -> bool | bytes:
-        """A packet of MAX_UDP_PACKET bytes or more: inbound over UDP, dropped "oversize"
+        """A packet of ``limits.udp_oversize`` bytes or more: inbound over UDP, dropped "oversize"
         unread; anything else read as usual unless the queue cut it short (over COPY_RANGE
         bytes), then it is judged by its source alone."""
         if len(payload) < COPY_RANGE:
@@ -398,7 +412,7 @@ class Guard:
     def _unreadable(self, payload: bytes) -> bool | bytes:
         """A packet parse_packet refused, or one the queue cut at COPY_RANGE bytes: a long enough
         one is judged by the source in its IP header, anything else is malformed."""
-        if len(payload) >= MAX_UDP_PACKET:
+        if len(payload) >= self.udp_oversize:
             version = payload[0] >> 4
             raw = payload[12:16] if version == 4 else payload[8:24] if version == 6 else b""
             if raw and len(raw) in (4, 16):
@@ -472,9 +486,9 @@ class Guard:
             elif isinstance(action, LiftAccount):
                 self.enforce.end_protection(action.aor, reason=action.reason)
             elif isinstance(action, Lockdown):
-                self.enforce.lockdown(action.ip, action.seconds, failures=action.failures,
-                                      level=action.level)
+                self._lockdown(action)
             elif isinstance(action, LiftLockdown):
+                self._kernel_locked.pop(action.ip, None)
                 self.enforce.end_lockdown(action.ip, reason=action.reason)
 
     def _log_only(self, actions: tuple[Action, ...] | list[Action]) -> None:
@@ -538,10 +552,32 @@ class Guard:
         # written from tick(): a 200 OK is never held up by a set or database write
         self._known_pending[mark.ip] = max(1, math.ceil(mark.seconds))
 
+    def _lockdown(self, action: Lockdown) -> None:
+        """In the kernel too when every live known-good pair of the source has a UDP port
+        here: the kernel then drops everything else from the address."""
+        now = self.clock()
+        live = [aor for src, aor, _ in self.engine.pairs.known_pairs(now) if src == action.ip]
+        passes = self._pair_ports.passes(now, action.ip, live)
+        self.enforce.lockdown(action.ip, action.seconds, failures=action.failures,
+                              level=action.level, passes=passes)
+        if passes is not None:
+            if len(self._kernel_locked) > 100_000:
+                self._kernel_locked.clear()
+            self._kernel_locked[action.ip] = now + action.seconds
+
     def _mark_pair(self, mark: MarkPair) -> None:
         """A known-good pair, written from tick() and only when its stored time runs low."""
         now = self.clock()
         key = (mark.ip, mark.aor)
+        answering = self._answering
+        if answering is None:
+            self._pair_ports.forget(mark.ip, mark.aor)
+        else:
+            self._pair_ports.note(mark.ip, mark.aor, answering[0], answering[1],
+                                  now + mark.seconds)
+            locked = self._kernel_locked.get(mark.ip)
+            if locked is not None and locked > now:
+                self.enforce.pass_pair(answering[0], answering[1], locked - now)
         until = self._pair_until.get(key)
         if until is not None and until - now > mark.seconds * KNOWN_REFRESH_SHARE:
             return
@@ -576,6 +612,7 @@ class Guard:
         base = self.store.load_snapshot(f"baseline-{self.name}")
         if base is not None and isinstance(base[1], dict):
             self.baseline.restore(base[1])
+        self.refresh_allows()  # before the bans: an allowed source's ban is not restored
         bans = self.store.active_bans(now=wall)
         for row in bans:
             remaining = row.remaining(wall)
@@ -615,22 +652,19 @@ class Guard:
             self.apply(ended)
         self.take_reports()
         # a feed or fleet batch of thousands is taken over several ticks, never all at once
+        allows_changed = False
         for cmd in self.store.take_commands(self._command_id, COMMANDS_PER_TICK):
             self._command_id = cmd.id
             now = self.clock()
             try:
-                if cmd.op == "ban" and cmd.seconds:
-                    self.engine.restore_ban(now, cmd.ip, cmd.seconds, cmd.reason or "manual",
-                                            "manual", None, 0)
-                elif cmd.op == "unban":
-                    self.engine.unban(now, cmd.ip)  # its endpoints too (store: by the CLI)
-                elif cmd.op == "lift-pair" and cmd.reason:
-                    self.engine.pairs.lift(cmd.ip, aor_key(cmd.reason))
-                elif cmd.op == "unprotect":
-                    # the operator's command already ended it in the store, with its event
-                    self.engine.lift_account(now, cmd.ip)
+                if run_command(self.engine, cmd, now):
+                    allows_changed = True
             except ValueError:
                 pass
+            if cmd.op == "unlock":
+                self._kernel_locked.pop(cmd.ip, None)
+        if allows_changed or self.wall() >= self._allow_expiry:
+            self.refresh_allows()
         now = self.clock()
         if now - self._last_counters >= COUNTERS_EVERY:
             self.publish_counters()
@@ -638,6 +672,28 @@ class Guard:
             self.snapshot()
         if now - self._last_baseline >= BASELINE_EVERY:
             self.learn_baseline()
+
+    def refresh_allows(self) -> None:
+        """Re-read the run-time allow list (``floodguard allow``, the fleet): a change reloads
+        the engine's allow list, which lifts the bans, suspensions and lockdowns it now covers;
+        an entry that expired leaves the kernel allow set (unless the config lists it too)."""
+        wall = self.wall()
+        rows = self.store.active_allows(wall)
+        nets = tuple(row.net for row in rows)
+        ends = [row.until for row in rows if row.until is not None]
+        self._allow_expiry = min(ends) if ends else math.inf
+        if nets == self._runtime_allow:
+            return
+        gone = set(self._runtime_allow) - set(nets)
+        self._runtime_allow = nets
+        actions = self.engine.reload(with_runtime(self.cfg, nets))
+        if actions:
+            self.apply(actions)
+        if gone:
+            static = static_networks(self.cfg)
+            expired = self.store.allow_spans(sorted(gone))  # rows still there: ended by time
+            for net in sorted(gone):
+                self.enforce.expire_allow(net, static=net in static, expired=net in expired)
 
     def take_reports(self) -> None:
         """Outcomes floodguard's registrar told about TLS registrations (which the guard cannot
@@ -704,10 +760,11 @@ class Guard:
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
         self.monitor = cfg.guard.mode == "monitor"
+        self.udp_oversize = cfg.limits.udp_oversize
         if cfg.limits.ipv6_prefix != self.v6_prefix:
             self.v6_prefix = cfg.limits.ipv6_prefix
             self._v6_keys = {}
-        actions = self.engine.reload(cfg)
+        actions = self.engine.reload(with_runtime(cfg, self._runtime_allow))
         if actions:
             self.apply(actions)
         self.events.emit("reload", source=cfg.source)

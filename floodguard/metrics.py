@@ -1,11 +1,18 @@
 """Prometheus exposition on ``metrics.listen``: every layer's counters, bans, sets, queues.
 
 A custom collector reads a fresh status snapshot on each scrape (see status.py), so the numbers
-always agree with ``floodguard status``; nothing is kept in this process between scrapes.
+always agree with ``floodguard status``; nothing is kept in this process between scrapes but
+the last count of the hashlimit tables (a full one is re-counted only as often as its cost
+allows: ``hashlimit.TableReader``). How full the kernel's tables are (ipsets, hashlimit tables,
+conntrack) is read from the tables themselves, entries next to capacity, so an alert can fire
+before one fills: a full hashlimit table or conntrack table drops every new source, a full ban
+set refuses new bans.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import platform
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from floodguard import __version__
 from floodguard.config import Config, split_listen
 from floodguard.status import collect
 
@@ -118,15 +126,7 @@ class FloodguardCollector(Collector):
         for (kind, reason), n in sorted(counted.items()):
             bans.add_metric([kind, reason], n)
         yield bans
-        fill = GaugeMetricFamily("floodguard_set_fill_ratio", "ipset entries / maxelem",
-                                 labels=["set"])
-        entries = GaugeMetricFamily("floodguard_set_entries", "ipset entries", labels=["set"])
-        for row in kernel.get("sets", []):
-            entries.add_metric([row["name"]], row["entries"])
-            if row.get("maxelem"):
-                fill.add_metric([row["name"]], row["entries"] / row["maxelem"])
-        yield entries
-        yield fill
+        yield from _tables(kernel)
         queues = CounterMetricFamily("floodguard_queue_dropped_packets",
                                      "Packets the kernel dropped at the NFQUEUE",
                                      labels=["queue", "why"])
@@ -134,17 +134,6 @@ class FloodguardCollector(Collector):
             queues.add_metric([str(q["queue"]), "queue_full"], q["queue_dropped"])
             queues.add_metric([str(q["queue"]), "user"], q["user_dropped"])
         yield queues
-        from floodguard.kernel.messages import table_full_messages
-
-        full = table_full_messages()
-        if full is not None:
-            messages = CounterMetricFamily(
-                "floodguard_kernel_table_full_messages",
-                "Kernel log lines saying a hashlimit table, ipset or conntrack table is full",
-                labels=["table"])
-            for table, n in sorted(full.items()):
-                messages.add_metric([table], n)
-            yield messages
         admission = data.get("admission")
         if admission is not None:
             yield GaugeMetricFamily(
@@ -169,6 +158,54 @@ class FloodguardCollector(Collector):
         yield from _fleet(data.get("fleet"))
         yield GaugeMetricFamily("floodguard_health_problems",
                                 "Problems floodguard status reports", value=len(data["health"]))
+        yield build_info(kernel.get("backend", ""))
+
+
+def build_info(backend: str) -> GaugeMetricFamily:
+    """Always 1; its labels say what runs: floodguard's version, Python's, the iptables backend
+    of the installed rules, and whether the per-packet path is the mypyc-compiled build."""
+    spec = importlib.util.find_spec("floodguard.guard")
+    compiled = spec is not None and spec.origin is not None and not spec.origin.endswith(".py")
+    info = GaugeMetricFamily("floodguard_build_info", "floodguard's build and environment",
+                             labels=["version", "python", "backend", "compiled"])
+    info.add_metric([__version__, platform.python_version(), backend or "none",
+                     "true" if compiled else "false"], 1)
+    return info
+
+
+def _tables(kernel: dict[str, Any]) -> Iterator[Any]:
+    """Entries and capacity of every kernel table that drops or refuses when full."""
+    entries = GaugeMetricFamily("floodguard_set_entries", "ipset entries", labels=["set"])
+    capacity = GaugeMetricFamily("floodguard_set_capacity", "ipset maxelem", labels=["set"])
+    fill = GaugeMetricFamily("floodguard_set_fill_ratio", "ipset entries / maxelem",
+                             labels=["set"])
+    for row in kernel.get("sets", []):
+        entries.add_metric([row["name"]], row["entries"])
+        if row.get("maxelem"):
+            capacity.add_metric([row["name"]], row["maxelem"])
+            fill.add_metric([row["name"]], row["entries"] / row["maxelem"])
+    yield from (entries, capacity, fill)
+    labels = ["table", "family", "purpose"]
+    buckets = GaugeMetricFamily("floodguard_hashlimit_entries",
+                                "Buckets (sources) in a hashlimit table of floodguard's rules",
+                                labels=labels)
+    most = GaugeMetricFamily("floodguard_hashlimit_capacity",
+                             "Buckets a per-source hashlimit table may hold (htable-max): when "
+                             "full, the kernel drops every new source's packets", labels=labels)
+    for table in kernel.get("hashlimits", []):
+        key = [table["name"], str(table["family"]), table["purpose"]]
+        buckets.add_metric(key, table["entries"])
+        if table["capacity"]:
+            most.add_metric(key, table["capacity"])
+    yield from (buckets, most)
+    tracked = kernel.get("conntrack")
+    if tracked:
+        yield GaugeMetricFamily("floodguard_conntrack_entries",
+                                "Entries in the network namespace's conntrack table",
+                                value=tracked["entries"])
+        yield GaugeMetricFamily("floodguard_conntrack_capacity",
+                                "nf_conntrack_max: when full, the kernel drops every new flow",
+                                value=tracked["capacity"])
 
 
 def _fleet(fleet: dict[str, Any] | None) -> Iterator[Any]:

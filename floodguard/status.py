@@ -1,6 +1,7 @@
 """What ``floodguard status`` and the metrics show: one snapshot of every layer, as plain data.
 
-Sources: the kernel (our rules' counters, set sizes), the guard's counters that each worker
+Sources: the kernel (our rules' counters, how full the sets, hashlimit tables and the
+conntrack table are), the guard's counters that each worker
 publishes to the state store every second, the bans in the store, and the registrar's bindings
 (same database). Rates come from two snapshots taken some time apart.
 
@@ -11,6 +12,7 @@ aside are reported until an operator deletes them.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -19,20 +21,34 @@ from floodguard.config import Config
 from floodguard.store import CORRUPT_SNAPSHOT, Store, StoreError, quarantined
 
 GUARD_STALE_AFTER = 5.0  # a worker publishes every second; older than this: not running
-SET_NEAR_FULL = 0.8
+NEAR_FULL = 0.8  # a set, hashlimit table or the conntrack table this full is a health problem
 
 # the chains whose rules limit (raw: per source and the budget; filter: string matches)
 LIMIT_CHAINS = ("FLOODGUARD-LIMIT", "FLOODGUARD-TLSLIMIT", "FLOODGUARD-SIP", "FLOODGUARD-TLS")
 
 
-def _kernel(cfg: Config) -> dict[str, Any]:
-    from floodguard.kernel import KernelError, firewall
+@functools.cache
+def _hashlimit_reader() -> Any:
+    """One reader per process, so repeated snapshots (metrics scrapes, ``status --watch``)
+    keep the cost of counting the hashlimit tables bounded."""
+    from floodguard.kernel.hashlimit import TableReader
 
+    return TableReader()
+
+
+def _kernel(cfg: Config) -> dict[str, Any]:
+    from floodguard.kernel import KernelError, conntrack, firewall
+
+    size = conntrack.table_size()
+    tracked = None if size is None else {"entries": size[0], "capacity": size[1]}
     try:
         data = firewall.status(cfg)
     except (KernelError, OSError) as exc:
         return {"ok": False, "error": " ".join(str(exc).split()), "rules": [], "sets": [],
-                "installed": False}
+                "installed": False, "hashlimits": [], "conntrack": tracked}
+    data["hashlimits"] = [table.as_dict() for table in _hashlimit_reader()(
+        [(rule["family"], rule["rule"]) for rule in data["rules"]])]
+    data["conntrack"] = tracked
     drops: dict[str, int] = {}
     queued = 0
     for rule in data["rules"]:
@@ -213,8 +229,17 @@ def health(data: dict[str, Any]) -> list[str]:
     if kernel.get("ok") is False:
         problems.append("kernel rules missing: " + kernel.get("error", "run floodguard apply"))
     for row in kernel.get("sets", []):
-        if row.get("maxelem") and row["entries"] >= SET_NEAR_FULL * row["maxelem"]:
+        if row.get("maxelem") and row["entries"] >= NEAR_FULL * row["maxelem"]:
             problems.append(f"set {row['name']} is {row['entries']}/{row['maxelem']} full")
+    for table in kernel.get("hashlimits", []):
+        if table["capacity"] and table["entries"] >= NEAR_FULL * table["capacity"]:
+            problems.append(f"hashlimit table {table['name']} ({table['purpose']}, IPv"
+                            f"{table['family']}) is {table['entries']}/{table['capacity']} full: "
+                            "when full, the kernel drops every new source's packets")
+    tracked = kernel.get("conntrack")
+    if tracked and tracked["capacity"] and tracked["entries"] >= NEAR_FULL * tracked["capacity"]:
+        problems.append(f"conntrack table is {tracked['entries']}/{tracked['capacity']} full: "
+                        "when full, the kernel drops every new flow")
     if not data["guard"]["ok"]:
         problems.append("guard not running (SIP passes through the kernel limits only)")
     fleet = data.get("fleet")

@@ -65,6 +65,13 @@ def _health(data: dict[str, Any]) -> Panel:
                      f"({admission.get('reason', '?')})")
     for row in data["kernel"].get("sets", []):
         lines.append(f"set {row['name']}: {row['entries']}/{row['maxelem']}")
+    for table in data["kernel"].get("hashlimits", []):
+        if table["capacity"]:  # the shared tables hold one bucket
+            lines.append(f"hashlimit {table['name']} (IPv{table['family']}, {table['purpose']}): "
+                         f"{table['entries']}/{table['capacity']}")
+    tracked = data["kernel"].get("conntrack")
+    if tracked:
+        lines.append(f"conntrack: {tracked['entries']}/{tracked['capacity']}")
     lines += [f"[red]PROBLEM: {p}[/red]" for p in data["health"]] or ["[green]healthy[/green]"]
     lines += [f"[yellow]note: {n}[/yellow]" for n in data.get("notes", [])]
     return Panel("\n".join(lines), title="health")

@@ -9,6 +9,10 @@ and, when SQLite says it is not a database or is malformed, moves it and its ``-
 aside to ``<path>.corrupt-<UTC time>``, starts a fresh one, emits ``state_corrupt`` and records
 the move in the fresh database for ``floodguard status``. Saved bans and registrations in the
 damaged file are lost (they stay in the moved file for inspection).
+
+The tables and their upgrade path (``PRAGMA user_version``, one migration step per change) are
+in ``store_schema``: an older store is upgraded on open (``state_upgraded``), a newer one is
+refused (StoreTooNew) and left as it is.
 """
 
 from __future__ import annotations
@@ -25,95 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from floodguard.errors import FloodguardError
 from floodguard.events import EventLog
+from floodguard.store_allows import AllowRow as AllowRow
+from floodguard.store_allows import AllowTables
 from floodguard.store_endpoints import HOLD_ACCOUNT as HOLD_ACCOUNT
 from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
 from floodguard.store_endpoints import EndpointTables
 from floodguard.store_endpoints import HoldRow as HoldRow
 from floodguard.store_endpoints import PairBanRow as PairBanRow
+from floodguard.store_schema import REPORTS_TABLE, migrate
+from floodguard.store_schema import StoreError as StoreError
+from floodguard.store_schema import StoreTooNew as StoreTooNew
 
 JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
-
-SCHEMA_REPORTS = """
-CREATE TABLE IF NOT EXISTS reports (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ip TEXT NOT NULL,
-    aor TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    expires INTEGER,
-    created REAL NOT NULL
-);
-"""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bans (
-    ip TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    aor TEXT,
-    failures INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    until REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
-CREATE TABLE IF NOT EXISTS known (
-    ip TEXT PRIMARY KEY,
-    until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    name TEXT PRIMARY KEY,
-    saved REAL NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    kind TEXT,
-    reason TEXT,
-    aor TEXT,
-    failures INTEGER,
-    until REAL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS known_pairs (
-    ip TEXT NOT NULL,
-    aor TEXT NOT NULL,
-    until REAL NOT NULL,
-    PRIMARY KEY (ip, aor)
-);
-CREATE INDEX IF NOT EXISTS known_pairs_until ON known_pairs(until);
-CREATE TABLE IF NOT EXISTS pair_bans (
-    ip TEXT NOT NULL,
-    aor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    failures INTEGER NOT NULL DEFAULT 0,
-    level INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL,
-    until REAL NOT NULL,
-    PRIMARY KEY (ip, aor)
-);
-CREATE TABLE IF NOT EXISTS holds (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0,
-    level INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL,
-    until REAL NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    seconds REAL,
-    reason TEXT,
-    created REAL NOT NULL
-);
-""" + SCHEMA_REPORTS
-
 
 # Registrar reports are read within a second by a running guard; older ones only wait for one
 # that is down, and a guard that was down an hour has no use for them.
@@ -141,7 +69,7 @@ def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int
                now: float | None = None) -> None:
     """Write one report into the state database through any connection to it (the
     registrar's own); the table is created if this database has none yet."""
-    db.execute(SCHEMA_REPORTS)
+    db.execute(REPORTS_TABLE)
     db.execute("INSERT INTO reports(ip, aor, ok, expires, created) VALUES (?, ?, ?, ?, ?)",
                (ip, aor[:256], int(ok), expires, time.time() if now is None else now))
 
@@ -174,7 +102,7 @@ class JournalEntry:
     """A local change to bans or known-good sources, in order (for the fleet link)."""
 
     id: int
-    op: str  # "ban", "unban" or "known"
+    op: str  # "ban", "unban", "known", "allow" or "disallow" (ip: the network)
     ip: str
     kind: str | None
     reason: str | None
@@ -193,10 +121,6 @@ class Command:
     ip: str
     seconds: float | None
     reason: str | None
-
-
-class StoreError(FloodguardError):
-    """The state database cannot be opened or written."""
 
 
 CORRUPT_SNAPSHOT = "state_corrupt"  # the fresh database's record of what was moved aside
@@ -222,9 +146,12 @@ def is_corruption(exc: BaseException) -> bool:
     return "file is not a database" in text or "malformed" in text
 
 
-def connect(path: str | os.PathLike[str], *, check: bool = True) -> sqlite3.Connection:
-    """The state database in WAL mode with floodguard's tables; with ``check`` it must also pass
-    ``PRAGMA quick_check``. Raises sqlite3 errors or StoreCorrupt."""
+def connect(path: str | os.PathLike[str], *, check: bool = True,
+            events: EventLog | None = None) -> sqlite3.Connection:
+    """The state database in WAL mode with floodguard's tables at the current schema version
+    (``store_schema.migrate``; an upgrade of existing state emits ``state_upgraded`` on
+    ``events``, default stderr); with ``check`` it must also pass ``PRAGMA quick_check``.
+    Raises sqlite3 errors, StoreCorrupt, or StoreTooNew (a newer floodguard's file)."""
     db = sqlite3.connect(str(path), timeout=10, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -233,7 +160,14 @@ def connect(path: str | os.PathLike[str], *, check: bool = True) -> sqlite3.Conn
             problems = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
                 raise StoreCorrupt("quick_check: " + "; ".join(map(str, problems)))
-        db.executescript(SCHEMA)
+        before, after = migrate(db)
+        if 0 < before < after:
+            (events or EventLog(sys.stderr)).emit(
+                "state_upgraded", path=os.path.abspath(path), from_version=before,
+                to_version=after)
+    except StoreTooNew as exc:
+        db.close()
+        raise StoreTooNew(f"{path}: {exc}") from None
     except BaseException:
         db.close()
         raise
@@ -289,13 +223,13 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     """
     path = Path(path)
     try:
-        return connect(path), None
+        return connect(path, events=events), None
     except (sqlite3.DatabaseError, StoreCorrupt) as exc:
         if not is_corruption(exc):
             raise
     with _dir_lock(path):
         try:  # another process may have recovered meanwhile
-            return connect(path), None
+            return connect(path, events=events), None
         except (sqlite3.DatabaseError, StoreCorrupt) as exc:
             if not is_corruption(exc):
                 raise
@@ -312,7 +246,7 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     return db, record
 
 
-class Store(EndpointTables):
+class Store(EndpointTables, AllowTables):
     """A small synchronous SQLite store; one per process.
 
     ``recover`` (the default) replaces a damaged database by a fresh one (see the module
@@ -333,7 +267,7 @@ class Store(EndpointTables):
             if recover:
                 self.db, self.recovered = open_recovering(self.path, events)
             else:
-                self.db = connect(self.path)
+                self.db = connect(self.path, events=events)
         except StoreCorrupt as exc:
             raise StoreCorrupt(f"{path}: state database is damaged: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
@@ -410,9 +344,12 @@ class Store(EndpointTables):
                 args = [exact, escaped + "@%"]
         else:
             raise ValueError("journal_of needs ip or user")
+        # bans and unbans: the endpoint entries (pairs, suspensions, holds) are the fleet's,
+        # explain reads those from their own tables
         cur = self.db.execute(
             "SELECT id, op, ip, kind, reason, aor, failures, until, created FROM journal "
-            f"WHERE {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+            f"WHERE {where} AND op IN ('ban', 'unban') ORDER BY id DESC LIMIT ?",
+            (*args, limit))
         return [JournalEntry(*r) for r in cur.fetchall()]
 
     def last_journal_id(self) -> int:
@@ -502,6 +439,7 @@ class Store(EndpointTables):
         self.db.execute("DELETE FROM holds WHERE until <= ?", (now,))
         self.db.execute("DELETE FROM journal WHERE created < ?", (now - JOURNAL_KEEP,))
         self.db.execute("DELETE FROM reports WHERE created < ?", (now - REPORTS_KEEP,))
+        self.prune_allows(now)
 
     # known-good -------------------------------------------------------------
 

@@ -86,7 +86,8 @@ def kernel_sets() -> KernelSets:
 
 @pytest.fixture
 def status_sample() -> Callable[..., dict[str, Any]]:
-    """Builds status snapshots: one worker, one suspension, a ban set 900/1000 full."""
+    """Builds status snapshots: one worker, one suspension, a ban set 900/1000 full, a REGISTER
+    hashlimit table 95/100 full."""
 
     def sample(time: float = 100.0, reg_drops: int = 10, queued: int = 5,
                ok: int = 3) -> dict[str, Any]:
@@ -103,7 +104,15 @@ def status_sample() -> Callable[..., dict[str, Any]]:
             "registrations": {"bindings": 3, "online": 2, "offline": 1},
             "kernel": {"ok": True, "installed": True, "queued": queued,
                        "drops": {"register-rate": reg_drops},
-                       "sets": [{"name": "floodguard-ban", "entries": 900, "maxelem": 1000}]},
+                       "sets": [{"name": "floodguard-ban", "entries": 900, "maxelem": 1000}],
+                       "hashlimits": [{"name": "fg-reg-0123abcd", "family": 4,
+                                       "purpose": "REGISTER per source", "entries": 95,
+                                       "capacity": 100},
+                                      {"name": "fg-bud-4567cdef", "family": 4,
+                                       "purpose": "unknown sources in all (admission budget)",
+                                       "entries": 1, "capacity": None}],
+                       "conntrack": {"entries": 12, "capacity": 262144},
+                       "backend": "nft"},
         }
 
     return sample

@@ -25,6 +25,7 @@ from floodguard.config import Config
 from floodguard.kernel import KernelError, SetFullError
 from floodguard.kernel.ipset import SetInfo
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT, SetSpec, render
+from floodguard.kernel.ruleset import PORT_PROTOCOLS, port_entry, split_port_entry
 
 
 @functools.cache
@@ -64,7 +65,10 @@ class KernelSets:
 
     def spec_for(self, kind: str, address: str) -> SetSpec:
         try:
-            family = ipaddress.ip_network(address, strict=False).version
+            if "," in address:  # address,udp:port (a hash:ip,port set)
+                family = ipaddress.ip_address(split_port_entry(address)[0]).version
+            else:
+                family = ipaddress.ip_network(address, strict=False).version
         except ValueError:
             raise KernelError(f"not an IP address: {address!r}") from None
         try:
@@ -75,6 +79,11 @@ class KernelSets:
     def entry(self, kind: str, address: str) -> str:
         """The form the kernel keeps ``address`` in, in the set of ``kind``."""
         spec = self.spec_for(kind, address)
+        if spec.type == "hash:ip,port":
+            ip, proto, port = split_port_entry(address)
+            return port_entry(ip, port, {n: name for name, n in PORT_PROTOCOLS.items()}[proto])
+        if "," in address:
+            raise KernelError(f"{spec.name} holds addresses, not {address!r}")
         if spec.type == "hash:net":
             if spec.prefix is not None and "/" not in address:
                 address = f"{address}/{spec.prefix}"
@@ -117,6 +126,8 @@ class KernelSets:
         """Whether the set matches the address (a network entry matches what it contains)."""
         self.spec_for(kind, address)
         wanted = ipaddress.ip_network(address, strict=False)
+        if "," in address:
+            return (kind, self.entry(kind, address)) in self.entries
         for have_kind, entry in self.entries:
             if have_kind != kind:
                 continue

@@ -1,4 +1,6 @@
-"""Fleet: bans, unbans and known-good sources shared by every floodguard node through Redis.
+"""Fleet: bans, unbans, known-good sources, the run-time allow list and the endpoint state
+(known-good pairs, endpoint suspensions, account protections, lockdowns) shared by every
+floodguard node through Redis.
 
 Each node keeps its own SQLite store as the source of truth for its own decisions. A fleet link
 (one thread in the supervisor, see ``daemon.supervise``) connects that store to Redis:
@@ -25,6 +27,8 @@ Modules, by job:
   everything read from Redis (``fleet_invalid`` reports what is skipped).
 * ``client`` this node's name, Redis URLs (schemes, redaction) and redis-py clients.
 * ``apply``  applying changes to this node: allow list, kernel sets, store (raw SQL).
+* ``endpoints`` (pure) the endpoint changes: from the journal, their checks, their fields.
+* ``apply_endpoints`` applying those: store, events, the guard workers' commands.
 * ``link``   ``FleetLink``, the supervisor's thread: push, pull, pub/sub, heartbeat, sweep.
 * ``report`` ``floodguard fleet status``.
 

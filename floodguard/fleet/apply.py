@@ -4,7 +4,14 @@ transaction), guard commands, connections cut and events, as every other ban pat
 
 Rows written here are not journalled, so the fleet's changes are not echoed back; a row SQLite
 refuses is skipped alone. The node's own allow list always wins: a fleet ban of an
-allow-listed address is reported and never enters the kernel.
+allow-listed address is reported and never enters the kernel. That list is the config's and the
+run-time one (``floodguard allow``), which the fleet shares: an ``allow`` from another node is
+entered here (store, kernel allow set, the guard told) and lifts this node's bans it covers.
+
+In monitor mode (``[guard] mode = "monitor"`` or ``run --monitor``) nothing is applied: the
+fleet's bans become ``would_ban`` events (``by: "fleet"``; ``would_bans`` for a large batch),
+unbans, known-good marks, allow-list and endpoint changes are only counted
+(``ApplyResult.monitor``).
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from floodguard import addr
+from floodguard import addr, allow_list
 from floodguard.config import Config
 from floodguard.enforce import Enforcer, Forget, SetWriter
 from floodguard.events import EventLog
-from floodguard.fleet.wire import ORIGIN_PREFIX, supersedes
+from floodguard.fleet.apply_endpoints import apply_endpoints
+from floodguard.fleet.wire import ENDPOINT_OPS, LIFTS, ORIGIN_PREFIX, horizon, supersedes
 from floodguard.store import SQL_CHUNK, BanRow, Store
 
 __all__ = ["SQL_CHUNK", "AllowList", "ApplyResult", "Applier", "KernelWriter", "SetWriter",
@@ -78,6 +86,9 @@ class ApplyResult:
     unbans: list[str] = field(default_factory=list)
     known: int = 0
     allowed: list[tuple[str, str, str]] = field(default_factory=list)  # ip, network, origin
+    allows: list[str] = field(default_factory=list)  # run-time allow-list entries added
+    disallows: list[str] = field(default_factory=list)  # and removed
+    endpoints: list[str] = field(default_factory=list)  # pairs, suspensions, holds (their keys)
     skipped: int = 0  # already as long here, older than what is here, or expired
     monitor: int = 0  # not applied: monitor mode
     full: int = 0
@@ -97,7 +108,11 @@ class Applier:
         events = events or EventLog()
         self.enforce = Enforcer(store, self.kernel.writer, events, by="fleet", forget=forget)
         self.cfg = cfg
-        self.allow = AllowList(cfg.blacklist.allow)
+        self.allow = self._allow_list()
+
+    def _allow_list(self) -> AllowList:
+        """The config's allow list and the store's run-time one, as in force now."""
+        return AllowList(allow_list.effective(self.cfg, self.store).blacklist.allow)
 
     def close(self) -> None:
         self.kernel.close()
@@ -106,7 +121,7 @@ class Applier:
         """New settings; lifts (here only) fleet bans the new allow list covers."""
         old = self.cfg
         self.cfg = cfg
-        self.allow = AllowList(cfg.blacklist.allow)
+        self.allow = self._allow_list()
         if old.blacklist.allow == cfg.blacklist.allow:
             return []
         lifted = []
@@ -123,21 +138,38 @@ class Applier:
         result = ApplyResult()
         bans: dict[str, dict[str, Any]] = {}
         known: dict[str, dict[str, Any]] = {}
+        allowing: dict[str, dict[str, Any]] = {}
+        endpoints: dict[str, dict[str, Any]] = {}
         for change in changes:
-            table = known if change["op"] == "known" else bans
-            cur = table.get(change["ip"])
+            op = change["op"]
+            table = (known if op == "known" else allowing if op in ("allow", "disallow")
+                     else endpoints if op in ENDPOINT_OPS else bans)
+            key = change["key"] if "key" in change else change["ip"]
+            cur = table.get(key)
             if cur is None or supersedes(change, cur):
-                table[change["ip"]] = change
+                table[key] = change
             else:
                 result.skipped += 1
         if self.cfg.guard.mode == "monitor":
-            result.monitor = len(bans) + len(known)
-            return result
+            result.monitor = (len(known) + len(allowing) + len(endpoints)
+                              + sum(c["op"] == "unban" for c in bans.values()))
+            bans = {ip: c for ip, c in bans.items() if c["op"] != "unban"}
+            known, allowing, endpoints = {}, {}, {}
+        else:
+            self._allows(allowing, now, result)
+            self.allow = self._allow_list()  # also what `floodguard allow` changed here meanwhile
         self._bans(bans, now, result)
         self._known(known, now, result)
+        if endpoints:
+            result.endpoints, skipped = apply_endpoints(self.store, self.enforce, endpoints, now)
+            result.skipped += skipped
         if live:
             done = time.time()
-            result.lags = [done - bans[ip]["ts"] for ip in (*result.bans, *result.unbans)]
+            changed = {*result.bans, *result.unbans}
+            result.lags = [done - change["ts"] for ip, change in bans.items() if ip in changed]
+            result.lags += [done - allowing[net]["ts"]
+                            for net in (*result.allows, *result.disallows)]
+            result.lags += [done - endpoints[key]["ts"] for key in result.endpoints]
         return result
 
     def _bans(self, changes: dict[str, dict[str, Any]], now: float, result: ApplyResult) -> None:
@@ -167,10 +199,49 @@ class Applier:
                               change["ts"], change["until"]))
         if not add:
             return
+        if self.cfg.guard.mode == "monitor":
+            result.monitor += len(self.enforce.would_ban_many(add, now=now))
+            return
         done = self.enforce.ban_many(add, now=now)
         result.full += len(done.full)
         result.errors += len(done.failed)
         result.bans.extend(done.done)
+
+    def _allows(self, changes: dict[str, dict[str, Any]], now: float,
+                result: ApplyResult) -> None:
+        """Run-time allow-list changes: an allow enters the store and the kernel allow set and
+        lifts this node's bans inside it; a disallow removes an allow made before it."""
+        if not changes:
+            return
+        local = self.store.allow_spans(list(changes))
+        static = allow_list.static_networks(self.cfg)
+        prefix = self.cfg.limits.ipv6_prefix
+        for net, change in changes.items():
+            here = local.get(net)
+            if change["op"] in LIFTS:
+                if here is None or here[0] > change["ts"]:
+                    result.skipped += 1  # nothing here, or allowed again after the removal
+                    continue
+                self.enforce.disallow(net, reason="fleet", static=net in static)
+                result.disallows.append(net)
+                continue
+            ends = horizon(change)
+            here_ends = None if here is None else (
+                float("inf") if here[1] is None else here[1])
+            if ends <= now or (here_ends is not None and here_ends >= ends and here_ends > now):
+                result.skipped += 1
+                continue
+            reason = change["reason"] if change["reason"].startswith(ORIGIN_PREFIX) else \
+                f"{ORIGIN_PREFIX}{change['node']}:{change['reason']}"
+            self.enforce.allow(net, None, reason=reason,
+                               until=None if ends == float("inf") else ends,
+                               created=change["ts"])
+            result.allows.append(net)
+            network = addr.parse_network(net)
+            for row in self.store.active_bans(now=now):
+                if addr.key_in(row.ip, network, prefix):
+                    self.enforce.unban(row.ip, reason="allow-listed")
+                    result.unbans.append(row.ip)
 
     def _known(self, changes: dict[str, dict[str, Any]], now: float, result: ApplyResult) -> None:
         if not changes:

@@ -26,7 +26,7 @@ from typing import Any
 from floodguard.config import Config
 from floodguard.enforce import Forget
 from floodguard.events import EventLog
-from floodguard.fleet import wire
+from floodguard.fleet import endpoints, wire
 from floodguard.fleet.apply import (
     SQL_CHUNK,
     Applier,
@@ -97,8 +97,8 @@ class FleetLink:
         self.retry_at = 0.0
         self.cursor: int | None = None
         self.counts: dict[str, int] = dict.fromkeys(
-            ("pushed", "received", "bans", "unbans", "known", "allowed", "skipped", "monitor",
-             "full", "errors", "invalid", "pulled"), 0)
+            ("pushed", "received", "bans", "unbans", "known", "allowed", "allows", "disallows",
+             "skipped", "monitor", "full", "errors", "invalid", "pulled"), 0)
         self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
         self.recent: deque[float] = deque(maxlen=RECENT_LAGS)
@@ -331,7 +331,7 @@ class FleetLink:
                 break
             now = time.time()
             changes = [wire.change_from_journal(e, self.node) for e in entries]
-            self._send([c for c in changes if c["op"] == "unban" or c["until"] > now])
+            self._send([c for c in changes if wire.live(c, now)])
             self.cursor = entries[-1].id
             store.save_snapshot(CURSOR_SNAPSHOT, {"journal": self.cursor})
             sent += len(entries)
@@ -342,7 +342,9 @@ class FleetLink:
     def _send(self, changes: list[dict[str, Any]]) -> int:
         """Merge changes into Redis (which publishes what it accepted); returns that count."""
         accepted = 0
-        for key, ops in ((self.keys.bans, ("ban", "unban")), (self.keys.known, ("known",))):
+        for key, ops in ((self.keys.bans, ("ban", "unban")), (self.keys.known, ("known",)),
+                         (self.keys.allow, ("allow", "disallow")),
+                         (self.keys.endpoints, wire.ENDPOINT_OPS)):
             mine = [c for c in changes if c["op"] in ops]
             for i in range(0, len(mine), PUSH_BATCH):
                 chunk = json.dumps(mine[i:i + PUSH_BATCH], separators=(",", ":"))
@@ -359,12 +361,20 @@ class FleetLink:
                                          for r in store.active_bans(now=now)]
         pending += [{"op": "known", "ip": ip, "ts": now, "until": now + left, "node": self.node}
                     for ip, left in store.active_known(now=now)]
+        pending += [wire.change_from_allow(row.net, row.reason, row.created, row.until,
+                                           self.node) for row in store.active_allows(now)]
+        pending += endpoints.from_state(
+            now, self.node, store.active_known_pairs(now=now), store.active_pair_bans(now=now),
+            [h for kind in endpoints.HOLDS for h in store.active_holds(kind, now=now)])
         out: list[dict[str, Any]] = []
-        for key, ops in ((self.keys.bans, ("ban",)), (self.keys.known, ("known",))):
+        for key, ops in ((self.keys.bans, ("ban",)), (self.keys.known, ("known",)),
+                         (self.keys.allow, ("allow",)),
+                         (self.keys.endpoints, endpoints.ITEMS)):
             mine = [c for c in pending if c["op"] in ops]
             for i in range(0, len(mine), SQL_CHUNK):
                 chunk = mine[i:i + SQL_CHUNK]
-                current = self.client.hmget(key, [c["ip"] for c in chunk])
+                fields = [c["key"] if "key" in c else c["ip"] for c in chunk]
+                current = self.client.hmget(key, fields)
                 for change, raw in zip(chunk, current, strict=True):
                     cur = wire.valid_change(wire.decode(raw), now) if raw is not None else None
                     if cur is None or wire.supersedes(change, cur):
@@ -401,10 +411,13 @@ class FleetLink:
             self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
             self.lag_sum += lag
             self.recent.append(lag)
-        if result.bans or result.unbans or result.known or result.full or result.errors:
+        if (result.bans or result.unbans or result.known or result.full or result.errors
+                or result.allows or result.disallows or result.endpoints):
             self.events.emit(
                 "fleet_applied", origin=sorted(origins), bans=len(result.bans),
                 unbans=len(result.unbans), known=result.known, skipped=result.skipped,
+                allows=len(result.allows) or None, disallows=len(result.disallows) or None,
+                endpoints=len(result.endpoints) or None,
                 full=result.full or None, errors=result.errors or None,
                 lag_ms=round(max(result.lags) * 1000, 1) if result.lags else None,
                 ips=(result.bans + result.unbans)[:EVENT_IPS])
@@ -422,6 +435,8 @@ class FleetLink:
         self.counts["unbans"] += len(result.unbans)
         self.counts["known"] += result.known
         self.counts["allowed"] += len(result.allowed)
+        self.counts["allows"] += len(result.allows)
+        self.counts["disallows"] += len(result.disallows)
         self.counts["skipped"] += result.skipped
         self.counts["monitor"] += result.monitor
         self.counts["full"] += result.full
@@ -434,8 +449,9 @@ class FleetLink:
 
     def _pull(self, applier: Applier, deadline: float | None = None) -> dict[str, int] | None:
         """Apply every fleet entry this node lacks; None when the deadline cut it short."""
-        totals = {"bans": 0, "unbans": 0, "known": 0, "allowed": 0}
-        for key in (self.keys.bans, self.keys.known):
+        totals = {"bans": 0, "unbans": 0, "known": 0, "allowed": 0, "allows": 0}
+        # the allow list first: fleet bans of sources it covers are then never applied
+        for key in (self.keys.allow, self.keys.bans, self.keys.known, self.keys.endpoints):
             cursor = 0
             while True:
                 cursor, page = self.client.hscan(key, cursor, count=1000)
@@ -448,11 +464,13 @@ class FleetLink:
                 totals["unbans"] += len(result.unbans)
                 totals["known"] += result.known
                 totals["allowed"] += len(result.allowed)
+                totals["allows"] += len(result.allows)
                 if cursor == 0:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     return None
-        self.counts["pulled"] += totals["bans"] + totals["unbans"] + totals["known"]
+        self.counts["pulled"] += (totals["bans"] + totals["unbans"] + totals["known"]
+                                  + totals["allows"])
         return totals
 
     # ------------------------------------------------------------ housekeeping
@@ -488,8 +506,10 @@ class FleetLink:
             self._next_sweep = time.monotonic() + SWEEP_EVERY
             if not self.client.set(self.keys.sweeper, self.node, nx=True, ex=int(SWEEP_EVERY)):
                 return
-            self._sweep = {"keys": [self.keys.bans, self.keys.known], "cursor": 0,
-                           "counts": {"bans": 0, "tombstones": 0, "known": 0, "deleted": 0}}
+            self._sweep = {"keys": [self.keys.bans, self.keys.known, self.keys.allow,
+                                    self.keys.endpoints],
+                           "cursor": 0, "counts": {"bans": 0, "tombstones": 0, "known": 0,
+                                                   "allows": 0, "endpoints": 0, "deleted": 0}}
         sweep = self._sweep
         key = sweep["keys"][0]
         cursor, page = self.client.hscan(key, sweep["cursor"], count=SWEEP_PAGE)
@@ -497,12 +517,16 @@ class FleetLink:
         dead: list[Any] = []
         for ip, raw in page.items():
             change = wire.valid_change(wire.decode(raw), now)
-            if change is None or change["until"] < now - SWEEP_GRACE:
+            if change is None or wire.horizon(change) < now - SWEEP_GRACE:
                 dead += [ip, raw]
             elif change["op"] == "ban":
                 sweep["counts"]["bans"] += 1
-            elif change["op"] == "unban":
+            elif change["op"] in wire.LIFTS:
                 sweep["counts"]["tombstones"] += 1
+            elif change["op"] == "allow":
+                sweep["counts"]["allows"] += 1
+            elif change["op"] in wire.ENDPOINT_OPS:
+                sweep["counts"]["endpoints"] += 1
             else:
                 sweep["counts"]["known"] += 1
         if dead:

@@ -56,6 +56,7 @@ def report(cfg: Config, store: Store, sets: Any | None, *,
                 else:
                     fleet[change["ip"]] = change
             known = client.hlen(keys.known)
+            allows = client.hlen(keys.allow)  # run-time allow list, tombstones included
         finally:
             client.close()
     except errors() as exc:
@@ -65,7 +66,8 @@ def report(cfg: Config, store: Store, sets: Any | None, *,
     allowed = sorted(ip for ip in fleet if allow.covering(ip))
     here = local_set if local_set is not None else store_ips
     missing = sorted(ip for ip in fleet if ip not in here and ip not in allowed)
-    data["redis"] = {"ok": True, "bans": len(fleet), "tombstones": tombstones, "known": known}
+    data["redis"] = {"ok": True, "bans": len(fleet), "tombstones": tombstones, "known": known,
+                     "allow_entries": allows}
     data["compare"] = {
         "against": "set" if local_set is not None else "store",
         "missing_here": len(missing), "missing_sample": missing[:10],

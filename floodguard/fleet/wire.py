@@ -7,6 +7,9 @@ Redis layout, ``<p>`` being ``[fleet] channel`` (default ``floodguard``; also th
     <p>:bans    hash  ip -> {"op": "ban", kind, reason, aor, failures, until, ts, node}
                         or a tombstone {"op": "unban", until, ts, node}
     <p>:known   hash  ip -> {"op": "known", until, ts, node}
+    <p>:allow   hash  network -> {"op": "allow", reason, until, ts, node} (until 0: until
+                        removed) or a tombstone {"op": "disallow", until, ts, node}
+    <p>:endpoints hash  known-good pairs, endpoint suspensions, holds (fleet/endpoints.py)
     <p>:nodes   hash  node -> {ts, instance, bans_set, bans_store, up_since, stopped}
     <p>:stats   hash  counts from the last sweep (bans, tombstones, known, deleted, ts)
     <p>:sweeper string: which node sweeps expired entries now (SET NX EX)
@@ -19,8 +22,10 @@ blocking the entries after it.
 ``until`` and ``ts`` are wall-clock seconds (the time of the change), so nodes need NTP. Merge
 rules, the same in Redis (``MERGE_LUA``) and on each node (``supersedes``): a ban never shortens
 a ban (the later ``until`` stays); an unban lifts a ban made before it; a ban made after an unban
-replaces it. Tombstones keep an unban visible to partitioned nodes until the lifted ban would
-have expired (at least ``TOMBSTONE_KEEP``), then the sweep removes them with the expired bans.
+replaces it. The run-time allow list (``floodguard allow``) follows the same rules, ``allow``
+as a ban and ``disallow`` as an unban (an ``until`` of 0 is later than any other). Tombstones
+keep an unban visible to partitioned nodes until the lifted ban would have expired (at least
+``TOMBSTONE_KEEP``), then the sweep removes them with the expired bans.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ MAX_AHEAD = 2 * IPSET_MAX_TIMEOUT  # seconds an entry's `until` may lie in the f
 MAX_ENTRY = 4096  # bytes of one Redis hash value (an entry is ~200)
 MAX_MESSAGE = 8 * 1024 * 1024  # bytes of one pub/sub message (PUSH_BATCH entries)
 KINDS = (KIND_SUSPEND, KIND_BLACKLIST, KIND_MANUAL)
+# the tombstone ops; resume and release lift endpoint state (fleet/endpoints.py)
+LIFTS = ("unban", "disallow", "resume", "release")
+ENDPOINT_OPS = ("pair", "suspend", "hold", "resume", "release")
+OPS = ("ban", "known", "allow", *LIFTS, "pair", "suspend", "hold")
 
 ORIGIN_PREFIX = "fleet:"
 
@@ -55,29 +64,37 @@ ORIGIN_PREFIX = "fleet:"
 MERGE_LUA = """
 local changes = cjson.decode(ARGV[3])
 local out = {}
+local function lifts(op)
+  return op == 'unban' or op == 'disallow' or op == 'resume' or op == 'release'
+end
+local function horizon(c)
+  if c.op == 'allow' and c['until'] == 0 then return math.huge end
+  return c['until']
+end
 for _, c in ipairs(changes) do
   local take = true
-  local raw = redis.call('HGET', KEYS[1], c.ip)
+  local f = c.key or c.ip
+  local raw = redis.call('HGET', KEYS[1], f)
   if raw then
     local ok, cur = pcall(cjson.decode, raw)
     if ok and type(cur) == 'table' and type(cur.ts) == 'number'
         and type(cur['until']) == 'number' then
-      if c.op == 'unban' then
-        if cur.op == 'unban' then
+      if lifts(c.op) then
+        if lifts(cur.op) then
           take = c.ts > cur.ts
         else
           take = c.ts >= cur.ts
           if take and cur['until'] > c['until'] then c['until'] = cur['until'] end
         end
-      elseif cur.op == 'unban' then
+      elseif lifts(cur.op) then
         take = c.ts > cur.ts
       else
-        take = c['until'] > cur['until']
+        take = horizon(c) > horizon(cur)
       end
     end
   end
   if take then
-    redis.call('HSET', KEYS[1], c.ip, cjson.encode(c))
+    redis.call('HSET', KEYS[1], f, cjson.encode(c))
     out[#out + 1] = c
   end
 end
@@ -103,17 +120,20 @@ return n
 @dataclass(frozen=True)
 class Keys:
     """Redis key names of one fleet (``[fleet] channel`` is the prefix and the channel):
-    ``bans``, ``known``, ``nodes``, ``stats`` and ``sweeper`` are ``<channel>:<that name>``."""
+    ``bans``, ``known``, ``allow``, ``endpoints``, ``nodes``, ``stats`` and ``sweeper`` are
+    ``<channel>:<that name>``."""
 
     channel: str
     bans: str = field(init=False, repr=False, compare=False)
     known: str = field(init=False, repr=False, compare=False)
+    allow: str = field(init=False, repr=False, compare=False)
+    endpoints: str = field(init=False, repr=False, compare=False)
     nodes: str = field(init=False, repr=False, compare=False)
     stats: str = field(init=False, repr=False, compare=False)
     sweeper: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("bans", "known", "nodes", "stats", "sweeper"):
+        for name in ("bans", "known", "allow", "endpoints", "nodes", "stats", "sweeper"):
             object.__setattr__(self, name, f"{self.channel}:{name}")
 
 
@@ -128,12 +148,22 @@ def split_origin(reason: str, node: str) -> tuple[str, str]:
 
 def change_from_journal(entry: JournalEntry, node: str) -> dict[str, Any]:
     """The fleet change for one local journal entry."""
+    if entry.op in ENDPOINT_OPS:
+        from floodguard.fleet import endpoints
+
+        return endpoints.from_journal(entry, node)
     if entry.op == "unban":
         return {"op": "unban", "ip": entry.ip, "ts": entry.created,
                 "until": entry.created + TOMBSTONE_KEEP, "node": node}
     if entry.op == "known":
         return {"op": "known", "ip": entry.ip, "ts": entry.created,
                 "until": float(entry.until or 0.0), "node": node}
+    if entry.op == "disallow":
+        return {"op": "disallow", "ip": entry.ip, "ts": entry.created,
+                "until": entry.created + TOMBSTONE_KEEP, "node": node}
+    if entry.op == "allow":
+        return change_from_allow(entry.ip, entry.reason or "manual", entry.created, entry.until,
+                                 node)
     origin, reason = split_origin(entry.reason or "manual", node)
     return {"op": "ban", "ip": entry.ip, "kind": entry.kind or "manual", "reason": reason,
             "aor": entry.aor, "failures": entry.failures or 0, "until": float(entry.until or 0.0),
@@ -147,13 +177,33 @@ def change_from_row(row: BanRow, node: str) -> dict[str, Any]:
             "failures": row.failures, "until": row.until, "ts": row.created, "node": origin}
 
 
+def change_from_allow(net: str, reason: str, created: float, until: float | None,
+                      node: str) -> dict[str, Any]:
+    """The fleet change for a run-time allow-list entry (``until`` None: until removed)."""
+    origin, reason = split_origin(reason, node)
+    return {"op": "allow", "ip": net, "reason": reason, "ts": created,
+            "until": 0.0 if until is None else float(until), "node": origin}
+
+
+def horizon(change: dict[str, Any]) -> float:
+    """When a change stops counting: its ``until``, infinity for an allow until removed."""
+    if change["op"] == "allow" and change["until"] == 0:
+        return math.inf
+    return float(change["until"])
+
+
+def live(change: dict[str, Any], now: float) -> bool:
+    """Whether a change still means something at ``now`` (a tombstone always does)."""
+    return change["op"] in LIFTS or horizon(change) > now
+
+
 def supersedes(new: dict[str, Any], cur: dict[str, Any]) -> bool:
     """Whether change ``new`` replaces ``cur`` for the same address (MERGE_LUA does the same)."""
-    if new["op"] == "unban":
-        return new["ts"] > cur["ts"] if cur["op"] == "unban" else new["ts"] >= cur["ts"]
-    if cur["op"] == "unban":
+    if new["op"] in LIFTS:
+        return new["ts"] > cur["ts"] if cur["op"] in LIFTS else new["ts"] >= cur["ts"]
+    if cur["op"] in LIFTS:
         return new["ts"] > cur["ts"]
-    return new["until"] > cur["until"]
+    return horizon(new) > horizon(cur)
 
 
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
@@ -199,6 +249,12 @@ def _count(raw: dict[str, Any], key: str) -> int:
     return value
 
 
+# the checks every fleet entry shares, for fleet/endpoints.py
+seconds_field = _seconds
+text_field = _text
+count_field = _count
+
+
 def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:40] + "…"
@@ -214,8 +270,14 @@ def check_change(raw: Any, now: float | None = None) -> dict[str, Any]:
     if type(raw) is not dict:
         raise BadEntry("not a JSON object")
     op = raw.get("op")
-    if op != "ban" and op != "unban" and op != "known":  # not `in` a set: op may be a list
-        raise BadEntry(f"op {shown(op)} is not ban, unban or known")
+    if type(op) is not str or op not in OPS:  # op may be a list: no `in` before the type
+        raise BadEntry(f"op {shown(op)} is not one of {', '.join(OPS)}")
+    if op == "allow" or op == "disallow":
+        return _check_allow(raw, op, time.time() if now is None else now)
+    if op in ENDPOINT_OPS:
+        from floodguard.fleet import endpoints
+
+        return endpoints.check(raw, op, time.time() if now is None else now)
     try:
         address = addr.parse(raw.get("ip"))  # type: ignore[arg-type]
     except ValueError as exc:
@@ -235,6 +297,25 @@ def check_change(raw: Any, now: float | None = None) -> dict[str, Any]:
         change["reason"] = _text(raw, "reason", "fleet")
         change["aor"] = _text(raw, "aor", None)
         change["failures"] = _count(raw, "failures")
+    return change
+
+
+def _check_allow(raw: dict[str, Any], op: str, now: float) -> dict[str, Any]:
+    """An allow-list change: ``ip`` a network narrower than /0 (canonical CIDR kept)."""
+    try:
+        net = addr.parse_network(raw.get("ip"))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BadEntry(str(exc)) from None
+    if net.prefixlen == 0:
+        raise BadEntry(f"{net} would allow every source")
+    change = {"op": op, "ip": str(net), "ts": _seconds(raw, "ts", 0.0, now + MAX_CLOCK_SKEW),
+              "until": _seconds(raw, "until", 0.0, math.inf if op == "allow"
+                                else now + MAX_AHEAD),
+              "node": _text(raw, "node", "?")}
+    if op == "allow":
+        if not math.isfinite(change["until"]):
+            raise BadEntry("until is out of range")
+        change["reason"] = _text(raw, "reason", "fleet")
     return change
 
 

@@ -1,7 +1,8 @@
 """The only code that touches the kernel: ruleset rendering, iptables backends, ipsets.
 
-- ``rules``: renders the TOML templates in ``rules/`` into backend-neutral rules (pure, no root).
-- ``iptables``: the nft (``iptables-nft-restore``) and legacy (python-iptables) backends.
+- ``rules``: renders the TOML templates (package data, ``floodguard/rules/``) into
+  backend-neutral rules (pure, no root).
+- ``iptables``: the nft and legacy backends (``iptables-nft-restore``, ``iptables-legacy-restore``).
 - ``ipset``: the floodguard sets through pyroute2 (``SetManager``) and the state-store restore hook.
 - ``firewall``: ``apply`` / ``remove`` / ``status`` used by the CLI, atomic and idempotent.
 - ``conntrack``: forgetting a banned source's connections.

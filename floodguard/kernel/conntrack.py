@@ -1,7 +1,9 @@
-"""Forget a source's conntrack entries, so a ban also cuts its established TCP connections.
+"""Forget a source's conntrack entries, so a ban also cuts its established TCP connections;
+and how full the namespace's conntrack table is.
 
 The raw-table ban already drops every new packet; deleting the entries stops conntrack from
 keeping (and timing out) the banned source's flows and makes TCP peers see the connection die.
+A full conntrack table drops every new flow (UDP SIP that survived the raw limits included).
 """
 
 from __future__ import annotations
@@ -9,12 +11,24 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from floodguard.events import EventLog
 from floodguard.kernel import KernelError
 from floodguard.kernel.iptables import run
 
 _DELETED = re.compile(r"(\d+) flow entries have been deleted")
+SYSCTL = Path("/proc/sys/net/netfilter")
+
+
+def table_size(sysctl: Path = SYSCTL) -> tuple[int, int] | None:
+    """(entries, capacity) of this network namespace's conntrack table (``nf_conntrack_count``
+    and ``nf_conntrack_max``); None when conntrack is not loaded or not readable."""
+    try:
+        return (int((sysctl / "nf_conntrack_count").read_text()),
+                int((sysctl / "nf_conntrack_max").read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def forget(address: str, *, tcp_only: bool = False) -> int:

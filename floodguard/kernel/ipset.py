@@ -1,4 +1,5 @@
-"""floodguard's ipsets through pyroute2: ban, known and allow, each with an IPv6 twin.
+"""floodguard's ipsets through pyroute2: ban, known, allow, lockdown and pass (a locked-down
+address's known-good ``address,udp:port``), each with an IPv6 twin.
 
 ``SetManager`` is the API the CLI and the guard use: callers name a set by kind ("ban", "known",
 "allow") and the address picks the IPv4 or IPv6 set. ``restore_sets`` reloads entries saved by
@@ -27,10 +28,11 @@ from typing import Any, TypeVar
 
 from floodguard.kernel import KernelError, NotRootError, SetFullError
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT, SetSpec, allow_entries
+from floodguard.kernel.ruleset import PORT_PROTOCOLS, port_entry, split_port_entry
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-KINDS = ("ban", "known", "allow")
+KINDS = ("ban", "known", "allow", "lockdown", "pass")
 SET_PREFIX = "floodguard-"
 
 _IPSET_ERR_EXIST = 4103  # element already added / not present (test, del)
@@ -68,6 +70,8 @@ class RestoreReport:
 
 
 def _family_of(value: str) -> int:
+    if "," in value:  # address,proto:port
+        return ipaddress.ip_address(split_port_entry(value)[0]).version
     return ipaddress.ip_network(value, strict=False).version
 
 
@@ -303,7 +307,12 @@ class SetManager:
 
     # ------------------------------------------------------------ entries
 
-    def _entry(self, spec: SetSpec, value: str) -> tuple[str, str]:
+    def _entry(self, spec: SetSpec, value: str) -> tuple[Any, str]:
+        if spec.type == "hash:ip,port":
+            from pyroute2.ipset import PortEntry
+
+            address, proto, port = split_port_entry(value)
+            return (address, PortEntry(port, protocol=proto)), "ip,port"
         if spec.type == "hash:net":
             if spec.prefix is not None and "/" not in value:
                 value = f"{value}/{spec.prefix}"  # a source kept per prefix
@@ -370,6 +379,12 @@ class SetManager:
                 cidr = _attr(data, "IPSET_ATTR_CIDR")
                 if cidr is not None:
                     address = f"{address}/{cidr}"
+                # pyroute2 names attribute 4 by its last alias
+                port = _attr(data, "IPSET_ATTR_PORT_FROM") or _attr(data, "IPSET_ATTR_PORT")
+                if port is not None:
+                    names = {n: p for p, n in PORT_PROTOCOLS.items()}
+                    proto = names.get(_attr(data, "IPSET_ATTR_PROTO"), "udp")
+                    address = port_entry(address, port, proto)
                 yield address, _attr(data, "IPSET_ATTR_TIMEOUT")
 
     @_outside_loop

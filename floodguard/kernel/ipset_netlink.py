@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from floodguard.kernel import KernelError, SetFullError
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT, SetSpec
+from floodguard.kernel.ruleset import split_port_entry
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_IPSET = 6
@@ -25,7 +26,9 @@ IPSET_ATTR_SETNAME = 2
 IPSET_ATTR_DATA = 7
 IPSET_ATTR_IP = 1
 IPSET_ATTR_CIDR = 3
+IPSET_ATTR_PORT = 4
 IPSET_ATTR_TIMEOUT = 6
+IPSET_ATTR_PROTO = 7
 IPSET_ATTR_IPADDR_IPV4 = 1
 IPSET_ATTR_IPADDR_IPV6 = 2
 IPSET_ERR_EXIST = 4103
@@ -61,6 +64,19 @@ class NetlinkSetWriter:
         self._sock.close()
 
     def _request(self, command: int, kind: str, ip: str, timeout: float | None) -> bool:
+        """``ip`` is an address, a network (``10.0.0.0/8``: the allow set) or
+        ``address,udp:port`` for a hash:ip,port set."""
+        shown = ip
+        port: tuple[int, int] | None = None
+        cidr = ""
+        if "," in ip:
+            try:
+                address, proto, number = split_port_entry(ip)
+            except ValueError as exc:
+                raise KernelError(str(exc)) from None
+            ip, port = address, (proto, number)
+        else:
+            ip, _, cidr = ip.partition("/")
         family = 6 if ":" in ip else 4
         name = self._names.get((kind, family))
         if name is None:
@@ -75,8 +91,15 @@ class NetlinkSetWriter:
         except OSError:
             raise KernelError(f"not an IP address: {ip!r}") from None
         data = _attr(IPSET_ATTR_IP | NLA_F_NESTED, packed)
+        if port is not None:
+            data += (_attr(IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, struct.pack("!H", port[1]))
+                     + _attr(IPSET_ATTR_PROTO, bytes([port[0]])))
         prefix = self._prefix.get(name)
-        if prefix is not None:  # a hash:net set of sources: the kernel masks the address
+        if cidr:
+            if not cidr.isdigit() or int(cidr) > (32 if family == 4 else 128):
+                raise KernelError(f"not an IP network: {ip}/{cidr}")
+            data += _attr(IPSET_ATTR_CIDR, bytes([int(cidr)]))
+        elif prefix is not None:  # a hash:net set of sources: the kernel masks the address
             data += _attr(IPSET_ATTR_CIDR, bytes([prefix]))
         if timeout is not None:
             seconds = max(0, min(int(timeout), IPSET_MAX_TIMEOUT))
@@ -100,14 +123,14 @@ class NetlinkSetWriter:
                     (error,) = struct.unpack_from("=i", reply, 16)
                     break
         except OSError as exc:
-            raise KernelError(f"ipset {name} {ip}: {exc}") from None
+            raise KernelError(f"ipset {name} {shown}: {exc}") from None
         if error == 0:
             return True
         if command == IPSET_CMD_DEL and -error == IPSET_ERR_EXIST:
             return False  # not in the set
         if -error == IPSET_ERR_HASH_FULL:
-            raise SetFullError(name, ip)
-        raise KernelError(f"ipset {name} {ip}: netlink error {-error}")
+            raise SetFullError(name, shown)
+        raise KernelError(f"ipset {name} {shown}: netlink error {-error}")
 
     def add(self, kind: str, ip: str, timeout: float | None = None) -> None:
         self._request(IPSET_CMD_ADD, kind, ip, timeout)

@@ -1,30 +1,19 @@
-"""iptables backends: nft (``iptables-nft-restore --noflush``) and legacy (python-iptables).
+"""iptables backends: nft (``iptables-nft-restore``) and legacy (``iptables-legacy-restore``).
 
-Both take the same ``TablePlan`` list (see ``rules.plan_table``) and touch only floodguard's
-chains and its jumps in the builtin chains. The nft backend feeds the plan to
-``iptables-nft-restore --noflush`` / ``ip6tables-nft-restore --noflush`` (atomic per table); the
-legacy backend edits the table in python-iptables' in-memory copy and commits it once (atomic per
-table). State is always read back with ``iptables-{nft,legacy}-save`` so both backends are
-compared on the same text.
+Both take the same ``TablePlan`` list (see ``rules.plan_table``), render it to the same
+``--noflush`` restore text (``rules.restore_text``) and touch only floodguard's chains and its
+jumps in the builtin chains; each ``*table`` block is committed atomically by the tool (one
+nf_tables transaction, or one legacy table replace). State is always read back with
+``iptables-{nft,legacy}-save`` so both backends are compared on the same text.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes.util
-import fcntl
-import glob
 import os
 import re
-import shlex
 import subprocess
-import sys
-import sysconfig
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
 
 from floodguard.kernel import KernelError
 from floodguard.kernel.rules import (
@@ -203,20 +192,29 @@ class Backend:
         return []
 
 
-class NftBackend(Backend):
-    """iptables-nft-restore --noflush: each ``*table`` block is one nf_tables transaction."""
+class RestoreBackend(Backend):
+    """Feeds ``restore_text(plans)`` to the family's ``*-restore --noflush``: each ``*table``
+    block is committed as one unit, and only the chains and jumps the plans name are touched."""
 
-    name = NFT
-    _save = {4: "iptables-nft-save", 6: "ip6tables-nft-save"}
-    _restore = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
+    _restore = {4: "", 6: ""}
+    _options: tuple[str, ...] = ()
 
     def apply_plans(self, family: int, plans: Sequence[TablePlan]) -> None:
         text = restore_text(plans)
         if not text:
             return
-        result = run([self._restore[family], "--noflush"], stdin=text)
+        tool = self._restore[family]
+        result = run([tool, "--noflush", *self._options], stdin=text)
         if result.returncode != 0:
-            raise KernelError(f"{self._restore[family]} failed: {_first_error(result.stderr)}")
+            raise KernelError(f"{tool} failed: {_first_error(result.stderr)}")
+
+
+class NftBackend(RestoreBackend):
+    """iptables-nft-restore: each ``*table`` block is one nf_tables transaction."""
+
+    name = NFT
+    _save = {4: "iptables-nft-save", 6: "ip6tables-nft-save"}
+    _restore = {4: "iptables-nft-restore", 6: "ip6tables-nft-restore"}
 
     def drop_pristine_tables(self, family: int, tables: Sequence[str]) -> list[str]:
         saved = self.save(family)
@@ -250,171 +248,16 @@ class NftBackend(Backend):
         return dropped
 
 
-def xtables_libdir() -> str:
-    """The xtables plugin folder python-iptables needs; without it rules silently vanish."""
-    candidates: list[str] = []
-    if os.environ.get("XTABLES_LIBDIR"):
-        candidates += os.environ["XTABLES_LIBDIR"].split(":")
-    library = ctypes.util.find_library("xtables")
-    search = ["/usr/lib", "/usr/lib64", "/lib", "/usr/local/lib"]
-    multiarch = sysconfig.get_config_var("MULTIARCH")
-    if multiarch:
-        search = [f"/usr/lib/{multiarch}", f"/lib/{multiarch}", *search]
-    if library:
-        for folder in search:
-            for path in glob.glob(os.path.join(folder, library)):
-                candidates.append(os.path.join(os.path.dirname(os.path.realpath(path)),
-                                               "xtables"))
-    candidates += [os.path.join(folder, "xtables") for folder in search]
-    for folder in candidates:
-        if os.path.isfile(os.path.join(folder, "libxt_standard.so")):
-            return folder
-    raise KernelError("xtables plugin folder not found (set XTABLES_LIBDIR)")
-
-
-def import_iptc() -> ModuleType:
-    """python-iptables, imported with XTABLES_LIBDIR set first (it reads it at import)."""
-    if "iptc" not in sys.modules:
-        os.environ["XTABLES_LIBDIR"] = xtables_libdir()
-    try:
-        import iptc
-    except Exception as exc:  # iptc raises its own error types, or OSError from ctypes
-        raise KernelError(f"python-iptables cannot load: {exc}") from None
-    return iptc
-
-
-@contextlib.contextmanager
-def xtables_lock(timeout: float = 10.0) -> Iterator[None]:
-    """The lock iptables-legacy takes around a table update; python-iptables takes none.
-
-    Without it a concurrent iptables command could read the table before our commit and write
-    it back after, silently dropping our change (or we theirs).
-    """
-    path = os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock")
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError as exc:
-        raise KernelError(f"cannot open the xtables lock {path}: {exc.strerror}") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise KernelError(
-                        f"another iptables command has held {path} for {timeout:g}s") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
-
-
-_RULE_FLAGS = {"-p": "protocol", "-s": "src", "-d": "dst", "-i": "in_interface",
-               "-o": "out_interface"}
-_ONE_VALUE = {"--string", "--hex-string"}
-
-
-def _is_option(token: str) -> bool:
-    return token == "!" or token.startswith("--") or token in (*_RULE_FLAGS, "-m", "-j", "-g")
-
-
-def build_rule(iptc: ModuleType, family: int, spec: str) -> Any:
-    """A python-iptables Rule from a rule spec in iptables-save syntax."""
-    rule = iptc.Rule() if family == 4 else iptc.Rule6()
-    tokens = shlex.split(spec)
-    module: Any = None
-    invert = False
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token == "!":
-            invert = True
-            i += 1
-            continue
-        if token in _RULE_FLAGS:
-            setattr(rule, _RULE_FLAGS[token], ("!" if invert else "") + tokens[i + 1])
-            i += 2
-        elif token == "-m":
-            module = rule.create_match(tokens[i + 1])
-            i += 2
-        elif token in ("-j", "-g"):
-            module = rule.create_target(tokens[i + 1], goto=token == "-g")
-            i += 2
-        elif token.startswith("--") and module is not None:
-            i += 1
-            values: list[str] = []
-            if token in _ONE_VALUE:  # a pattern may look like an option
-                values.append(tokens[i])
-                i += 1
-            else:
-                while i < len(tokens) and not _is_option(tokens[i]):
-                    values.append(tokens[i])
-                    i += 1
-            value: str | list[str]
-            if len(values) <= 1:
-                value = ("!" if invert else "") + (values[0] if values else "")
-            else:
-                value = (["!"] if invert else []) + values
-            module.parse(token[2:], value)
-        else:
-            raise KernelError(f"cannot translate rule for python-iptables: {spec}")
-        invert = False
-    if rule.target is None:
-        rule.create_target("")  # a counting rule (monitor mode): no verdict, fall through
-    return rule
-
-
-class LegacyBackend(Backend):
-    """python-iptables: the whole table is edited in memory and committed once."""
+class LegacyBackend(RestoreBackend):
+    """iptables-legacy-restore: each ``*table`` block is read from the kernel, edited and
+    written back whole in one replace (rules it does not change keep their counters). It
+    takes the xtables lock at launch, as every legacy iptables command does; ``--wait`` waits
+    up to 10 s for one that holds it instead of failing at once."""
 
     name = LEGACY
     _save = {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"}
-
-    def apply_plans(self, family: int, plans: Sequence[TablePlan]) -> None:
-        iptc = import_iptc()
-        for plan in plans:
-            if not plan.is_noop():
-                self._apply_plan(iptc, family, plan)
-
-    def _apply_plan(self, iptc: ModuleType, family: int, plan: TablePlan) -> None:
-        with xtables_lock():
-            self._edit_table(iptc, family, plan)
-
-    def _edit_table(self, iptc: ModuleType, family: int, plan: TablePlan) -> None:
-        table_class = iptc.Table if family == 4 else iptc.Table6
-        # python-iptables looks for a jump target's chain in every table it believes available
-        # and instantiates each one it probes (nat, mangle, security...). Jumps stay within one
-        # table, so declare only this one available.
-        table_class.existing_table_names.clear()
-        table_class.existing_table_names.update({t: t == plan.table for t in table_class.ALL})
-        table = table_class(plan.table)
-        table.autocommit = False
-        try:
-            table.refresh()
-            for name in (*plan.declare, *plan.delete_chains):
-                if table.is_chain(name):
-                    iptc.Chain(table, name).flush()
-                else:
-                    table.create_chain(name)
-            for builtin, spec in plan.delete_jumps:
-                iptc.Chain(table, builtin).delete_rule(build_rule(iptc, family, spec))
-            for name in plan.delete_chains:
-                table.delete_chain(name)
-            for chain, spec in plan.rules:
-                iptc.Chain(table, chain).append_rule(build_rule(iptc, family, spec))
-            for builtin, spec in reversed(plan.insert_jumps):
-                iptc.Chain(table, builtin).insert_rule(build_rule(iptc, family, spec), 0)
-            table.commit()
-        except KernelError:
-            table.refresh()
-            raise
-        except Exception as exc:  # python-iptables raises IPTCError, XTablesError, ValueError
-            table.refresh()
-            raise KernelError(f"python-iptables ({plan.table}, IPv{family}): {exc}") from None
-        finally:
-            table.autocommit = True
+    _restore = {4: "iptables-legacy-restore", 6: "ip6tables-legacy-restore"}
+    _options = ("--wait=10",)
 
 
 def get_backend(name: str) -> Backend:

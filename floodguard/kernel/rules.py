@@ -1,4 +1,4 @@
-"""Render the declarative ruleset in ``rules/`` into backend-neutral rules and set specs.
+"""Render the declarative ruleset (``floodguard/rules/``) into backend-neutral rules and sets.
 
 ``render(cfg)`` is a pure function of the config and the template files: it returns every chain,
 rule, jump and ipset floodguard owns, for IPv4 and IPv6. Rule specs come out exactly as
@@ -37,6 +37,7 @@ from floodguard.kernel.ruleset import (
     CHAIN_PREFIX,
     FAMILIES,
     IPSET_MAX_TIMEOUT,
+    SET_TYPES,
     Jump,
     Rule,
     Ruleset,
@@ -49,6 +50,9 @@ from floodguard.kernel.ruleset import allow_entries as allow_entries
 from floodguard.sip.proof import PREFIX as PROOF_PREFIX
 
 RULES_ENV = "FLOODGUARD_RULES"
+# The templates ship as package data; a complete set in OVERRIDE_DIR replaces them.
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "rules"
+OVERRIDE_DIR = Path("/etc/floodguard/rules")
 HASHLIMIT_MAX_PERIOD = 2**32 - 1  # the kernel rejects slower rates (ERANGE)
 STRING_MAX_PATTERN = 128  # XT_STRING_MAX_PATTERN_SIZE
 
@@ -146,8 +150,8 @@ def hashlimit_args(
         if htable_max:
             tail.append(f"--hashlimit-htable-max {htable_max}")
     expire = max(min_expire_ms, 2 * math.ceil(1000 * burst / rate))
-    # The expiry must stay explicit: python-iptables does not fill in libxtables' default (the
-    # kernel then rejects 0), and iptables-save omits an expiry equal to the rate unit.
+    # The expiry stays explicit, and iptables-save omits one equal to the rate unit (the rule
+    # would not read back as rendered): that one is nudged.
     if expire == unit_ms:
         expire += 1000
     tail.append(f"--hashlimit-htable-expire {expire}")
@@ -165,19 +169,18 @@ def hashlimit_args(
 
 
 def rules_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The template folder: the argument, $FLOODGUARD_RULES, the source tree, or system paths."""
-    candidates: list[Path] = []
+    """The template folder: the argument, $FLOODGUARD_RULES, the override folder
+    (/etc/floodguard/rules, when it holds a ruleset.toml), else the templates shipped in the
+    package."""
     if path is not None:
         return Path(path)
     if os.environ.get(RULES_ENV):
         return Path(os.environ[RULES_ENV])
-    candidates.append(Path(__file__).resolve().parents[2] / "rules")
-    candidates += [Path("/etc/floodguard/rules"), Path("/usr/share/floodguard/rules")]
-    for candidate in candidates:
+    for candidate in (OVERRIDE_DIR, PACKAGE_DIR):
         if (candidate / "ruleset.toml").is_file():
             return candidate
     raise RenderError(
-        f"rules templates not found (looked in {', '.join(map(str, candidates))}; "
+        f"rules templates not found (looked in {OVERRIDE_DIR} and {PACKAGE_DIR}; "
         f"set ${RULES_ENV})"
     )
 
@@ -247,6 +250,8 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         # IPv6 sources are banned and known per limits.ipv6_prefix (hash:net, sets.toml)
         "ban_set": "floodguard-ban" if family == 4 else "floodguard-ban-net6",
         "known_set": "floodguard-known" if family == 4 else "floodguard-known-net6",
+        "lockdown_set": "floodguard-lockdown" if family == 4 else "floodguard-lockdown-net6",
+        "pass_set": f"floodguard-pass{suffix}",
         "queue_in": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
                      if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QIN"),
         "queue_out": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
@@ -297,7 +302,7 @@ def _flags(cfg: Config, family: int) -> set[str]:
     return flags
 
 
-_EACH = ("port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
+_EACH = ("port", "udp_port", "user_agent", "gateway_source", "queue_slice", "registrar_if",
          "registrar_port", "tls_port")
 _FLAGS = {"udp", "tcp", "local", "forward", "ipv4", "ipv6", "workers"}
 
@@ -325,6 +330,8 @@ def _expand(
     if each == "port":
         return [{"transport": tr, "port": port}
                 for tr in cfg.sip.transports for port in cfg.sip.ports]
+    if each == "udp_port":
+        return [{"port": port} for port in cfg.sip.ports if "udp" in cfg.sip.transports]
     if each == "user_agent":
         return [{"user_agent": string_match_arg(ua)} for ua in cfg.scanner.user_agents]
     if each == "gateway_source":
@@ -414,8 +421,8 @@ def _render_sets(
                     {"kind", "name", "type", "type_v6", "timeout", "maxelem", "hashsize"},
                     {"kind", "name", "type", "maxelem", "hashsize"})
             stype = str(item.get("type_v6", item["type"]) if family == 6 else item["type"])
-            if stype not in ("hash:ip", "hash:net"):
-                raise RenderError(f"{where}: type must be hash:ip or hash:net")
+            if stype not in SET_TYPES:
+                raise RenderError(f"{where}: type must be one of {', '.join(SET_TYPES)}")
 
             def number(key: str, where: str = where, item: Mapping[str, Any] = item) -> int:
                 text = _fill(str(item[key]), context, where)

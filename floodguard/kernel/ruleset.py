@@ -8,6 +8,7 @@ timeout). No templates and no I/O: rules.py renders into these, restore_plan.py 
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,6 +58,26 @@ class Jump:
     @property
     def spec(self) -> str:
         return f"-j {self.target}"
+
+
+# hash:ip,port holds "address,udp:port" entries (the lockdown's pass set)
+SET_TYPES = ("hash:ip", "hash:net", "hash:ip,port")
+PORT_PROTOCOLS = {"udp": 17, "tcp": 6}
+
+
+def port_entry(address: str, port: int, proto: str = "udp") -> str:
+    """A hash:ip,port entry as ipset writes it: ``10.0.0.1,udp:5062``."""
+    return f"{address},{proto}:{port}"
+
+
+def split_port_entry(value: str) -> tuple[str, int, int]:
+    """(address, protocol number, port) of ``address,proto:port``; ValueError otherwise."""
+    address, comma, rest = value.rpartition(",")
+    proto, colon, port = rest.partition(":")
+    if not comma or not colon or proto not in PORT_PROTOCOLS or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        raise ValueError(f"not an address,proto:port entry: {value!r}")
+    return str(ipaddress.ip_address(address)), PORT_PROTOCOLS[proto], int(port)
 
 
 @dataclass(frozen=True)

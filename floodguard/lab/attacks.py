@@ -8,7 +8,8 @@ Which generators exist, with which sources, rates and targets each scenario star
 what each scenario is, is the registry's (``scenarios.py``): ``NAME`` is a generator some
 scenario names there, and its function here is that name with ``-`` written ``_`` (``ATTACKS``).
 How each one attacks is in its docstring. The spoofed botnet's variants live in ``botnet.py``
-(its answers go elsewhere and nothing comes back to count); the guesser uses an
+(its answers go elsewhere and nothing comes back to count), the precision scenarios' guessers
+(``nat-office``, ``distributed-guess``) in ``guessers.py``; the guesser uses an
 ordinary phone's user agent (so no user-agent rule helps) and has the right password in its word
 list, so an unprotected registrar gets cracked.
 
@@ -26,11 +27,10 @@ import random
 import secrets
 import select
 import signal
-import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from floodguard.lab import scenarios, sip
@@ -43,49 +43,24 @@ from floodguard.lab.botnet import (  # noqa: F401  (generators looked up by name
     botnet_packets,
     spoofed_datagram,
 )
+from floodguard.lab.dialog import (  # noqa: F401  (CRACK_AT, guesses: re-exported)
+    COMMON_PASSWORDS,
+    CRACK_AT,
+    Dialog,
+    authorization,
+    drain,
+    guesses,
+    parse,
+    udp_socket,
+)
+from floodguard.lab.guessers import (  # noqa: F401  (generators looked up by name)
+    distributed_guess,
+    spray,
+    stale_phone,
+)
 from floodguard.lab.pacing import STOP, Pacer
 from floodguard.sip import build
-from floodguard.sip.message import DigestChallenge, SipMessage, SipParseError, parse_message
-
-COMMON_PASSWORDS = [
-    "1234", "12345", "123456", "password", "admin", "0000", "1111", "secret", "letmein",
-    "qwerty", "sip", "voip", "pass", "test", "1234567", "12345678", "abc123", "changeme",
-    "welcome", "asterisk", "default", "111111", "654321", "000000", "pbx", "phone",
-]
-# The real password is guess number CRACK_AT: an unprotected registrar is cracked, a protected
-# one bans the guesser long before.
-CRACK_AT = 20
-
-
-def _sock(src: str, port: int = 0, *, buffer: int = 4 << 20) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-    s.bind((src, port))
-    s.setblocking(False)
-    return s
-
-
-def _drain(sock: socket.socket, handle: Callable[[bytes], None] | None = None) -> int:
-    got = 0
-    while True:
-        try:
-            data = sock.recv(65535)
-        except (BlockingIOError, InterruptedError):
-            return got
-        except OSError:
-            continue
-        got += 1
-        if handle is not None:
-            handle(data)
-
-
-def _parse(data: bytes) -> SipMessage | None:
-    try:
-        return parse_message(data)
-    except SipParseError:
-        return None
-
+from floodguard.sip.message import DigestChallenge, SipMessage
 
 # ---------------------------------------------------------------------------- volume
 
@@ -93,7 +68,7 @@ def _parse(data: bytes) -> SipMessage | None:
 def volume(args: argparse.Namespace) -> dict[str, Any]:
     """One source, one socket, REGISTERs as fast as possible (or at --rate)."""
     src = args.sources[0]
-    sock = _sock(src, 5070)
+    sock = udp_socket(src, 5070)
     template = build.register(args.server, user="10000", local=f"{src}:5070",
                               call_id="volume-%08d@flood", cseq=1, branch="z9hG4bKvol%08d",
                               expires=60, user_agent="Grandstream GXP2170 1.0.11.3")
@@ -111,65 +86,13 @@ def volume(args: argparse.Namespace) -> dict[str, Any]:
                 break
             sent += 1
             pacer.done += 1
-        answered += _drain(sock)
+        answered += drain(sock)
     time.sleep(0.3)
-    answered += _drain(sock)
+    answered += drain(sock)
     return {"sent": sent, "answered": answered, "sources": 1}
 
 
 # ---------------------------------------------------------------------------- guessing
-
-
-class Dialog:
-    """One UDP socket doing request/response exchanges with retransmission."""
-
-    def __init__(self, src: str, sport: int, server: str) -> None:
-        self.src, self.sport, self.server = src, sport, server
-        self.sock = _sock(src, sport, buffer=1 << 20)
-        self.sent = 0
-
-    def exchange(self, data: bytes, call_id: str, cseq: int, wait: float = 1.0,
-                 tries: int = 2) -> SipMessage | None:
-        """Send, retransmit after ``wait``, return the final response (None: no answer)."""
-        for _ in range(tries):
-            self.sock.sendto(data, (self.server, sip.SIP_PORT))
-            self.sent += 1
-            deadline = time.monotonic() + wait
-            while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([self.sock], [], [], left)
-                if not ready:
-                    break
-                try:
-                    raw = self.sock.recv(65535)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                msg = _parse(raw)
-                if (msg is None or msg.is_request or msg.call_id != call_id
-                        or msg.cseq_num != cseq or (msg.status or 0) < 200):
-                    continue
-                return msg
-        return None
-
-
-def _authorization(msg: SipMessage, user: str, secret: str, server: str,
-                   forged_nonce: bool = False) -> str | None:
-    challenge = build.challenge_of(msg)
-    if challenge is None:
-        return None
-    return build.answer(challenge, user, secret, "REGISTER", f"sip:{server}",
-                        nonce=secrets.token_urlsafe(24) if forged_nonce else None)
-
-
-def guesses(user: str, count: int) -> Iterator[str]:
-    """A word list with the real password at position CRACK_AT."""
-    words = [w for w in COMMON_PASSWORDS if w != sip.password(user)]
-    i = 0
-    while i < count:
-        if i + 1 == CRACK_AT:
-            yield sip.password(user)
-        else:
-            yield words[i % len(words)] + ("" if i < len(words) else str(i))
-        i += 1
 
 
 def bruteforce(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,7 +116,7 @@ def bruteforce(args: argparse.Namespace) -> dict[str, Any]:
     last: SipMessage | None = None
     words = guesses(target, 10**6)
     while time.monotonic() < end and cracked is None and not STOP[0]:
-        auth = _authorization(last, target, next(words), args.server) if last is not None \
+        auth = authorization(last, target, next(words), args.server) if last is not None \
             else None
         request = build.register(args.server, user=target, local=f"{src}:5080",
                                  call_id=call_id, cseq=cseq, expires=60, authorization=auth,
@@ -233,14 +156,14 @@ SCANNER_AGENTS = ["friendly-scanner", "sipvicious", "sipcli/v1.8", "VaxSIPUserAg
 
 def scanner(args: argparse.Namespace) -> dict[str, Any]:
     """svmap-style OPTIONS sweeps and svwar-style REGISTER enumeration, scanner user agents."""
-    socks = [_sock(src, 5090) for src in args.sources]
+    socks = [udp_socket(src, 5090) for src in args.sources]
     pacer = Pacer(args.rate, args.duration)
     sent = answered = 0
     found: set[str] = set()
     extension = 100
 
     def seen(data: bytes) -> None:
-        msg = _parse(data)
+        msg = parse(data)
         if (msg is not None and not msg.is_request and msg.status in (200, 401, 403, 407)
                 and msg.cseq_method == "REGISTER" and msg.to_user):
             found.add(msg.to_user)
@@ -264,10 +187,10 @@ def scanner(args: argparse.Namespace) -> dict[str, Any]:
             sent += 1
         pacer.done += due
         for sock in socks:
-            answered += _drain(sock, seen)
+            answered += drain(sock, seen)
     time.sleep(0.3)
     for sock in socks:
-        answered += _drain(sock, seen)
+        answered += drain(sock, seen)
     return {"sent": sent, "answered": answered, "sources": len(socks),
             "extensions_answered": len(found)}
 
@@ -303,7 +226,7 @@ class AbuseSource:
 
     def __init__(self, src: str, server: str, sport: int = 5095) -> None:
         self.src, self.server, self.sport = src, server, sport
-        self.sock = _sock(src, sport)
+        self.sock = udp_socket(src, sport)
         self.contacts = abusive_contacts(src, sport)
         self.challenge: DigestChallenge | None = None
         self.nc = 0
@@ -326,7 +249,7 @@ class AbuseSource:
                               authorization=auth, user_agent="Cisco-SIPGateway/IOS-12.x")
 
     def seen(self, data: bytes, statuses: Counter[str]) -> None:
-        msg = _parse(data)
+        msg = parse(data)
         statuses[str(msg.status) if msg is not None else "unparseable"] += 1
         if msg is not None and msg.status in (401, 407):
             challenge = build.challenge_of(msg)
@@ -349,10 +272,10 @@ def contact_abuse(args: argparse.Namespace) -> dict[str, Any]:
             sent += 1
         pacer.done += due
         for host in hosts:
-            answered += _drain(host.sock, lambda d, h=host: h.seen(d, statuses))
+            answered += drain(host.sock, lambda d, h=host: h.seen(d, statuses))
     time.sleep(0.3)
     for host in hosts:
-        answered += _drain(host.sock, lambda d, h=host: h.seen(d, statuses))
+        answered += drain(host.sock, lambda d, h=host: h.seen(d, statuses))
     return {"sent": sent, "answered": answered, "sources": len(hosts),
             "statuses": dict(statuses)}
 
@@ -389,12 +312,12 @@ def hijack(args: argparse.Namespace) -> dict[str, Any]:
             outcomes[f"unauthenticated {reply.status}"] += 1
             continue
         if kind == "own-credentials":
-            auth = _authorization(reply, sip.ATTACKER_USER, sip.ATTACKER_PASSWORD, args.server)
+            auth = authorization(reply, sip.ATTACKER_USER, sip.ATTACKER_PASSWORD, args.server)
         elif kind == "forged-nonce":
-            auth = _authorization(reply, victim, sip.password(victim) + "?", args.server,
+            auth = authorization(reply, victim, sip.password(victim) + "?", args.server,
                                   forged_nonce=True)
         else:
-            auth = _authorization(reply, victim, random.choice(COMMON_PASSWORDS), args.server)
+            auth = authorization(reply, victim, random.choice(COMMON_PASSWORDS), args.server)
         second = build.register(
             args.server, user=victim, local=f"{src}:5085", call_id=call_id, cseq=2,
             contacts=["*" if kind == "unregister-all" else contact], authorization=auth,

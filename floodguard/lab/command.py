@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from floodguard.cli import FloodguardCommand
+from floodguard.cli import FloodguardCommand, json_option
+from floodguard.durations import Duration
 from floodguard.errors import ExitCode
 from floodguard.lab.procs import LabError
 from floodguard.lab.runner import Lab
@@ -58,14 +59,13 @@ def _scenarios(values: tuple[str, ...]) -> list[str]:
 @click.option("--scenario", "scenario_args", multiple=True, default=("all",), show_default=True,
               help=f"scenario(s) to run, comma-separated or repeated: {', '.join(SCENARIOS)}, "
                    "all")
-@click.option("--duration", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
-              help="seconds of measured attack per scenario and mode")
+@click.option("--duration", type=Duration(minimum=1.0), default=10.0, show_default=True,
+              help="measured attack per scenario and mode (seconds, or 30s, 2m)")
 @click.option("--unprotected", "only_unprotected", is_flag=True,
               help="run only the unprotected mode (default: both modes side by side)")
 @click.option("--protected", "only_protected", is_flag=True,
               help="run only the protected mode")
-@click.option("--json", "as_json", is_flag=True,
-              help="print a JSON list, one object per scenario and mode")
+@json_option
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="also write an HTML report (index.html, results.json) here")
 @click.option("--registrar", type=click.Choice(REGISTRARS), default="floodguard",

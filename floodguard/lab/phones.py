@@ -3,10 +3,13 @@
     python -m floodguard.lab.phones --server IP --phones N [--storm M] [options]
 
 runs inside the phones' namespace. Phone ``i`` sends from ``topology.phone_address(i)`` port 5060
-as account ``sip.phone_user(i)``. Each registration is timed from its first REGISTER to the
-200 OK, across the digest challenge and RFC 3261 retransmissions (T1 = 0.5 s, doubling, capped at
-T2 = 4 s); it fails when no 200 has come within ``--timeout`` seconds, or on any other final
-answer. Refreshes reuse the cached nonce (nonce-count + 1), as phones do.
+as account ``sip.phone_user(i)``. With ``--office`` it runs in the office's namespace instead:
+the phones' accounts start at ``--first``, and the n-th one sends from the office's private
+``topology.office_phone_address(n)``, behind the office's NAT. Each registration is timed
+from its first REGISTER to the 200 OK, across the digest challenge and RFC 3261
+retransmissions (T1 = 0.5 s, doubling, capped at T2 = 4 s); it fails when no 200 has come
+within ``--timeout`` seconds, or on any other final answer. Refreshes reuse the cached nonce
+(nonce-count + 1), as phones do.
 
 At start every phone registers once, spread over ``--warmup`` seconds (so the guard learns them
 as known-good); then ``{"event": "warm", ...}`` is printed. The first ``--phones`` phones then
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from floodguard.lab import sip
-from floodguard.lab.topology import phone_address
+from floodguard.lab.topology import office_phone_address, phone_address
 from floodguard.sip import build
 from floodguard.sip.message import DigestChallenge, SipMessage, SipParseError, parse_message
 
@@ -192,11 +195,13 @@ class Fleet:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         total = self.args.phones + self.args.storm
-        first = self.args.fresh_first if self.args.fresh_first is not None else total
-        indexes = [*range(total), *range(first, first + self.args.fresh)]
+        start = self.args.first
+        first = self.args.fresh_first if self.args.fresh_first is not None else start + total
+        indexes = [*range(start, start + total), *range(first, first + self.args.fresh)]
         for n, index in enumerate(indexes):
             steady = n < self.args.phones
-            phone = Phone(index, phone_address(index), self.args.server,
+            ip = office_phone_address(n) if self.args.office else phone_address(index)
+            phone = Phone(index, ip, self.args.server,
                           self.args.expires if steady else 3600, self.args.timeout)
             await loop.create_datagram_endpoint(lambda p=phone: p,  # type: ignore[misc]
                                                 local_addr=(phone.ip, sip.SIP_PORT))
@@ -316,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m floodguard.lab.phones")
     ap.add_argument("--server", required=True)
     ap.add_argument("--phones", type=int, default=60, help="phones that keep refreshing")
+    ap.add_argument("--first", type=int, default=0, help="account index of the first phone")
+    ap.add_argument("--office", action="store_true",
+                    help="the phones are the office's, on its private addresses")
     ap.add_argument("--storm", type=int, default=0, help="extra phones for the storm command")
     ap.add_argument("--fresh", type=int, default=0,
                     help="phones that register only on the fresh command")

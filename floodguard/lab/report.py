@@ -97,20 +97,18 @@ def result_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{_n(r.get('guard_cpu_pct'))} / {_n(r.get('guard_rss_mb_max'))}"))
     else:
         rows.append(("guard CPU % / memory MB", "-"))
-    extra = scenario_detail(r)
-    if extra:
-        rows.append(extra)
+    rows += scenario_details(r)
     return rows
 
 
-def scenario_detail(r: dict[str, Any]) -> tuple[str, str] | None:
-    """One scenario-specific row: what the attacker got out of it (the registry's ``detail``)."""
+def scenario_details(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The scenario's own rows: what the attacker got out of it (the registry's ``detail``)."""
     scenario = scenarios.SCENARIOS.get(r["scenario"])
-    row = scenario.detail(r) if scenario is not None and scenario.detail is not None else None
-    if row is None:
-        return None
-    label, value = row
-    return (label, value if isinstance(value, str) else _n(value))
+    got = scenario.detail(r) if scenario is not None and scenario.detail is not None else None
+    if got is None:
+        return []
+    return [(label, value if isinstance(value, str) else _n(value))
+            for label, value in (got if isinstance(got, list) else [got])]
 
 
 def description(name: str) -> str:

@@ -52,7 +52,7 @@ from floodguard.lab.host import (
 )
 from floodguard.lab.procs import LabError, LineReader, log_events, read_attack_result
 from floodguard.lab.sampler import install_counters, remove_counters
-from floodguard.lab.settings import LabSettings, total_phones, write_run_files
+from floodguard.lab.settings import LabSettings, office_first, total_phones, write_run_files
 from floodguard.lab.topology import Process, Topology, TopologyError
 
 __all__ = ["Lab", "LabError", "LabSettings", "Run"]
@@ -71,6 +71,8 @@ class Run:
     guard: Process | None = None
     phones: Process | None = None
     phone_reader: LineReader | None = None
+    office: Process | None = None  # the office's phones, behind its NAT (nat-office)
+    office_reader: LineReader | None = None
     sampler: Process | None = None
     sampler_reader: LineReader | None = None
     attacks: list[tuple[str, Process]] = field(default_factory=list)
@@ -103,7 +105,7 @@ class Lab:
             self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.topology = Topology(phones=total_phones(s), attackers=s.attackers,
-                                 workdir=self.workdir)
+                                 office_phones=s.office_phones, workdir=self.workdir)
         self.progress(f"building namespaces {', '.join(self.topology.namespaces)}")
         self.topology.build()
         return self
@@ -162,7 +164,7 @@ class Lab:
 
     # ------------------------------------------------------------------ components
 
-    def _start_phones(self, run: Run, storm: bool, fresh: bool) -> None:
+    def _start_phones(self, run: Run, storm: bool, fresh: bool, office: bool) -> None:
         s, topo = self.settings, self.topo
         argv = s.module_argv("floodguard.lab.phones", "--server", topo.registrar_ip,
                              "--phones", str(s.phones),
@@ -172,23 +174,38 @@ class Lab:
                              "--fresh-limit", str(s.fresh_limit),
                              "--refresh", str(s.refresh), "--timeout", str(s.register_timeout),
                              "--warmup", str(self._warmup(storm)))
-        proc = topo.start("phones", topo.phones_ns, argv, log=run.directory / "phones.log",
-                          pipe_stdin=True, pipe_stdout=True, cpus=s.phone_cpus)
+        run.phones, run.phone_reader = self._start_fleet(run, "phones", topo.phones_ns, argv)
+        if office and s.office_phones:
+            argv = s.module_argv("floodguard.lab.phones", "--server", topo.registrar_ip,
+                                 "--office", "--first", str(office_first(s)),
+                                 "--phones", str(s.office_phones), "--refresh", str(s.refresh),
+                                 "--timeout", str(s.register_timeout),
+                                 "--warmup", str(s.warmup))
+            run.office, run.office_reader = self._start_fleet(run, "office-phones",
+                                                              topo.office_ns, argv)
+
+    def _start_fleet(self, run: Run, name: str, ns: str, argv: list[str]
+                     ) -> tuple[Process, LineReader]:
+        """Start a phones process and wait until its phones are registered."""
+        proc = self.topo.start(name, ns, argv, log=run.directory / f"{name}.log",
+                               pipe_stdin=True, pipe_stdout=True, cpus=self.settings.phone_cpus)
         assert proc.popen.stdout is not None
-        run.phones, run.phone_reader = proc, LineReader(proc.popen.stdout)
-        run.phone_reader.json_until(lambda r: r.get("event") == "ready", 30)
-        warm = run.phone_reader.json_until(lambda r: r.get("event") == "warm", 60)
+        reader = LineReader(proc.popen.stdout)
+        reader.json_until(lambda r: r.get("event") == "ready", 30)
+        warm = reader.json_until(lambda r: r.get("event") == "warm", 60)
         if warm.get("failed"):
             # Nothing attacks during the warm-up: a phone that cannot register then points at
             # the lab's own setup (accounts, registrar config), not at the defence.
-            raise LabError(f"{warm['failed']} of {warm['failed'] + warm.get('ok', 0)} phones "
+            raise LabError(f"{warm['failed']} of {warm['failed'] + warm.get('ok', 0)} {name} "
                            f"could not register during the warm-up (see "
                            f"{run.directory / 'registrar.log'})")
+        return proc, reader
 
     def _start_sampler(self, run: Run) -> None:
         topo = self.topo
         interval = 0.5 if self.settings.duration <= 10 else 1.0
-        args = ["--interval", str(interval), "--sent-netns", topo.attackers_ns]
+        args = ["--interval", str(interval), "--sent-netns", topo.attackers_ns,
+                "--sent-netns", topo.office_ns]
         if run.protected:
             args = ["-c", str(run.config), *args]
         argv = self.settings.module_argv("floodguard.lab.sampler", *args)
@@ -210,6 +227,7 @@ class Lab:
         s, topo = self.settings, self.topo
         launch = scenarios.Launch(
             python=s.python, server=topo.registrar_ip, attackers=topo.attacker_ips(),
+            office_hosts=topo.office_host_ips(),
             tool_source=topo.default_attacker_ip, duration=self.scenario_duration(scenario),
             users=s.phones + s.storm_phones, botnet_sources=s.botnet_sources, settings=s,
             run_dir=run_dir, sipvicious=s.sipvicious and shutil.which("svcrack") is not None)
@@ -261,7 +279,7 @@ class Lab:
         self._start_sampler(run)
         scenario = scenarios.get(run.scenario)
         storm = scenario.storm
-        self._start_phones(run, storm, scenario.fresh)
+        self._start_phones(run, storm, scenario.fresh, scenario.office)
         # the hijack's victim: its binding before the attack, then as the attack goes on
         victim = sip.phone_user(scenario.victim or 0)
         victim_before = run.registrar.contacts(victim) if scenario.victim is not None else None
@@ -274,9 +292,11 @@ class Lab:
         cpu0 = run.registrar.cpu_seconds()
         guard_cpu0 = guard_usage(run.guard)[0]
         t0 = time.time()
+        where = {g.process: g.where for g in scenario.generators}
         for name, argv in self.attack_commands(run.scenario, run.directory):
             env = {"HOME": str(run.directory)}  # SIPVicious keeps its session files there
-            proc = topo.start(name, topo.attackers_ns, argv, cpus=s.attacker_cpus,
+            ns = topo.office_ns if where.get(name) == "office" else topo.attackers_ns
+            proc = topo.start(name, ns, argv, cpus=s.attacker_cpus,
                               log=run.directory / f"attack-{name}.log", pipe_stdout=True,
                               env=env)
             run.attacks.append((name, proc))
@@ -307,6 +327,7 @@ class Lab:
             victim_before=sorted(victim_before) if victim_before is not None else None,
             victim_seen=[sorted(v) for v in run.victim_seen],
             fresh=phone_result.get("fresh"),
+            office_attempts=phone_result.get("office_attempts", []), owner=scenario.owner,
         )
         result = stats.summarise(measured)
         result["defence"] = run.defence
@@ -356,6 +377,7 @@ class Lab:
                         phone_result = record
                 if phone_result is not None:
                     phone_result["fresh"] = fresh
+                    phone_result["office_attempts"] = self._office_attempts(run)
                     for _, proc in run.attacks:
                         if proc.alive():
                             with contextlib.suppress(ProcessLookupError):
@@ -393,19 +415,30 @@ class Lab:
         return run.samples
 
     def _tell_phones(self, run: Run, command: str) -> None:
-        assert run.phones is not None and run.phones.popen.stdin is not None
-        try:
-            run.phones.popen.stdin.write(command + "\n")
-            run.phones.popen.stdin.flush()
-        except OSError as exc:
-            raise LabError(f"the phones process is gone: {exc}") from None
+        """Send a command to the phones (``stop`` also to the office's)."""
+        fleets = [run.phones] + ([run.office] if command == "stop" and run.office else [])
+        for fleet in fleets:
+            assert fleet is not None and fleet.popen.stdin is not None
+            try:
+                fleet.popen.stdin.write(command + "\n")
+                fleet.popen.stdin.flush()
+            except OSError as exc:
+                raise LabError(f"the {fleet.name} process is gone: {exc}") from None
+
+    def _office_attempts(self, run: Run) -> list[Any]:
+        """The office phones' registrations, once they have stopped (none without an office)."""
+        if run.office_reader is None:
+            return []
+        result = run.office_reader.json_until(lambda r: r.get("event") == "result",
+                                              self.settings.register_timeout + 10)
+        return list(result.get("attempts", []))
 
     def _stop_run(self, run: Run) -> None:
         """Stop the run's processes and remove its rules and counters; never raises."""
         for _, proc in run.attacks:
             with contextlib.suppress(Exception):
                 proc.stop(timeout=5, sig=signal.SIGINT)
-        for proc in (run.phones, run.sampler, run.guard):
+        for proc in (run.phones, run.office, run.sampler, run.guard):
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop(timeout=15)

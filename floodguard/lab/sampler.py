@@ -3,9 +3,11 @@
     python -m floodguard.lab.sampler [-c CONFIG] --interval 1
 
 prints one JSON line per interval (and a last one when it stops): ``{"t": wall, "kernel":
-{layer: packets}, "reach": {"attackers": n, "botnet": n, "phones": n}, "udp": {...}, "sent":
-n}`` with running totals. ``sent`` is the attackers' counting chain (``--sent-netns``), read in
-the same breath so all the series share one clock. ``kernel`` sums the packet
+{layer: packets}, "reach": {"attackers": n, "botnet": n, "phones": n, "office-attackers": n,
+"office": n}, "udp": {...}, "sent": n}`` with running totals. ``sent`` is the attackers'
+counting chains (``--sent-netns``: the attackers' namespace, and the office's, where it counts
+what the office's other hosts send, the stale phone and the guesser), read in the same breath
+so all the series share one clock. ``kernel`` sums the packet
 counters of floodguard's DROP rules per layer (read with ``floodguard.kernel.firewall.status``,
 the same data as ``floodguard show``); ``reach`` is read from the lab's own counting chain in the
 ``security`` table, whose INPUT hook runs after the filter table, so it counts what got past
@@ -28,11 +30,28 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from floodguard.lab.topology import ATTACKER_NET, BOTNET_NET, PHONE_NET, Topology
+from floodguard.lab.topology import (
+    ATTACKER_NET,
+    BOTNET_NET,
+    OFFICE_HOST_PORTS,
+    OFFICE_HOSTS_NET,
+    OFFICE_IP,
+    PHONE_NET,
+    Topology,
+)
 
 REACH_CHAIN = "FGLAB-REACH"
 SENT_CHAIN = "FGLAB-SENT"
-REACH_RULES = {"attackers": ATTACKER_NET, "botnet": BOTNET_NET, "phones": PHONE_NET}
+# Each group's match; the office's NAT puts its other hosts (the stale phone, the guesser) in
+# their own port block, so what they get through is told from what its phones do.
+REACH_RULES = {
+    "attackers": ["-s", ATTACKER_NET],
+    "botnet": ["-s", BOTNET_NET],
+    "phones": ["-s", PHONE_NET],
+    "office-attackers": ["-s", f"{OFFICE_IP}/32", "-p", "udp", "-m", "udp", "--sport",
+                         "{}:{}".format(*OFFICE_HOST_PORTS)],
+    "office": ["-s", f"{OFFICE_IP}/32"],
+}
 LAYERS = ("ban", "scanner", "register-limit", "sip-limit", "budget", "gateway", "tcp", "other")
 
 
@@ -73,9 +92,14 @@ _SAVE_LINE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
 
 
 def reach_rules() -> list[list[str]]:
-    """The counting rules (iptables arguments after the chain name)."""
-    return [["-s", net, "-p", "udp", "-m", "udp", "--dport", "5060", "-j", "RETURN"]
-            for net in REACH_RULES.values()]
+    """The counting rules (iptables arguments after the chain name), in order: a packet is
+    counted by the first that matches, named by its comment."""
+    out = []
+    for name, match in REACH_RULES.items():
+        udp = [] if "udp" in match else ["-p", "udp", "-m", "udp"]
+        out.append([*match, *udp, "--dport", "5060", "-m", "comment", "--comment", name,
+                    "-j", "RETURN"])
+    return out
 
 
 def install_counters(topo: Topology) -> None:
@@ -84,11 +108,13 @@ def install_counters(topo: Topology) -> None:
     def iptables(ns: str, *args: str) -> None:
         topo.run_in(ns, ["iptables", "-w", *args], check=True)
 
-    atk, reg = topo.attackers_ns, topo.registrar_ns
+    reg = topo.registrar_ns
     remove_counters(topo)
-    iptables(atk, "-N", SENT_CHAIN)
-    iptables(atk, "-A", SENT_CHAIN, "-p", "udp", "-m", "udp", "--dport", "5060", "-j", "RETURN")
-    iptables(atk, "-I", "OUTPUT", "1", "-j", SENT_CHAIN)
+    for ns, source in ((topo.attackers_ns, []), (topo.office_ns, ["-s", OFFICE_HOSTS_NET])):
+        iptables(ns, "-N", SENT_CHAIN)
+        iptables(ns, "-A", SENT_CHAIN, *source, "-p", "udp", "-m", "udp", "--dport", "5060",
+                 "-j", "RETURN")
+        iptables(ns, "-I", "OUTPUT", "1", "-j", SENT_CHAIN)
     iptables(reg, "-t", "security", "-N", REACH_CHAIN)
     for rule in reach_rules():
         iptables(reg, "-t", "security", "-A", REACH_CHAIN, *rule)
@@ -98,6 +124,7 @@ def install_counters(topo: Topology) -> None:
 def remove_counters(topo: Topology) -> None:
     """Remove the counting chains (those that are there)."""
     for ns, table, chain in ((topo.attackers_ns, "filter", SENT_CHAIN),
+                             (topo.office_ns, "filter", SENT_CHAIN),
                              (topo.registrar_ns, "security", REACH_CHAIN)):
         builtin = "OUTPUT" if chain == SENT_CHAIN else "INPUT"
         while topo.run_in(ns, ["iptables", "-w", "-t", table, "-D", builtin, "-j", chain],
@@ -108,18 +135,18 @@ def remove_counters(topo: Topology) -> None:
 
 
 def parse_reach(save_text: str) -> dict[str, int]:
-    """Packets per source group from ``iptables-save -c -t security`` output."""
+    """Packets per source group from ``iptables-save -c -t security`` output (each rule is
+    named by its comment)."""
     out = dict.fromkeys(REACH_RULES, 0)
-    nets = {net: name for name, net in REACH_RULES.items()}
     for line in save_text.splitlines():
         match = _SAVE_LINE.match(line)
         if not match or match.group(3) != REACH_CHAIN:
             continue
         parts = match.group(4).split()
-        if "-s" in parts:
-            net = parts[parts.index("-s") + 1]
-            if net in nets:
-                out[nets[net]] += int(match.group(1))
+        if "--comment" in parts:
+            name = parts[parts.index("--comment") + 1].strip('"')
+            if name in out:
+                out[name] += int(match.group(1))
     return out
 
 
@@ -133,14 +160,14 @@ def parse_sent(save_text: str) -> int:
     return total
 
 
-def sample(cfg: Any | None, sent_netns: str | None = None) -> dict[str, Any]:
+def sample(cfg: Any | None, sent_netns: Iterable[str] = ()) -> dict[str, Any]:
     """One reading of every counter. What was sent is read first: a packet counted as sent
     has then already met the registrar host's rules when those are read."""
     record: dict[str, Any] = {"t": time.time()}
-    if sent_netns:
-        text = subprocess.run(["ip", "netns", "exec", sent_netns, "iptables-save", "-c", "-t",
+    for ns in sent_netns:
+        text = subprocess.run(["ip", "netns", "exec", ns, "iptables-save", "-c", "-t",
                                "filter"], capture_output=True, text=True).stdout
-        record["sent"] = parse_sent(text)
+        record["sent"] = record.get("sent", 0) + parse_sent(text)
     if cfg is not None:
         from floodguard.kernel import firewall
 
@@ -174,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m floodguard.lab.sampler")
     ap.add_argument("-c", "--config", default=None)
     ap.add_argument("--interval", type=float, default=1.0)
-    ap.add_argument("--sent-netns", default=None,
-                    help="namespace whose FGLAB-SENT chain counts the attack packets sent")
+    ap.add_argument("--sent-netns", action="append", default=[],
+                    help="namespace whose FGLAB-SENT chain counts attack packets sent (repeat)")
     args = ap.parse_args(argv)
     cfg = None
     if args.config:

@@ -5,7 +5,9 @@ how its attackers are started (``generators``: floodguard's own generators in ``
 and ``botnet.py``; ``tools``: SIPVicious where installed), what the phones do meanwhile
 (``storm``: registered phones reboot at once; ``fresh``: phones nobody has seen yet register at
 once, and the run lasts until all of them are registered or give up), whose binding
-is watched (``victim``), and what the report says about the attacker's gain (``detail``).
+is watched (``victim``), whose registrations are reported on their own (``owner``), whether the
+office behind its NAT takes part (``office``), and what the report says about the attacker's
+gain (``detail``: one row or several).
 ``runner.py``, ``attacks.py``, ``report.py`` and ``command.py`` all read ``SCENARIOS``; none of
 them keeps its own list.
 
@@ -22,11 +24,12 @@ from types import MappingProxyType
 from typing import Any
 
 from floodguard.lab import sip
-from floodguard.lab.settings import LabSettings
+from floodguard.lab.settings import LabSettings, stale_index
 
-# A scenario's own row in the report: (label, value) or None; a value that is not a str is a
-# number (or None) the report formats.
-Detail = Callable[[Mapping[str, Any]], tuple[str, Any] | None]
+# A scenario's own rows in the report: (label, value), a list of them, or None; a value that
+# is not a str is a number (or None) the report formats.
+Row = tuple[str, Any]
+Detail = Callable[[Mapping[str, Any]], Row | list[Row] | None]
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,17 @@ class Generator:
     ``result["attack"][process]``. ``attack`` is the generator (``attacks.py``'s function of
     that name, ``-`` written ``_``). ``rate`` is packets (or guesses) per second, or the name of
     the ``LabSettings`` field holding it. ``sources`` is (first, count) of the attackers' real
-    addresses; None: spoofed, ``--botnet-sources`` of them. ``target`` is the index of the
-    phone whose account is attacked."""
+    addresses; None: spoofed, ``--botnet-sources`` of them. ``where`` is the namespace it runs
+    in: ``attackers``, or ``office`` (behind the office's NAT: ``sources`` then index the
+    office's other hosts). ``target`` is the index of the phone whose account is attacked, or a
+    function of the settings giving it."""
 
     process: str
     attack: str
     rate: float | str
     sources: tuple[int, int] | None = (0, 1)
-    target: int | None = None
+    target: int | Callable[[LabSettings], int] | None = None
+    where: str = "attackers"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class Scenario:
     storm: bool = False  # the storm phones re-register at once early in the attack window
     fresh: bool = False  # phones the guard never saw register at once early in the window
     victim: int | None = None  # index of the phone whose binding is watched during the run
+    owner: int | None = None  # index of the phone whose registrations are reported apart
+    office: bool = False  # the office's phones register from behind its NAT meanwhile
     detail: Detail | None = None
 
     def commands(self, launch: Launch) -> list[tuple[str, list[str]]]:
@@ -90,6 +98,7 @@ class Launch:
     python: str
     server: str
     attackers: Sequence[str]  # the attackers' real addresses
+    office_hosts: Sequence[str]  # the office's other hosts (private, behind its NAT)
     tool_source: str  # the address the SIPVicious tools bind to
     duration: float  # the longest an attack runs
     users: int  # lab accounts that exist
@@ -105,12 +114,17 @@ class Launch:
             argv += ["--botnet-sources", str(self.botnet_sources)]
         else:
             first, count = g.sources
-            for ip in self.attackers[first:first + count]:
+            hosts = self.office_hosts if g.where == "office" else self.attackers
+            if len(hosts) < first + count:
+                raise ValueError(f"{g.process} needs {first + count} addresses in the {g.where} "
+                                 f"namespace, the lab has {len(hosts)}")
+            for ip in hosts[first:first + count]:
                 argv += ["--source", ip]
         rate = getattr(self.settings, g.rate) if isinstance(g.rate, str) else g.rate
         argv += ["--rate", str(rate)]
         if g.target is not None:
-            argv += ["--target", sip.phone_user(g.target)]
+            index = g.target(self.settings) if callable(g.target) else g.target
+            argv += ["--target", sip.phone_user(index)]
         return argv
 
     def tool_argv(self, t: Tool) -> list[str]:
@@ -169,6 +183,41 @@ def _fresh_detail(r: Mapping[str, Any]) -> tuple[str, Any] | None:
                else f"(gave up after {fresh.get('gave_up_s', 0):.0f} s)"))
 
 
+def _nat_office_detail(r: Mapping[str, Any]) -> list[Row]:
+    attack = r.get("attack") or {}
+    office = r.get("office") or {}
+    stale, guesser = attack.get("stale-phone") or {}, attack.get("spray") or {}
+    held = r.get("holds") or {}
+    pct = office.get("success_pct")
+    return [
+        ("office phones ok/attempted",
+         f"{office.get('succeeded', 0):,}/{office.get('attempted', 0):,}"
+         + ("" if pct is None else f" ({pct:.2f}%)")),
+        ("stale phone: wrong-password answers", stale.get("wrong_answers")),
+        ("guesser: answers / accepted",
+         f"{guesser.get('answered', 0):,} / {guesser.get('accepted', 0):,}"
+         + (" CRACKED" if guesser.get("cracked") else "")),
+        ("office address locked down / endpoints suspended",
+         f"{'yes' if held.get('lockdowns') else 'no'} / {len(held.get('suspended_pairs', []))}"),
+    ]
+
+
+def _distributed_detail(r: Mapping[str, Any]) -> list[Row]:
+    guessers = (r.get("attack") or {}).get("guessers") or {}
+    owner = r.get("owner") or {}
+    held = r.get("holds") or {}
+    after = held.get("answered_after_protection")
+    return [
+        ("owner's registrations ok/attempted",
+         f"{owner.get('succeeded', 0):,}/{owner.get('attempted', 0):,}"),
+        ("guesses answered/sent", f"{guessers.get('guesses_answered', 0):,}/"
+                                  f"{guessers.get('guesses', 0):,}"),
+        ("account protected after s / guesses answered since",
+         "no" if held.get("protected_at_s") is None
+         else f"{held['protected_at_s']:.2f} / {after}"),
+    ]
+
+
 # ---------------------------------------------------------------------------- the registry
 
 # The spoofed botnet's variants: (scenario, generator, what each packet is). Every one sends
@@ -182,6 +231,8 @@ BOTNET_VARIANTS = (
 )
 
 VICTIM = 1  # the phone whose AOR the hijacker goes after
+OWNER = 3  # the phone whose account the distributed guessers go after
+DISTRIBUTED_SOURCES = 100
 _SCENARIOS = (
     Scenario(
         "volume", "one source sending REGISTERs as fast as it can",
@@ -220,6 +271,21 @@ _SCENARIOS = (
         "is registered",
         generators=(Generator("botnet", "botnet", "botnet_rate", sources=None),),
         fresh=True, detail=_fresh_detail),
+    Scenario(
+        "nat-office", "an office behind one NAT address: 30 phones registering, a desk phone "
+        "with an old password retrying every 5 s, and a password guesser spraying 100 "
+        "accounts at 2 guesses/s",
+        generators=(
+            Generator("stale-phone", "stale-phone", 0.2, where="office",
+                      target=stale_index),
+            Generator("spray", "spray", 2, sources=(1, 1), where="office")),
+        office=True, detail=_nat_office_detail),
+    Scenario(
+        "distributed-guess", f"{DISTRIBUTED_SOURCES} addresses guessing one account's password, "
+        "each once every 10 s, while its owner keeps registering",
+        generators=(Generator("guessers", "distributed-guess", DISTRIBUTED_SOURCES / 10,
+                              sources=(16, DISTRIBUTED_SOURCES), target=OWNER),),
+        owner=OWNER, detail=_distributed_detail),
 )
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType({s.name: s for s in _SCENARIOS})
 NAMES: tuple[str, ...] = tuple(SCENARIOS)

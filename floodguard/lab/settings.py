@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from floodguard.lab import sip
-from floodguard.lab.topology import REGISTRAR_IP
+from floodguard.lab.topology import OFFICE_IP, REGISTRAR_IP
 
 REGISTRARS = ("floodguard", "kamailio")
 
@@ -24,6 +24,7 @@ class LabSettings:
     phones: int = 60
     storm_phones: int = 500
     fresh_phones: int = 2000
+    office_phones: int = 30  # behind the office's NAT (nat-office)
     fresh_limit: float = 60.0
     refresh: float = 3.0
     register_timeout: float = 4.0
@@ -35,7 +36,7 @@ class LabSettings:
     registrar_cpus: str | None = "1"
     attacker_cpus: str | None = "0"
     phone_cpus: str | None = None
-    attackers: int = 16
+    attackers: int = 116  # real attacker hosts (distributed-guess uses 100 of them)
     sipvicious: bool = True
     workdir: Path | None = None
     keep_workdir: bool = False
@@ -70,7 +71,11 @@ def lab_config(settings: LabSettings, run_dir: Path, *, accounts: Path) -> str:
     - ``sip``: the lab's registrar listens on UDP and TCP port 5060 of its service address;
     - ``blacklist.allow`` = loopback only, so no lab address is exempt from any rule;
     - ``registrar.*``: the lab's own accounts, realm and state file, and ``time_to_live`` =
-      10 s so the phones see OPTIONS liveness checks within a short run (the default is 60 s).
+      10 s so the phones see OPTIONS liveness checks within a short run (the default is 60 s);
+    - a ``[[gateway]]`` for the office's NAT address (its ``cps`` the default 50), as an
+      operator declares a customer's NAT: its phones share one address, so the per-source
+      limits (REGISTER 5/s) would cut them; the gateway's shared budget replaces them and makes
+      the address shared-capable from the start.
     """
     return "\n".join([
         "[sip]",
@@ -87,6 +92,9 @@ def lab_config(settings: LabSettings, run_dir: Path, *, accounts: Path) -> str:
         f"accounts = {json.dumps(str(accounts))}",
         "[state]",
         f"path = {json.dumps(str(run_dir / 'state.db'))}",
+        "[[gateway]]",
+        'name = "office"',
+        f'sources = ["{OFFICE_IP}/32"]',
         "",
     ])
 
@@ -97,13 +105,25 @@ def sip_listen() -> str:
 
 
 def total_phones(settings: LabSettings) -> int:
-    """Every phone of the lab: the steady ones, the storm's and the fresh start's."""
+    """Every phone of the lab with its own address: the steady ones, the storm's and the
+    fresh start's."""
     return settings.phones + settings.storm_phones + settings.fresh_phones
 
 
+def office_first(settings: LabSettings) -> int:
+    """The account index of the first office phone (they follow every other phone's)."""
+    return total_phones(settings)
+
+
+def stale_index(settings: LabSettings) -> int:
+    """The account index of the office's stale-password phone (after the office phones)."""
+    return office_first(settings) + settings.office_phones
+
+
 def lab_users(settings: LabSettings) -> list[str]:
-    """Every phone account of the lab (steady, storm and fresh-start phones)."""
-    return [sip.phone_user(i) for i in range(total_phones(settings))]
+    """Every phone account of the lab (steady, storm, fresh-start and office phones, and the
+    office's stale phone)."""
+    return [sip.phone_user(i) for i in range(stale_index(settings) + 1)]
 
 
 def write_run_files(settings: LabSettings, run_dir: Path) -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from floodguard.lab import precision
 from floodguard.lab.sampler import LAYERS
 
 RESULT_KEYS = (
@@ -19,6 +20,8 @@ RESULT_KEYS = (
     "banned_sources", "first_ban_s",
 )
 BAN_EVENTS = ("suspend", "ban")
+# the reach counter's groups that are attackers (the office's other hosts: behind its NAT)
+ATTACK_GROUPS = ("attackers", "botnet", "office-attackers")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Measured:
     victim_before: list[str] | None = None
     victim_seen: Sequence[list[str]] = ()
     fresh: dict[str, Any] | None = None  # the fresh start's record from the phones
+    office_attempts: Sequence[Sequence[Any]] = ()  # the office phones' (behind its NAT)
+    owner: int | None = None  # the phone whose registrations are reported apart
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -108,12 +113,14 @@ def _kernel_delta(samples: Sequence[dict[str, Any]]) -> dict[str, int]:
 def bans(events: Iterable[dict[str, Any]], t0: float) -> tuple[list[str], float | None,
                                                                list[int]]:
     """Sources banned or suspended from t0 on, the time to the first, and the failure counts
-    each ban reported."""
+    each ban reported (an endpoint's suspension, one AOR from an address, is not a source's:
+    ``precision.holds`` reports those)."""
     ips: list[str] = []
     first: float | None = None
     failures: list[int] = []
     for event in events:
-        if event.get("event") not in BAN_EVENTS or float(event.get("ts", 0)) < t0 - 1:
+        if (event.get("event") not in BAN_EVENTS or float(event.get("ts", 0)) < t0 - 1
+                or event.get("scope") == "aor"):
             continue
         ip = str(event.get("ip"))
         if ip not in ips:
@@ -139,7 +146,7 @@ def timeline(m: Measured) -> dict[str, Any]:
         if any(values):
             kernel[layer] = values
     _, reached = rates(samples, lambda s: sum(int((s.get("reach") or {}).get(k, 0))
-                                              for k in ("attackers", "botnet")), m.t0)
+                                              for k in ATTACK_GROUPS), m.t0)
     guard = []
     for i in range(len(times)):
         dropped = sum(values[i] for values in kernel.values())
@@ -174,7 +181,7 @@ def summarise(m: Measured) -> dict[str, Any]:
         sent = max(0, int(m.samples[-1].get("sent", 0)) - int(m.samples[0].get("sent", 0)))
         kernel_by_rule = {k: v for k, v in _kernel_delta(m.samples).items() if v}
         reach = _delta(r1, r0)
-        reached = reach.get("attackers", 0) + reach.get("botnet", 0)
+        reached = sum(reach.get(k, 0) for k in ATTACK_GROUPS)
         sets = dict(m.samples[-1].get("sets") or {})
     socket_in = socket_drops = 0
     if m.samples:
@@ -232,6 +239,7 @@ def summarise(m: Measured) -> dict[str, Any]:
         "victim_before": m.victim_before,
         "victim_binding_changed": victim_changed,
         "fresh_start": m.fresh,
+        **precision.summary(m),
         "attack": m.attacks,
         "timeline": timeline(m),
     }
@@ -306,6 +314,7 @@ def checks(results: Sequence[dict[str, Any]]) -> list[Check]:
             add("guesser banned after <= 6 proven failures", ok,
                 f"ban after {failures} failures; guesser saw {blocked} proven failures "
                 f"before silence; cracked: {bool(guesser.get('cracked'))}")
+        precision.add_checks(r, add)
         if scenario == "hijack":
             changed = r.get("victim_binding_changed")
             hijack = _attack(r, "hijack")

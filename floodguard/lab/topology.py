@@ -1,4 +1,4 @@
-"""The lab network: three private namespaces joined by two routed veth links.
+"""The lab network: five private namespaces joined by routed veth links.
 
 ::
 
@@ -8,7 +8,22 @@
           |                        guard and registrar run here)     spoofed botnet sources
     10.199.1.2/30 --- veth ---  10.199.1.1/30   10.199.2.1/30 --- veth --- 10.199.2.2/30
                                    routes 10.201/16 -> phones,
-                                   10.202/16 and 10.210/15 (botnet) -> attackers
+                                   10.202/16 and 10.210/15 (botnet) -> attackers,
+                                   10.203/16 -> the office's NAT
+                                10.199.3.1/30
+                                      |
+    office ns                 veth    |    nat ns (the office's router)
+    192.168.10.x/32 on lo             +--- 10.199.3.2/30, 10.203.0.1/32 on lo (the office's
+    (its phones, its other            |    one public address); SNAT of everything from
+    hosts: .200 and up)               |    192.168.10/24 to 10.203.0.1
+    10.199.4.2/30 --- veth --- 10.199.4.1/30
+
+The office (``nat-office``) is a real NAT: its hosts have private addresses and the router
+rewrites their source to the office's one public address, keeping a conntrack mapping per
+flow, so the registrar sees every office host as ``10.203.0.1`` with a port of the router's
+choosing. Like a carrier's CGNAT doing port-block allocation, the router maps the office's
+phones into ports 20000-39999 and its other hosts (the stale phone, the guesser) into
+40000-49999: the source address is shared, and only the lab's counters tell them apart by port.
 
 Routed links rather than a bridge: every host address sits on the namespace's loopback, so the
 registrar has one neighbour per link (no ARP for hundreds of phones or thousands of spoofed
@@ -45,6 +60,18 @@ ATTACKER_NET = "10.202.0.0/16"
 BOTNET_NET = "10.210.0.0/15"
 LINK_PHONES = ("10.199.1.1", "10.199.1.2")
 LINK_ATTACKERS = ("10.199.2.1", "10.199.2.2")
+LINK_OFFICE = ("10.199.3.1", "10.199.3.2")  # registrar <-> the office's NAT
+LINK_LAN = ("10.199.4.1", "10.199.4.2")  # the NAT <-> the office's hosts
+OFFICE_IP = "10.203.0.1"  # the office's one public address
+OFFICE_NET = "10.203.0.0/16"
+OFFICE_LAN = "192.168.10.0/24"
+OFFICE_PHONE_BASE = ipaddress.IPv4Address("192.168.10.10")
+OFFICE_HOST_BASE = ipaddress.IPv4Address("192.168.10.200")
+OFFICE_HOSTS_NET = "192.168.10.192/26"  # the office's other hosts (the stale phone, a guesser)
+OFFICE_HOSTS = 8
+MAX_OFFICE_PHONES = 180
+OFFICE_PHONE_PORTS = (20000, 39999)  # the NAT's port blocks
+OFFICE_HOST_PORTS = (40000, 49999)
 MAX_PHONES = 60000
 # Every process the lab starts carries this variable (value: the lab's tag), so what is left of
 # a lab can be found by anyone, e.g. the tests checking that nothing is.
@@ -78,6 +105,17 @@ def phone_address(index: int) -> str:
 def attacker_address(index: int) -> str:
     """The address of real attacker host ``index`` (0-based)."""
     return str(ATTACKER_BASE + index)
+
+
+def office_phone_address(index: int) -> str:
+    """The private address of office phone ``index`` (0-based), behind the office's NAT."""
+    return str(OFFICE_PHONE_BASE + index)
+
+
+def office_host_address(index: int) -> str:
+    """The private address of the office's other host ``index`` (0-based): the stale phone,
+    the guesser."""
+    return str(OFFICE_HOST_BASE + index)
 
 
 def botnet_addresses(count: int) -> list[str]:
@@ -154,6 +192,7 @@ class Topology:
 
     phones: int = 60
     attackers: int = 16
+    office_phones: int = 30
     workdir: Path = field(default_factory=lambda: Path("/tmp"))
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     built: bool = False
@@ -162,6 +201,8 @@ class Topology:
     def __post_init__(self) -> None:
         if not 1 <= self.phones <= MAX_PHONES or not 1 <= self.attackers <= MAX_ATTACKERS:
             raise ValueError("phones and attackers must be between 1 and 60000")
+        if not 0 <= self.office_phones <= MAX_OFFICE_PHONES:
+            raise ValueError(f"office phones must be between 0 and {MAX_OFFICE_PHONES}")
 
     # ------------------------------------------------------------------ names
 
@@ -178,8 +219,17 @@ class Topology:
         return f"{PREFIX}-{self.tag}-atk"
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return (self.registrar_ns, self.phones_ns, self.attackers_ns)
+    def nat_ns(self) -> str:
+        return f"{PREFIX}-{self.tag}-nat"
+
+    @property
+    def office_ns(self) -> str:
+        return f"{PREFIX}-{self.tag}-off"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.registrar_ns, self.phones_ns, self.attackers_ns, self.nat_ns,
+                self.office_ns)
 
     @property
     def registrar_ip(self) -> str:
@@ -190,6 +240,9 @@ class Topology:
 
     def attacker_ips(self) -> list[str]:
         return [attacker_address(i) for i in range(self.attackers)]
+
+    def office_host_ips(self) -> list[str]:
+        return [office_host_address(i) for i in range(OFFICE_HOSTS)]
 
     @property
     def default_attacker_ip(self) -> str:
@@ -209,7 +262,7 @@ class Topology:
         return self
 
     def _build(self) -> None:
-        reg, ph, atk = self.namespaces
+        reg, ph, atk = self.namespaces[:3]
         for ns in self.namespaces:
             run(["ip", "netns", "add", ns])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -239,6 +292,7 @@ class Topology:
                  f"src {self.default_attacker_ip}"]
         addrs = [f"addr add {ip}/32 dev lo" for ip in self.attacker_ips()]
         run(["ip", "-n", atk, "-batch", "-"], stdin="\n".join(addrs + batch) + "\n")
+        self._build_office()
         # Replies to spoofed sources must leave towards the attackers; loose reverse-path
         # filtering everywhere, and a receive buffer the size a real SIP server would ask for.
         for ns in self.namespaces:
@@ -246,10 +300,47 @@ class Topology:
                 run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0"], check=False)
         self.ping_check()
 
+    def _build_office(self) -> None:
+        """The office: its hosts on private addresses, behind a router that SNATs them to the
+        office's one public address (port blocks: see the module docstring)."""
+        reg, nat, off = self.registrar_ns, self.nat_ns, self.office_ns
+        up, lan = f"fgl{self.tag}n", f"fgl{self.tag}o"
+        run(["ip", "-n", reg, "link", "add", up + "r", "type", "veth", "peer", "name",
+             up + "x", "netns", nat])
+        run(["ip", "-n", nat, "link", "add", lan + "r", "type", "veth", "peer", "name",
+             lan + "x", "netns", off])
+        run(["ip", "-n", reg, "-batch", "-"], stdin="\n".join([
+            f"addr add {LINK_OFFICE[0]}/30 dev {up}r", f"link set {up}r up",
+            f"route add {OFFICE_NET} via {LINK_OFFICE[1]}"]) + "\n")
+        run(["ip", "-n", nat, "-batch", "-"], stdin="\n".join([
+            f"addr add {OFFICE_IP}/32 dev lo",
+            f"addr add {LINK_OFFICE[1]}/30 dev {up}x", f"link set {up}x up",
+            f"addr add {LINK_LAN[0]}/30 dev {lan}r", f"link set {lan}r up",
+            f"route add {REGISTRAR_IP}/32 via {LINK_OFFICE[0]}",
+            f"route add {OFFICE_LAN} via {LINK_LAN[1]}"]) + "\n")
+        hosts = [office_phone_address(i) for i in range(self.office_phones)]
+        run(["ip", "-n", off, "-batch", "-"], stdin="\n".join(
+            [f"addr add {ip}/32 dev lo" for ip in [*hosts, *self.office_host_ips()]]
+            + [f"addr add {LINK_LAN[1]}/30 dev {lan}x", f"link set {lan}x up",
+               f"route add {REGISTRAR_IP}/32 via {LINK_LAN[0]} src {office_host_address(0)}"]
+        ) + "\n")
+        run(["ip", "netns", "exec", nat, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        rules = ["*nat"]
+        for proto in ("udp", "tcp"):
+            for source, (low, high) in ((OFFICE_HOSTS_NET, OFFICE_HOST_PORTS),
+                                        (OFFICE_LAN, OFFICE_PHONE_PORTS)):
+                rules.append(f"-A POSTROUTING -o {up}x -s {source} -p {proto} "
+                             f"-j SNAT --to-source {OFFICE_IP}:{low}-{high}")
+        rules += [f"-A POSTROUTING -o {up}x -s {OFFICE_LAN} -j SNAT --to-source {OFFICE_IP}",
+                  "COMMIT"]
+        run(["ip", "netns", "exec", nat, "iptables-restore", "--noflush"],
+            stdin="\n".join(rules) + "\n")
+
     def ping_check(self) -> None:
-        """Both sides have a route to the registrar's service address."""
+        """Every side has a route to the registrar's service address."""
         for ns, src in ((self.phones_ns, phone_address(0)),
-                        (self.attackers_ns, attacker_address(0))):
+                        (self.attackers_ns, attacker_address(0)),
+                        (self.office_ns, office_host_address(0))):
             result = run(["ip", "-n", ns, "route", "get", REGISTRAR_IP, "from", src],
                          check=False)
             if result.returncode != 0:

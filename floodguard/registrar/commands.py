@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from floodguard import config as configmod
-from floodguard.cli import FloodguardCommand, FloodguardGroup, config_option
+from floodguard.cli import FloodguardCommand, FloodguardGroup, config_option, json_option
 from floodguard.registrar.core import Settings
 
 
@@ -43,21 +43,27 @@ def load_settings(path: str | None) -> Settings:
 @config_option
 @click.option("-v", "--verbose", is_flag=True, help="log every binding change")
 def registrar_command(config_path: str | None, verbose: bool) -> None:
-    """Run the built-in RFC 3261 registrar (UDP/TCP, TLS when a certificate is set)."""
+    """Run the built-in RFC 3261 registrar (UDP/TCP, TLS when a certificate is set).
+
+    Logs events on stderr as the guard does (floodguard.events): JSON lines with a journald
+    priority, a readable line on a terminal.
+    """
+    from floodguard.events import EventHandler, EventLog
     from floodguard.registrar import server
 
     settings = load_settings(config_path)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-        format="floodguard registrar: %(levelname)s %(message)s",
-    )
+    events = EventLog(sys.stderr)
+    handler = EventHandler(events)
+    root = logging.getLogger("floodguard.registrar")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
 
     def ready(srv: server.RegistrarServer) -> None:
-        click.echo(
-            f"floodguard registrar: listening on {', '.join(srv.addresses)}; "
-            f"{len(srv.table)} bindings restored; realm {settings.realm}",
-            err=True,
-        )
+        events.emit("registrar_ready",
+                    message=f"listening on {', '.join(srv.addresses)}",
+                    addresses=list(srv.addresses), bindings=len(srv.table),
+                    realm=settings.realm)
 
     server.run(settings, ready=ready)
 
@@ -73,7 +79,7 @@ def _ago(seconds: float) -> str:
 
 @click.command("endpoints", cls=FloodguardCommand)
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def endpoints_command(config_path: str | None, as_json: bool) -> None:
     """List registered endpoints: AOR, contact, source, expiry, online/offline, last seen."""
     from floodguard.registrar.bindings import read_endpoints

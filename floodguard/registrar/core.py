@@ -339,7 +339,8 @@ class Registrar:
             for bound in list(current):
                 self.table.remove(aor, bound)
             self.stats["unregister all"] += 1
-            log.info("%s: all bindings removed (from %s)", aor, src.ip)
+            log.info("%s: all bindings removed (from %s)", aor, src.ip,
+                     extra={"event": "unregister", "fields": {"aor": aor, "ip": src.ip}})
             return self._ok(head, src, aor, now)
         if len(contacts) > s.max_contacts:
             return response(head, 403, src.ip, src.port, reason="Forbidden - Too Many Contacts")
@@ -379,7 +380,9 @@ class Registrar:
         for uri, expires in changes.items():
             if not expires:
                 if self.table.remove(aor, uri):
-                    log.info("%s: %s removed (from %s)", aor, uri, src.ip)
+                    log.info("%s: %s removed (from %s)", aor, uri, src.ip,
+                             extra={"event": "unregister",
+                                    "fields": {"aor": aor, "contact": uri, "ip": src.ip}})
                 self.stats["unregister"] += 1
                 continue
             found = current.get(uri)
@@ -389,7 +392,11 @@ class Registrar:
                 self.table.put(binding)
                 self.stats["register new"] += 1
                 log.info("%s: %s bound for %d s (from %s:%s/%s)", aor, uri, expires, src.ip,
-                         src.port, src.transport)
+                         src.port, src.transport,
+                         extra={"event": "register",
+                                "fields": {"aor": aor, "contact": uri, "expires": expires,
+                                           "ip": src.ip, "port": src.port,
+                                           "transport": src.transport}})
             else:
                 binding = found
                 binding.domain = domain

@@ -188,7 +188,9 @@ class Liveness:
             binding.last_seen = wall
             if not binding.online:
                 binding.online = True
-                log.info("%s %s online again (answered OPTIONS)", binding.aor, binding.contact)
+                log.info("%s %s online again (answered OPTIONS)", binding.aor, binding.contact,
+                         extra={"event": "binding_online",
+                                "fields": {"aor": binding.aor, "contact": binding.contact}})
             self.table.touch(binding)
         return True
 
@@ -201,4 +203,6 @@ class Liveness:
         binding.online = False
         self.table.touch(binding)
         log.info("%s %s offline: no answer to OPTIONS within %.1f s",
-                 binding.aor, binding.contact, self.give_up)
+                 binding.aor, binding.contact, self.give_up,
+                 extra={"event": "binding_offline",
+                        "fields": {"aor": binding.aor, "contact": binding.contact}})

@@ -108,7 +108,9 @@ class _ErrorLog:
     def __call__(self, what: str) -> None:
         self.count += 1
         if self.count <= 20 or self.count % 1000 == 0:
-            log.exception("%s (error %d; the packet was dropped)", what, self.count)
+            log.exception("%s (error %d; the packet was dropped)", what, self.count,
+                          extra={"event": "registrar_error",
+                                 "fields": {"what": what, "count": self.count}})
 
 
 class _UdpEndpoint:
@@ -294,10 +296,13 @@ class RegistrarServer:
         try:
             accounts = self.accounts_loader()
         except ConfigError as exc:
-            log.error("accounts not reloaded: %s", "; ".join(exc.errors))
+            log.error("accounts not reloaded: %s", "; ".join(exc.errors),
+                      extra={"event": "accounts_reload_failed",
+                             "fields": {"errors": list(exc.errors)}})
             return
         self.core.set_accounts(accounts)
-        log.info("accounts reloaded: %d", len(accounts))
+        log.info("accounts reloaded: %d", len(accounts),
+                 extra={"event": "accounts_reloaded", "fields": {"accounts": len(accounts)}})
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -326,7 +331,10 @@ class RegistrarServer:
                 self.db_errors += 1
                 if self.db_errors in (1, 10, 100) or self.db_errors % 1000 == 0:
                     log.error("cannot write bindings (will retry; failure %d): %s",
-                              self.db_errors, exc)
+                              self.db_errors, exc,
+                              extra={"event": "bindings_write_failed",
+                                     "fields": {"failures": self.db_errors,
+                                                "error": str(exc)}})
             except Exception:
                 self.errors("unexpected error in housekeeping")
 
@@ -364,7 +372,11 @@ class RegistrarServer:
         total = sum(self.dropped.values())
         if total <= 20 or total % 1000 == 0:
             log.warning("%s connection from %s port %d dropped: %s (%d dropped so far)",
-                        conn.name, conn.peer[0], conn.peer[1], why, total)
+                        conn.name, conn.peer[0], conn.peer[1], why, total,
+                        extra={"event": "connection_dropped",
+                               "fields": {"transport": conn.name, "ip": conn.peer[0],
+                                          "port": conn.peer[1], "why": why,
+                                          "dropped": total}})
 
     def release(self, conn: StreamProtocol) -> None:
         key = (conn.name, *conn.peer)

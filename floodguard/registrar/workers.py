@@ -31,7 +31,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -213,7 +212,10 @@ class WorkerServer(RegistrarServer):
             self.lost += 1  # channel full: like lost datagrams, the peers retransmit
             if self.lost in (1, 10, 100) or self.lost % 1000 == 0:
                 log.warning("worker %d: messages for worker %d lost (%d times so far): %s",
-                            self.index, worker, self.lost, exc)
+                            self.index, worker, self.lost, exc,
+                            extra={"event": "worker_messages_lost",
+                                   "fields": {"worker": self.index, "to": worker,
+                                              "lost": self.lost, "error": str(exc)}})
 
     def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
         return self._udp_datagram
@@ -412,7 +414,9 @@ def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None =
                     _worker(settings, index, workers, channels, sockets, started, ready)
                     code = 0
                 except BaseException as exc:  # noqa: BLE001 - report, never return to caller
-                    print(f"floodguard registrar: worker {index}: {exc!r}", file=sys.stderr)
+                    log.critical("worker %d: %r", index, exc,
+                                 extra={"event": "worker_failed",
+                                        "fields": {"worker": index, "error": repr(exc)}})
                 finally:
                     os._exit(code)
             pids.append(pid)
@@ -451,7 +455,10 @@ def _supervise(pids: list[int], stop_signals: set[signal.Signals],
             if not stopping:
                 failed = True
                 log.error("registrar worker %d exited (status %d): stopping the others", pid,
-                          os.waitstatus_to_exitcode(status))
+                          os.waitstatus_to_exitcode(status),
+                          extra={"event": "worker_died",
+                                 "fields": {"pid": pid,
+                                            "status": os.waitstatus_to_exitcode(status)}})
                 forward(signal.SIGTERM, None)
     finally:
         for signum, handler in previous.items():

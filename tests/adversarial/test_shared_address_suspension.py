@@ -134,3 +134,14 @@ def test_a_guesser_behind_the_office_address_locks_it_down_and_the_phones_keep_w
         "explain", "-c", str(glab.config_path), "--json", NAT).stdout)
     assert source["lockdown"] is not None and source["ban"] is None, source
     assert source["verdict"].startswith("in lockdown"), source
+    # in the kernel too: the phones' UDP ports pass, the rest of the address is dropped there
+    assert lockdown["kernel"] is True and lockdown["passes"] >= len(PHONES), lockdown
+    assert source["lockdown"]["in_kernel"] is True, source
+    locked = glab.server.run("ipset", "list", "floodguard-lockdown").stdout
+    assert f"\n{NAT} timeout" in locked, locked
+    passes = [line for line in glab.server.run("ipset", "list", "floodguard-pass").stdout
+              .splitlines() if line.startswith(f"{NAT},udp:")]
+    assert len(passes) == lockdown["passes"], passes
+    raw = glab.server.run("iptables", "-t", "raw", "-L", "FLOODGUARD-RAW", "-v", "-n", "-x").stdout
+    (rule,) = [line for line in raw.splitlines() if "floodguard-lockdown" in line]
+    assert int(rule.split()[0]) > 0, raw  # the guesser's later packets died in the kernel

@@ -1,7 +1,7 @@
-"""Checks of the deployment files that need no container: units, wheel, role, Vagrantfile.
+"""Checks of the deployment files that need no container: units, role, Vagrantfile (the wheel
+and sdist: test_wheel_install.py).
 
 - each shipped unit passes ``systemd-analyze verify`` and states the promised options;
-- the built wheel carries the units (package data);
 - the role's variables mirror every config key with floodguard's own defaults (rendered with
   Ansible, read back by floodguard);
 - ``ansible-lint`` (production profile) and ``ansible-playbook --syntax-check`` pass;
@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -92,17 +91,45 @@ def test_units_state_the_promised_options() -> None:
             assert options[key] == ["yes"], key
 
 
-def test_wheel_ships_the_units(tmp_path: Path) -> None:
-    """The units are package data: they are in the wheel the role installs."""
-    source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".hypothesis"))
-    sh([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
-        str(tmp_path / "out"), str(source)], timeout=300)
-    wheel = next((tmp_path / "out").glob("floodguard-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    for unit in UNITS:
-        assert f"floodguard/systemd/{unit}" in names, names
+# The [Unit] sections of the host firewalls' units as Debian 12 ships them (nftables,
+# netfilter-persistent, firewalld, ufw); their services are stand-ins.
+HOST_FIREWALLS = {
+    "nftables.service": "DefaultDependencies=no\nWants=network-pre.target\n"
+                        "Before=network-pre.target shutdown.target\nConflicts=shutdown.target\n",
+    "netfilter-persistent.service": "DefaultDependencies=no\n"
+                                    "Wants=network-pre.target systemd-modules-load.service "
+                                    "local-fs.target\nBefore=network-pre.target shutdown.target\n"
+                                    "After=systemd-modules-load.service local-fs.target\n"
+                                    "Conflicts=shutdown.target\n",
+    "firewalld.service": "Before=network-pre.target\nWants=network-pre.target\n"
+                         "After=dbus.service\nAfter=polkit.service\n"
+                         "Conflicts=iptables.service ip6tables.service ebtables.service "
+                         "ipset.service nftables.service\n",
+    "ufw.service": "DefaultDependencies=no\nBefore=network-pre.target\n"
+                   "Wants=network-pre.target local-fs.target\nAfter=local-fs.target\n",
+}
+
+
+def test_rules_unit_comes_after_the_host_firewalls_and_reloads_with_them(tmp_path: Path) -> None:
+    """Ordered after every host firewall (which load or flush rules when they start) with no
+    ordering cycle whichever of them is installed, re-applied when the reloadable ones reload,
+    and not PartOf= any (stopping the host firewall must not remove floodguard's rules)."""
+    rules = unit_options("floodguard-rules.service")
+    after = " ".join(rules["After"]).split()
+    assert set(HOST_FIREWALLS) <= set(after)
+    assert sorted(" ".join(rules["ReloadPropagatedFrom"]).split()) == [
+        "firewalld.service", "nftables.service"]  # ufw and netfilter-persistent cannot reload
+    assert "PartOf" not in rules and "BindsTo" not in rules
+    need("systemd-analyze")
+    for name in UNITS:
+        (tmp_path / name).write_text((UNIT_DIR / name).read_text().replace(
+            "/usr/local/bin/floodguard", str(FLOODGUARD)))
+    for name, unit in HOST_FIREWALLS.items():
+        (tmp_path / name).write_text(f"[Unit]\n{unit}[Service]\nType=oneshot\n"
+                                     "RemainAfterExit=yes\nExecStart=/bin/true\n")
+    result = sh([need("systemd-analyze"), "verify",
+                 *(str(tmp_path / name) for name in (*HOST_FIREWALLS, *UNITS))], check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
 def _config_fields() -> list[tuple[str, str]]:

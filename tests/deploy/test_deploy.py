@@ -299,3 +299,47 @@ def test_reboot_brings_back_rules_bans_and_registrations(container: Container) -
     assert probe_register(container, container.phone_ip).startswith("SIP/2.0 401")
     assert sipp_register(container, PHONE_USER, ACCOUNTS[PHONE_USER], container.phone_ip,
                          5074) == 1
+
+
+# A stand-in for Debian's nftables.service (the image has no nftables package): a reload that
+# flushes like `nft -f /etc/nftables.conf` does, here the raw table of both backends.
+NFTABLES_STAND_IN = """[Unit]
+Description=stand-in for nftables.service: its reload flushes the raw tables
+DefaultDependencies=no
+Before=network-pre.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecReload=/bin/sh -c 'for t in iptables-legacy ip6tables-legacy iptables-nft ip6tables-nft; \
+do $$t -t raw -F; $$t -t raw -X; done'
+"""
+
+
+def test_host_firewall_reload_reapplies_the_rules(container: Container) -> None:
+    """systemd propagates a reload of the host's firewall to floodguard-rules
+    (ReloadPropagatedFrom=): with the guard (and its rule keeper) stopped, the flushed rules are
+    back right after `systemctl reload nftables`, bans included."""
+    def both() -> str:  # whichever backend the tests before chose
+        return ruleset(container, "legacy") + ruleset(container, "nft")
+
+    assert "-A PREROUTING -j FLOODGUARD-RAW" in both()
+    container.ssh("systemctl stop floodguard.service")
+    try:
+        container.ssh("cat > /run/systemd/system/nftables.service <<'EOF'\n"
+                      f"{NFTABLES_STAND_IN}EOF\n"
+                      "systemctl daemon-reload && systemctl start nftables.service")
+        since = container.ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+        time.sleep(1)
+        container.ssh("systemctl reload nftables.service")
+        deadline = time.monotonic() + 10
+        while "-A PREROUTING -j FLOODGUARD-RAW" not in both() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "-A PREROUTING -j FLOODGUARD-RAW" in both()
+        journal = container.ssh(f"journalctl -u floodguard-rules.service -o cat --no-pager "
+                                f"--since '{since}'").stdout
+        assert "floodguard: applied" in journal, journal
+        assert container.attacker_ip in ban_entries(container)
+    finally:
+        container.ssh("systemctl stop nftables.service; rm -f /run/systemd/system/nftables.service;"
+                      " systemctl daemon-reload; systemctl start floodguard.service")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from floodguard.lab.guessers import SPRAY_CRACK_AT
+from floodguard.lab.topology import OFFICE_IP
+
 
 def brief(r: dict[str, Any]) -> str:
     keys = ("scenario", "protected", "registrar", "legit_attempted", "legit_succeeded",
@@ -11,7 +14,8 @@ def brief(r: dict[str, Any]) -> str:
             "attack_dropped_kernel", "attack_dropped_kernel_by_rule", "attack_dropped_guard",
             "attack_reached_registrar", "banned_sources", "ban_failures", "first_ban_s",
             "registrar_cpu_pct", "registrar_socket_drops", "guard_rss_mb_start",
-            "guard_rss_mb_max", "victim_before", "victim_binding_changed", "attack")
+            "guard_rss_mb_max", "victim_before", "victim_binding_changed", "office", "owner",
+            "holds", "attack")
     fresh = r.get("fresh_start")
     if fresh:
         fresh = {k: v for k, v in fresh.items() if k != "registered_at"}
@@ -129,3 +133,60 @@ def fresh_start_completes(r: dict[str, Any], limit_s: float = 60.0) -> None:
     assert fresh["completed_s"] is not None and fresh["completed_s"] <= limit_s, brief(r)
     assert r["attack_sent"] >= 50_000, brief(r)
     assert r["banned_sources"] == 0, brief(r)
+
+
+def nat_office_only_the_attackers_stopped(r: dict[str, Any]) -> None:
+    """Protected, the office behind one NAT address: its phones all register, the guesser
+    spraying from the same address locks it down (a handful of answers, nothing accepted),
+    the stale phone gets at most 6 wrong-password answers, and the address is never banned."""
+    legit_ok(r)
+    office = r["office"]
+    assert office["attempted"] >= 30, brief(r)
+    assert office["success_pct"] >= 99.9, (office, brief(r))
+    stale, spray = r["attack"]["stale-phone"], r["attack"]["spray"]
+    assert stale["guesses"] >= 1 and stale["wrong_answers"] <= 6, stale
+    assert stale["accepted"] == 0, stale
+    assert spray["guesses"] >= 6, spray  # it kept guessing the whole run
+    assert spray["answered"] <= 40 and spray["accepted"] == 0 and not spray["cracked"], spray
+    # its answers stopped: the address was locked down, not banned
+    assert [lock["ip"] for lock in r["holds"]["lockdowns"]] == [OFFICE_IP], r["holds"]
+    assert spray["guesses_answered"] < spray["guesses"], spray
+    assert r["banned_sources"] == 0, brief(r)
+    assert r["attack_sent"] > 0 and r["attack_reached_registrar"] < r["attack_sent"], brief(r)
+
+
+def nat_office_unprotected(r: dict[str, Any]) -> None:
+    """Without floodguard the office's phones register too, but every guess is answered and
+    the one holding an account's real password is accepted."""
+    assert not r["protected"]
+    spray = r["attack"]["spray"]
+    assert spray["guesses"] >= SPRAY_CRACK_AT, spray
+    assert spray["guesses_answered"] == spray["guesses"], spray
+    assert spray["cracked"], spray
+    assert r["office"]["success_pct"] >= 99.9, r["office"]
+    assert r["attack_reached_registrar"] >= r["attack_sent"] * 0.9, brief(r)
+
+
+def distributed_guess_stopped(r: dict[str, Any]) -> None:
+    """Protected: the account is protected after 5 guessing sources, at most 30 guesses are
+    answered after that, its owner registers every time, no source is banned."""
+    legit_ok(r)
+    owner, guessers, held = r["owner"], r["attack"]["guessers"], r["holds"]
+    assert owner["attempted"] >= 2 and owner["succeeded"] == owner["attempted"], owner
+    assert guessers["guesses"] >= 30, guessers
+    assert len(held["protections"]) == 1, held
+    protect = held["protections"][0]
+    assert protect["aor"].split("@")[0] == guessers["target"] and protect["sources"] == 5, held
+    assert held["answered_after_protection"] <= 30, held
+    assert guessers["guesses_answered"] <= 5 + 30, guessers
+    assert guessers["accepted"] == 0, guessers
+    assert r["banned_sources"] == 0, brief(r)
+
+
+def distributed_guess_unprotected(r: dict[str, Any]) -> None:
+    """Without floodguard every guess is answered (and the owner registers as usual)."""
+    assert not r["protected"]
+    guessers = r["attack"]["guessers"]
+    assert guessers["guesses"] >= 30, guessers
+    assert guessers["guesses_answered"] >= 0.99 * guessers["guesses"], guessers
+    assert r["owner"]["succeeded"] == r["owner"]["attempted"], r["owner"]

@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end tests: the attack lab (floodguard/lab) with real peers.
 
-Each test module builds one lab (three private network namespaces, addresses only inside them)
+Each test module builds one lab (five private network namespaces, addresses only inside them)
 and runs scenarios in it, each from a clean registrar host; a scenario's result is computed once
 and shared by the tests that look at it. When the module is done the lab is torn down and the
 teardown itself is checked: no namespace and no process of the lab may be left.

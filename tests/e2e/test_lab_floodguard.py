@@ -66,3 +66,19 @@ def test_botnet_variant_leaves_the_phones_alone(fg_lab: LabSession, variant: str
 
 def test_fresh_start_of_2000_new_phones_under_the_botnet(fg_lab: LabSession) -> None:
     check.fresh_start_completes(fg_lab.result("fresh-start"))
+
+
+def test_nat_office_stops_only_the_guesser_and_the_stale_phone(fg_lab: LabSession) -> None:
+    check.nat_office_only_the_attackers_stopped(fg_lab.result("nat-office"))
+
+
+def test_nat_office_unprotected_answers_every_guess(fg_lab: LabSession) -> None:
+    check.nat_office_unprotected(fg_lab.result("nat-office", protected=False))
+
+
+def test_distributed_guessing_protects_the_account_not_its_owner(fg_lab: LabSession) -> None:
+    check.distributed_guess_stopped(fg_lab.result("distributed-guess"))
+
+
+def test_distributed_guessing_unprotected_answers_every_guess(fg_lab: LabSession) -> None:
+    check.distributed_guess_unprotected(fg_lab.result("distributed-guess", protected=False))

@@ -55,3 +55,12 @@ def test_botnet_variant_leaves_the_phones_alone(kamailio_lab: LabSession, varian
 
 def test_fresh_start_of_2000_new_phones_under_the_botnet(kamailio_lab: LabSession) -> None:
     check.fresh_start_completes(kamailio_lab.result("fresh-start"))
+
+
+def test_nat_office_stops_only_the_guesser_and_the_stale_phone(kamailio_lab: LabSession) -> None:
+    check.nat_office_only_the_attackers_stopped(kamailio_lab.result("nat-office"))
+
+
+def test_distributed_guessing_protects_the_account_not_its_owner(
+        kamailio_lab: LabSession) -> None:
+    check.distributed_guess_stopped(kamailio_lab.result("distributed-guess"))

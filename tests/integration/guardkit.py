@@ -110,13 +110,14 @@ class GuardLab:
             time.sleep(0.1)
         raise AssertionError(f"registrar did not start: {(self.tmp / 'registrar.log').read_text()}")
 
-    def start_guard(self) -> None:
+    def start_guard(self, *args: str) -> None:
+        """``floodguard run`` with the config (and ``args``, e.g. ``--monitor``)."""
         assert self.config_path is not None
         self.guard_log = self.tmp / f"guard-{time.monotonic_ns()}.log"
         log = open(self.guard_log, "w")  # noqa: SIM115 — closed with the process
         self.guard = subprocess.Popen(
             ["ip", "netns", "exec", self.server.name, str(FLOODGUARD), "run", "-c",
-             str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, text=True)
+             str(self.config_path), *args], stdout=log, stderr=subprocess.STDOUT, text=True)
         self.server.procs.append(self.guard)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -82,6 +82,10 @@ class NetPair:
     def client_dev(self) -> str:
         return f"fgr{self.client_ns.split('-')[2]}c"
 
+    @property
+    def server_dev(self) -> str:
+        return f"fgr{self.server_ns.split('-')[2]}s"
+
     def add_client_address(self, ip: str) -> None:
         """One more source address on the client side (same subnet as the others)."""
         prefix = "64" if ":" in ip else "24"

@@ -316,7 +316,8 @@ def test_heartbeats_sweep_and_fleet_status(tmp_path, redis_server):
     data = fleet.report(b.cfg, b.store, b.sets)
     assert [n["node"] for n in data["nodes"]] == ["a", "b"]
     assert all(n["alive"] for n in data["nodes"])
-    assert data["redis"] == {"ok": True, "bans": 2, "tombstones": 0, "known": 0}
+    assert data["redis"] == {"ok": True, "bans": 2, "tombstones": 0, "known": 0,
+                             "allow_entries": 0}
     assert data["compare"]["missing_here"] == 0 and data["compare"]["allow_listed"] == 1
     assert data["compare"]["only_here"] == 1 and data["local"]["set"] == 2
     assert data["link"]["up"] and data["link"]["running"]

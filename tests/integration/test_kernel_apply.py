@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from floodguard.kernel.iptables import parse_save
+from floodguard.kernel.rules import PACKAGE_DIR
 from floodguard.store import Store
 
 from .conftest import CLIENTS4, CLIENTS6, FOREIGN_TOP, Lab
@@ -17,7 +18,6 @@ from .conftest import CLIENTS4, CLIENTS6, FOREIGN_TOP, Lab
 pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "iptables-legacy-save")
 
 FOREIGN = FOREIGN_TOP
-REPO_RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
 def add_foreign_state(lab: Lab) -> None:
@@ -74,7 +74,9 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
     assert status["installed"] and status["backend"] == lab.backend
     sets = {row["name"]: row for row in status["sets"]}
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
-                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
+                         "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
+                         "floodguard-pass-v6"}
     assert sets["floodguard-allow"]["entries"] == 2 and sets["floodguard-allow-v6"]["entries"] == 2
     assert sets["floodguard-ban"]["maxelem"] == 1048576 and sets["floodguard-ban"]["references"]
 
@@ -91,7 +93,7 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
                 assert now.packets >= was.packets
 
     removed = lab.server.floodguard("remove", "-c", str(config))
-    assert "destroyed 6 sets" in removed.stdout
+    assert "destroyed 10 sets" in removed.stdout
     assert_same_tables(lab, before, per_family(lab))
     assert lab.server.ipset_list() == sets_before
     gone = lab.server.floodguard("show", "-c", str(config), check=False)
@@ -120,7 +122,7 @@ def test_changed_config_updates_in_place(lab: Lab) -> None:
 def broken_rules(tmp: Path) -> Path:
     """The real templates plus a chain whose IPv6 rule the kernel rejects (expiry 0)."""
     folder = tmp / "broken-rules"
-    shutil.copytree(REPO_RULES, folder)
+    shutil.copytree(PACKAGE_DIR, folder)
     with (folder / "ruleset.toml").open("a", encoding="utf-8") as out:
         out.write('\n[[chain]]\ntable = "filter"\nname = "FLOODGUARD-BROKEN"\n'
                   'jump_from = { local = ["INPUT"], forward = ["FORWARD"] }\n'
@@ -227,12 +229,12 @@ print(json.dumps(out))
     import json
 
     out = json.loads(ns.python(code))
-    assert len(out["created"]) == 6
+    assert len(out["created"]) == 10
     assert out["full"] == "ipset floodguard-ban is full: 10.1.0.3 was not added"
     ban = {ip: left for ip, left in out["ban"]}
     # an IPv6 source is kept per /64 (limits.ipv6_prefix)
     assert 38 <= ban["10.1.0.1"] <= 40 and ban["10.1.0.2"] == 0 and ban["2001:db8::/64"] > 3000
     assert out["test"] == [True, False, False]  # allow set is empty until apply syncs it
     assert out["removed"] == [True, False]
-    assert out["after_flush"] == [] and len(out["destroyed"]) == 6
+    assert out["after_flush"] == [] and len(out["destroyed"]) == 10
     assert ns.run("ipset", "list", "-n").stdout == ""

@@ -25,34 +25,44 @@ BANNED, OVER, OTHER = 0, 1, 3  # index into CLIENTS4 / CLIENTS6 (2 is on the all
 COUNT = 200
 # The REGISTER burst (10) passes, plus what the bucket refills (5/s) while the flood is sent.
 SLACK = 3
-# One datagram per socket, as fast as Python goes: every packet is a new conntrack tuple.
+# One datagram per socket, every packet a new conntrack tuple; the packets of every source are
+# built first and then sent back to back, so a slow start (a loaded host) cannot let a limit
+# refill between the sources.
 FLOOD = """
 import socket, sys
 from floodguard.sip import build
 from floodguard.sip.build import hostport
-src, dst, count, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-family = socket.AF_INET6 if ":" in src else socket.AF_INET
-for seq in range(count):
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((src, 0))
-    local, target = hostport(src, sock.getsockname()[1]), hostport(dst)
-    if kind == "register":
-        data = build.register(target, user="100", local=local, call_id=f"{seq}@fl", cseq=seq,
-                              expires=None, user_agent="friendly-scanner", branch=f"z9hG4bK{seq}",
-                              rport=False, tag=f"t{seq}")
-    else:
-        data = build.options(f"sip:100@{target}", local=local, call_id=f"{seq}@fl", cseq=seq,
-                             contact=f"<sip:100@{local}>", user_agent="friendly-scanner",
-                             branch=f"z9hG4bK{seq}", rport=False, tag=f"t{seq}")
+sources, dst, count, kind = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ready = []
+for src in sources:
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    for seq in range(count):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((src, 0))
+        local, target = hostport(src, sock.getsockname()[1]), hostport(dst)
+        if kind == "register":
+            data = build.register(target, user="100", local=local, call_id=f"{seq}@fl",
+                                  cseq=seq, expires=None, user_agent="friendly-scanner",
+                                  branch=f"z9hG4bK{seq}", rport=False, tag=f"t{seq}")
+        else:
+            data = build.options(f"sip:100@{target}", local=local, call_id=f"{seq}@fl",
+                                 cseq=seq, contact=f"<sip:100@{local}>",
+                                 user_agent="friendly-scanner", branch=f"z9hG4bK{seq}",
+                                 rport=False, tag=f"t{seq}")
+        ready.append((sock, data))
+for sock, data in ready:
     sock.sendto(data, (dst, 5060))
+for sock, _ in ready:
     sock.close()
 """
 COUNTED = re.compile(r"^\[(\d+):\d+\] -A (\S+) (.*)$")
 
 
-def flood(lab: Lab, src: str, count: int, kind: str = "register") -> None:
-    dst = SERVER6 if ":" in src else SERVER4
-    lab.client.run(sys.executable, "-c", FLOOD, src, dst, str(count), kind)
+def flood(lab: Lab, src: str | list[str], count: int, kind: str = "register") -> None:
+    """``count`` datagrams from each source (one family per call)."""
+    sources = [src] if isinstance(src, str) else src
+    dst = SERVER6 if ":" in sources[0] else SERVER4
+    lab.client.run(sys.executable, "-c", FLOOD, ",".join(sources), dst, str(count), kind)
 
 
 def probe(lab: Lab, sources: list[str]) -> None:
@@ -131,8 +141,7 @@ def test_spoofed_spread_is_cut_by_the_budget_before_conntrack(lab: Lab) -> None:
     lab.apply(config)
     sources = [CLIENTS4[BANNED], CLIENTS4[OVER], CLIENTS4[OTHER]]
     probe(lab, sources)
-    for src in sources:
-        flood(lab, src, 45, kind="options")
+    flood(lab, sources, 45, kind="options")
     rules = counters(lab, 4)
     assert packets(rules, "FLOODGUARD-LIMIT", "fg-reg-") == 0
     assert packets(rules, "FLOODGUARD-LIMIT", "fg-sip-") == 0

@@ -68,7 +68,9 @@ def test_register_flood_is_limited_per_source(lab: Lab) -> None:
         assert scanner[0]["packets"] == 20
     # `floodguard explain` reads the kernel's hashlimit tables while a flood runs: the
     # flooder's REGISTER bucket is empty, the slow source's is not (an IPv6 /64 shares one)
-    flood = lab.client.popen(sys.executable, str(SIPNET), "send", "--seconds", "4",
+    # (the flood outlasts the checks even when each explain is slow on a loaded host; it is
+    # stopped once they are done)
+    flood = lab.client.popen(sys.executable, str(SIPNET), "send", "--seconds", "60",
                              "--flow", f"{CLIENTS4[FLOOD]},{SERVER4},1000,register",
                              "--flow", f"{CLIENTS6[FLOOD]},{SERVER6},1000,register",
                              "--flow", f"{CLIENTS4[SLOW]},{SERVER4},1,register")
@@ -84,6 +86,7 @@ def test_register_flood_is_limited_per_source(lab: Lab) -> None:
     quiet = json.loads(lab.server.floodguard("explain", "10.250.0.99", "--json",
                                              "-c", str(config)).stdout)
     assert not [b for b in quiet["kernel_limits"] if not b["shared"]]
+    flood.terminate()
     flood.communicate(timeout=30)
 
 

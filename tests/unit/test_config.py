@@ -20,6 +20,7 @@ def test_defaults_match_reference():
     assert (cfg.limits.register_rate, cfg.limits.register_burst) == (5, 10)
     assert (cfg.limits.sip_rate, cfg.limits.sip_burst) == (20, 50)
     assert cfg.limits.queue_budget == 20000
+    assert cfg.limits.udp_oversize == 4016
     assert cfg.suspension.enabled is True
     assert cfg.suspension.register_retry == 6
     assert cfg.suspension.suspend_time == 180
@@ -51,6 +52,7 @@ register_burst = 6
 sip_rate = 10
 sip_burst = 20
 queue_budget = 5000
+udp_oversize = 1500
 [suspension]
 enabled = false
 register_retry = 3
@@ -95,7 +97,7 @@ def test_every_key_is_read():
     cfg = cfgmod.loads(FULL)
     assert cfg.sip.ports == (5060, 5070)
     assert cfg.sip.mode == "forward"
-    assert cfg.limits.queue_budget == 5000
+    assert cfg.limits.queue_budget == 5000 and cfg.limits.udp_oversize == 1500
     assert cfg.suspension.enabled is False and cfg.suspension.suspend_time == 600
     assert cfg.blacklist.allow == ("10.0.0.0/8", "2001:db8::/32")
     assert [g.name for g in cfg.gateways] == ["callcentre", "carrier"]
@@ -236,3 +238,16 @@ def test_forward_mode_needs_the_registrars_interfaces() -> None:
     with pytest.raises(ConfigError) as err:
         loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["bad name/x"]\n')
     assert "sip.registrar_interfaces" in str(err.value)
+
+
+def test_udp_oversize_bounds() -> None:
+    """Below 1,300 bytes RFC 3261 lets any request go over UDP; above the queue's copy range a
+    packet cut short would not be oversize."""
+    from floodguard.kernel.nfqueue import COPY_RANGE
+
+    assert cfgmod.UDP_OVERSIZE_MAX == COPY_RANGE
+    assert loads(f"[limits]\nudp_oversize = {COPY_RANGE}\n").limits.udp_oversize == COPY_RANGE
+    assert errors_of("[limits]\nudp_oversize = 1299\n") == [
+        "limits.udp_oversize: must be an integer from 1300 to 65531, got 1299"]
+    assert errors_of("[limits]\nudp_oversize = 65532\n")[0].startswith("limits.udp_oversize:")
+    assert errors_of('[limits]\nudp_oversize = "4k"\n')[0].startswith("limits.udp_oversize:")

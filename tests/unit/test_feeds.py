@@ -69,6 +69,16 @@ def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path, kernel_se
     assert store.get_ban("198.51.100.7", now=1100).reason == "spraying"
 
 
+def test_the_runtime_allow_list_wins_over_a_feed(tmp_path, kernel_sets):
+    path = tmp_path / "list.txt"
+    path.write_text("192.0.2.1\n192.0.2.2\n")
+    cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n')
+    store = Store(tmp_path / "s.db")
+    store.put_allow("192.0.2.1/32", "office", None)  # floodguard allow add 192.0.2.1
+    result = import_feed(cfg, cfg.feeds[0], store, kernel_sets, now=1000)
+    assert result.banned == ["192.0.2.2"] and result.allowed == ["192.0.2.1"]
+
+
 def test_an_address_the_kernel_refuses_is_skipped_not_fatal(tmp_path):
     from floodguard.kernel import KernelError
 
@@ -141,3 +151,37 @@ def test_feed_config_validation():
               'source = "y"\n')
     assert info.value.errors[0] == "feed[0].interval: must be an integer >= 1, got 0"
     assert 'feed: name "a" is used more than once' in info.value.errors
+
+
+def test_monitor_mode_bans_nothing_and_says_what_it_would_ban(tmp_path, kernel_sets):
+    import io
+    import json
+
+    from floodguard.enforce import EVENT_EACH
+    from floodguard.events import EventLog
+
+    path = tmp_path / "list.txt"
+    path.write_text("192.0.2.1\n198.51.100.7\n10.9.9.9\n")
+    cfg = loads(f'[[feed]]\nname = "apiban"\nsource = "{path}"\nban_time = 600\n'
+                '[guard]\nmode = "monitor"\n[blacklist]\nallow = ["10.9.9.0/24"]\n')
+    store, out = Store(tmp_path / "s.db"), io.StringIO()
+    result = import_feed(cfg, cfg.feeds[0], store, kernel_sets, now=1000,
+                         events=EventLog(out, json_mode=True))
+    assert result.banned == [] and result.would_ban == ["192.0.2.1", "198.51.100.7"]
+    assert result.allowed == ["10.9.9.9"]
+    assert kernel_sets.list("ban") == [] and store.active_bans(now=1000) == []
+    assert store.journal_after(0) == []  # nothing for the fleet either
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["ip"], e["by"], e["reason"], e["seconds"]) for e in events] == [
+        ("would_ban", "192.0.2.1", "feed", "feed:apiban", 600),
+        ("would_ban", "198.51.100.7", "feed", "feed:apiban", 600)]
+    # a long list is one summary event
+    path.write_text("".join(f"192.0.2.{i}\n" for i in range(1, EVENT_EACH + 2)))
+    out.truncate(0)
+    out.seek(0)
+    result = import_feed(cfg, cfg.feeds[0], store, kernel_sets, now=1000,
+                         events=EventLog(out, json_mode=True))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(result.would_ban) == EVENT_EACH + 1 and kernel_sets.list("ban") == []
+    assert [(e["event"], e["count"], e["by"]) for e in events] == [
+        ("would_bans", EVENT_EACH + 1, "feed")]

@@ -258,3 +258,26 @@ def test_netlink_writer_falls_back_to_the_set_manager(monkeypatch):
     writer = KernelWriter(sets)  # the default writer factory
     assert writer.writer is sets
     writer.close()  # leaves the set manager to its owner
+
+
+def test_applier_in_monitor_mode_says_what_it_would_ban_and_changes_nothing(tmp_path):
+    import io
+    import json
+
+    from floodguard.events import EventLog
+
+    store, sets, out = Store(tmp_path / "s.db"), KernelSets(), io.StringIO()
+    store.put_ban("192.0.2.9", "manual", "manual", 600, now=1000)
+    applier = Applier(loads('[guard]\nmode = "monitor"\n'), store, sets,
+                      writer_factory=KernelSets.writer, events=EventLog(out, json_mode=True))
+    result = applier.apply([ban("192.0.2.1", 1000, 1180), unban("192.0.2.9", 1001),
+                            {"op": "known", "ip": "192.0.2.5", "ts": 1000, "until": 9e9,
+                             "node": "a"}], now=1001)
+    assert result.monitor == 3 and result.bans == result.unbans == [] and result.known == 0
+    assert sets.list("ban") == [] and sets.list("known") == []
+    assert store.get_ban("192.0.2.1", now=1001) is None
+    assert store.get_ban("192.0.2.9", now=1001) is not None  # the fleet's unban: not here
+    assert store.take_commands(0) == []
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["ip"], e["by"], e["seconds"]) for e in events] == [
+        ("would_suspend", "192.0.2.1", "fleet", 179)]

@@ -38,15 +38,16 @@ def rig(tmp_path):
     return make
 
 
-def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
-    """One challenge-response round: REGISTER -> 401 (nonce) -> REGISTER+auth -> final."""
+def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401, port=5060):
+    """One challenge-response round: REGISTER -> 401 (nonce) -> REGISTER+auth -> final;
+    ``port``: the client's UDP port."""
     nonce = f"nonce{nonce_seq}"
-    req = udp(client, SERVER, 5060, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
+    req = udp(client, SERVER, port, 5060, register(user, src=client, call_id=call_id, cseq=cseq))
     assert guard.handle(req, HOOK_LOCAL_IN)
     chal = response(401, "Unauthorized", user, call_id=call_id, cseq=cseq, challenge_nonce=nonce)
-    out = guard.handle(udp(SERVER, client, 5060, 5060, chal), HOOK_LOCAL_OUT)
+    out = guard.handle(udp(SERVER, client, 5060, port, chal), HOOK_LOCAL_OUT)
     assert out
-    req = udp(client, SERVER, 5060, 5060, register(
+    req = udp(client, SERVER, port, 5060, register(
         user, src=client, call_id=call_id, cseq=cseq + 1,
         auth=auth_value(user, password, nonce, opaque=opaque_of(out))))
     accepted = guard.handle(req, HOOK_LOCAL_IN)
@@ -55,7 +56,7 @@ def attempt(guard, client, user, password, nonce_seq, call_id, cseq, final=401):
     else:
         answer = response(final, "Forbidden" if final == 403 else "Unauthorized", user,
                           call_id=call_id, cseq=cseq + 1, challenge_nonce=f"n{nonce_seq}x")
-    guard.handle(udp(SERVER, client, 5060, 5060, answer), HOOK_LOCAL_OUT)
+    guard.handle(udp(SERVER, client, 5060, port, answer), HOOK_LOCAL_OUT)
     return accepted
 
 
@@ -266,14 +267,13 @@ def test_guard_reports_a_subnet_dominating_registers(rig):
 
 
 def test_large_packets(rig):
-    from floodguard.guard import MAX_UDP_PACKET
     from floodguard.kernel.nfqueue import COPY_RANGE
 
     guard, _, _, _, clock = rig()
     big = register("1001", src="203.0.113.20", call_id="big", cseq=1).replace(
         b"Content-Length: 0", b"Contact: <sip:" + b"a" * 6000 + b"@x>\r\nContent-Length: 0")
     # over UDP: a 6 kB REGISTER is abuse, dropped unread
-    assert len(udp("203.0.113.20", SERVER, 5060, 5060, big)) > MAX_UDP_PACKET
+    assert len(udp("203.0.113.20", SERVER, 5060, 5060, big)) > Config().limits.udp_oversize
     assert guard.handle(udp("203.0.113.20", SERVER, 5060, 5060, big), HOOK_LOCAL_IN) is False
     assert guard.counters["drop:oversize"] == 1
     # the registrar's own large answer is not
@@ -294,6 +294,22 @@ def test_large_packets(rig):
     guard.engine.ban(clock.t, "203.0.113.20", 60)
     assert guard.handle(cut, HOOK_LOCAL_IN) is False
     assert guard.handle(b"\x45" + b"\x00" * 30, HOOK_LOCAL_IN) is False  # short junk: malformed
+
+
+def test_udp_oversize_is_the_configured_size(rig):
+    """limits.udp_oversize sets where "oversize" starts, also after a reload."""
+    guard, _, _, _, _ = rig()
+    padded = register("1001", src="203.0.113.21", call_id="pad", cseq=1).replace(
+        b"Content-Length: 0", b"X-Pad: " + b"p" * 1600 + b"\r\nContent-Length: 0")
+    packet = udp("203.0.113.21", SERVER, 5060, 5060, padded)
+    assert 1500 < len(packet) < 4016
+    assert guard.handle(packet, HOOK_LOCAL_IN) is True
+    guard.reload(loads(f"[limits]\nudp_oversize = {len(packet)}\n"))
+    assert guard.handle(packet, HOOK_LOCAL_IN) is False
+    assert guard.counters["drop:oversize"] == 1
+    guard.reload(loads(f"[limits]\nudp_oversize = {len(packet) + 1}\n"))
+    assert guard.handle(packet, HOOK_LOCAL_IN) is True
+    assert guard.counters["drop:oversize"] == 1
 
 
 def test_after_the_first_registration_period_unproven_credentials_are_dropped(rig):

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import floodguard
 from floodguard import cli
 from floodguard.config import Config, loads
 from floodguard.kernel import queues, rules
@@ -92,13 +94,16 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
     ]
     raw = [r.spec for r in ruleset.rules if r.family == 6 and r.chain == "FLOODGUARD-RAW"]
     assert raw[0] == "-m set --match-set floodguard-allow-v6 src -j RETURN"
-    # every port's ban first, then every port into the limits
-    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 12
+    # every port's ban first, then every UDP port's lockdown, then every port into the limits
+    assert all("floodguard-ban-net6" in spec for spec in raw[1:6]) and len(raw) == 14
     assert raw[5] == ("-p tcp -m tcp --dport 5061 -m set --match-set floodguard-ban-net6 src "
                       "-j DROP")
+    assert raw[6:8] == [f"-p udp -m udp --dport {port} -m set --match-set floodguard-lockdown-net6 "
+                        "src -m set ! --match-set floodguard-pass-v6 src,src -j DROP"
+                        for port in (5060, 5070)]
     # local mode: SIP this host only routes to others is not limited
-    assert raw[6] == "-m addrtype ! --dst-type LOCAL -j RETURN"
-    assert raw[7:] == [
+    assert raw[8] == "-m addrtype ! --dst-type LOCAL -j RETURN"
+    assert raw[9:] == [
         "-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
         "-p udp -m udp --dport 5070 -j FLOODGUARD-LIMIT",
         "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
@@ -112,6 +117,7 @@ def test_every_port_and_transport_is_covered_in_order() -> None:
 
 def _kind(spec: str) -> str:
     for mark, kind in (("floodguard-allow", "allow"), ("floodguard-ban", "ban"),
+                       ("floodguard-lockdown", "lockdown"),
                        ("connlimit", "connlimit"), ("fg-syn-", "syn"), ("fg-reg-", "register"),
                        ("fg-sip-", "sip"), ("fg-bud-", "budget"), ("fg-gwy-", "gateway"),
                        ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
@@ -130,8 +136,8 @@ def test_cheapest_match_first() -> None:
     chain = lambda name: [_kind(r.spec) for r in ruleset.rules  # noqa: E731
                           if r.family == 4 and r.chain == name]
     assert {r.table for r in ruleset.rules if r.chain.endswith("LIMIT")} == {"raw"}
-    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "routed-skip", "limits",
-                                       "limits", "tls"]
+    assert chain("FLOODGUARD-RAW") == ["allow", "ban", "ban", "ban", "lockdown", "routed-skip",
+                                       "limits", "limits", "tls"]
     # a gateway meets only its group's limit; the budget comes after both per-source limits
     # a token-bearing answer to a challenge has a budget of its own, the rest the shared one
     assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
@@ -150,8 +156,8 @@ def test_cheapest_match_first() -> None:
 def test_forward_mode_skips_the_limits_for_the_registrar_side() -> None:
     ruleset = render(loads('[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n'))
     raw = [r.spec for r in ruleset.rules if r.family == 4 and r.chain == "FLOODGUARD-RAW"]
-    assert raw.index("-i eth1 -j RETURN") == 4  # after the bans, before the limits
-    assert raw[5:] == ["-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
+    assert raw.index("-i eth1 -j RETURN") == 5  # after the bans and lockdown, before the limits
+    assert raw[6:] == ["-p udp -m udp --dport 5060 -j FLOODGUARD-LIMIT",
                        "-p tcp -m tcp --dport 5060 -j FLOODGUARD-LIMIT",
                        "-p tcp -m tcp --dport 5061 -j FLOODGUARD-TLSLIMIT"]
 
@@ -241,7 +247,7 @@ def test_hashlimit_name_follows_parameters() -> None:
 
 def test_hashlimit_expiry_is_always_explicit() -> None:
     # 2/sec with burst 1 refills in 0.5 s: an expiry of 1000 ms would equal the unit and vanish
-    # from iptables-save (and python-iptables would send 0), so it is nudged.
+    # from iptables-save, so it is nudged.
     text = hashlimit_args("x", 2, 1, family=4, min_expire_ms=0)
     assert "--hashlimit-htable-expire 2000" in text
     budget = hashlimit_args("budget", 20000.0, 20000, family=4, per_source=False,
@@ -267,7 +273,9 @@ def test_set_specs() -> None:
     cfg = loads("[blacklist]\nban_time = 3000000\nmax_ban_time = 3000000\n")
     sets = {s.name: s for s in render(cfg).sets}
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
-                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6"}
+                         "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
+                         "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
+                         "floodguard-pass-v6"}
     assert sets["floodguard-ban"].timeout == IPSET_MAX_TIMEOUT
     known6 = sets["floodguard-known-net6"]
     assert known6.timeout == 7200 and known6.family == 6
@@ -345,8 +353,35 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         render(Config())
 
 
+def test_rules_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The argument, then $FLOODGUARD_RULES, then a complete override folder, then the package's
+    templates, which are found without the source tree."""
+    monkeypatch.delenv(rules.RULES_ENV, raising=False)
+    override = tmp_path / "etc-rules"
+    monkeypatch.setattr(rules, "OVERRIDE_DIR", override)
+    assert rules.rules_dir() == rules.PACKAGE_DIR
+    assert rules.PACKAGE_DIR.parent == Path(floodguard.__file__).resolve().parent
+    override.mkdir()  # an empty override folder does not hide the package's templates
+    assert rules.rules_dir() == rules.PACKAGE_DIR
+    shutil.copytree(rules.PACKAGE_DIR, override, dirs_exist_ok=True)
+    assert rules.rules_dir() == override
+    assert render(Config()).source == str(override)
+    monkeypatch.setenv(rules.RULES_ENV, str(tmp_path / "env"))
+    assert rules.rules_dir() == tmp_path / "env"
+    assert rules.rules_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv(rules.RULES_ENV)
+    monkeypatch.setattr(rules, "PACKAGE_DIR", tmp_path / "nothing")
+    shutil.rmtree(override)
+    with pytest.raises(RenderError, match="rules templates not found"):
+        rules.rules_dir()
+
+
 def test_cli_render_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(rules.RULES_ENV, str(tmp_path))
+    # the state store of this test's own (the host's may be written by another version)
+    config = tmp_path / "floodguard.toml"
+    config.write_text(f'[state]\npath = "{tmp_path / "state.db"}"\n', encoding="utf-8")
+    monkeypatch.setenv("FLOODGUARD_CONFIG", str(config))
     result = CliRunner().invoke(cli.main, ["apply", "--dry-run"])
     assert result.exit_code == 3
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
@@ -357,5 +392,9 @@ def test_cli_needs_root(command: list[str], monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     result = CliRunner().invoke(cli.main, command)
     assert result.exit_code == 5
-    assert result.output.strip() == (
-        "floodguard: must be run as root (the firewall and ipsets need CAP_NET_ADMIN)")
+    message = "must be run as root (the firewall and ipsets need CAP_NET_ADMIN)"
+    if "--json" in command:  # the error as JSON on stdout, same exit code
+        assert json.loads(result.stdout)["error"] == {"message": message, "exit_code": 5,
+                                                      "details": [message]}
+    else:
+        assert result.output.strip() == f"floodguard: {message}"

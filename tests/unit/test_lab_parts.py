@@ -88,12 +88,23 @@ def test_sampler_parses_its_counting_chains() -> None:
         ":INPUT ACCEPT [0:0]",
         ":FGLAB-REACH - [0:0]",
         "[5:500] -A INPUT -j FGLAB-REACH",
-        "[3:300] -A FGLAB-REACH -s 10.202.0.0/16 -p udp -m udp --dport 5060 -j RETURN",
-        "[9:900] -A FGLAB-REACH -s 10.210.0.0/15 -p udp -m udp --dport 5060 -j RETURN",
-        "[2:200] -A FGLAB-REACH -s 10.201.0.0/16 -p udp -m udp --dport 5060 -j RETURN",
+        "[3:300] -A FGLAB-REACH -s 10.202.0.0/16 -p udp -m udp --dport 5060 -m comment "
+        "--comment attackers -j RETURN",
+        "[9:900] -A FGLAB-REACH -s 10.210.0.0/15 -p udp -m udp --dport 5060 -m comment "
+        "--comment botnet -j RETURN",
+        "[2:200] -A FGLAB-REACH -s 10.201.0.0/16 -p udp -m udp --dport 5060 -m comment "
+        "--comment phones -j RETURN",
+        "[4:400] -A FGLAB-REACH -s 10.203.0.1/32 -p udp -m udp --sport 40000:49999 --dport "
+        "5060 -m comment --comment office-attackers -j RETURN",
+        "[6:600] -A FGLAB-REACH -s 10.203.0.1/32 -p udp -m udp --dport 5060 -m comment "
+        '--comment "office" -j RETURN',
         "COMMIT",
     ])
-    assert sampler.parse_reach(text) == {"attackers": 3, "botnet": 9, "phones": 2}
+    assert sampler.parse_reach(text) == {"attackers": 3, "botnet": 9, "phones": 2,
+                                         "office-attackers": 4, "office": 6}
+    # the rules the sampler installs are the ones it parses, in that order
+    names = [rule[rule.index("--comment") + 1] for rule in sampler.reach_rules()]
+    assert names == list(sampler.REACH_RULES)
     sent = "[42:4200] -A FGLAB-SENT -p udp -m udp --dport 5060 -j RETURN\n[7:7] -A OUTPUT -j X"
     assert sampler.parse_sent(sent) == 42
 

@@ -15,12 +15,13 @@ from floodguard.lab.runner import Lab, LabSettings
 from floodguard.lab.topology import Topology
 
 README_SCENARIOS = ("volume", "botnet", "botnet-noauth", "botnet-options", "botnet-junk",
-                    "bruteforce", "scanner", "contact-abuse", "hijack", "storm", "fresh-start")
+                    "bruteforce", "scanner", "contact-abuse", "hijack", "storm", "fresh-start",
+                    "nat-office", "distributed-guess")
 
 
 def _lab() -> Lab:
     lab = Lab(LabSettings())
-    lab.topology = Topology(phones=560, attackers=16)  # addresses only: nothing is built
+    lab.topology = Topology(phones=560, attackers=116)  # addresses only: nothing is built
     return lab
 
 
@@ -55,7 +56,9 @@ def test_runner_starts_every_scenario_from_the_registry(name: str, sipvicious: b
         assert argv[1:4] == ["-m", "floodguard.lab.attacks", generator.attack]
         assert generator.attack in attacks.ATTACKS
         if generator.target is not None:
-            assert argv[argv.index("--target") + 1] == sip.phone_user(generator.target)
+            index = (generator.target(LabSettings()) if callable(generator.target)
+                     else generator.target)
+            assert argv[argv.index("--target") + 1] == sip.phone_user(index)
     assert bool(commands) != scenario.storm  # the storm is the phones' own doing
 
 
@@ -64,6 +67,14 @@ def test_runner_refuses_a_scenario_the_registry_does_not_hold(tmp_path: Path) ->
         _lab().attack_commands("nope", tmp_path)
     with pytest.raises(ValueError, match="unknown scenario"):
         Lab(LabSettings(workdir=tmp_path)).run("nope", True)
+
+
+def test_a_lab_without_enough_attacker_addresses_says_so(tmp_path: Path) -> None:
+    lab = _lab()
+    lab.topology = Topology(phones=560, attackers=16)
+    with pytest.raises(ValueError, match="guessers needs 116 addresses in the attackers "
+                                         "namespace, the lab has 16"):
+        lab.attack_commands("distributed-guess", tmp_path)
 
 
 def test_svcrack_gets_a_word_list_with_the_password(tmp_path: Path) -> None:
@@ -87,10 +98,10 @@ def test_report_describes_every_scenario(name: str) -> None:
     table = report.format_table([_result(name)])
     assert table.startswith(f"{name}: {scenario.description} [floodguard registrar]")
     assert html.escape(scenario.description) in report.render_html([_result(name)])
-    detail = report.scenario_detail(_result(name))
+    details = report.scenario_details(_result(name))
     labels = [label for label, _ in report.result_rows(_result(name))]
-    if detail is not None:
-        assert isinstance(detail[1], str) and detail[0] in labels
+    for label, value in details:
+        assert isinstance(value, str) and label in labels
 
 
 def test_command_line_offers_every_scenario() -> None:

@@ -21,7 +21,13 @@ def test_rates_and_health(status_sample):
     assert rates["kernel:queued"] == 2.0
     assert rates["guard:pass:ok"] == 2.0
     problems = status.health(after)
-    assert problems == ["set floodguard-ban is 900/1000 full"]
+    assert problems == ["set floodguard-ban is 900/1000 full",
+                        "hashlimit table fg-reg-0123abcd (REGISTER per source, IPv4) is 95/100 "
+                        "full: when full, the kernel drops every new source's packets"]
+    after["kernel"]["hashlimits"][0]["entries"] = 79
+    after["kernel"]["conntrack"]["entries"] = 262144
+    assert status.health(after)[1:] == [
+        "conntrack table is 262144/262144 full: when full, the kernel drops every new flow"]
     after["guard"]["ok"] = False
     assert any("guard not running" in p for p in status.health(after))
 
@@ -33,7 +39,8 @@ def test_screen_renders_every_part(status_sample):
     Console(file=out, width=120).print(build(data, status.rates(status_sample(), data)))
     text = out.getvalue()
     for needle in ("register-rate", "192.0.2.9", "consecutive-failures", "2 online",
-                   "engine-q0 up", "900/1000"):
+                   "engine-q0 up", "900/1000", "conntrack: 12/262144",
+                   "fg-reg-0123abcd (IPv4, REGISTER per source): 95/100"):
         assert needle in text
 
 
