@@ -143,9 +143,17 @@ def import_feed(cfg: Config, feed: FeedConfig, store: Store, sets: Any,
     events = events or EventLog()
     enforce = Enforcer(store, sets, events, by="feed", forget=forget)
     reason = f"feed:{feed.name}"
-    current = store.ban_spans(listed.addresses)
+    # an IPv6 source is banned and kept as its limits.ipv6_prefix network, as every other
+    # path keeps it, so that `blacklist remove` of the listed address lifts it
+    keys: dict[str, None] = {}
+    for given in listed.addresses:
+        if allow.covering(given) is not None:
+            result.allowed.append(given)
+            continue
+        keys[addr.source_key(given, cfg.limits.ipv6_prefix)] = None
+    current = store.ban_spans(list(keys))
     rows = []
-    for ip in listed.addresses:
+    for ip in keys:
         if allow.covering(ip) is not None:
             result.allowed.append(ip)
             continue

@@ -54,13 +54,15 @@ def test_import_bans_listed_addresses_but_never_allow_listed(tmp_path, kernel_se
                 '[blacklist]\nallow = ["::ffff:10.9.9.0/120"]\n')
     store, sets = Store(tmp_path / "s.db"), kernel_sets
     result = import_feed(cfg, cfg.feeds[0], store, sets, now=1000)
-    assert result.banned == ["192.0.2.1", "2001:db8::1", "198.51.100.7"]
+    assert result.banned == ["192.0.2.1", "2001:db8::", "198.51.100.7"]
     # a mapped address is IPv4, and so is a mapped allow-list network
     assert result.allowed == ["10.9.9.9"] and result.skipped.count == 3
     assert sets.list("ban") == [("192.0.2.1", 600), ("198.51.100.7", 600),
                                 ("2001:db8::/64", 600)]
     assert not sets.test("ban", "10.9.9.9")
-    row = store.get_ban("2001:db8::1", now=1001)
+    # an IPv6 source is kept as its /64, like the guard's and the operator's bans
+    assert store.get_ban("2001:db8::1", now=1001) is None
+    row = store.get_ban("2001:db8::", now=1001)
     assert row.reason == "feed:apiban" and row.until == 1600
     # a longer ban already in place is kept
     store.put_ban("198.51.100.7", "blacklist", "spraying", 86400, now=1000)
@@ -185,3 +187,19 @@ def test_monitor_mode_bans_nothing_and_says_what_it_would_ban(tmp_path, kernel_s
     assert len(result.would_ban) == EVENT_EACH + 1 and kernel_sets.list("ban") == []
     assert [(e["event"], e["count"], e["by"]) for e in events] == [
         ("would_bans", EVENT_EACH + 1, "feed")]
+
+
+def test_an_ipv6_feed_ban_is_one_per_64_and_the_operator_lifts_it(tmp_path, kernel_sets):
+    """Two listed addresses in one /64 are one ban keyed as the guard keys the source, and
+    `blacklist remove` of either listed address lifts it from the store and the kernel."""
+    from floodguard.bans import BanBook
+
+    path = tmp_path / "list.txt"
+    path.write_text("2001:db8:1:2::a\n2001:db8:1:2:ffff::b\n2001:db8:9::1\n")
+    cfg = loads(f'[[feed]]\nname = "f"\nsource = "{path}"\nban_time = 600\n')
+    store = Store(tmp_path / "s.db")
+    result = import_feed(cfg, cfg.feeds[0], store, kernel_sets, now=1000)
+    assert result.banned == ["2001:db8:1:2::", "2001:db8:9::"]
+    assert BanBook(cfg, store, kernel_sets, forget=lambda ips: None).remove("2001:db8:1:2:ffff::b")
+    assert [row.ip for row in store.active_bans(now=1001)] == ["2001:db8:9::"]
+    assert [net for net, _ in kernel_sets.list("ban")] == ["2001:db8:9::/64"]
