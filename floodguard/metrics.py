@@ -103,7 +103,8 @@ class FloodguardCollector(Collector):
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency = HistogramMetricFamily(
                 "floodguard_ban_latency_seconds",
-                "From the deciding packet reaching the guard to the source in the kernel set")
+                "From the deciding packet reaching the guard to the ban done (kernel set, store, "
+                "event; the kernel set is written first)")
             latency.add_metric([], buckets, sum_value=hist["sum"])
             yield latency
         engine: dict[str, int] = {}
