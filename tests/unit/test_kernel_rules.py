@@ -275,7 +275,8 @@ def test_set_specs() -> None:
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
                          "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
                          "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
-                         "floodguard-pass-v6"}
+                         "floodguard-pass-v6", "floodguard-challenged",
+                         "floodguard-challenged-v6"}
     assert sets["floodguard-ban"].timeout == IPSET_MAX_TIMEOUT
     known6 = sets["floodguard-known-net6"]
     assert known6.timeout == 7200 and known6.family == 6
@@ -286,6 +287,12 @@ def test_set_specs() -> None:
     assert sets["floodguard-ban"].prefix is None and sets["floodguard-allow-v6"].prefix is None
     wide = {s.name: s for s in render(loads("[limits]\nipv6_prefix = 56\n")).sets}
     assert wide["floodguard-ban-net6"].prefix == 56
+    # the challenged set is written by the kernel (SET target): its netmask keys IPv6 per prefix
+    challenged6 = sets["floodguard-challenged-v6"]
+    assert (challenged6.type, challenged6.netmask, challenged6.prefix) == ("hash:ip", 64, None)
+    assert challenged6.timeout == 32 and sets["floodguard-challenged"].netmask is None
+    assert wide["floodguard-challenged-v6"].netmask == 56
+    assert "netmask 56" in wide["floodguard-challenged-v6"].create_command()
     assert sets["floodguard-allow"].timeout is None
     assert sets["floodguard-ban"].maxelem >= 1_000_000
 
