@@ -272,6 +272,12 @@ _SCENARIOS = (
         generators=(Generator("botnet", "botnet", "botnet_rate", sources=None),),
         fresh=True, detail=_fresh_detail),
     Scenario(
+        "fresh-start-forged", "the fresh start while the botnet forges the guard's public token "
+        "prefix (fg1.) in half of its bogus credentials, to crowd out the new phones' answers "
+        "to their challenges as well as their first REGISTERs",
+        generators=(Generator("botnet", "botnet-token", "botnet_rate", sources=None),),
+        fresh=True, detail=_fresh_detail),
+    Scenario(
         "nat-office", "an office behind one NAT address: 30 phones registering, a desk phone "
         "with an old password retrying every 5 s, and a password guesser spraying 100 "
         "accounts at 2 guesses/s",
