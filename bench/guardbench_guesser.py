@@ -1,11 +1,13 @@
 """Password guessers for bench_guard.py's ban-latency test: digest REGISTER brute force.
 
 Each guesser owns one source address (already on the client interface) and one account. It
-sends REGISTER, takes the challenge from the 401, then sends one REGISTER with a wrong password
-for the newest challenge it has every 1/rate seconds, the way a real cracker paces itself. Every
-guess reuses the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal
-first challenge and its answers to higher CSeqs are failures. A guesser stops after
-``--max-guesses`` or once the registrar has stopped answering (the guard banned it).
+sends REGISTER (again every 0.5 s until a challenge comes), takes the challenge from the 401,
+then sends one REGISTER with a wrong password for the newest challenge it has every 1/rate
+seconds, the way a real cracker paces itself, going on through lost guesses. Every guess reuses
+the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal first
+challenge and its answers to higher CSeqs are failures. A guesser stops after
+``--max-guesses`` or once the registrar has answered nothing for ``--silence`` seconds (the
+guard banned it).
 
 For every 401 received it records the CSeq, the registrar's own send-time stamp (header
 X-Fg-Ts, which bench_guard.py's Kamailio config adds: its clock read while building the
@@ -29,6 +31,7 @@ from floodguard.sip import build
 from floodguard.sip.message import DigestChallenge, SipParseError, parse_message
 
 UA = "bench-guesser/1.0"
+RETRANSMIT = 0.5  # RFC 3261 timer A (T1)
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -77,10 +80,15 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
     period = 1.0 / rate
     await asyncio.sleep(delay)
     try:
-        transport.sendto(_register(server, src, port, user, call_id, 1, None))
+        # a guess needs a challenge: the first REGISTER is sent again every RETRANSMIT seconds
+        # until one comes, as any UA retransmits (a budget may drop the first few)
+        first = _register(server, src, port, user, call_id, 1, None)
         deadline = loop.time() + 10.0
-        while proto.challenge is None and loop.time() < deadline:  # a guess needs a challenge
-            await asyncio.sleep(0.002)
+        while proto.challenge is None and loop.time() < deadline:
+            transport.sendto(first)
+            resend = min(deadline, loop.time() + RETRANSMIT)
+            while proto.challenge is None and loop.time() < resend:
+                await asyncio.sleep(0.002)
         if proto.challenge is None:
             return proto.records
         start = loop.time()

@@ -1,8 +1,8 @@
 """The token budget class is for sources the registrar challenged (issue 15), on the real
 kernel with both backends: a 401/407 leaving the SIP port puts its destination in the
 challenged set (IPv6 per prefix), and only from there does a packet carrying the guard's token
-prefix ``fg1.`` get the token class; from anywhere else the prefix buys nothing and the packet
-meets the admission budget like any other.
+prefix ``fg1.`` get the token class, once per challenge; from anywhere else the prefix buys
+nothing and the packet meets the admission budget like any other.
 """
 
 from __future__ import annotations
@@ -57,10 +57,18 @@ def test_only_a_challenged_source_may_use_the_token_class(lab: Lab) -> None:
     for family, sources in ((4, CLIENTS4), (6, CLIENTS6)):
         flood(lab, [sources[CHALLENGED], sources[STRANGER]], COUNT, kind="token")
         rules = counters(lab, family)
-        # the challenged source: its tokens use the token class, never the budget
-        over_class = packets(rules, "FLOODGUARD-LIMIT", "fg-pro-", "DROP")
-        assert BUDGET <= COUNT - over_class <= BUDGET + 2 * SLACK, (family, rules)
-        # the stranger forged the prefix: the budget meters it like a packet without a token
+        # the challenged source's first token used the class, once: its challenge is used up
+        assert packets(rules, "FLOODGUARD-LIMIT", "-g FLOODGUARD-ANSWER") == 1, rules
+        assert packets(rules, "FLOODGUARD-ANSWER", "--del-set") == 1
+        assert packets(rules, "FLOODGUARD-LIMIT", "fg-pro-", "DROP") == 0
+        # the rest of it, and everything from the stranger who forged the prefix, met the
+        # budget like packets without a token
         over_budget = packets(rules, "FLOODGUARD-LIMIT", "fg-bud-", "DROP")
-        assert BUDGET <= COUNT - over_budget <= BUDGET + 2 * SLACK, (family, rules)
+        assert BUDGET <= 2 * COUNT - 1 - over_budget <= BUDGET + 2 * SLACK, (family, rules)
         assert packets(rules, "FLOODGUARD-OUT", "--add-set floodguard-challenged") == 1
+    assert not in_set(lab, "floodguard-challenged", CLIENTS4[CHALLENGED])
+    assert not in_set(lab, "floodguard-challenged-v6", neighbour)
+    # a new challenge lets the next answer in again
+    challenge(lab, CLIENTS4[CHALLENGED], 401)
+    flood(lab, CLIENTS4[CHALLENGED], 1, kind="token")
+    assert packets(counters(lab, 4), "FLOODGUARD-ANSWER", "--del-set") == 2
