@@ -111,18 +111,25 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
     return proto.records
 
 
+def _user(i: int, own: bool) -> str:
+    """The account guesser ``i`` attacks: one of the registrar's ten (1001..1010), or with
+    ``own`` one of its own that does not exist (the registrar challenges it the same way), so
+    no account sees the several failing sources that make the guard protect it instead."""
+    return f"{2001 + i}" if own else f"{1001 + i % 10}"
+
+
 async def run(args: argparse.Namespace) -> dict[str, list[dict[str, object]]]:
     sources = args.sources.split(",")
     if args.sequential:
         out: dict[str, list[dict[str, object]]] = {}
         for i, src in enumerate(sources):
-            out[src] = await guesser(args.server, src, f"{1001 + i % 10}", args.rate, 0.0,
+            out[src] = await guesser(args.server, src, _user(i, args.own_accounts), args.rate, 0.0,
                                      args.max_guesses, args.silence)
             await asyncio.sleep(args.pause)
         return out
     rng = random.Random(7)
     tasks = [
-        guesser(args.server, src, f"{1001 + i % 10}", args.rate,
+        guesser(args.server, src, _user(i, args.own_accounts), args.rate,
                 rng.uniform(0.0, args.start_spread), args.max_guesses, args.silence)
         for i, src in enumerate(sources)
     ]
@@ -140,6 +147,8 @@ def main() -> int:
     parser.add_argument("--max-guesses", type=int, default=12)
     parser.add_argument("--silence", type=float, default=0.5,
                         help="stop once nothing has been answered for this many seconds")
+    parser.add_argument("--own-accounts", action="store_true",
+                        help="each guesser its own (non-existent) account")
     parser.add_argument("--sequential", action="store_true",
                         help="one guesser after the other instead of all at once")
     parser.add_argument("--pause", type=float, default=0.2,
