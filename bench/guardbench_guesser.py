@@ -1,11 +1,13 @@
 """Password guessers for bench_guard.py's ban-latency test: digest REGISTER brute force.
 
 Each guesser owns one source address (already on the client interface) and one account. It
-sends REGISTER, takes the challenge from the 401, then sends one REGISTER with a wrong password
-for the newest challenge it has every 1/rate seconds, the way a real cracker paces itself. Every
-guess reuses the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal
-first challenge and its answers to higher CSeqs are failures. A guesser stops after
-``--max-guesses`` or once the registrar has stopped answering (the guard banned it).
+sends REGISTER (again every 0.5 s until a challenge comes), takes the challenge from the 401,
+then sends one REGISTER with a wrong password for the newest challenge it has every 1/rate
+seconds, the way a real cracker paces itself, going on through lost guesses. Every guess reuses
+the Call-ID and raises the CSeq, so the registrar's answer to CSeq 1 is the normal first
+challenge and its answers to higher CSeqs are failures. A guesser stops after
+``--max-guesses`` or once the registrar has answered nothing for ``--silence`` seconds (the
+guard banned it).
 
 For every 401 received it records the CSeq, the registrar's own send-time stamp (header
 X-Fg-Ts, which bench_guard.py's Kamailio config adds: its clock read while building the
@@ -29,6 +31,7 @@ from floodguard.sip import build
 from floodguard.sip.message import DigestChallenge, SipParseError, parse_message
 
 UA = "bench-guesser/1.0"
+RETRANSMIT = 0.5  # RFC 3261 timer A (T1)
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -77,10 +80,15 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
     period = 1.0 / rate
     await asyncio.sleep(delay)
     try:
-        transport.sendto(_register(server, src, port, user, call_id, 1, None))
+        # a guess needs a challenge: the first REGISTER is sent again every RETRANSMIT seconds
+        # until one comes, as any UA retransmits (a budget may drop the first few)
+        first = _register(server, src, port, user, call_id, 1, None)
         deadline = loop.time() + 10.0
-        while proto.challenge is None and loop.time() < deadline:  # a guess needs a challenge
-            await asyncio.sleep(0.002)
+        while proto.challenge is None and loop.time() < deadline:
+            transport.sendto(first)
+            resend = min(deadline, loop.time() + RETRANSMIT)
+            while proto.challenge is None and loop.time() < resend:
+                await asyncio.sleep(0.002)
         if proto.challenge is None:
             return proto.records
         start = loop.time()
@@ -103,18 +111,25 @@ async def guesser(server: str, src: str, user: str, rate: float, delay: float,
     return proto.records
 
 
+def _user(i: int, own: bool) -> str:
+    """The account guesser ``i`` attacks: one of the registrar's ten (1001..1010), or with
+    ``own`` one of its own that does not exist (the registrar challenges it the same way), so
+    no account sees the several failing sources that make the guard protect it instead."""
+    return f"{2001 + i}" if own else f"{1001 + i % 10}"
+
+
 async def run(args: argparse.Namespace) -> dict[str, list[dict[str, object]]]:
     sources = args.sources.split(",")
     if args.sequential:
         out: dict[str, list[dict[str, object]]] = {}
         for i, src in enumerate(sources):
-            out[src] = await guesser(args.server, src, f"{1001 + i % 10}", args.rate, 0.0,
+            out[src] = await guesser(args.server, src, _user(i, args.own_accounts), args.rate, 0.0,
                                      args.max_guesses, args.silence)
             await asyncio.sleep(args.pause)
         return out
     rng = random.Random(7)
     tasks = [
-        guesser(args.server, src, f"{1001 + i % 10}", args.rate,
+        guesser(args.server, src, _user(i, args.own_accounts), args.rate,
                 rng.uniform(0.0, args.start_spread), args.max_guesses, args.silence)
         for i, src in enumerate(sources)
     ]
@@ -132,6 +147,8 @@ def main() -> int:
     parser.add_argument("--max-guesses", type=int, default=12)
     parser.add_argument("--silence", type=float, default=0.5,
                         help="stop once nothing has been answered for this many seconds")
+    parser.add_argument("--own-accounts", action="store_true",
+                        help="each guesser its own (non-existent) account")
     parser.add_argument("--sequential", action="store_true",
                         help="one guesser after the other instead of all at once")
     parser.add_argument("--pause", type=float, default=0.2,

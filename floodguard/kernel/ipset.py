@@ -1,5 +1,6 @@
-"""floodguard's ipsets through pyroute2: ban, known, allow, lockdown and pass (a locked-down
-address's known-good ``address,udp:port``), each with an IPv6 twin.
+"""floodguard's ipsets through pyroute2: ban, known, allow, lockdown, pass (a locked-down
+address's known-good ``address,udp:port``) and challenged (written by the kernel itself), each
+with an IPv6 twin.
 
 ``SetManager`` is the API the CLI and the guard use: callers name a set by kind ("ban", "known",
 "allow") and the address picks the IPv4 or IPv6 set. ``restore_sets`` reloads entries saved by
@@ -27,12 +28,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from floodguard.kernel import KernelError, NotRootError, SetFullError
+from floodguard.kernel.ipset_netlink import create_set
 from floodguard.kernel.rules import IPSET_MAX_TIMEOUT, SetSpec, allow_entries
 from floodguard.kernel.ruleset import PORT_PROTOCOLS, port_entry, split_port_entry
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-KINDS = ("ban", "known", "allow", "lockdown", "pass")
+KINDS = ("ban", "known", "allow", "lockdown", "pass", "challenged")
 SET_PREFIX = "floodguard-"
 
 _IPSET_ERR_EXIST = 4103  # element already added / not present (test, del)
@@ -224,6 +226,9 @@ class SetManager:
         return names
 
     def _create(self, spec: SetSpec, name: str | None = None) -> None:
+        if spec.netmask is not None:  # pyroute2's create has no netmask option
+            self._call(f"ipset create {name or spec.name}", create_set, spec, name)
+            return
         self._call(
             f"ipset create {name or spec.name}", self.ipset.create, name or spec.name,
             stype=spec.type, family=socket.AF_INET if spec.family == 4 else socket.AF_INET6,

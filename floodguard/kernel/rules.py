@@ -252,6 +252,10 @@ def _context(cfg: Config, tunables: Mapping[str, Any], family: int) -> dict[str,
         "known_set": "floodguard-known" if family == 4 else "floodguard-known-net6",
         "lockdown_set": "floodguard-lockdown" if family == 4 else "floodguard-lockdown-net6",
         "pass_set": f"floodguard-pass{suffix}",
+        "challenged_set": f"floodguard-challenged{suffix}",
+        "challenge_401": string_match_arg("SIP/2.0 401 "),
+        "challenge_407": string_match_arg("SIP/2.0 407 "),
+        "challenge_match_to": int(t("challenge", "match_to")),
         "queue_in": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
                      if cfg.queue.workers == 1 else f"{CHAIN_PREFIX}-QIN"),
         "queue_out": (f"NFQUEUE {queue_args(cfg.queue.num, cfg.queue.fail_open)}"
@@ -288,6 +292,8 @@ def _set_context(cfg: Config, tunables: Mapping[str, Any]) -> dict[str, Any]:
     known = int(t("sets", "known_expire_factor")) * cfg.registrar.expire
     return {
         "ban_time": min(cfg.blacklist.ban_time, IPSET_MAX_TIMEOUT),
+        "challenge_timeout": int(t("challenge", "timeout")),
+        "source_prefix": v6_prefix(cfg),
         "known_timeout": min(known, IPSET_MAX_TIMEOUT),
         "sets_maxelem": int(t("sets", "maxelem")),
         "sets_hashsize": int(t("sets", "hashsize")),
@@ -418,7 +424,8 @@ def _render_sets(
             if not isinstance(item, Mapping):
                 raise RenderError(f"{where}: must be a table")
             _expect(item, where,
-                    {"kind", "name", "type", "type_v6", "timeout", "maxelem", "hashsize"},
+                    {"kind", "name", "type", "type_v6", "timeout", "maxelem", "hashsize",
+                     "netmask_v6"},
                     {"kind", "name", "type", "maxelem", "hashsize"})
             stype = str(item.get("type_v6", item["type"]) if family == 6 else item["type"])
             if stype not in SET_TYPES:
@@ -445,6 +452,8 @@ def _render_sets(
                 timeout=number("timeout") if "timeout" in item else None,
                 maxelem=number("maxelem"), hashsize=number("hashsize"),
                 prefix=v6_prefix(cfg) if per_prefix else None,
+                netmask=(number("netmask_v6") if family == 6 and "netmask_v6" in item
+                         else None),
             ))
     kinds = [s.kind for s in out if s.family == 4]
     for required in ("ban", "known", "allow"):

@@ -93,6 +93,9 @@ class SetSpec:
     hashsize: int
     # hash:net sets that hold sources: a plain address is entered as its /prefix network
     prefix: int | None = None
+    # hash:ip sets the kernel itself writes (the SET target): it stores each address masked to
+    # this prefix length, so an IPv6 source is kept per prefix like in the hash:net sets
+    netmask: int | None = None
 
     @property
     def inet(self) -> str:
@@ -102,6 +105,8 @@ class SetSpec:
         """The set as an ``ipset restore`` create line."""
         line = (f"create {self.name} {self.type} family {self.inet} hashsize {self.hashsize} "
                 f"maxelem {self.maxelem}")
+        if self.netmask is not None:
+            line += f" netmask {self.netmask}"
         if self.timeout is not None:
             line += f" timeout {self.timeout}"
         return line

@@ -41,6 +41,7 @@ from floodguard.lab.botnet import (  # noqa: F401  (generators looked up by name
     botnet_noauth,
     botnet_options,
     botnet_packets,
+    botnet_token,
     spoofed_datagram,
 )
 from floodguard.lab.dialog import (  # noqa: F401  (CRACK_AT, guesses: re-exported)

@@ -8,7 +8,11 @@ variants differ only in what each packet carries:
 - ``botnet``: REGISTERs with bogus credentials (a made-up nonce, a random password);
 - ``botnet-noauth``: REGISTERs without credentials (each one asks for a digest challenge);
 - ``botnet-options``: OPTIONS pings;
-- ``botnet-junk``: random bytes that are not SIP at all.
+- ``botnet-junk``: random bytes that are not SIP at all;
+- ``botnet-token``: bogus credentials, every other source's with an opaque that starts with
+  the guard's public token prefix (``fg1.``), made up like the rest: an attacker who read
+  floodguard's source forging answers to challenges it never received, so that the budget for
+  answers and the budget for everything else are both contested.
 
 Each packet is built once per source with an 8-character placeholder (``@@@@@@@@``) that the
 flood replaces by a counter, so every packet is a new transaction and its length never changes.
@@ -28,6 +32,7 @@ from typing import Any
 from floodguard.lab import sip
 from floodguard.lab.pacing import Pacer
 from floodguard.sip import build, digest
+from floodguard.sip.proof import PREFIX as TOKEN_PREFIX
 
 MARK = b"@@@@@@@@"
 BRANCH = "z9hG4bKbot" + MARK.decode()
@@ -55,13 +60,22 @@ def spoofed_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes)
     return header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def _bogus_credentials(_i: int, src: str, sport: int, server: str, user: str) -> bytes:
+def _bogus_credentials(_i: int, src: str, sport: int, server: str, user: str,
+                       opaque: str | None = None) -> bytes:
     auth = digest.authorization_header(user, secrets.token_hex(8), sip.REALM,
                                        secrets.token_hex(16), f"sip:{server}", "REGISTER",
-                                       cnonce=secrets.token_hex(4))
+                                       cnonce=secrets.token_hex(4), opaque=opaque)
     return build.register(server, user=user, local=f"{src}:{sport}",
                           call_id=f"{secrets.token_hex(8)}@{src}", cseq=2, expires=60,
                           authorization=auth, branch=BRANCH, user_agent=BOT_AGENT)
+
+
+def _forged_token(i: int, src: str, sport: int, server: str, user: str) -> bytes:
+    if i % 2:
+        return _bogus_credentials(i, src, sport, server, user)
+    # shaped like the guard's token: prefix, a base64 MAC, a dot, the registrar's opaque
+    opaque = TOKEN_PREFIX.decode() + secrets.token_urlsafe(16) + "." + secrets.token_hex(8)
+    return _bogus_credentials(i, src, sport, server, user, opaque)
 
 
 def _no_credentials(_i: int, src: str, sport: int, server: str, user: str) -> bytes:
@@ -89,6 +103,7 @@ PAYLOADS: dict[str, Payload] = {
     "botnet-noauth": _no_credentials,
     "botnet-options": _options,
     "botnet-junk": _junk,
+    "botnet-token": _forged_token,
 }
 
 
@@ -153,3 +168,8 @@ def botnet_options(args: argparse.Namespace) -> dict[str, Any]:
 def botnet_junk(args: argparse.Namespace) -> dict[str, Any]:
     """Spoofed random bytes to the SIP port."""
     return flood(args, "botnet-junk")
+
+
+def botnet_token(args: argparse.Namespace) -> dict[str, Any]:
+    """Spoofed REGISTERs with bogus credentials, half of them with a forged token prefix."""
+    return flood(args, "botnet-token")

@@ -28,6 +28,7 @@ COLOURS = {
     "register-limit": "#2980b9",
     "sip-limit": "#5dade2",
     "budget": "#1abc9c",
+    "token-class": "#48c9b0",
     "gateway": "#7f8c8d",
     "tcp": "#95a5a6",
     "other": "#bdc3c7",

@@ -52,7 +52,8 @@ REACH_RULES = {
                          "{}:{}".format(*OFFICE_HOST_PORTS)],
     "office": ["-s", f"{OFFICE_IP}/32"],
 }
-LAYERS = ("ban", "scanner", "register-limit", "sip-limit", "budget", "gateway", "tcp", "other")
+LAYERS = ("ban", "scanner", "register-limit", "sip-limit", "budget", "token-class", "gateway",
+          "tcp", "other")
 
 
 def layer_of(rule: Mapping[str, Any]) -> str | None:
@@ -67,8 +68,10 @@ def layer_of(rule: Mapping[str, Any]) -> str | None:
         return "register-limit"
     if "--hashlimit-name fg-sip" in spec:
         return "sip-limit"
-    if "--hashlimit-name fg-bud" in spec or "--hashlimit-name fg-pro" in spec:
+    if "--hashlimit-name fg-bud" in spec:
         return "budget"
+    if "--hashlimit-name fg-pro" in spec:  # the budget class of answers to challenges
+        return "token-class"
     if "--icase" in spec and "-m string" in spec:
         return "scanner"
     if spec.startswith("-s ") or " -s " in spec:

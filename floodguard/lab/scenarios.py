@@ -230,6 +230,16 @@ BOTNET_VARIANTS = (
     ("botnet-junk", "botnet-junk", "random bytes that are not SIP"),
 )
 
+# The fresh start (phones the guard never saw register at once) under a botnet variant.
+FRESH_VARIANTS = (
+    ("fresh-start", "botnet", "2,000 phones the guard has never seen register at the same "
+     "instant (a fresh start) while the botnet (bogus credentials) runs; each retries until it "
+     "is registered"),
+    ("fresh-start-forged", "botnet-token", "the fresh start while the botnet forges the guard's "
+     "public token prefix (fg1.) in half of its bogus credentials, to crowd out the new phones' "
+     "answers to their challenges as well as their first REGISTERs"),
+)
+
 VICTIM = 1  # the phone whose AOR the hijacker goes after
 OWNER = 3  # the phone whose account the distributed guessers go after
 DISTRIBUTED_SOURCES = 100
@@ -265,12 +275,9 @@ _SCENARIOS = (
         victim=VICTIM, detail=_hijack_detail),
     Scenario(
         "storm", "500 phones re-registering at the same instant after an outage", storm=True),
-    Scenario(
-        "fresh-start", "2,000 phones the guard has never seen register at the same instant "
-        "(a fresh start) while the botnet (bogus credentials) runs; each retries until it "
-        "is registered",
-        generators=(Generator("botnet", "botnet", "botnet_rate", sources=None),),
-        fresh=True, detail=_fresh_detail),
+    *(Scenario(name, what, generators=(Generator("botnet", attack, "botnet_rate",
+                                                 sources=None),),
+               fresh=True, detail=_fresh_detail) for name, attack, what in FRESH_VARIANTS),
     Scenario(
         "nat-office", "an office behind one NAT address: 30 phones registering, a desk phone "
         "with an old password retrying every 5 s, and a password guesser spraying 100 "

@@ -115,6 +115,13 @@ def test_forged_responses_from_outside_never_count(make_netns: Any, tmp_path: Pa
         # registrar's; the registrar's real answers (2 per registration) as its output
         assert verdicts.get("pass:response-in", 0) >= 16, verdicts
         assert verdicts.get("pass:response-out", 0) >= 8, verdicts
+        # the kernel learned the phone's challenges from the registrar's side alone: each of
+        # its 4 answers took the token class once; the forged 401s put nobody in the set
+        raw = guard.server.run("iptables-nft-save", "-c", "-t", "raw").stdout
+        used = [line for line in raw.splitlines() if "-A FLOODGUARD-ANSWER" in line]
+        assert used and int(used[0][1:].split(":")[0]) >= 4, raw
+        assert guard.server.run("ipset", "test", "floodguard-challenged", SERVER4,
+                                check=False).returncode != 0
     finally:
         guard.stop_guard()
         registrar.stop_kamailio()

@@ -71,6 +71,7 @@ def test_flushed_rules_sets_and_bans_come_back_within_10_s(glab: GuardLab) -> No
         time.sleep(0.1)
     last = repaired()[-1]
     assert last["restored"] >= 1 and "floodguard-ban" in last["sets"]
+    assert {"floodguard-challenged", "floodguard-challenged-v6"} <= set(last["sets"])
 
     # iptables -F and -X in every table both families use
     took_again = back_after(glab, "for t in iptables ip6tables; do for table in raw filter; do "

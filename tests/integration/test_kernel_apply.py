@@ -76,7 +76,9 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
                          "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
                          "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
-                         "floodguard-pass-v6"}
+                         "floodguard-pass-v6", "floodguard-challenged",
+                         "floodguard-challenged-v6"}
+    assert sets["floodguard-challenged-v6"]["kind"] == "challenged"
     assert sets["floodguard-allow"]["entries"] == 2 and sets["floodguard-allow-v6"]["entries"] == 2
     assert sets["floodguard-ban"]["maxelem"] == 1048576 and sets["floodguard-ban"]["references"]
 
@@ -93,7 +95,7 @@ def test_apply_is_idempotent_and_remove_restores_everything(lab: Lab) -> None:
                 assert now.packets >= was.packets
 
     removed = lab.server.floodguard("remove", "-c", str(config))
-    assert "destroyed 10 sets" in removed.stdout
+    assert "destroyed 12 sets" in removed.stdout
     assert_same_tables(lab, before, per_family(lab))
     assert lab.server.ipset_list() == sets_before
     gone = lab.server.floodguard("show", "-c", str(config), check=False)
@@ -200,7 +202,7 @@ def test_apply_restores_saved_bans_and_known_sources(lab: Lab) -> None:
 def test_set_manager_in_a_namespace(make_netns: object) -> None:
     ns = make_netns("sets")  # type: ignore[operator]
     code = """
-import dataclasses, json
+import dataclasses, json, subprocess
 from floodguard.config import Config
 from floodguard.kernel import SetFullError
 from floodguard.kernel.rules import render
@@ -209,6 +211,9 @@ specs = [dataclasses.replace(s, maxelem=2) if s.kind == "ban" else s for s in re
 out = {}
 with SetManager(specs) as m:
     out["created"] = m.ensure()
+    out["again"] = m.ensure()  # the challenged set's netmask (own netlink create) matches too
+    out["header"] = subprocess.run(["ipset", "list", "-t", "floodguard-challenged-v6"],
+                                   capture_output=True, text=True).stdout
     m.add("ban", "10.1.0.1", 50)
     m.add("ban", "10.1.0.1", 40)  # renew, not an error
     m.add("ban", "2001:db8::1")
@@ -229,12 +234,14 @@ print(json.dumps(out))
     import json
 
     out = json.loads(ns.python(code))
-    assert len(out["created"]) == 10
+    assert len(out["created"]) == 12 and out["again"] == []
+    header = out["header"]
+    assert "family inet6" in header and "netmask 64 timeout 32" in header, header
     assert out["full"] == "ipset floodguard-ban is full: 10.1.0.3 was not added"
     ban = {ip: left for ip, left in out["ban"]}
     # an IPv6 source is kept per /64 (limits.ipv6_prefix)
     assert 38 <= ban["10.1.0.1"] <= 40 and ban["10.1.0.2"] == 0 and ban["2001:db8::/64"] > 3000
     assert out["test"] == [True, False, False]  # allow set is empty until apply syncs it
     assert out["removed"] == [True, False]
-    assert out["after_flush"] == [] and len(out["destroyed"]) == 10
+    assert out["after_flush"] == [] and len(out["destroyed"]) == 12
     assert ns.run("ipset", "list", "-n").stdout == ""

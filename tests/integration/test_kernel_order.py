@@ -44,11 +44,13 @@ for src in sources:
             data = build.register(target, user="100", local=local, call_id=f"{seq}@fl",
                                   cseq=seq, expires=None, user_agent="friendly-scanner",
                                   branch=f"z9hG4bK{seq}", rport=False, tag=f"t{seq}")
-        else:
+        else:  # "token": an OPTIONS carrying the guard's public token prefix
+            token = [f'Authorization: Digest username="100", opaque="fg1.x{seq}"'] \
+                if kind == "token" else []
             data = build.options(f"sip:100@{target}", local=local, call_id=f"{seq}@fl",
                                  cseq=seq, contact=f"<sip:100@{local}>",
                                  user_agent="friendly-scanner", branch=f"z9hG4bK{seq}",
-                                 rport=False, tag=f"t{seq}")
+                                 rport=False, tag=f"t{seq}", headers=token)
         ready.append((sock, data))
 for sock, data in ready:
     sock.sendto(data, (dst, 5060))

@@ -123,7 +123,8 @@ def _kind(spec: str) -> str:
                        ("-j FLOODGUARD-LIMIT", "limits"), ("-j FLOODGUARD-TLSLIMIT", "tls"),
                        ("--icase", "scanner"), ("-s ", "gateway-skip"), ("NFQUEUE", "queue"),
                        ("--dst-type LOCAL", "routed-skip"), ("fg-pro-", "proof-budget"),
-                       ('"fg1." --algo bm -j RETURN', "proof-skip")):
+                       ("-g FLOODGUARD-ANSWER", "proof-skip"),
+                       ("--del-set", "challenge-used")):
         if mark in spec:
             return kind
     return spec
@@ -142,6 +143,10 @@ def test_cheapest_match_first() -> None:
     # a token-bearing answer to a challenge has a budget of its own, the rest the shared one
     assert chain("FLOODGUARD-LIMIT") == ["gateway", "gateway-skip", "syn", "register", "sip",
                                          "proof-budget", "proof-skip", "budget"]
+    # only a challenged source may use it, once per challenge
+    assert all("floodguard-challenged src" in r.spec for r in ruleset.rules
+               if r.family == 4 and "fg1." in r.spec)
+    assert chain("FLOODGUARD-ANSWER") == ["challenge-used"]
     assert chain("FLOODGUARD-TLSLIMIT") == ["gateway", "gateway-skip", "syn", "sip"]
     # filter: the scanner searches and the connection cap on what survived, then the queue
     assert chain("FLOODGUARD-SIP") == ["allow", *["scanner"] * 5, "gateway-skip", "connlimit",
@@ -275,7 +280,8 @@ def test_set_specs() -> None:
     assert set(sets) == {"floodguard-ban", "floodguard-known", "floodguard-allow",
                          "floodguard-ban-net6", "floodguard-known-net6", "floodguard-allow-v6",
                          "floodguard-lockdown", "floodguard-lockdown-net6", "floodguard-pass",
-                         "floodguard-pass-v6"}
+                         "floodguard-pass-v6", "floodguard-challenged",
+                         "floodguard-challenged-v6"}
     assert sets["floodguard-ban"].timeout == IPSET_MAX_TIMEOUT
     known6 = sets["floodguard-known-net6"]
     assert known6.timeout == 7200 and known6.family == 6
@@ -286,6 +292,12 @@ def test_set_specs() -> None:
     assert sets["floodguard-ban"].prefix is None and sets["floodguard-allow-v6"].prefix is None
     wide = {s.name: s for s in render(loads("[limits]\nipv6_prefix = 56\n")).sets}
     assert wide["floodguard-ban-net6"].prefix == 56
+    # the challenged set is written by the kernel (SET target): its netmask keys IPv6 per prefix
+    challenged6 = sets["floodguard-challenged-v6"]
+    assert (challenged6.type, challenged6.netmask, challenged6.prefix) == ("hash:ip", 64, None)
+    assert challenged6.timeout == 32 and sets["floodguard-challenged"].netmask is None
+    assert wide["floodguard-challenged-v6"].netmask == 56
+    assert "netmask 56" in wide["floodguard-challenged-v6"].create_command()
     assert sets["floodguard-allow"].timeout is None
     assert sets["floodguard-ban"].maxelem >= 1_000_000
 
@@ -398,3 +410,23 @@ def test_cli_needs_root(command: list[str], monkeypatch: pytest.MonkeyPatch) -> 
                                                       "details": [message]}
     else:
         assert result.output.strip() == f"floodguard: {message}"
+
+
+def test_the_registrars_challenges_fill_the_challenged_set_in_both_modes() -> None:
+    """Local mode: a 401/407 leaving a UDP SIP port (OUTPUT); forward mode: one from the
+    registrar's side (its mark). Either way before the queue, and never for TCP."""
+    def out(text: str, family: int = 4) -> list[str]:
+        return [r.spec for r in render(loads(text)).rules
+                if r.family == family and r.chain == "FLOODGUARD-OUT"]
+
+    local = out('[sip]\ntransports = ["udp", "tcp"]\n', 6)
+    adds = [i for i, spec in enumerate(local) if "--add-set floodguard-challenged-v6 dst" in spec]
+    assert len(adds) == 2 and all("-p udp -m udp --sport 5060" in local[i] for i in adds)
+    assert ['"SIP/2.0 401 "' in local[adds[0]], '"SIP/2.0 407 "' in local[adds[1]]] == [True] * 2
+    assert adds[-1] < min(i for i, spec in enumerate(local) if "NFQUEUE" in spec)
+    forward = out('[sip]\nmode = "forward"\nregistrar_interfaces = ["eth1"]\n')
+    adds = [i for i, spec in enumerate(forward) if "--add-set floodguard-challenged dst" in spec]
+    assert len(adds) == 2
+    assert all(forward[i].startswith("-p udp -m mark --mark 0x200000/0x200000") for i in adds)
+    assert max(i for i, s in enumerate(forward) if "--set-xmark 0x200000" in s) < adds[0]
+    assert not any("--add-set" in spec for spec in out('[sip]\ntransports = ["tcp"]\n'))

@@ -74,12 +74,15 @@ def test_sampler_classifies_floodguard_rules_by_layer() -> None:
          "packets": 2},
         {"rule": "-m set ! --match-set floodguard-known src -m hashlimit --hashlimit-above "
                  "400/sec --hashlimit-name fg-bud-1 -j DROP", "packets": 100},
+        {"rule": "-m set ! --match-set floodguard-known src -m set --match-set "
+                 'floodguard-challenged src -m string --string "fg1." --algo bm -m hashlimit '
+                 "--hashlimit-above 400/sec --hashlimit-name fg-pro-1 -j DROP", "packets": 3},
         {"rule": "-j NFQUEUE --queue-num 0 --queue-bypass", "packets": 1000},
     ]
     drops = sampler.kernel_drops(rules)
     assert drops["ban"] == 4 and drops["scanner"] == 7 and drops["register-limit"] == 11
-    assert drops["sip-limit"] == 2 and drops["budget"] == 100
-    assert sum(drops.values()) == 124
+    assert drops["sip-limit"] == 2 and drops["budget"] == 100 and drops["token-class"] == 3
+    assert sum(drops.values()) == 127
 
 
 def test_sampler_parses_its_counting_chains() -> None:
@@ -135,7 +138,7 @@ def test_guard_verdicts_sum_the_workers_snapshots(tmp_path) -> None:
 def test_every_botnet_variant_keeps_its_length_and_is_what_it_says(kind: str) -> None:
     packets = botnet.botnet_packets(botnet_addresses(4), "10.200.0.1", 60, kind)
     assert len(packets) == 4
-    for head, tail in packets:
+    for i, (head, tail) in enumerate(packets):
         packet = head + b"%08x" % 7 + tail
         assert struct.unpack("!H", packet[2:4])[0] == len(packet)
         assert struct.unpack("!HHHH", packet[20:28])[2] == len(packet) - 20
@@ -148,7 +151,9 @@ def test_every_botnet_variant_keeps_its_length_and_is_what_it_says(kind: str) ->
             assert msg.method == "OPTIONS"
         else:
             assert msg.method == "REGISTER"
-            assert (msg.authorization is not None) == (kind == "botnet")
+            assert (msg.authorization is not None) == (kind in ("botnet", "botnet-token"))
+            # the forged variant: every other source carries the guard's public token prefix
+            assert (b'opaque="fg1.' in packet) == (kind == "botnet-token" and i % 2 == 0)
 
 
 def test_baseline_rules() -> None:

@@ -16,7 +16,7 @@ from floodguard.lab.topology import Topology
 
 README_SCENARIOS = ("volume", "botnet", "botnet-noauth", "botnet-options", "botnet-junk",
                     "bruteforce", "scanner", "contact-abuse", "hijack", "storm", "fresh-start",
-                    "nat-office", "distributed-guess")
+                    "fresh-start-forged", "nat-office", "distributed-guess")
 
 
 def _lab() -> Lab:
