@@ -19,10 +19,10 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-
           *REPRODUCIBLE]
 # Per-packet Python (tests/conftest.py refuses a build older than these sources).
 COMPILED = [
-    "floodguard/guard.py",
+    "floodguard/guard.py", "floodguard/guard_state.py", "floodguard/guard_actions.py",
     *(f"floodguard/policy/{name}.py" for name in (
-        "accounts", "admission", "baseline", "buckets", "escalation", "engine", "holds", "lru",
-        "netset", "nonces", "pair_ports", "pairs", "suspension")),
+        "accounts", "admission", "baseline", "buckets", "escalation", "engine", "holds", "learning",
+        "lru", "netset", "nonces", "pair_ports", "pairs", "suspension", "tables", "verdict")),
     # the built-in registrar's path for every request: parse, digest check, answer (its
     # bindings stay interpreted: workers.py subclasses the table, and SQLite dominates there)
     "floodguard/sip/message.py", "floodguard/sip/digest.py",

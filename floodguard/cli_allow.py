@@ -14,17 +14,13 @@ JSON shapes (``--json``):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import click
 
+from floodguard import cli_books
 from floodguard import config as configmod
 from floodguard.cli import config_option, echo_json, json_option
-from floodguard.cli_blacklist import _ban_book
 from floodguard.durations import HELP, Duration
-
-if TYPE_CHECKING:
-    from floodguard.allows import AllowBook
 
 
 def _networks(_ctx: click.Context, _param: click.Parameter,
@@ -40,12 +36,6 @@ def _networks(_ctx: click.Context, _param: click.Parameter,
 
 networks_argument = click.argument("networks", nargs=-1, required=True, callback=_networks,
                                    metavar="IP|CIDR...")
-
-
-def _book(cfg: configmod.Config, need_kernel: bool) -> AllowBook:
-    from floodguard.allows import AllowBook
-
-    return AllowBook(cfg, _ban_book(cfg, need_kernel))
 
 
 def _left(seconds: float | None) -> str:
@@ -69,7 +59,7 @@ def allow_add(config_path: str | None, networks: tuple[str, ...], ttl: int | Non
     """Allow each IP or CIDR (kernel set at once; the fleet and a running guard follow); lifts
     the bans, suspensions and lockdowns of the sources it covers."""
     cfg = configmod.load(config_path)
-    book = _book(cfg, need_kernel=True)
+    book = cli_books.allow_book(cfg, need_kernel=True)
     now = time.time()
     out = []
     for net in networks:
@@ -91,7 +81,7 @@ def allow_add(config_path: str | None, networks: tuple[str, ...], ttl: int | Non
 def allow_remove(config_path: str | None, networks: tuple[str, ...], as_json: bool) -> None:
     """End the run-time allow of each IP or CIDR (the config's list is not touched)."""
     cfg = configmod.load(config_path)
-    book = _book(cfg, need_kernel=True)
+    book = cli_books.allow_book(cfg, need_kernel=True)
     removed, missing = [], []
     for net in networks:
         (removed if book.remove(net) else missing).append(net)
@@ -110,7 +100,7 @@ def allow_remove(config_path: str | None, networks: tuple[str, ...], as_json: bo
 def allow_list(config_path: str | None, as_json: bool) -> None:
     """List the run-time allow list with time left, then the config's static entries."""
     cfg = configmod.load(config_path)
-    book = _book(cfg, need_kernel=False)
+    book = cli_books.allow_book(cfg, need_kernel=False)
     rows = book.list()
     if as_json:
         echo_json(rows)

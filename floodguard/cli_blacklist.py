@@ -17,41 +17,16 @@ import time
 
 import click
 
+from floodguard import cli_books
 from floodguard import config as configmod
-from floodguard.bans import BanBook
 from floodguard.cli import (
     _ip_argument,
     config_option,
     echo_json,
     ip_argument,
     json_option,
-    one_line,
 )
 from floodguard.durations import HELP, Duration
-
-
-def _ban_book(cfg: configmod.Config, need_kernel: bool) -> BanBook:
-    """The operator's BanBook: the store, and the kernel sets when root (required when
-    ``need_kernel``); allow-list checks include the run-time allow list."""
-    from floodguard import allows
-    from floodguard.kernel import KernelError, firewall
-    from floodguard.store import Store
-
-    sets = None
-    store = Store(cfg.state.path)
-    try:
-        firewall.require_root()
-        from floodguard.kernel.ipset import SetManager
-        from floodguard.kernel.rules import render
-
-        sets = SetManager(render(cfg).sets)
-        if need_kernel:
-            sets.ensure()
-    except (KernelError, OSError) as exc:
-        if need_kernel:
-            raise
-        click.echo(f"floodguard: warning: kernel sets not read: {one_line(exc)}", err=True)
-    return BanBook(allows.effective(cfg, store), store, sets)
 
 
 @click.group("blacklist")
@@ -65,7 +40,7 @@ def blacklist_group() -> None:
 def blacklist_list(config_path: str | None, as_json: bool) -> None:
     """List active bans and suspensions (endpoint ones too) with their time left."""
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=False)
+    book = cli_books.ban_book(cfg, need_kernel=False)
     now = time.time()
     views = book.list()
     # endpoint suspensions (one AOR from one address) live in the guard, not the kernel
@@ -103,7 +78,7 @@ def blacklist_add(config_path: str | None, ip: str, ttl: int | None, reason: str
     Exit 4 when IP may not be banned (allow-listed, reserved).
     """
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=True)
+    book = cli_books.ban_book(cfg, need_kernel=True)
     row = book.add(ip, ttl or cfg.blacklist.ban_time, reason)
     if as_json:
         echo_json(row.as_dict(time.time()))
@@ -154,7 +129,7 @@ def blacklist_remove(config_path: str | None, targets: tuple[str, ...], remove_a
     if aor is not None and len(targets) > 1:
         raise click.UsageError("--aor takes at most one IP")
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=aor is None)
+    book = cli_books.ban_book(cfg, need_kernel=aor is None)
     if aor is not None:
         lifted = book.remove_endpoint(aor, source or (targets[0] if targets else None))
         if as_json:
@@ -191,7 +166,7 @@ def blacklist_remove(config_path: str | None, targets: tuple[str, ...], remove_a
 def blacklist_explain(config_path: str | None, ip: str, as_json: bool) -> None:
     """Say why IP is banned and until when."""
     cfg = configmod.load(config_path)
-    book = _ban_book(cfg, need_kernel=False)
+    book = cli_books.ban_book(cfg, need_kernel=False)
     if as_json:
         echo_json(book.explain_data(ip))
         return

@@ -9,28 +9,14 @@ import sys
 import click
 
 from floodguard import config as configmod
-from floodguard.cli import config_option, echo_json, json_option, one_line
+from floodguard.cli import config_option, echo_json, json_option
+from floodguard.cli_books import kernel_sets
 from floodguard.errors import ExitCode
 
 
 @click.group("fleet")
 def fleet_group() -> None:
     """The fleet: bans and known-good sources shared with other nodes through Redis."""
-
-
-def _fleet_sets(cfg: configmod.Config) -> object | None:
-    """This node's kernel sets when readable (root), else None (the store is compared)."""
-    from floodguard.kernel import KernelError, firewall
-
-    try:
-        firewall.require_root()
-        from floodguard.kernel.ipset import SetManager
-        from floodguard.kernel.rules import render
-
-        return SetManager(render(cfg).sets)
-    except (KernelError, OSError) as exc:
-        click.echo(f"floodguard: warning: kernel sets not read: {one_line(exc)}", err=True)
-        return None
 
 
 def _age(seconds: float | None) -> str:
@@ -52,13 +38,13 @@ def fleet_status(config_path: str | None, as_json: bool) -> None:
     if not cfg.fleet.redis_url:
         raise FleetError("no fleet configured ([fleet] redis_url is empty)")
     store = Store(cfg.state.path)
-    sets = _fleet_sets(cfg)
+    sets = kernel_sets(cfg, need_kernel=False)
     try:
         data = report(cfg, store, sets)
     finally:
         store.close()
         if sets is not None:
-            sets.close()  # type: ignore[attr-defined]
+            sets.close()
     link = data["link"]
     ok = data["redis"]["ok"] and bool(link and link.get("running") and link.get("up"))
     if as_json:

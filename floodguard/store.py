@@ -37,6 +37,7 @@ from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
 from floodguard.store_endpoints import EndpointTables
 from floodguard.store_endpoints import HoldRow as HoldRow
 from floodguard.store_endpoints import PairBanRow as PairBanRow
+from floodguard.store_rows import TimedRow
 from floodguard.store_schema import REPORTS_TABLE, migrate
 from floodguard.store_schema import StoreError as StoreError
 from floodguard.store_schema import StoreTooNew as StoreTooNew
@@ -75,7 +76,7 @@ def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int
 
 
 @dataclass(frozen=True)
-class BanRow:
+class BanRow(TimedRow):
     """A persisted ban or suspension."""
 
     ip: str
@@ -85,16 +86,6 @@ class BanRow:
     failures: int
     created: float
     until: float
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.until - now)
-
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {
-            "ip": self.ip, "kind": self.kind, "reason": self.reason, "aor": self.aor,
-            "failures": self.failures, "created": self.created, "until": self.until,
-            "remaining": round(self.remaining(now), 1),
-        }
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from floodguard.store_rows import TimedRow
+
 HOLD_ACCOUNT = "account"  # an account protection (issue #16 item 4)
 HOLD_LOCKDOWN = "lockdown"  # a shared source address in lockdown (item 3)
 
 
 @dataclass(frozen=True)
-class HoldRow:
+class HoldRow(TimedRow):
     """A persisted hold that only a key's known-good pairs pass: an account protection (kind
     HOLD_ACCOUNT, key: the AOR, count: the distinct failing sources) or a source lockdown (kind
     HOLD_LOCKDOWN, key: the address, count: the distinct AORs it failed on)."""
@@ -29,17 +31,9 @@ class HoldRow:
     created: float
     until: float
 
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.until - now)
-
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {"kind": self.kind, "key": self.key, "reason": self.reason,
-                "count": self.count, "level": self.level, "created": self.created,
-                "until": self.until, "remaining": round(self.remaining(now), 1)}
-
 
 @dataclass(frozen=True)
-class PairBanRow:
+class PairBanRow(TimedRow):
     """A persisted endpoint suspension: REGISTERs for ``aor`` from ``ip`` are dropped."""
 
     ip: str
@@ -50,16 +44,10 @@ class PairBanRow:
     created: float
     until: float
 
-    def remaining(self, now: float) -> float:
-        return max(0.0, self.until - now)
-
     def as_dict(self, now: float) -> dict[str, Any]:
-        return {
-            "ip": self.ip, "aor": self.aor, "kind": "suspend", "scope": "aor",
-            "reason": self.reason, "failures": self.failures, "level": self.level,
-            "created": self.created, "until": self.until,
-            "remaining": round(self.remaining(now), 1),
-        }
+        row = super().as_dict(now)
+        return {"ip": row.pop("ip"), "aor": row.pop("aor"), "kind": "suspend", "scope": "aor",
+                **row}
 
 
 class EndpointTables:

@@ -8,15 +8,20 @@
   ``pytestmark = pytest.mark.root("tool", ...)``, naming the commands it runs. Such a test fails
   (never skips) when it runs without root or without one of those commands, before any of its
   fixtures builds namespaces. This hook is the only place that checks.
+- No process outlives its test's network namespace: the run fails at its end when one did
+  (the namespace fixtures in tests/integration/conftest.py kill everything inside first).
 - ``kernel_sets``: floodguard's kernel sets in memory (tests/kernelfake.py), for unit tests.
 - ``status_sample``: status snapshots as ``floodguard status`` collects them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +51,39 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if stale:
         pytest.exit(f"compiled modules are older than their sources ({', '.join(stale)}): "
                     "rebuild with `make deps` (or `.venv/bin/pip install -e .`)", returncode=4)
+
+
+def leaked_processes(inodes: set[int]) -> list[int]:
+    """Processes inside one of the network namespaces ``inodes`` that no longer has a name
+    under /run/netns (a namespace still named belongs to a test running elsewhere)."""
+    named = set()
+    for path in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else ():
+        with contextlib.suppress(OSError):
+            named.add(path.stat().st_ino)
+    leaked = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(entry / "ns" / "net").st_ino in inodes - named:
+                    leaked.append(int(entry.name))
+    return leaked
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a process outlived the test namespace it ran in (then kill it)."""
+    netns = sys.modules.get("tests.integration.conftest")
+    leaked = leaked_processes(netns.NETNS_INODES) if netns is not None else []
+    if not leaked:
+        return
+    details = []
+    for pid in leaked:
+        with contextlib.suppress(OSError):
+            details.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()!r}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    sys.stderr.write("\nprocesses outlived their test namespace (now killed):\n  "
+                     + "\n  ".join(details) + "\n")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # ---------------------------------------------------------------- tests that need root

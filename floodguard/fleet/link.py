@@ -7,19 +7,18 @@ store and kernel sets to Redis (``FleetLink``).
 * **Inbound.** A pub/sub subscriber applies the other nodes' changes (``apply.Applier``).
 * **Start.** ``FleetLink.load`` pulls the current fleet bans before the guard workers start.
 * **Outage.** The link retries with exponential backoff and on reconnect re-syncs both ways.
-* **Housekeeping.** Heartbeats in ``<p>:nodes``; one node at a time sweeps expired entries; the
-  link's state is saved as the ``fleet`` snapshot for ``floodguard status`` and the metrics.
+* **Housekeeping.** Heartbeats in ``<p>:nodes``; one node at a time sweeps expired entries
+  (sweep.py); the link's state and counters (link_counts.py) are saved as the ``fleet`` snapshot
+  for ``floodguard status`` and the metrics.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +29,14 @@ from floodguard.fleet import endpoints, wire
 from floodguard.fleet.apply import (
     SQL_CHUNK,
     Applier,
-    ApplyResult,
     WriterFactory,
     count_set,
     count_store_bans,
     netlink_writer,
 )
 from floodguard.fleet.client import SOCKET_TIMEOUT, connect, errors, node_name, redact
+from floodguard.fleet.link_counts import LinkCounts
+from floodguard.fleet.sweep import Sweeper
 from floodguard.store import Store
 
 POLL_SECONDS = 0.05  # journal poll and pub/sub wait per step
@@ -45,18 +45,11 @@ PUSH_BUDGET = 0.25  # seconds of pushing per step before inbound messages get a 
 MAX_DRAIN = 64  # pub/sub messages applied per step
 HEARTBEAT_EVERY = 2.0
 SNAPSHOT_EVERY = 1.0
-SWEEP_EVERY = 30.0
-SWEEP_PAGE = 500
-SWEEP_GRACE = 60.0  # seconds past `until` before the sweep deletes an entry
-NODE_FORGET = 86400.0  # the sweep forgets nodes silent for this long
 NODE_ALIVE = 3 * HEARTBEAT_EVERY
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
 LOAD_TIMEOUT = 5.0
-LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-RECENT_LAGS = 10000
 EVENT_IPS = 20  # addresses listed in one fleet_applied event
-EVENT_BAD = 5  # malformed entries quoted in one fleet_invalid event
 
 SNAPSHOT = "fleet"
 CURSOR_SNAPSHOT = "fleet-cursor"
@@ -87,7 +80,6 @@ class FleetLink:
         self.client: Any = None
         self.pubsub: Any = None
         self._merge: Any = None
-        self._sweep_script: Any = None
         self.up = False
         self.up_since: float | None = None
         self.down_since: float | None = None
@@ -96,12 +88,9 @@ class FleetLink:
         self.backoff = BACKOFF_FIRST
         self.retry_at = 0.0
         self.cursor: int | None = None
-        self.counts: dict[str, int] = dict.fromkeys(
-            ("pushed", "received", "bans", "unbans", "known", "allowed", "allows", "disallows",
-             "skipped", "monitor", "full", "errors", "invalid", "pulled"), 0)
-        self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
-        self.lag_sum = 0.0
-        self.recent: deque[float] = deque(maxlen=RECENT_LAGS)
+        self.stats = LinkCounts(events)
+        self.counts = self.stats.counts
+        self.sweeper = Sweeper(self.keys, self.node)
         self.nodes: dict[str, dict[str, Any]] = {}
         self.redis_counts: dict[str, Any] = {}
         self.local_counts: dict[str, int | None] = {"set": None, "store": None}
@@ -112,8 +101,6 @@ class FleetLink:
         self._conflict_reported = False
         self._last_heartbeat = 0.0
         self._last_snapshot = 0.0
-        self._next_sweep = 0.0
-        self._sweep: dict[str, Any] | None = None
         self._applier: Applier | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -229,7 +216,7 @@ class FleetLink:
                 self._push_journal(store)
                 if time.monotonic() - self._last_heartbeat >= HEARTBEAT_EVERY:
                     self._heartbeat(store, sets)
-                self._sweep_step()
+                self.sweeper.step(self.client)
             except errors() as exc:
                 self._down(exc)
         self._snapshot(store)
@@ -257,7 +244,7 @@ class FleetLink:
         pubsub.subscribe(self.keys.channel)
         self.client, self.pubsub = client, pubsub
         self._merge = client.register_script(wire.MERGE_LUA)
-        self._sweep_script = client.register_script(wire.SWEEP_LUA)
+        self.sweeper.attach(client)
 
     def _close(self) -> None:
         for thing in (self.pubsub, self.client):
@@ -276,7 +263,7 @@ class FleetLink:
         self._last_snapshot = 0.0  # status shows the change at once
         self._need_pull = True
         self._need_push = True
-        self._sweep = None
+        self.sweeper.reset()
         self._close()
         delay = self.backoff * (0.8 + 0.4 * secrets.randbelow(1000) / 1000)
         self.retry_at = time.monotonic() + delay
@@ -401,16 +388,13 @@ class FleetLink:
             taken += 1
             if taken >= MAX_DRAIN or len(changes) >= PUSH_BATCH or not conn.can_read(timeout=0):
                 break
-        self._reject("pubsub", bad)
+        self.stats.reject("pubsub", bad)
         if not changes:
             return
         self.counts["received"] += len(changes)
         result = applier.apply(changes, live=True)
-        self._account(result)
-        for lag in result.lags:
-            self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
-            self.lag_sum += lag
-            self.recent.append(lag)
+        self.stats.account(result)
+        self.stats.lags(result.lags)
         if (result.bans or result.unbans or result.known or result.full or result.errors
                 or result.allows or result.disallows or result.endpoints):
             self.events.emit(
@@ -422,31 +406,6 @@ class FleetLink:
                 lag_ms=round(max(result.lags) * 1000, 1) if result.lags else None,
                 ips=(result.bans + result.unbans)[:EVENT_IPS])
 
-    def _reject(self, where: str, bad: list[str]) -> None:
-        """Count entries skipped as malformed and say so in one event (first few quoted)."""
-        if not bad:
-            return
-        self.counts["invalid"] += len(bad)
-        self.events.emit("fleet_invalid", where=where, count=len(bad),
-                         examples=bad[:EVENT_BAD])
-
-    def _account(self, result: ApplyResult, live: bool = True) -> None:
-        self.counts["bans"] += len(result.bans)
-        self.counts["unbans"] += len(result.unbans)
-        self.counts["known"] += result.known
-        self.counts["allowed"] += len(result.allowed)
-        self.counts["allows"] += len(result.allows)
-        self.counts["disallows"] += len(result.disallows)
-        self.counts["skipped"] += result.skipped
-        self.counts["monitor"] += result.monitor
-        self.counts["full"] += result.full
-        self.counts["errors"] += result.errors
-        for ip, network, origin in result.allowed if live else ():
-            # a re-sync finds the same ones again: reported once, when they arrive
-            self.events.emit("fleet_ban_allowed", ip=ip, allow=network, origin=origin)
-        if result.full:
-            self.events.emit("fleet_set_full", entries=result.full)
-
     def _pull(self, applier: Applier, deadline: float | None = None) -> dict[str, int] | None:
         """Apply every fleet entry this node lacks; None when the deadline cut it short."""
         totals = {"bans": 0, "unbans": 0, "known": 0, "allowed": 0, "allows": 0}
@@ -457,9 +416,9 @@ class FleetLink:
                 cursor, page = self.client.hscan(key, cursor, count=1000)
                 now = time.time()
                 changes, bad = wire.read_page(page, now)
-                self._reject(key, bad)
+                self.stats.reject(key, bad)
                 result = applier.apply(changes, live=False)
-                self._account(result, live=False)
+                self.stats.account(result, live=False)
                 totals["bans"] += len(result.bans)
                 totals["unbans"] += len(result.unbans)
                 totals["known"] += result.known
@@ -498,63 +457,6 @@ class FleetLink:
         self.redis_counts = {wire.redis_name(k): wire.number(v) for k, v in stats.items()}
         self.redis_counts["entries"] = float(self.client.hlen(self.keys.bans))
 
-    def _sweep_step(self) -> None:
-        """Delete expired entries, one page per step, on one node at a time; count the rest."""
-        if self._sweep is None:
-            if time.monotonic() < self._next_sweep:
-                return
-            self._next_sweep = time.monotonic() + SWEEP_EVERY
-            if not self.client.set(self.keys.sweeper, self.node, nx=True, ex=int(SWEEP_EVERY)):
-                return
-            self._sweep = {"keys": [self.keys.bans, self.keys.known, self.keys.allow,
-                                    self.keys.endpoints],
-                           "cursor": 0, "counts": {"bans": 0, "tombstones": 0, "known": 0,
-                                                   "allows": 0, "endpoints": 0, "deleted": 0}}
-        sweep = self._sweep
-        key = sweep["keys"][0]
-        cursor, page = self.client.hscan(key, sweep["cursor"], count=SWEEP_PAGE)
-        now = time.time()
-        dead: list[Any] = []
-        for ip, raw in page.items():
-            change = wire.valid_change(wire.decode(raw), now)
-            if change is None or wire.horizon(change) < now - SWEEP_GRACE:
-                dead += [ip, raw]
-            elif change["op"] == "ban":
-                sweep["counts"]["bans"] += 1
-            elif change["op"] in wire.LIFTS:
-                sweep["counts"]["tombstones"] += 1
-            elif change["op"] == "allow":
-                sweep["counts"]["allows"] += 1
-            elif change["op"] in wire.ENDPOINT_OPS:
-                sweep["counts"]["endpoints"] += 1
-            else:
-                sweep["counts"]["known"] += 1
-        if dead:
-            sweep["counts"]["deleted"] += int(self._sweep_script(keys=[key], args=dead))
-        sweep["cursor"] = cursor
-        if cursor != 0:
-            return
-        sweep["keys"].pop(0)
-        if sweep["keys"]:
-            return
-        for name, raw in self.client.hgetall(self.keys.nodes).items():
-            data = wire.decode(raw)
-            if not isinstance(data, dict) or now - wire.number(data.get("ts")) > NODE_FORGET:
-                self.client.hdel(self.keys.nodes, name)
-        self.client.hset(self.keys.stats, mapping={**sweep["counts"], "ts": now})
-        self._sweep = None
-
-    def lag_summary(self) -> dict[str, Any]:
-        recent = sorted(self.recent)
-
-        def quantile(q: float) -> float | None:
-            return round(recent[min(len(recent) - 1, int(q * len(recent)))], 4) \
-                if recent else None
-
-        return {"buckets": list(LAG_BUCKETS), "counts": list(self.lag_counts),
-                "sum": self.lag_sum, "p50": quantile(0.5), "p99": quantile(0.99),
-                "max": round(recent[-1], 4) if recent else None, "window": len(recent)}
-
     def state(self) -> dict[str, Any]:
         """What ``floodguard status``, the metrics and ``fleet status`` show about the link."""
         now = time.time()
@@ -563,7 +465,7 @@ class FleetLink:
             "channel": self.keys.channel, "up": self.up, "up_since": self.up_since,
             "down_since": self.down_since, "last_error": self.last_error,
             "reconnects": self.reconnects, "counts": dict(self.counts),
-            "lag": self.lag_summary(), "cursor": self.cursor,
+            "lag": self.stats.lag_summary(), "cursor": self.cursor,
             "local": dict(self.local_counts), "redis": dict(self.redis_counts),
             "monitor": self.cfg.guard.mode == "monitor",
             "nodes": {name: {"age": round(now - wire.number(d.get("ts")), 1),

@@ -1,19 +1,11 @@
 """Pure policy decisions (no I/O, time passed in): rate limits, learning from the registrar's
 answers, suspension, dynamic blacklist, known-good sources. ``Engine`` ties them together."""
 
-from .engine import (
-    Action,
-    AuthView,
-    Ban,
-    ChallengeView,
-    Counted,
-    Engine,
-    MarkKnown,
-    SipView,
-    Unban,
-    Verdict,
-)
+from .actions import Action, Ban, Counted, MarkKnown, Unban
+from .engine import Engine
 from .escalation import BanRecord
+from .verdict import Verdict
+from .views import AuthView, ChallengeView, SipView
 
 __all__ = [
     "Action",

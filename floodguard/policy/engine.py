@@ -24,17 +24,6 @@ Requests, in order (first match wins):
 
 Responses are always accepted but drive the learning: see nonces.py (nonces the registrar hands
 to more than one client: a registrar setting to fix, reported, never relied on),
-suspension.py (consecutive failures) and escalation.py (the blacklist tier: spraying, repeat
-offenders, bans that double).
-A success marks the source known-good for twice the granted expiry, and the (source, AOR) a
-known-good pair for as long. A source holding a known-good pair, or inside a ``[[gateway]]``,
-is shared-capable (an office NAT, a CGNAT): its proven failures count per (source, AOR) only,
-and ``register_retry`` of them suspend that endpoint for ``suspend_time`` (escalating on
-repeats, never into an address ban) instead of the address. Spraying from it (failures on
-``auth_failures`` distinct AORs within the window) puts it in lockdown instead of a ban: for the
-ban's length (escalating alike) only its known-good pairs' REGISTERs pass. Proven failures on one
-account from ``account.sources`` distinct sources within ``blacklist.window`` protect the
-account (distributed guessing): only its known-good pairs reach it until the protection ends.
 
 Malformed packets are dropped "malformed:<reason>", except from allow-listed sources (accepted
 "allow"); a banned source's malformed packet is reported as banned.
@@ -49,184 +38,77 @@ ban()/unban() is canonicalised.
 Beside it: what it reads of a message (views.py), the actions it asks of the guard (actions.py),
 its state snapshot and stats (snapshot.py). Those run uncompiled: setup.py names the modules
 mypyc compiles, and none of them is on the per-packet path.
+
+Beside it: its tables, settings and source classification (tables.py), what it learns from the
+registrar's answers (learning.py, which Engine extends), its verdicts (verdict.py), what it reads
+of a message (views.py), the actions it asks of the guard (actions.py), its state snapshot and
+stats (snapshot.py). The last three run uncompiled: setup.py names the modules mypyc compiles,
+and none of them is on the per-packet path.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
-from ..addr import source_key
 from ..config import Config
 from . import snapshot
 from .accounts import AccountProtection
 from .actions import (
     Action,
     Ban,
-    Counted,
     LiftAccount,
     LiftLockdown,
     LiftPair,
-    Lockdown,
-    MarkKnown,
-    MarkPair,
-    ProtectAccount,
-    SuspendPair,
     Unban,
 )
-from .buckets import OVER_REGISTER, GatewayLimiter, SourceLimiter, TokenBucket
+from .buckets import OVER_REGISTER
 from .escalation import (
-    KIND_BLACKLIST,
     KIND_MANUAL,
     KIND_SUSPEND,
     KINDS,
     BanRecord,
     BanTable,
     Blacklist,
-    ban_length,
 )
 from .holds import Holds
+from .learning import Learning
 from .lru import LruTable
-from .netset import NetMap, NetSet, pack_ip
-from .nonces import MAX_AOR_LEN, NonceTable, PendingTable
 from .pairs import PairBan, Pairs, aor_key
 from .snapshot import STATE_VERSION as STATE_VERSION
 from .suspension import SuspensionCounters
+from .tables import TAG_ALLOW, seconds_of
+from .verdict import (
+    ALLOW,
+    BANNED,
+    BUDGET,
+    REQ_ALLOW,
+    REQ_BANNED,
+    REQ_LOCKED,
+    REQ_OK,
+    REQ_PAIR_SUSPENDED,
+    REQ_PROTECTED,
+    REQ_RATE_REGISTER,
+    REQ_RATE_SIP,
+    REQ_SCANNER,
+    REQ_SUSPENDED,
+    SUSPENDED,
+    Verdict,
+)
+from .verdict import REASON_CONSECUTIVE as REASON_CONSECUTIVE
+from .verdict import REASON_REPEAT as REASON_REPEAT
+from .verdict import REASON_SPRAYING as REASON_SPRAYING
 from .views import AuthView, SipView
 from .views import ChallengeView as ChallengeView
-
-# Source tags cached in the limiter record; >= 0 is a gateway group index.
-_TAG_PLAIN = -1
-_TAG_ALLOW = -2
-
-# User-Agent strings whose scanner check is remembered (emptied when full: a flood of random
-# agents only costs the plain check).
-_MAX_AGENTS_SEEN = 4096
 
 # Distinct "malformed:<reason>" verdicts cached/counted; parser reasons are a small fixed set,
 # the cap only guards against a parser that puts packet data in its reason.
 _MAX_MALFORMED_REASONS = 64
 
-# ---------------------------------------------------------------- what the engine says
 
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Accept or drop one packet, why, and what to do besides."""
-
-    accept: bool
-    reason: str
-    actions: tuple[Action, ...] = ()
-
-
-_OK = Verdict(True, "ok")
-_ALLOW = Verdict(True, "allow")
-_BANNED = Verdict(False, "banned")
-_SUSPENDED = Verdict(False, "suspended")
-_PAIR_SUSPENDED = Verdict(False, "suspended:pair")
-_PROTECTED = Verdict(False, "protected:account")
-_LOCKED = Verdict(False, "lockdown")
-_SCANNER = Verdict(False, "scanner")
-_RATE_REGISTER = Verdict(False, "rate:register")
-_RATE_SIP = Verdict(False, "rate:sip")
-_BUDGET = Verdict(False, "budget")
-
-# Ban reasons (Ban.reason / BanRecord.reason for automatic bans).
-REASON_CONSECUTIVE = "consecutive-failures"
-REASON_SPRAYING = "spraying"
-REASON_REPEAT = "repeat-offender"
-
-
-def _seconds(value: float) -> int:
-    return max(1, int(math.ceil(value)))
-
-
-class Engine:
+class Engine(Learning):
     """Verdicts for requests, learning from responses, bans and known-good sources."""
 
-    __slots__ = (
-        "_cfg", "_gen", "_allow", "_gw_map", "_scanners", "_ua_seen", "_gw_verdicts", "_decay",
-        "_decay_override", "_limiter", "_gateways", "_budget", "_nonces", "_pending",
-        "_counters", "_blacklist", "_bans", "_known", "_counts", "_malformed", "_pairs",
-        "_accounts", "_lockdowns",
-    )
-
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        max_sources: int = 200_000,
-        max_pending: int = 200_000,
-        max_nonces: int | None = None,
-        max_bans: int | None = None,
-        nonce_ttl: float = 600.0,
-        pending_ttl: float = 32.0,
-        counter_ttl: float = 3600.0,
-        escalation_decay: float | None = None,
-    ) -> None:
-        """Caps bound every table: ``max_sources`` each per-source table (buckets, known,
-        counters, blacklist windows), ``max_pending`` the pending requests, ``max_nonces``
-        (default max_pending) the issued nonces, ``max_bans`` (default max_sources) the bans.
-
-        ``nonce_ttl``: how long an issued nonce proves an address (about twice the registrar's
-        nonce lifetime); ``pending_ttl``: how long a request waits for its answer;
-        ``counter_ttl``: idle time after which consecutive-failure counters are forgotten;
-        ``escalation_decay``: time after a blacklist ban ends before its escalation level
-        resets (default ``blacklist.max_ban_time``).
-        """
-        lim = cfg.limits
-        self._limiter = SourceLimiter(
-            lim.register_rate, lim.register_burst, lim.sip_rate, lim.sip_burst, max_sources
-        )
-        self._gateways = GatewayLimiter([])
-        self._budget = TokenBucket(lim.queue_budget, lim.queue_budget)
-        self._nonces = NonceTable(max_nonces or max_pending, nonce_ttl)
-        self._pending = PendingTable(max_pending, pending_ttl)
-        self._counters = SuspensionCounters(max_sources, counter_ttl)
-        self._blacklist = Blacklist(max_sources)
-        self._bans = BanTable(max_bans or max_sources)
-        self._known: LruTable[str, float] = LruTable(max_sources)  # ip -> until
-        self._pairs = Pairs(max_sources, max_bans or max_sources)
-        self._accounts = AccountProtection(max_sources)
-        self._lockdowns = Holds(max_bans or max_sources)
-        self._counts: dict[str, int] = {}
-        self._malformed: dict[str, Verdict] = {}
-        self._decay_override = escalation_decay
-        self._gen = 0
-        self._apply(cfg)
-
-    # ------------------------------------------------------------ configuration
-
-    def _apply(self, cfg: Config) -> None:
-        self._cfg = cfg
-        self._gen += 1  # cached source tags are recomputed on next use
-        # IPv6 sources arrive keyed by their limits.ipv6_prefix network (the guard's job)
-        prefix = cfg.limits.ipv6_prefix
-        self._allow = NetSet(cfg.blacklist.allow, prefix)
-        self._gw_map: NetMap[int] = NetMap(
-            ((cidr, index) for index, gw in enumerate(cfg.gateways) for cidr in gw.sources),
-            prefix,
-        )
-        self._scanners = tuple(ua.lower() for ua in cfg.scanner.user_agents)
-        self._ua_seen: dict[str, bool] = {}
-        self._gw_verdicts = tuple(Verdict(False, f"rate:gateway:{gw.name}") for gw in cfg.gateways)
-        lim = cfg.limits
-        self._limiter.configure(lim.register_rate, lim.register_burst, lim.sip_rate, lim.sip_burst)
-        self._gateways.configure([(gw.name, gw.cps) for gw in cfg.gateways])
-        self._budget.reconfigure(lim.queue_budget, lim.queue_budget)
-        decay = self._decay_override
-        self._decay = float(cfg.blacklist.max_ban_time if decay is None else decay)
-
-    @property
-    def counter_ttl(self) -> float:
-        """Idle time after which a consecutive-failure counter is forgotten."""
-        return self._counters.ttl
-
-    @property
-    def config(self) -> Config:
-        """The settings in force."""
-        return self._cfg
+    __slots__ = ()
 
     def reload(self, cfg: Config) -> tuple[Action, ...]:
         """New settings (SIGHUP), keeping all state. Returns Unban actions for banned sources
@@ -249,51 +131,6 @@ class Engine:
         return tuple(actions)
 
     # ------------------------------------------------------------ classification
-
-    def _is_allowed(self, ip: str) -> bool:
-        return bool(self._allow) and self._allow.lookup_parsed(pack_ip(ip)) is not None
-
-    def _classify(self, src: str) -> int:
-        if not self._allow and not self._gw_map:
-            return _TAG_PLAIN
-        parsed = pack_ip(src)
-        if self._allow and self._allow.lookup_parsed(parsed) is not None:
-            return _TAG_ALLOW
-        if not self._gw_map:
-            return _TAG_PLAIN
-        group = self._gw_map.lookup_parsed(parsed)
-        return _TAG_PLAIN if group is None else group
-
-    def _is_scanner(self, user_agent: str) -> bool:
-        # A fleet of phones repeats a handful of User-Agent strings: remember the answers.
-        seen = self._ua_seen.get(user_agent)
-        if seen is not None:
-            return seen
-        if len(self._ua_seen) >= _MAX_AGENTS_SEEN:
-            self._ua_seen.clear()
-        seen = self._ua_seen[user_agent] = self._match_scanner(user_agent)
-        return seen
-
-    def _match_scanner(self, user_agent: str) -> bool:
-        low = user_agent.lower()
-        # A plain loop, not any(genexpr) or a regex: measured clearly faster on the hot path.
-        for pattern in self._scanners:  # noqa: SIM110
-            if pattern in low:
-                return True
-        return False
-
-    def _source_key(self, ip: str) -> str:
-        """Operator input as a table key: canonical, an IPv6 address as its prefix network."""
-        return source_key(ip, self._cfg.limits.ipv6_prefix)
-
-    def is_allowed(self, ip: str) -> bool:
-        """Is ip on the allow list?"""
-        return self._is_allowed(ip)
-
-    def _count(self, key: str) -> None:
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
-
     # ------------------------------------------------------------ packets
 
     def on_request(self, now: float, src: str, msg: SipView, proven: bool = False) -> Verdict:
@@ -309,40 +146,43 @@ class Engine:
             rec.tag = self._classify(src)
             rec.gen = self._gen
         tag = rec.tag
-        if tag == _TAG_ALLOW:
-            verdict = _ALLOW
+        # read once: the verdict carries it to the guard's admission meter
+        known = 1 if self._known.peek(src, now) is not None else 0
+        if tag == TAG_ALLOW:
+            verdict = REQ_ALLOW[known]
         elif (ban := self._bans.get(src, now)) is not None:
-            verdict = _SUSPENDED if ban.kind == KIND_SUSPEND else _BANNED
+            verdict = (REQ_SUSPENDED if ban.kind == KIND_SUSPEND else REQ_BANNED)[known]
         elif self._pairs.source_suspended(src) and msg.method == "REGISTER" and self._pair_hit(
                 now, src, msg):
-            verdict = _PAIR_SUSPENDED
+            verdict = REQ_PAIR_SUSPENDED[known]
         elif len(self._accounts) and msg.method == "REGISTER" and self._account_hit(
                 now, src, msg):
-            verdict = _PROTECTED
+            verdict = REQ_PROTECTED[known]
         elif len(self._lockdowns) and msg.method == "REGISTER" and self._locked(now, src, msg):
-            verdict = _LOCKED
+            verdict = REQ_LOCKED[known]
         elif (ua := msg.user_agent) is not None and self._is_scanner(ua):
-            verdict = _SCANNER
+            verdict = REQ_SCANNER[known]
         else:
             method = msg.method
             if tag >= 0:
                 # Gateway members: their group's bucket only (see module docstring).
                 if not self._gateways.take(now, tag):
-                    verdict = self._gw_verdicts[tag]
+                    verdict = self._gw_verdicts[tag][known]
                     counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
                     return verdict
             else:
                 code = limiter.admit(now, rec, method == "REGISTER")
                 if code:
-                    verdict = _RATE_REGISTER if code == OVER_REGISTER else _RATE_SIP
+                    verdict = (REQ_RATE_REGISTER if code == OVER_REGISTER
+                               else REQ_RATE_SIP)[known]
                     counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
                     return verdict
-                if self._known.peek(src, now) is None and not self._budget.take(now):
+                if not known and not self._budget.take(now):
                     counts["budget"] = counts.get("budget", 0) + 1
-                    return _BUDGET
+                    return BUDGET
             if method == "REGISTER" and (auth := msg.authorization) is not None:
                 self._track(now, src, msg, auth, proven)
-            verdict = _OK
+            verdict = REQ_OK[known]
         counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
         return verdict
 
@@ -384,42 +224,14 @@ class Engine:
         else:
             self._count("unproven")
 
-    def on_response(self, now: float, client: str, msg: SipView) -> Verdict:
-        """Learn from a response going out to ``client``; always accepted."""
-        self._count("responses")
-        status = msg.status
-        if status is None or status < 200:
-            return _OK
-        if status == 401 or status == 407:
-            for challenge in msg.challenges:
-                if challenge.nonce and self._nonces.issue(now, client, challenge.nonce):
-                    self._count("shared_nonces")
-        call_id = msg.call_id
-        cseq = msg.cseq_num
-        if msg.cseq_method != "REGISTER" or call_id is None or cseq is None:
-            return _OK
-        aor = self._pending.take(now, client, call_id, cseq)
-        if aor is None:
-            return _OK
-        if status < 300:
-            return self._success(now, client, aor, msg.granted_expires)
-        if status == 401 or status == 407:
-            if any(challenge.stale for challenge in msg.challenges):
-                self._count("stale")
-                return _OK
-            return self._failure(now, client, aor)
-        if status == 403:
-            return self._failure(now, client, aor)
-        return _OK
-
     def on_unparseable(self, now: float, src: str, reason: str) -> Verdict:
         """Verdict for a packet that is not parseable SIP."""
         if self._is_allowed(src):
             self._count("allow")
-            return _ALLOW
+            return ALLOW
         ban = self._bans.get(src, now)
         if ban is not None:
-            verdict = _SUSPENDED if ban.kind == KIND_SUSPEND else _BANNED
+            verdict = SUSPENDED if ban.kind == KIND_SUSPEND else BANNED
             self._count(verdict.reason)
             return verdict
         cached = self._malformed.get(reason)
@@ -435,150 +247,6 @@ class Engine:
         self._count(verdict.reason)
         return verdict
 
-    # ------------------------------------------------------------ learning
-
-    def _success(self, now: float, src: str, aor: str, expires: int | None) -> Verdict:
-        self._count("successes")
-        self._counters.success(src, aor)
-        self._blacklist.success(src, aor)
-        self._accounts.success(src, aor)
-        if not expires or expires <= 0:
-            expires = self._cfg.registrar.expire
-        until = now + 2 * expires
-        pair_until = self._pairs.mark(now, src, aor, until)
-        previous = self._known.peek(src, now)
-        if previous is not None and previous > until:
-            until = previous  # behind a NAT, another phone may hold it longer
-        self._known.put(src, until, until, now)
-        return Verdict(True, "ok", (MarkKnown(src, _seconds(until - now)),
-                                    MarkPair(src, aor, _seconds(pair_until - now))))
-
-    def report(self, now: float, src: str, aor: str, ok: bool,
-               expires: int | None = None) -> tuple[Action, ...]:
-        """An outcome the registrar told directly (TLS, which the guard cannot read): the
-        source is proven by its TLS connection, so it counts like an answer seen going out."""
-        aor = aor.lower()[:MAX_AOR_LEN]
-        if self._is_allowed(src):
-            return ()
-        verdict = self._success(now, src, aor, expires) if ok else self._failure(now, src, aor)
-        return verdict.actions
-
-    def count_failure(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
-        """Count a proven failure again (journal replay after a restart); the ban actions it
-        leads to, if any (none for a ban already in force)."""
-        return tuple(a for a in self._failure(now, src, aor).actions
-                     if not isinstance(a, Counted))
-
-    def _shared(self, now: float, src: str) -> bool:
-        """Is src shared-capable: a known-good pair, or a ``[[gateway]]`` member?"""
-        if self._pairs.shared(now, src):
-            return True
-        return bool(self._gw_map) and self._gw_map.lookup_parsed(pack_ip(src)) is not None
-
-    def _failure(self, now: float, src: str, aor: str) -> Verdict:
-        self._count("failures")
-        counted: tuple[Action, ...] = (Counted(src, aor),)
-        cfg = self._cfg
-        bl = cfg.blacklist
-        shared = self._shared(now, src)
-        if shared and self._pairs.suspended(now, src, aor) is not None:
-            return Verdict(True, "ok", counted)  # a late answer: the endpoint is suspended
-        sprayed = self._blacklist.failure(now, src, aor, bl.auth_failures, bl.window)
-        consecutive = 0
-        if cfg.suspension.enabled:
-            retry = cfg.suspension.register_retry
-            consecutive = (self._counters.failure_pair(now, src, aor, retry) if shared
-                           else self._counters.failure(now, src, aor, retry))
-        actions: tuple[Action, ...] = ()
-        if sprayed and shared:
-            actions = self._lockdown(now, src, sprayed)
-        elif sprayed:
-            actions = self._blacklist_ban(now, src, aor, sprayed, REASON_SPRAYING)
-        elif consecutive and shared:
-            actions = self._suspend_pair(now, src, aor, consecutive)
-        elif consecutive:
-            if self._blacklist.suspension(now, src, bl.window):
-                actions = self._blacklist_ban(now, src, aor, consecutive, REASON_REPEAT)
-            else:
-                seconds = cfg.suspension.suspend_time
-                rec = BanRecord(
-                    src, now + seconds, REASON_CONSECUTIVE, KIND_SUSPEND, aor, consecutive
-                )
-                actions = self._impose(now, rec, seconds)
-        if cfg.account.protect:
-            actions += self._protect(now, src, aor)
-        return Verdict(True, "ok", counted + actions)
-
-    def _lockdown(self, now: float, src: str, failures: int) -> tuple[Action, ...]:
-        """Spraying from a shared-capable source: lock it down for a ban's length (escalating
-        alike) instead of banning its neighbours with it; the allow list wins."""
-        if self._is_allowed(src):
-            self._count("ban_refused:allow")
-            return ()
-        bl = self._cfg.blacklist
-        level = self._blacklist.next_level(now, src)
-        seconds = ban_length(level, bl.ban_time, bl.escalation, bl.max_ban_time)
-        current = self._lockdowns.until(now, src)
-        if current is not None and current >= now + seconds:
-            return ()
-        self._blacklist.record_ban(now, src, level, now + seconds, self._decay)
-        self._lockdowns.put(now, src, now + seconds, level)
-        self._count("lockdown")
-        return (Lockdown(src, seconds, failures, level),)
-
-    def _protect(self, now: float, src: str, aor: str) -> tuple[Action, ...]:
-        """Count a proven failure against the account; protect it at the distinct-source
-        threshold."""
-        cfg = self._cfg
-        bl = cfg.blacklist
-        hit = self._accounts.failure(
-            now, src, aor, threshold=cfg.account.sources, window=bl.window,
-            base=cfg.suspension.suspend_time, escalation=bl.escalation,
-            max_time=bl.max_ban_time, decay=self._decay)
-        if hit is None:
-            return ()
-        seconds, sources = hit
-        self._count("protect:account")
-        return (ProtectAccount(aor, seconds, sources, self._accounts.level(now, aor)),)
-
-    def _suspend_pair(self, now: float, src: str, aor: str, failures: int) -> tuple[Action, ...]:
-        """Suspend one endpoint of a shared-capable source (the allow list wins)."""
-        if self._is_allowed(src):
-            self._count("ban_refused:allow")
-            return ()
-        cfg = self._cfg
-        ban = self._pairs.suspend(
-            now, src, aor, failures, suspend_time=cfg.suspension.suspend_time,
-            escalation=cfg.blacklist.escalation, max_time=cfg.blacklist.max_ban_time,
-            window=cfg.blacklist.window)
-        self._count("ban:pair")
-        return (SuspendPair(src, aor, _seconds(ban.until - now), ban.reason, ban.failures,
-                            ban.level),)
-
-    def _blacklist_ban(
-        self, now: float, src: str, aor: str, failures: int, reason: str
-    ) -> tuple[Action, ...]:
-        bl = self._cfg.blacklist
-        level = self._blacklist.next_level(now, src)
-        seconds = ban_length(level, bl.ban_time, bl.escalation, bl.max_ban_time)
-        rec = BanRecord(src, now + seconds, reason, KIND_BLACKLIST, aor, failures, level)
-        actions = self._impose(now, rec, seconds)
-        if actions:
-            self._blacklist.record_ban(now, src, level, rec.until, self._decay)
-            self._counters.success(src, aor)  # a fresh count once the ban is over
-        return actions
-
-    def _impose(self, now: float, rec: BanRecord, seconds: int) -> tuple[Action, ...]:
-        if self._is_allowed(rec.ip):
-            self._count("ban_refused:allow")
-            return ()
-        current = self._bans.get(rec.ip, now)
-        if current is not None and current.until >= rec.until:
-            return ()  # never shorten a ban (e.g. a late answer while already banned)
-        self._bans.add(rec, now)  # may drop the ban closest to expiry: see stats evicted:bans
-        self._count(f"ban:{rec.kind}")
-        return (Ban(rec.ip, seconds, rec.reason, rec.kind, rec.aor, rec.failures),)
-
     # ------------------------------------------------------------ operator actions
 
     def ban(
@@ -587,7 +255,7 @@ class Engine:
         """Operator ban (replaces any current ban of ip). ValueError for a bad address, a
         non-positive length, or an allow-listed address."""
         ip = self._source_key(ip)
-        secs = _seconds(seconds) if seconds > 0 else 0  # 0 (or NaN): refused by restore_ban
+        secs = seconds_of(seconds) if seconds > 0 else 0  # 0 (or NaN): refused by restore_ban
         self.restore_ban(now, ip, secs, reason, KIND_MANUAL)
         self._count("ban:manual")
         return (Ban(ip, secs, reason, KIND_MANUAL),)
@@ -744,7 +412,7 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """Table sizes, LRU evictions, verdicts by reason and learning/ban counters (see
         snapshot.stats)."""
-        reasons = [v.reason for v in self._gw_verdicts]
+        reasons = [v[0].reason for v in self._gw_verdicts]
         out = snapshot.stats(self._tables(), self._bans, self._counts, reasons)
         out["table:pair_bans"] = len(self._pairs)
         out["evicted:pair_bans"] = self._pairs.evicted
@@ -785,3 +453,4 @@ class Engine:
         lockdowns.restore(now, [item for item in state.get("lockdowns") or ()
                                 if not self._is_allowed(str(item[0]))])
         self._lockdowns = lockdowns
+

@@ -3,6 +3,7 @@ desk phone still holding an old password, all from one source address.
 
     office.py --src IP --server IP --phones 1001,1002 --stale 1010 [--duration 40]
               [--phone-gap 4] [--stale-gap 0.5] [--guesser-aors 100 --guesser-gap 0.5]
+              [--phone-srcs IP,IP] [--guesser-src IP]
 
 First every phone registers once (so the address holds known-good pairs). Then, for
 ``--duration`` seconds, each phone re-registers every ``--phone-gap`` seconds (REGISTER -> 401
@@ -14,6 +15,9 @@ second is ``null`` (its endpoint is suspended: the guard drops it).
 
 With ``--guesser-aors N`` a password guesser on the same address sprays N accounts (g0, g1, ...),
 one wrong guess every ``--guesser-gap`` seconds; each guess is logged like the stale phone's.
+
+An IPv6 office has no NAT: ``--phone-srcs`` gives each phone its own address (of the office's
+/64) and ``--guesser-src`` the guesser's; both default to ``--src``.
 
 Prints JSON: {"phones": {"ok": n, "failed": n, "statuses": {...}}, "stale": [[t, status]],
 "guesser": [[t, status]]}.
@@ -52,9 +56,12 @@ def main() -> None:
     ap.add_argument("--guesser-aors", type=int, default=0,
                     help="a guesser on the same address sprays this many AORs (0: none)")
     ap.add_argument("--guesser-gap", type=float, default=0.5)
+    ap.add_argument("--phone-srcs", default="", help="each phone's own address (default --src)")
+    ap.add_argument("--guesser-src", default="", help="the guesser's address (default --src)")
     args = ap.parse_args()
     users = args.phones.split(",")
-    phones = [Client(args.src, args.server, user, "udp", 5200 + i)
+    srcs = args.phone_srcs.split(",") if args.phone_srcs else [args.src] * len(users)
+    phones = [Client(srcs[i], args.server, user, "udp", 5200 + i)
               for i, user in enumerate(users)]
     statuses: Counter[str] = Counter()
     for phone in phones:  # the office is up: known-good pairs for its address
@@ -86,7 +93,8 @@ def main() -> None:
         while time.monotonic() < end:
             i = n % args.guesser_aors
             if i not in clients:
-                clients[i] = Client(args.src, args.server, f"g{i}", "udp", 5600 + i)
+                clients[i] = Client(args.guesser_src or args.src, args.server, f"g{i}", "udp",
+                                    5600 + i)
             client = clients[i]
             status = client.guess("a-guess") if client.ask_challenge() else None
             guesser_log.append([round(time.monotonic() - start, 3), status])

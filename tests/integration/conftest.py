@@ -10,11 +10,15 @@ see tests/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,25 +95,70 @@ class Netns:
         return json.loads(self.floodguard("show", "--json", "-c", str(config)).stdout)
 
 
+# Every namespace the fixtures made in this run, by inode: the session-end check in
+# tests/conftest.py looks for processes still inside one of them after its name is gone.
+NETNS_INODES: set[int] = set()
+
+
+def create_netns(role: str) -> Netns:
+    """A new namespace ``fg-<random>-<role>`` with its loopback up."""
+    name = f"fg-{secrets.token_hex(4)}-{role}"
+    _sh(["ip", "netns", "add", name])
+    NETNS_INODES.add(os.stat(f"/run/netns/{name}").st_ino)
+    ns = Netns(name)
+    try:
+        ns.run("ip", "link", "set", "lo", "up")
+    except AssertionError:
+        _sh(["ip", "netns", "del", name], check=False)
+        raise
+    return ns
+
+
+def netns_pids(name: str) -> list[int]:
+    return [int(pid) for pid in _sh(["ip", "netns", "pids", name], check=False).stdout.split()]
+
+
+def remove_netns(ns: Netns) -> None:
+    """Kill every process in the namespace, wait until none is left, delete the namespace.
+
+    Killing only the processes the test started is not enough: a daemon's children (Kamailio
+    forks its workers) outlive it, orphaned in a namespace that no name points to any more.
+    """
+    for proc in ns.procs:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    left = netns_pids(ns.name)
+    while left and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+        left = netns_pids(ns.name)
+    for proc in ns.procs:
+        proc.communicate()
+    _sh(["ip", "netns", "del", ns.name], check=False)
+    if left:
+        raise AssertionError(f"processes {left} outlived SIGKILL in namespace {ns.name}")
+
+
 @pytest.fixture
 def make_netns() -> Iterator[Any]:
     created: list[Netns] = []
 
     def make(role: str) -> Netns:
-        name = f"fg-{secrets.token_hex(4)}-{role}"
-        _sh(["ip", "netns", "add", name])
-        ns = Netns(name)
+        ns = create_netns(role)
         created.append(ns)
-        ns.run("ip", "link", "set", "lo", "up")
         return ns
 
     yield make
+    errors = []
     for ns in reversed(created):
-        for proc in ns.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-        _sh(["ip", "netns", "del", ns.name], check=False)
+        try:
+            remove_netns(ns)
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "; ".join(errors)
 
 
 @dataclass

@@ -55,14 +55,14 @@ def test_cli_explain_answers_for_the_canonical_address(tmp_path):
 def test_cli_lists_and_lifts_endpoint_suspensions(tmp_path, monkeypatch):
     import json
 
-    from floodguard import cli_blacklist
+    from floodguard import cli_books
 
     config = tmp_path / "f.toml"
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n')
     store = Store(tmp_path / "s.db")
     store.put_pair_ban("203.0.113.10", "1010@pbx", "consecutive-failures", 180, failures=6)
     store.put_pair_ban("203.0.113.11", "1010@pbx", "consecutive-failures", 180, failures=6)
-    monkeypatch.setattr(cli_blacklist, "_ban_book",
+    monkeypatch.setattr(cli_books, "ban_book",
                         lambda cfg, need_kernel: BanBook(cfg, store, None))
     listed = CliRunner().invoke(main, ["blacklist", "list", "--json", "-c", str(config)])
     assert listed.exit_code == 0, listed.output

@@ -2,8 +2,8 @@
 codes, ``blacklist remove`` of several addresses / a CIDR / --all, the run-time allow list's
 store, CLI and fleet wire format, and events with journald priorities (guard and registrar).
 
-The kernel is left out here (``_ban_book`` without sets); tests/integration/test_allow_cli.py
-runs the same commands against real ipsets in a namespace."""
+The kernel is left out here (``cli_books.ban_book`` without sets);
+tests/integration/test_allow_cli.py runs the same commands against real ipsets in a namespace."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from floodguard import cli, cli_blacklist, durations
+from floodguard import cli, cli_books, durations
 from floodguard.bans import BanBook
 from floodguard.cli import main
 from floodguard.events import EventHandler, EventLog, priority_of
@@ -51,7 +51,7 @@ def _config(tmp_path, extra: str = "", name: str = "f.toml") -> str:
 def store_only(tmp_path, monkeypatch):
     """The blacklist/allow commands on this store, without the kernel."""
     store = Store(tmp_path / "s.db")
-    monkeypatch.setattr(cli_blacklist, "_ban_book",
+    monkeypatch.setattr(cli_books, "ban_book",
                         lambda cfg, need_kernel: BanBook(_effective(cfg, store), store, None))
     return store
 

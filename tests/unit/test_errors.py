@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import floodguard
-from floodguard import cli, cli_blacklist
+from floodguard import cli, cli_books
 from floodguard.bans import BanBook
 from floodguard.config import load
 from floodguard.errors import EXIT_CODES, ExitCode, FloodguardError, exit_code_of
@@ -105,7 +105,7 @@ def test_cli_allow_listed_ban_exits_4(tmp_path, monkeypatch: pytest.MonkeyPatch)
     config.write_text(f'[state]\npath = "{tmp_path / "s.db"}"\n'
                       '[blacklist]\nallow = ["192.0.2.0/24"]\n')
     # the book without the kernel: the allow list is checked before any set is touched
-    monkeypatch.setattr(cli_blacklist, "_ban_book", lambda cfg, need_kernel: BanBook(
+    monkeypatch.setattr(cli_books, "ban_book", lambda cfg, need_kernel: BanBook(
         cfg, Store(cfg.state.path), None))
     result = CliRunner().invoke(cli.main, ["blacklist", "add", "192.0.2.7", "-c", str(config)])
     assert result.exit_code == 4, result.output

@@ -333,7 +333,7 @@ def test_after_the_first_registration_period_unproven_credentials_are_dropped(ri
 
 
 def test_unproven_credentials_never_reach_the_registrar(rig):
-    from floodguard.guard import STRIP_RATE
+    from floodguard.guard_state import STRIP_RATE
 
     guard, _, _, _, clock = rig()
     stripped = dropped = 0

@@ -660,6 +660,22 @@ def test_queue_budget_for_unknown_sources_known_sources_bypass() -> None:
     assert h.req("100.65.0.1", Msg()).reason == "ok"
 
 
+def test_a_request_verdict_says_whether_its_source_is_known_good() -> None:
+    """The guard's admission meter reads it from the verdict (one known-table read per packet),
+    whatever the verdict: ok, a rate drop, a gateway drop or the budget."""
+    gw = GatewayConfig(name="trunk", sources=("198.18.0.0/24",), cps=0.5)
+    h = Harness(cfg_with(gateways=(gw,), limits=LimitsConfig(queue_budget=4)), step=0)
+    h.login(VICTIM, "alice@example.com")  # 2 of the 4 budget tokens
+    known = [h.req(VICTIM, Msg(call_id=f"k{i}")) for i in range(12)]
+    assert {v.reason for v in known} == {"ok", "rate:register"}
+    assert all(v.known for v in known)
+    strangers = [h.req(f"100.64.0.{i}", Msg()) for i in range(3)]
+    assert [v.reason for v in strangers] == ["ok", "ok", "budget"]
+    assert not any(v.known for v in strangers)
+    assert [v.known for v in (h.req("198.18.0.1", Msg()), h.req("198.18.0.1", Msg()))] == [
+        False, False]
+
+
 def test_gateway_members_bypass_the_budget() -> None:
     gw = GatewayConfig(name="trunk", sources=("198.18.0.0/24",), cps=100)
     h = Harness(cfg_with(gateways=(gw,), limits=LimitsConfig(queue_budget=5)), step=0)
