@@ -36,7 +36,7 @@ venv: $(STAMP)
 # setup.py compiles the C sources and, with mypyc, the guard, the policy engine, the SIP parser
 # and the registrar's request path
 $(STAMP): pyproject.toml setup.py $(wildcard floodguard/*/*.c) floodguard/guard.py $(wildcard floodguard/policy/*.py) \
-		$(wildcard floodguard/sip/*.py) $(wildcard floodguard/registrar/*.py)
+		$(wildcard floodguard/*/*.h) $(wildcard floodguard/sip/*.py) $(wildcard floodguard/registrar/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
