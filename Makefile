@@ -35,7 +35,8 @@ venv: $(STAMP)
 
 # setup.py compiles the C sources and, with mypyc, the guard, the policy engine, the SIP parser
 # and the registrar's request path
-$(STAMP): pyproject.toml setup.py $(wildcard floodguard/*/*.c) floodguard/guard.py floodguard/guard_state.py floodguard/guard_actions.py \
+$(STAMP): pyproject.toml setup.py $(wildcard floodguard/*/*.c) $(wildcard floodguard/*/*.h) \
+		floodguard/guard.py floodguard/guard_state.py floodguard/guard_actions.py \
 		$(wildcard floodguard/policy/*.py) \
 		$(wildcard floodguard/sip/*.py) $(wildcard floodguard/registrar/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

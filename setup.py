@@ -35,7 +35,10 @@ for ext in compiled:
 
 setup(
     ext_modules=[
-        Extension("floodguard.sip._scan", ["floodguard/sip/_scan.c"], extra_compile_args=CFLAGS),
+        Extension("floodguard.sip._scan", ["floodguard/sip/_scan.c"], extra_compile_args=CFLAGS,
+                  depends=["floodguard/sip/_scan_common.h"]),
+        Extension("floodguard.sip._index", ["floodguard/sip/_index.c"], extra_compile_args=CFLAGS,
+                  depends=["floodguard/sip/_scan_common.h"]),
         Extension("floodguard.kernel._nfq", ["floodguard/kernel/_nfq.c"],
                   extra_compile_args=CFLAGS),
         *compiled,

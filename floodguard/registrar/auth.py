@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import enum
-import hmac
+import hashlib
 import os
 from collections.abc import Mapping
 
@@ -29,14 +29,19 @@ _MAC_LEN = 16  # digest.NonceFactory's truncated HMAC-SHA256 (checked by the tes
 
 
 class _Nonces(digest.NonceFactory):
-    """`digest.NonceFactory` with the same MAC computed by the one-shot `hmac.digest` (no
-    Python-level HMAC object per nonce) and the packed source address remembered."""
+    """`digest.NonceFactory` with the same MAC (HMAC-SHA256, RFC 2104) computed from SHA-256
+    states keyed once: copying them costs a third of `hmac.digest`, which looks the algorithm
+    up in OpenSSL on every call. The packed source address is remembered too."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_inner", "_outer")
 
     def __init__(self, secret: bytes, lifetime: float) -> None:
         super().__init__(secret, lifetime)
         self._keys: dict[str, bytes] = {}
+        block = self._secret if len(self._secret) <= 64 else hashlib.sha256(self._secret).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def _mac(self, header: bytes, source_ip: str) -> bytes:
         key = self._keys.get(source_ip)
@@ -44,7 +49,11 @@ class _Nonces(digest.NonceFactory):
             if len(self._keys) >= 65536:
                 self._keys.clear()
             key = self._keys[source_ip] = digest._address_key(source_ip)
-        return hmac.digest(self._secret, header + key, "sha256")[:_MAC_LEN]
+        inner = self._inner.copy()
+        inner.update(header + key)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_MAC_LEN]
 
 
 def _issued_at(nonce: str) -> float:

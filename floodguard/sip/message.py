@@ -16,6 +16,7 @@ from itertools import islice, product
 from typing import NamedTuple
 
 from floodguard.errors import FloodguardError
+from floodguard.sip._index import auth_params, index_message
 
 __all__ = [
     "COMPACT_FORMS",
@@ -76,6 +77,9 @@ _MAX_AUTH_VALUES = 8
 # registrar) must agree where each header line ends; a bare CR is a line end to some parsers
 # and a value byte to others, which lets a spoofer plant a header in a reply that echoes it.
 _BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+# The same test in two cheap steps (the lookahead makes the regex above try every position):
+# a control character, or more CRs than CRLFs.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 # The quoted-string loop is unrolled and whitespace spelled [ \t] rather than \s: both keep
 # the regex engine on its fast paths.  Unterminated quotes and brackets run to the end.
@@ -287,6 +291,12 @@ class SipMessage:
         value = self._first.get(key)
         return None if value is None else _text(value)
 
+    def _raw_all(self, key: bytes) -> list[bytes]:
+        if self._multi is not None:
+            return list(self._multi.get(key, ()))
+        value = self._first.get(key)
+        return [] if value is None else [value]
+
     def _all(self, key: bytes) -> list[str]:
         if self._multi is not None:
             return [_text(v) for v in self._multi.get(key, ())]
@@ -427,8 +437,8 @@ class SipMessage:
         auth = self._auth
         if auth is _UNSET:
             auth = self._auth = _parse_credentials(
-                self._all(b"authorization")[:_MAX_AUTH_VALUES],
-                self._all(b"proxy-authorization")[:_MAX_AUTH_VALUES],
+                self._raw_all(b"authorization")[:_MAX_AUTH_VALUES],
+                self._raw_all(b"proxy-authorization")[:_MAX_AUTH_VALUES],
             )
         return auth  # type: ignore[return-value]
 
@@ -438,8 +448,8 @@ class SipMessage:
         parsed = self._challenges
         if parsed is None:
             parsed = self._challenges = _parse_challenges(
-                self._all(b"www-authenticate")[:_MAX_AUTH_VALUES]
-                + self._all(b"proxy-authenticate")[:_MAX_AUTH_VALUES]
+                self._raw_all(b"www-authenticate")[:_MAX_AUTH_VALUES]
+                + self._raw_all(b"proxy-authenticate")[:_MAX_AUTH_VALUES]
             )
         return parsed
 
@@ -601,11 +611,17 @@ def _parse_auth_value(value: str) -> list[tuple[str, dict[str, str]]]:
 _CREDENTIAL_FIELDS = DigestCredentials._fields[1:-1]
 
 
-def _parse_credentials(*groups: list[str]) -> DigestCredentials | None:
+def _auth_pairs(raw: bytes) -> list[tuple[str, dict[str, str]]]:
+    """_parse_auth_value of a raw header value; the C split where it answers (plain ASCII)."""
+    pairs = auth_params(raw)
+    return _parse_auth_value(_text(raw)) if pairs is None else pairs
+
+
+def _parse_credentials(*groups: list[bytes]) -> DigestCredentials | None:
     first: DigestCredentials | None = None
     for values in groups:
         for value in values:
-            for scheme, p in _parse_auth_value(value):
+            for scheme, p in _auth_pairs(value):
                 creds = _tuple_new(DigestCredentials, (scheme, *map(p.get, _CREDENTIAL_FIELDS), p))
                 if scheme.lower() == "digest":
                     return creds
@@ -614,10 +630,10 @@ def _parse_credentials(*groups: list[str]) -> DigestCredentials | None:
     return first
 
 
-def _parse_challenges(values: list[str]) -> tuple[DigestChallenge, ...]:
+def _parse_challenges(values: list[bytes]) -> tuple[DigestChallenge, ...]:
     out: list[DigestChallenge] = []
     for value in values:
-        for scheme, p in _parse_auth_value(value):
+        for scheme, p in _auth_pairs(value):
             out.append(
                 _tuple_new(DigestChallenge, (
                     scheme,
@@ -757,10 +773,19 @@ def parse_message(data: bytes | bytearray | memoryview, *, stream: bool = False
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"parse_message needs bytes, got {type(data).__name__}")
-    return _parse(bytes(data) if type(data) is not bytes else data, stream)
+    data = bytes(data) if type(data) is not bytes else data
+    fast = index_message(data, stream)
+    if fast is not None:
+        first, multi, method, uri, status, reason, cseq_num, cseq_method, clen, body, end = fast
+        return SipMessage(
+            first, multi, method, uri, status, reason, cseq_num, cseq_method, clen, body, end
+        )
+    return _parse(data, stream)
 
 
 def _parse(data: bytes, stream: bool) -> SipMessage:
+    """The reference parser: every message the C index (floodguard.sip._index) declines, and
+    what tests/unit/test_sip_index.py compares that index with."""
     n = len(data)
     if not n:
         raise SipParseError("empty")
@@ -799,9 +824,13 @@ def _parse(data: bytes, stream: bool) -> SipMessage:
         if hend - off > MAX_HEADER_LINE and max(map(len, lines)) > MAX_HEADER_LINE:
             raise SipParseError("header_too_long")
 
-    bad = _BAD_HEADER_BYTES.search(data, off, hend + 2 if data[hend:hend + 2] == b"\r\n" else hend)
-    if bad is not None:
-        raise SipParseError("control_char", f"byte 0x{data[bad.start()]:02x} in the header block")
+    stop = hend + 2 if data[hend:hend + 2] == b"\r\n" else hend
+    if (_CONTROL_BYTES.search(data, off, stop) is not None
+            or data.count(b"\r", off, stop) != data.count(b"\r\n", off, stop)):
+        bad = _BAD_HEADER_BYTES.search(data, off, stop)  # the first one, for the message
+        if bad is not None:
+            raise SipParseError("control_char",
+                                f"byte 0x{data[bad.start()]:02x} in the header block")
     start = lines[0]
     method: str | None = None
     uri: str | None = None

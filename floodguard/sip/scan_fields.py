@@ -1,4 +1,4 @@
-"""The fields the C scan (floodguard.sip._scan) must give exactly as the Python parsers do.
+"""The fields the C scans (sip._scan, sip._index) must give exactly as the Python parsers do.
 
 Whenever ``scan_sip`` answers, ``sip_fields`` of its view equals ``sip_fields`` of what
 ``parse_message`` makes of the same bytes; whenever ``scan_packet`` answers, its first five
@@ -28,3 +28,27 @@ def sip_fields(msg: Any) -> tuple[object, ...]:
 def packet_fields(pkt: Any) -> tuple[object, ...]:
     """The addresses and ports of a parsed packet, in scan_packet's order."""
     return (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+
+
+_NAMES = ("via", "from", "to", "call-id", "cseq", "contact", "expires", "content-length",
+          "authorization", "www-authenticate", "require", "user-agent", "max-forwards")
+
+
+def message_fields(msg: Any, data: bytes) -> tuple[object, ...]:
+    """Everything a parsed message (`parse_message` of `data`) tells, as a comparable tuple:
+    what the C index (floodguard.sip._index) must give exactly as the Python parser does.
+    Every header named in `data`, and the usual ones, are read one by one and all at once."""
+    names = set(_NAMES)
+    for line in data.split(b"\n")[1:]:
+        name = line.partition(b":")[0].strip()
+        if not name:
+            break
+        names.add(name.decode("utf-8", "replace"))
+    return (
+        msg.is_request, msg.method, msg.request_uri, msg.status, msg.reason, msg.cseq_num,
+        msg.cseq_method, msg.content_length, msg.body, msg.length, msg.call_id, msg.user_agent,
+        msg.expires, msg.via, msg.via_branch, msg.from_uri, msg.from_user, msg.from_host,
+        msg.from_tag, msg.to_uri, msg.to_user, msg.to_host, msg.to_tag, msg.aor, msg.contacts,
+        msg.granted_expires, msg.authorization, msg.challenges,
+        tuple((name, msg.header(name), tuple(msg.headers(name))) for name in sorted(names)),
+    )
