@@ -92,9 +92,9 @@ def test_phone_registers_over_a_retransmitting_link(glab: GuardLab) -> None:
     """The VM's symptom after the lift (REGISTER, 401, REGISTER, then a second 401 with a fresh
     challenge): under software emulation the round trip exceeds register.xml's 500 ms
     retransmission timer, the first REGISTER goes out twice and the registrar challenges each
-    copy; SIPp matches answers by Call-ID, so the late 401 to CSeq 1 ended the call. Here the
-    kernel duplicates the first REGISTER; the phone still registers, and a wrong password still
-    fails."""
+    copy; SIPp matched answers by Call-ID, so the late 401 to CSeq 1 ended the call
+    (register.xml now names its transactions). Here the kernel duplicates the first REGISTER;
+    the phone still registers, and a wrong password still fails."""
     start(glab, registrar="floodguard")
     glab.client.run("iptables", "-t", "mangle", "-A", "OUTPUT", "-p", "udp", "--dport", "5060",
                     "-m", "string", "--algo", "bm", "--string", "CSeq: 1 REGISTER",
