@@ -99,13 +99,17 @@ def test_svcrack_suspends_the_endpoint(lab: Lab) -> None:
     """The README's svcrack run against account 1002 ends with that endpoint of the attacker VM
     suspended (kind endpoint, not in the kernel ban set): the phone's known-good pair makes the
     address shared-capable, so its own account 1001 still registers."""
-    lab.ssh("attacker", CRACK, check=False, timeout=300)
+    crack = lab.ssh("attacker", CRACK, check=False, timeout=300)
     deadline = time.monotonic() + 120
     while not blacklist(lab) and time.monotonic() < deadline:
         time.sleep(2)
     held = blacklist(lab)
-    assert [(e.get("scope"), str(e.get("aor")).split("@")[0], e.get("in_kernel"))
-            for e in held] == [("aor", "1002", False)], held
+    if [(e.get("scope"), str(e.get("aor")).split("@")[0], e.get("in_kernel"))
+            for e in held] != [("aor", "1002", False)]:
+        why = lab.ssh("sip", f"sudo floodguard explain {ATTACKER_IP}; sudo journalctl -u "
+                             "floodguard -n 40 --no-pager", check=False, timeout=SHOW_TIMEOUT)
+        raise AssertionError(f"blacklist: {held}\nsvcrack: {crack.stdout[-1500:]}"
+                             f"{crack.stderr[-500:]}\n{why.stdout}{why.stderr}")
     lab.ssh("attacker", ONE_REGISTER, timeout=120)
 
 
