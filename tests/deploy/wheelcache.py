@@ -13,6 +13,8 @@ different sources apart; whether a wheel is reused is the role's own decision by
 folder can never serve a wheel of other sources (test_deploy.py checks that a changed byte of
 the package rebuilds). Playbook runs that may build take the folder's lock; the least recently
 used folders beyond ``KEEP`` per suite are removed.
+
+``sdist_digest`` is the key test_wheel_install.py keeps its wheel (built from the sdist) under.
 """
 
 from __future__ import annotations
@@ -68,18 +70,24 @@ def prune(keep: Path, pattern: str) -> None:
     folders = sorted((p for p in keep.parent.glob(pattern) if p != keep and p.is_dir()),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in folders[KEEP - 1:]:
-        with open(old / ".lock", "a") as lock:
+        with open(lock_file(old), "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
             shutil.rmtree(old, ignore_errors=True)
+            lock_file(old).unlink(missing_ok=True)
+
+
+def lock_file(folder: Path) -> Path:
+    """The folder's lock, beside it (the role copies everything in a wheelhouse to the hosts)."""
+    return folder.with_name(folder.name + ".lock")
 
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
     """Hold the folder's lock: one playbook run at a time may build into it."""
-    with open(folder / ".lock", "a") as lock:
+    with open(lock_file(folder), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
