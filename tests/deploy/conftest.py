@@ -34,12 +34,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from . import wheelcache
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -171,41 +173,56 @@ def _prepare_image(root: Path) -> None:
     sh(["chroot", str(root), "apt-get", "clean"])
 
 
-def build_image(suite: str = "bookworm") -> Path:
-    """The cached Debian root of a suite (built with debootstrap on the first run): its root
-    folder."""
-    mirror = debian_mirror()
-    entry = CACHE_ROOT / f"{suite}-{image_key(suite, mirror)}"
-    root = entry / "root"
-    stamp = entry / "complete"
-    if stamp.is_file():
-        return root
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_ROOT / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time
-        if stamp.is_file():
-            return root
-        staging = CACHE_ROOT / f".{entry.name}.{os.getpid()}"
+def debootstrap(suite: str, packages: tuple[str, ...], root: Path, mirror: str) -> None:
+    """A minimal Debian root of the suite with the packages, in root; fails with its log."""
+    result = sh(["debootstrap", "--variant=minbase", "--components=main",
+                 "--include=" + ",".join(packages), suite, str(root), mirror], check=False,
+                timeout=1800)
+    if result.returncode != 0:
+        log = root / "debootstrap/debootstrap.log"
+        detail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise AssertionError(f"debootstrap failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}{result.stderr[-3000:]}{detail}")
+
+
+def cached(entry: Path, done: str, build: Callable[[Path], None]) -> Path:
+    """The cache entry ``entry`` (a folder under CACHE_ROOT), made by ``build(staging)`` on
+    first use: one builder at a time, in a staging folder renamed into place once ``build``
+    has written ``done`` in it, so an interrupted build never looks complete."""
+    if (entry / done).is_file():
+        return entry
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (entry / done).is_file():
+            return entry
+        staging = entry.parent / f".{entry.name}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
-            result = sh(["debootstrap", "--variant=minbase", "--components=main",
-                         "--include=" + ",".join(IMAGE_PACKAGES), suite,
-                         str(staging / "root"), mirror], check=False, timeout=1800)
-            if result.returncode != 0:
-                log = staging / "root/debootstrap/debootstrap.log"
-                detail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-                raise AssertionError(f"debootstrap failed ({result.returncode}):\n"
-                                     f"{result.stdout[-3000:]}{result.stderr[-3000:]}{detail}")
-            _prepare_image(staging / "root")
-            (staging / "complete").write_text(
-                json.dumps({"suite": suite, "mirror": mirror, "packages": IMAGE_PACKAGES,
-                            "recipe": IMAGE_RECIPE, "built": time.time()}) + "\n")
+            build(staging)
+            if not (staging / done).is_file():
+                raise AssertionError(f"the build of {entry} wrote no {done}")
             shutil.rmtree(entry, ignore_errors=True)
             staging.rename(entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return entry
+
+
+def build_image(suite: str = "bookworm") -> Path:
+    """The cached Debian root of a suite (built with debootstrap on the first run): its root
+    folder."""
+    mirror = debian_mirror()
+
+    def build(staging: Path) -> None:
+        debootstrap(suite, IMAGE_PACKAGES, staging / "root", mirror)
+        _prepare_image(staging / "root")
+        (staging / "complete").write_text(
+            json.dumps({"suite": suite, "mirror": mirror, "packages": IMAGE_PACKAGES,
+                        "recipe": IMAGE_RECIPE, "built": time.time()}) + "\n")
+
+    return cached(CACHE_ROOT / f"{suite}-{image_key(suite, mirror)}", "complete", build) / "root"
 
 
 # ---------------------------------------------------------------- the container
@@ -226,6 +243,7 @@ class Container:
     namespaces: list[str] = field(default_factory=list)
     first_run: PlaybookRun | None = None
     fresh_check_run: PlaybookRun | None = None  # --check before the first run
+    wheelhouse: Path | None = None  # the role's, on the controller (default: in work)
 
     def __post_init__(self) -> None:
         used = sh(["ip", "-4", "-o", "addr"]).stdout
@@ -424,7 +442,7 @@ class Container:
         variables: dict[str, Any] = {
             # floodguard_build_python: a Python of the hosts' minor version
             "floodguard_build_python": build_python(self.suite),
-            "floodguard_wheelhouse": str(self.work / "wheelhouse"),
+            "floodguard_wheelhouse": str(self.wheelhouse or self.work / "wheelhouse"),
             # offline host: the packages are checked, the apt cache is not refreshed
             "floodguard_apt_update_cache": False,
             # svcrack announces itself as friendly-scanner: with the scanner layer on it is
@@ -459,8 +477,9 @@ class Container:
         env = dict(ansible_env(self.work), ANSIBLE_PIPELINING="1",
                    ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.control_dir))
         started = time.monotonic()
-        result = sh(["ansible-playbook", "-i", str(inventory), str(SITE), *args],
-                    check=False, timeout=900, env=env, cwd=REPO)
+        with wheelcache.locked(self.wheelhouse) if self.wheelhouse else contextlib.nullcontext():
+            result = sh(["ansible-playbook", "-i", str(inventory), str(SITE), *args],
+                        check=False, timeout=900, env=env, cwd=REPO)
         run = PlaybookRun(result.returncode, result.stdout + result.stderr,
                           time.monotonic() - started)
         (self.work / f"ansible-{int(started)}.log").write_text(run.output)
@@ -524,9 +543,11 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
               ) -> Iterator[Container]:
     """A booted container of the suite in ``request.param`` (test_deploy.py parametrizes it),
     checked with ``ansible-playbook --check`` while new, then deployed once (the runs are
-    kept)."""
+    kept). The role's wheelhouse is the suite's cached one (wheelcache.py)."""
     suite = request.param
-    box = Container(build_image(suite), tmp_path_factory.mktemp(suite), suite=suite)
+    box = Container(build_image(suite), tmp_path_factory.mktemp(suite), suite=suite,
+                    wheelhouse=wheelcache.wheelhouse_for(CACHE_ROOT, suite, build_python(suite),
+                                                          REPO))
     try:
         box.prepare()
         box.boot()

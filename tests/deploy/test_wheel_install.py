@@ -1,7 +1,8 @@
 """The built wheel and sdist are complete: installed alone, floodguard works outside the checkout.
 
 Built once for the module (``python -m build``: the sdist from a copy of the checkout, then the
-wheel from that sdist, so the sdist is proven to hold what the wheel needs):
+wheel from that sdist, so the sdist is proven to hold what the wheel needs; the wheel is kept
+between runs keyed by the sdist's content and the Python, see ``built``):
 
 - the wheel carries the units and the ruleset templates (package data), the sdist the templates,
   the units and the C and Python sources;
@@ -16,6 +17,8 @@ wheel from that sdist, so the sdist is proven to hold what the wheel needs):
 from __future__ import annotations
 
 import email
+import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -32,7 +35,8 @@ import pytest
 from floodguard.kernel.rules import PACKAGE_DIR
 from tests.integration.conftest import make_netns  # noqa: F401  (the fixture)
 
-from .conftest import REPO, UNITS, sh
+from . import wheelcache
+from .conftest import CACHE_ROOT, REPO, UNITS, cached, sh
 
 TEMPLATES = sorted(p.name for p in PACKAGE_DIR.glob("*.toml"))
 CHECKOUT_FLOODGUARD = Path(sys.executable).with_name("floodguard")
@@ -69,16 +73,35 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """sdist and wheel of this checkout (a copy: the build leaves nothing in the checkout)."""
+    """sdist and wheel of this checkout (a copy: the build leaves nothing in the checkout). The
+    wheel is built from the sdist, and kept in ``CACHE_ROOT/wheels`` keyed by the sdist's
+    content and the build Python: compiling takes minutes, and only a different sdist (or
+    Python) can make a different wheel."""
     top = tmp_path_factory.mktemp("build")
     source = top / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".hypothesis",
         "*.so"))
-    # mypyc compiles the per-packet modules: 1 to 2 minutes, several on a loaded machine
-    sh([sys.executable, "-m", "build", "--outdir", str(top / "out"), str(source)], timeout=1500)
-    (wheel,) = (top / "out").glob("floodguard-*.whl")
+    sh([sys.executable, "-m", "build", "--sdist", "--outdir", str(top / "out"), str(source)],
+       timeout=600)
     (sdist,) = (top / "out").glob("floodguard-*.tar.gz")
+    python = sh([sys.executable, "-VV"]).stdout.strip()
+    key = hashlib.sha256(f"{python}\0{wheelcache.sdist_digest(sdist)}".encode()).hexdigest()
+
+    def build(staging: Path) -> None:
+        unpacked = top / "unpacked"
+        with tarfile.open(sdist) as archive:
+            archive.extractall(unpacked, filter="data")
+        (tree,) = unpacked.iterdir()
+        # mypyc compiles the per-packet modules: 1 to 2 minutes, several on a loaded machine
+        sh([sys.executable, "-m", "build", "--wheel", "--outdir", str(staging), str(tree)],
+           timeout=1500)
+        (wheel,) = staging.glob("floodguard-*.whl")
+        (staging / "complete").write_text(f"{wheel.name}\n{python}\n")
+
+    entry = cached(CACHE_ROOT / "wheels" / key[:24], "complete", build)
+    wheelcache.prune(entry, "[0-9a-f]*")
+    (wheel,) = entry.glob("floodguard-*.whl")
     return Built(wheel, sdist)
 
 
@@ -169,3 +192,26 @@ def test_installed_apply_in_a_namespace(installed: Installed, make_netns, tmp_pa
     ns.run(installed.floodguard, "remove", "-c", str(config), env=env)
     saved = ns.run("iptables-nft-save").stdout
     assert "FLOODGUARD" not in saved and "floodguard" not in ns.run("ipset", "list", "-n").stdout
+
+
+def test_the_wheel_cache_key_is_the_sdists_content(tmp_path: Path) -> None:
+    """The key ``built`` caches the wheel under: the same for an sdist packed again later (new
+    timestamps), different for one changed byte, a renamed file or a changed mode."""
+    def sdist(name: str, files: dict[str, tuple[bytes, int]], mtime: int) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as archive:
+            for member, (data, mode) in files.items():
+                info = tarfile.TarInfo(f"floodguard-0.1.0/{member}")
+                info.size, info.mode, info.mtime = len(data), mode, mtime
+                archive.addfile(info, io.BytesIO(data))
+        return path
+
+    files = {"setup.py": (b"setup()\n", 0o644), "floodguard/guard.py": (b"x = 1\n", 0o644)}
+    key = wheelcache.sdist_digest(sdist("a.tar.gz", files, 1))
+    assert wheelcache.sdist_digest(sdist("b.tar.gz", files, 2)) == key
+    changed = dict(files, **{"floodguard/guard.py": (b"x = 2\n", 0o644)})
+    renamed = {"setup.py": files["setup.py"], "floodguard/guards.py": files["floodguard/guard.py"]}
+    mode = dict(files, **{"setup.py": (b"setup()\n", 0o755)})
+    others = [wheelcache.sdist_digest(sdist(f"{n}.tar.gz", f, 1))
+              for n, f in (("c", changed), ("d", renamed), ("e", mode))]
+    assert key not in others and len(set(others)) == 3

@@ -14,15 +14,21 @@ the nspawn image of the deployment test (conftest.py).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from .conftest import CACHE_ROOT, IMAGE_PACKAGES, _prepare_image, debian_mirror, sh
+from .conftest import (
+    CACHE_ROOT,
+    IMAGE_PACKAGES,
+    _prepare_image,
+    cached,
+    debian_mirror,
+    debootstrap,
+    sh,
+)
 
 # the VMs run Debian 12: the Vagrantfile's host-side Ansible builds their wheels with this
 # checkout's Python 3.11
@@ -126,38 +132,17 @@ def _pack_box(root: Path, folder: Path) -> Path:
 def build_box() -> Path:
     """The cached box file (built with debootstrap on first use)."""
     mirror = debian_mirror()
-    entry = CACHE_ROOT / f"vagrant-{SUITE}-{box_key(mirror)}"
-    box = entry / "floodguard.box"
-    if box.is_file():
-        return box
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_ROOT / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time
-        if box.is_file():
-            return box
-        staging = CACHE_ROOT / f".{entry.name}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        try:
-            result = sh(["debootstrap", "--variant=minbase", "--components=main",
-                         "--include=" + ",".join(BOX_PACKAGES), SUITE, str(staging / "root"),
-                         mirror], check=False, timeout=1800)
-            if result.returncode != 0:
-                log = staging / "root/debootstrap/debootstrap.log"
-                detail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-                raise AssertionError(f"debootstrap failed ({result.returncode}):\n"
-                                     f"{result.stdout[-3000:]}{result.stderr[-3000:]}{detail}")
-            _prepare_vm_root(staging / "root")
-            _pack_box(staging / "root", staging)
-            shutil.rmtree(staging / "root")
-            (staging / "built.json").write_text(json.dumps(
-                {"suite": SUITE, "mirror": mirror, "packages": BOX_PACKAGES,
-                 "recipe": BOX_RECIPE, "built": time.time()}) + "\n")
-            shutil.rmtree(entry, ignore_errors=True)
-            staging.rename(entry)
-            for older in CACHE_ROOT.glob(f"vagrant-{SUITE}-*"):
-                if older != entry:  # a box of an older recipe or mirror
-                    shutil.rmtree(older, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return box
+
+    def build(staging: Path) -> None:
+        debootstrap(SUITE, BOX_PACKAGES, staging / "root", mirror)
+        _prepare_vm_root(staging / "root")
+        _pack_box(staging / "root", staging)
+        shutil.rmtree(staging / "root")
+        (staging / "built.json").write_text(json.dumps(
+            {"suite": SUITE, "mirror": mirror, "packages": BOX_PACKAGES,
+             "recipe": BOX_RECIPE, "built": time.time()}) + "\n")
+        for older in CACHE_ROOT.glob(f"vagrant-{SUITE}-*"):  # boxes of older recipes or mirrors
+            shutil.rmtree(older, ignore_errors=True)
+
+    entry = cached(CACHE_ROOT / f"vagrant-{SUITE}-{box_key(mirror)}", "floodguard.box", build)
+    return entry / "floodguard.box"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.svcrack_run import run_svcrack
+
 from .conftest import CLIENTS4, FLOODGUARD, SERVER4, Netns
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -212,6 +214,6 @@ def svcrack(lab: GuardLab, src: str, user: str = "1001", tries: int = 12) -> Non
     if lab.client.run("iptables", "-t", "nat", "-C", *rule, check=False).returncode != 0:
         lab.client.run("iptables", "-t", "nat", "-A", *rule)
     # once banned nothing answers: give up after 2 s of silence instead of svcrack's default
-    lab.client.run("timeout", "40", "svcrack", "-u", user, "-r", f"1-{tries}", "-P", port,
-                   "-x", src, "-p", "5060", "-t", "0.2", "--maximumtime", "2", SERVER4,
-                   check=False)
+    run_svcrack(["ip", "netns", "exec", lab.client.name],
+                ["-u", user, "-r", f"1-{tries}", "-P", port, "-x", src, "-p", "5060", "-t", "0.2",
+                 "--maximumtime", "2", SERVER4])
