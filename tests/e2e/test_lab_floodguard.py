@@ -28,8 +28,10 @@ def test_unprotected_botnet_overwhelms_the_registrar(fg_lab: LabSession) -> None
     assert r["attack_sent"] >= 100_000, check.brief(r)
     # genuinely overwhelmed: most datagrams die at the registrar's full socket
     assert r["registrar_socket_drops"] >= 0.5 * r["attack_sent"], check.brief(r)
-    assert r["legit_success_pct"] <= 80.0, check.brief(r)
-    assert r["legit_success_pct"] <= protected["legit_success_pct"] - 20, check.brief(r)
+    # floodguard's registrar parses in C since #15.4 and loses fewer phones than it did (about
+    # 40 % then, 80 % in a CI run at c886390): the phones must still lose a clear share
+    assert r["legit_success_pct"] <= 90.0, check.brief(r)
+    assert r["legit_success_pct"] <= protected["legit_success_pct"] - 10, check.brief(r)
     assert r["latency_p99_ms"] > 10 * protected["latency_p99_ms"], check.brief(r)
 
 
