@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import socket
 import time
@@ -44,6 +45,7 @@ from floodguard.registrar.liveness import BRANCH_PREFIX
 from floodguard.registrar.server import (
     RegistrarServer,
     _bound_socket,
+    _UdpEndpoint,
     load_accounts,
     serve,
     tls_addresses,
@@ -156,6 +158,11 @@ class WorkerServer(RegistrarServer):
         self._outgoing: list[list[bytes]] = [[] for _ in range(workers)]
         self._outgoing_size = [0] * workers
         self._flush_due = False
+        # The shared UDP sockets sit in an epoll of their own with EPOLLEXCLUSIVE, watched by
+        # the event loop: a datagram wakes one idle worker, not all of them (as a blocking
+        # read in each of Kamailio's children does); the others keep sleeping.
+        self._shared = select.epoll()
+        self._shared_udp: dict[int, _UdpEndpoint] = {}
         super().__init__(settings, accounts, accounts_loader=accounts_loader, started=started)
         self.core.router = self._route
         self.core.lookup = SharedLookup(self.table, self.mine)
@@ -173,13 +180,36 @@ class WorkerServer(RegistrarServer):
         await super().start()
         for endpoint in self.udp.values():
             endpoint.batch = _SHARED_UDP_BATCH
-        asyncio.get_running_loop().add_reader(self.inbox.fileno(), self._inbox_ready)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.inbox.fileno(), self._inbox_ready)
+        loop.add_reader(self._shared.fileno(), self._shared_ready)
 
     async def stop(self) -> None:
         if not self._stopped:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self.inbox.fileno())
+            loop = asyncio.get_running_loop()
+            for fd in (self.inbox.fileno(), self._shared.fileno()):
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(fd)
         await super().stop()
+        self._shared.close()
+
+    def _watch(self, endpoint: _UdpEndpoint, loop: asyncio.AbstractEventLoop) -> None:
+        exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
+        if exclusive:
+            try:
+                self._shared.register(endpoint.sock.fileno(), select.EPOLLIN | exclusive)
+            except OSError:  # a kernel before 4.5: every idle worker wakes
+                pass
+            else:
+                self._shared_udp[endpoint.sock.fileno()] = endpoint
+                return
+        super()._watch(endpoint, loop)
+
+    def _shared_ready(self) -> None:
+        for fd, _ in self._shared.poll(0, len(self._shared_udp) or 1):
+            endpoint = self._shared_udp.get(fd)
+            if endpoint is not None and not endpoint.closed:
+                endpoint._read_ready()
 
     # --- between workers -----------------------------------------------------------------
 
