@@ -106,19 +106,6 @@ def open_envelope(data: bytes) -> tuple[bytes, Source, tuple[str, int], bytes]:
             data[3 + size :])
 
 
-class PartitionTable(BindingTable):
-    """A binding table that keeps only the AORs this worker owns."""
-
-    def __init__(self, path: str, mine: Callable[[str], bool]) -> None:
-        self._mine = mine
-        super().__init__(path)
-
-    def load(self, now: float) -> None:
-        super().load(now)
-        for aor in [aor for aor in self._by_aor if not self._mine(aor)]:
-            self._count -= len(self._by_aor.pop(aor))
-
-
 class SharedLookup:
     """Bindings for INVITE: this worker's own from memory, the others' from the database."""
 
@@ -171,7 +158,7 @@ class WorkerServer(RegistrarServer):
         return owner_of(username, self.workers) == self.index
 
     def _open_table(self) -> BindingTable:
-        return PartitionTable(self.settings.state_path, self.mine)
+        return BindingTable(self.settings.state_path, keep=self.mine)
 
     def _socket(self, host: str, port: int, kind: socket.SocketKind) -> socket.socket | None:
         return self.sockets.pop((host, port, int(kind)), None)
