@@ -144,7 +144,9 @@ def to_tag_for(call_id: str, from_value: str, cseq: int | None) -> str:
 
     Derived from Call-ID, the From header (which holds the From tag) and the CSeq number.
     """
-    seed = f"{call_id}|{from_value}|{cseq}".encode("utf-8", "replace")
+    # str has no lone surrogates here (values come from decoding bytes with "replace"), so
+    # the strict UTF-8 codec (mypyc's fast path) gives the same bytes as errors="replace"
+    seed = (call_id + "|" + from_value + "|" + ("None" if cseq is None else str(cseq))).encode()
     return f"fg{zlib.crc32(seed):08x}"
 
 

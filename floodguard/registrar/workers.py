@@ -193,8 +193,16 @@ class WorkerServer(RegistrarServer):
         super()._watch(endpoint, loop)
 
     def _shared_ready(self) -> None:
-        for fd, _ in self._shared.poll(0, len(self._shared_udp) or 1):
-            endpoint = self._shared_udp.get(fd)
+        endpoints = self._shared_udp
+        if len(endpoints) == 1:
+            # one socket: read it without asking the epoll which (the epoll stays readable
+            # only while the socket is, so nothing needs clearing there)
+            for endpoint in endpoints.values():
+                if not endpoint.closed:
+                    endpoint._read_ready()
+            return
+        for fd, _ in self._shared.poll(0, len(endpoints) or 1):
+            endpoint = endpoints.get(fd)
             if endpoint is not None and not endpoint.closed:
                 endpoint._read_ready()
 
