@@ -218,10 +218,6 @@ class RegistrarServer:
         """The socket to serve on (None: this process does not serve that transport)."""
         return _bound_socket(host, port, kind)
 
-    def _watch(self, endpoint: _UdpEndpoint, loop: asyncio.AbstractEventLoop) -> None:
-        """Start reading a UDP endpoint (workers sharing its socket wake one at a time)."""
-        endpoint.start(loop)
-
     async def start(self) -> None:
         """Bind every listen address (UDP and TCP, plus TLS when configured)."""
         loop = asyncio.get_running_loop()
@@ -232,7 +228,7 @@ class RegistrarServer:
                 if udp_sock is not None:
                     udp_id = f"udp:{spec}"
                     endpoint = _UdpEndpoint(self, udp_sock, udp_id)
-                    self._watch(endpoint, loop)
+                    endpoint.start(loop)
                     self.udp[udp_id] = endpoint
                     self.udp_addr[udp_id] = udp_sock.getsockname()[:2]
                     self.addresses.append(udp_id)

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import select
+import selectors
 import signal
 import socket
 import time
@@ -45,7 +46,6 @@ from floodguard.registrar.liveness import BRANCH_PREFIX
 from floodguard.registrar.server import (
     RegistrarServer,
     _bound_socket,
-    _UdpEndpoint,
     load_accounts,
     serve,
     tls_addresses,
@@ -145,11 +145,6 @@ class WorkerServer(RegistrarServer):
         self._outgoing: list[list[bytes]] = [[] for _ in range(workers)]
         self._outgoing_size = [0] * workers
         self._flush_due = False
-        # The shared UDP sockets sit in an epoll of their own with EPOLLEXCLUSIVE, watched by
-        # the event loop: a datagram wakes one idle worker, not all of them (as a blocking
-        # read in each of Kamailio's children does); the others keep sleeping.
-        self._shared = select.epoll()
-        self._shared_udp: dict[int, _UdpEndpoint] = {}
         super().__init__(settings, accounts, accounts_loader=accounts_loader, started=started)
         self.core.router = self._route
         self.core.lookup = SharedLookup(self.table, self.mine)
@@ -167,44 +162,13 @@ class WorkerServer(RegistrarServer):
         await super().start()
         for endpoint in self.udp.values():
             endpoint.batch = _SHARED_UDP_BATCH
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.inbox.fileno(), self._inbox_ready)
-        loop.add_reader(self._shared.fileno(), self._shared_ready)
+        asyncio.get_running_loop().add_reader(self.inbox.fileno(), self._inbox_ready)
 
     async def stop(self) -> None:
         if not self._stopped:
-            loop = asyncio.get_running_loop()
-            for fd in (self.inbox.fileno(), self._shared.fileno()):
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(fd)
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.inbox.fileno())
         await super().stop()
-        self._shared.close()
-
-    def _watch(self, endpoint: _UdpEndpoint, loop: asyncio.AbstractEventLoop) -> None:
-        exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
-        if exclusive:
-            try:
-                self._shared.register(endpoint.sock.fileno(), select.EPOLLIN | exclusive)
-            except OSError:  # a kernel before 4.5: every idle worker wakes
-                pass
-            else:
-                self._shared_udp[endpoint.sock.fileno()] = endpoint
-                return
-        super()._watch(endpoint, loop)
-
-    def _shared_ready(self) -> None:
-        endpoints = self._shared_udp
-        if len(endpoints) == 1:
-            # one socket: read it without asking the epoll which (the epoll stays readable
-            # only while the socket is, so nothing needs clearing there)
-            for endpoint in endpoints.values():
-                if not endpoint.closed:
-                    endpoint._read_ready()
-            return
-        for fd, _ in self._shared.poll(0, len(endpoints) or 1):
-            endpoint = endpoints.get(fd)
-            if endpoint is not None and not endpoint.closed:
-                endpoint._read_ready()
 
     # --- between workers -----------------------------------------------------------------
 
@@ -351,6 +315,38 @@ class WorkerServer(RegistrarServer):
         self.table.set_meta("liveness", json.dumps(total))
 
 
+class WakeOneEpoll(selectors.EpollSelector):
+    """asyncio's epoll selector, registering the shared UDP sockets with EPOLLEXCLUSIVE: a
+    datagram then wakes one idle worker, as a blocking read in each of Kamailio's children
+    does, instead of every worker (all but one then find nothing to read). It has to be the
+    loop's own epoll: one nested in it is woken, but the kernel hands an exclusive wakeup on
+    only when a task sleeps on that very epoll, so every worker would wake again."""
+
+    def __init__(self, exclusive: set[int]) -> None:
+        super().__init__()
+        self.exclusive = exclusive
+        self.flag = int(getattr(select, "EPOLLEXCLUSIVE", 0))
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = super().register(fileobj, events, data)
+        if self.flag and key.fd in self.exclusive and events == selectors.EVENT_READ:
+            # the flag cannot be added by EPOLL_CTL_MOD: the fd is added again with it
+            # (the selector's epoll object is `_selector` in every Python 3)
+            poller: select.epoll = self._selector  # type: ignore[attr-defined]
+            poller.unregister(key.fd)
+            try:
+                poller.register(key.fd, select.EPOLLIN | self.flag)
+            except OSError:  # a kernel before 4.5: every idle worker wakes
+                poller.register(key.fd, select.EPOLLIN)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if self.flag and self.get_key(fileobj).fd in self.exclusive:
+            self.unregister(fileobj)  # EPOLL_CTL_MOD refuses an exclusive entry
+            return self.register(fileobj, events, data)
+        return super().modify(fileobj, events, data)
+
+
 # --- the supervisor ----------------------------------------------------------------------
 
 
@@ -413,7 +409,10 @@ def _worker(settings: Settings, index: int, workers: int,
                             sockets=sockets, started=started,
                             accounts_loader=lambda: load_accounts(settings.accounts))
 
-    asyncio.run(serve(settings, ready=ready if index == 0 else None, make=make))
+    shared = {sock.fileno() for key, sock in sockets.items() if key[2] == int(socket.SOCK_DGRAM)}
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(WakeOneEpoll(shared))
+                        ) as runner:
+        runner.run(serve(settings, ready=ready if index == 0 else None, make=make))
 
 
 def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:
