@@ -23,10 +23,11 @@ COMPILED = [
     *(f"floodguard/policy/{name}.py" for name in (
         "accounts", "admission", "baseline", "buckets", "escalation", "engine", "holds", "learning",
         "lru", "netset", "nonces", "pair_ports", "pairs", "suspension", "tables", "verdict")),
-    # the built-in registrar's path for every request: parse, digest check, answer (its
-    # bindings stay interpreted: workers.py subclasses the table, and SQLite dominates there)
+    # the built-in registrar's path for every request: parse, digest check, answer, the
+    # binding it updates and the liveness schedule it joins
     "floodguard/sip/message.py", "floodguard/sip/digest.py",
-    *(f"floodguard/registrar/{name}.py" for name in ("auth", "core", "responses")),
+    *(f"floodguard/registrar/{name}.py" for name in (
+        "auth", "bindings", "core", "liveness", "responses")),
 ]
 
 compiled = mypycify(COMPILED, opt_level="3", debug_level="0")

@@ -130,8 +130,15 @@ class Bench:
 
     def stop(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
+            family = tree(proc.pid)
             proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:  # e.g. Kamailio after an overload: no orphans
+                for pid in family:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                proc.wait(5)
 
     # --- servers ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,13 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 class BindingTable:
     """In-memory bindings with write-behind persistence."""
 
-    def __init__(self, path: str | os.PathLike[str], now: float | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], now: float | None = None, *,
+                 keep: Callable[[str], bool] | None = None) -> None:
+        """`keep(aor)`: which stored AORs this table holds (all by default; a worker keeps
+        the ones it owns)."""
         self.path = str(path)
         self.db = connect(path)
+        self._keep = keep
         self._by_aor: dict[str, dict[str, Binding]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._count = 0
@@ -146,8 +150,11 @@ class BindingTable:
         self._by_aor.clear()
         self._dirty.clear()
         self._count = 0
+        keep = self._keep
         for row in rows:
             binding = Binding.from_row(row)
+            if keep is not None and not keep(binding.aor):
+                continue
             self._by_aor.setdefault(binding.aor, {})[binding.contact] = binding
             self._count += 1
 

@@ -187,7 +187,11 @@ class Registrar:
                        ) -> bytes | None:
         """One parsed message in, the answer (if any) out; `raw` (its bytes) lets the router
         pass it to the worker that owns its state."""
-        if raw is not None and self.router is not None and self.router(msg, src, raw):
+        # the router takes responses and requests with credentials only (the rest is
+        # stateless): asking it about anything else would only cost a call
+        if (raw is not None and self.router is not None
+                and (not msg.is_request or msg.authorization is not None)
+                and self.router(msg, src, raw)):
             return None
         if not msg.is_request:
             if self.liveness is not None:
@@ -195,10 +199,10 @@ class Registrar:
             return None
         method = msg.method or ""
         self.stats[method if method in _KNOWN_METHODS else "other method"] += 1
-        if not msg.headers("via"):
+        head = ReplyHead.of(msg)
+        if not head.vias:
             self.stats["malformed"] += 1
             return None  # nowhere to send a response
-        head = ReplyHead.of(msg)
         problem = self._missing(msg, head)
         if problem is not None:
             if method == "ACK":

@@ -144,7 +144,9 @@ def to_tag_for(call_id: str, from_value: str, cseq: int | None) -> str:
 
     Derived from Call-ID, the From header (which holds the From tag) and the CSeq number.
     """
-    seed = f"{call_id}|{from_value}|{cseq}".encode("utf-8", "replace")
+    # str has no lone surrogates here (values come from decoding bytes with "replace"), so
+    # the strict UTF-8 codec (mypyc's fast path) gives the same bytes as errors="replace"
+    seed = (call_id + "|" + from_value + "|" + ("None" if cseq is None else str(cseq))).encode()
     return f"fg{zlib.crc32(seed):08x}"
 
 
@@ -161,7 +163,7 @@ class ReplyHead(NamedTuple):
 
     @classmethod
     def of(cls, msg: SipMessage) -> ReplyHead:
-        return cls(msg.headers("via"), msg.header("from") or "", msg.header("to") or "",
+        return cls(msg.vias, msg.from_value or "", msg.to_value or "",
                    msg.call_id or "", msg.cseq_num, msg.cseq_method, msg.to_tag)
 
 
@@ -183,11 +185,11 @@ def response(
     if rest:
         top = f"{top}, {rest}"
     if len(vias) > 1:
-        top += "".join(f"\r\nVia: {via}" for via in vias[1:])
+        top += "\r\nVia: " + "\r\nVia: ".join(vias[1:])
     to = head.to_value
     if status > 100 and head.to_tag is None:
         to = f"{to};tag={to_tag_for(head.call_id, head.from_value, head.cseq_num)}"
-    extra = "".join(f"{line}\r\n" for line in headers)
+    extra = "\r\n".join(headers) + "\r\n" if headers else ""
     # a request without a CSeq (answered 400) gets none back rather than a made-up one
     cseq = "" if head.cseq_num is None else f"CSeq: {head.cseq_num} {head.cseq_method}\r\n"
     if date:

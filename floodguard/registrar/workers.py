@@ -29,6 +29,8 @@ import json
 import logging
 import os
 import re
+import select
+import selectors
 import signal
 import socket
 import time
@@ -104,19 +106,6 @@ def open_envelope(data: bytes) -> tuple[bytes, Source, tuple[str, int], bytes]:
             data[3 + size :])
 
 
-class PartitionTable(BindingTable):
-    """A binding table that keeps only the AORs this worker owns."""
-
-    def __init__(self, path: str, mine: Callable[[str], bool]) -> None:
-        self._mine = mine
-        super().__init__(path)
-
-    def load(self, now: float) -> None:
-        super().load(now)
-        for aor in [aor for aor in self._by_aor if not self._mine(aor)]:
-            self._count -= len(self._by_aor.pop(aor))
-
-
 class SharedLookup:
     """Bindings for INVITE: this worker's own from memory, the others' from the database."""
 
@@ -164,7 +153,7 @@ class WorkerServer(RegistrarServer):
         return owner_of(username, self.workers) == self.index
 
     def _open_table(self) -> BindingTable:
-        return PartitionTable(self.settings.state_path, self.mine)
+        return BindingTable(self.settings.state_path, keep=self.mine)
 
     def _socket(self, host: str, port: int, kind: socket.SocketKind) -> socket.socket | None:
         return self.sockets.pop((host, port, int(kind)), None)
@@ -326,6 +315,38 @@ class WorkerServer(RegistrarServer):
         self.table.set_meta("liveness", json.dumps(total))
 
 
+class WakeOneEpoll(selectors.EpollSelector):
+    """asyncio's epoll selector, registering the shared UDP sockets with EPOLLEXCLUSIVE: a
+    datagram then wakes one idle worker, as a blocking read in each of Kamailio's children
+    does, instead of every worker (all but one then find nothing to read). It has to be the
+    loop's own epoll: one nested in it is woken, but the kernel hands an exclusive wakeup on
+    only when a task sleeps on that very epoll, so every worker would wake again."""
+
+    def __init__(self, exclusive: set[int]) -> None:
+        super().__init__()
+        self.exclusive = exclusive
+        self.flag = int(getattr(select, "EPOLLEXCLUSIVE", 0))
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = super().register(fileobj, events, data)
+        if self.flag and key.fd in self.exclusive and events == selectors.EVENT_READ:
+            # the flag cannot be added by EPOLL_CTL_MOD: the fd is added again with it
+            # (the selector's epoll object is `_selector` in every Python 3)
+            poller: select.epoll = self._selector  # type: ignore[attr-defined]
+            poller.unregister(key.fd)
+            try:
+                poller.register(key.fd, select.EPOLLIN | self.flag)
+            except OSError:  # a kernel before 4.5: every idle worker wakes
+                poller.register(key.fd, select.EPOLLIN)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if self.flag and self.get_key(fileobj).fd in self.exclusive:
+            self.unregister(fileobj)  # EPOLL_CTL_MOD refuses an exclusive entry
+            return self.register(fileobj, events, data)
+        return super().modify(fileobj, events, data)
+
+
 # --- the supervisor ----------------------------------------------------------------------
 
 
@@ -388,7 +409,10 @@ def _worker(settings: Settings, index: int, workers: int,
                             sockets=sockets, started=started,
                             accounts_loader=lambda: load_accounts(settings.accounts))
 
-    asyncio.run(serve(settings, ready=ready if index == 0 else None, make=make))
+    shared = {sock.fileno() for key, sock in sockets.items() if key[2] == int(socket.SOCK_DGRAM)}
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(WakeOneEpoll(shared))
+                        ) as runner:
+        runner.run(serve(settings, ready=ready if index == 0 else None, make=make))
 
 
 def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:

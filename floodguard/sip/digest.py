@@ -7,7 +7,6 @@ proven authentication failure can be attributed to the address the nonce was iss
 Time is always passed in by the caller.
 """
 
-import base64
 import binascii
 import enum
 import hashlib
@@ -238,20 +237,34 @@ def _address_key(source_ip: str) -> bytes:
     return b"?" + source_ip.encode("utf-8", "replace")
 
 
+# base64url <-> standard base64 for binascii (which is several times cheaper than the base64
+# module's Python wrappers); any byte outside the url alphabet becomes "!", which no standard
+# encoding contains, so it can never survive the canonical comparison below.
+_URL_TO_STD = bytes(
+    c if c in _B64URL and c not in b"-_" else ord("+") if c == ord("-") else
+    ord("/") if c == ord("_") else ord("!") for c in range(256))
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
+def _encode_nonce(raw: bytes) -> str:
+    """Unpadded base64url of `raw` (what `base64.urlsafe_b64encode(raw).rstrip(b"=")` gives)."""
+    return binascii.b2a_base64(raw, newline=False).translate(_STD_TO_URL).rstrip(b"=").decode(
+        "ascii")
+
+
 def _decode_nonce(nonce: object) -> bytes | None:
     """Raw nonce bytes, or None unless `nonce` is exactly our canonical encoding."""
-    if not isinstance(nonce, str) or len(nonce) != _NONCE_TEXT_LEN:
+    if not isinstance(nonce, str) or len(nonce) != _NONCE_TEXT_LEN or not nonce.isascii():
         return None
-    text = nonce.encode("utf-8", "replace")
-    if not _B64URL.issuperset(text):
-        return None
+    padded = nonce.encode("ascii").translate(_URL_TO_STD) + b"=" * (-_NONCE_TEXT_LEN % 4)
     try:
-        raw = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+        raw = binascii.a2b_base64(padded)
     except (binascii.Error, ValueError):
         return None
-    # Unused low bits of the last character make several spellings decode alike; accept
-    # only the canonical one so a nonce string identifies one nonce.
-    if len(raw) != _NONCE_RAW_LEN or base64.urlsafe_b64encode(raw).rstrip(b"=") != text:
+    # Anything but the url alphabet (mapped to "!", skipped by the decoder) and the unused low
+    # bits of the last character (several spellings decode alike) fail here: only the
+    # canonical spelling of exactly one nonce is accepted, so a nonce string names one nonce.
+    if len(raw) != _NONCE_RAW_LEN or binascii.b2a_base64(raw, newline=False) != padded:
         return None
     return raw
 
@@ -285,27 +298,31 @@ class NonceFactory:
     def make(self, source_ip: str, now: float) -> str:
         """A fresh nonce for `source_ip` issued at `now` (seconds, any epoch used consistently)."""
         header = _NONCE_HEADER.pack(int(now * 1000), os.urandom(8))
-        raw = header + self._mac(header, source_ip)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        return _encode_nonce(header + self._mac(header, source_ip))
 
     def check(self, nonce: object, source_ip: str, now: float) -> NonceStatus:
         """Classify a nonce presented by `source_ip` at `now`.  Never raises."""
+        return self.verify(nonce, source_ip, now)[0]
+
+    def verify(self, nonce: object, source_ip: str, now: float) -> tuple[NonceStatus, float]:
+        """`check`, plus the issue time (seconds) of a VALID or STALE nonce (0.0 when INVALID),
+        from one decoding.  Never raises."""
         raw = _decode_nonce(nonce)
         if raw is None:
-            return NonceStatus.INVALID
+            return NonceStatus.INVALID, 0.0
         header, mac = raw[: _NONCE_HEADER.size], raw[_NONCE_HEADER.size :]
         if not hmac.compare_digest(mac, self._mac(header, source_ip)):
-            return NonceStatus.INVALID
-        issued_ms, _salt = _NONCE_HEADER.unpack(header)
+            return NonceStatus.INVALID, 0.0
+        issued_ms = int.from_bytes(header[:8], "big", signed=True)
         try:
             now_ms = int(now * 1000)
         except (ValueError, OverflowError, TypeError):
-            return NonceStatus.INVALID
+            return NonceStatus.INVALID, 0.0
         if issued_ms > now_ms:
-            return NonceStatus.INVALID
+            return NonceStatus.INVALID, 0.0
         if now_ms - issued_ms > self._lifetime * 1000:
-            return NonceStatus.STALE
-        return NonceStatus.VALID
+            return NonceStatus.STALE, issued_ms / 1000.0
+        return NonceStatus.VALID, issued_ms / 1000.0
 
     def issued_at(self, nonce: object) -> float | None:
         """Issue time (seconds) written in a nonce, unauthenticated; None if malformed."""

@@ -316,6 +316,22 @@ class SipMessage:
         return self._get(b"call-id")
 
     @property
+    def vias(self) -> list[str]:
+        """Every Via value, one per header line, in order (`headers("via")` without the
+        name lookup)."""
+        return self._all(b"via")
+
+    @property
+    def from_value(self) -> str | None:
+        """The From header's value (`header("from")` without the name lookup)."""
+        return self._get(b"from")
+
+    @property
+    def to_value(self) -> str | None:
+        """The To header's value (`header("to")` without the name lookup)."""
+        return self._get(b"to")
+
+    @property
     def user_agent(self) -> str | None:
         return self._get(b"user-agent")
 

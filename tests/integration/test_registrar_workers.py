@@ -105,3 +105,35 @@ def test_a_dead_worker_stops_the_registrar(registrar):
     victim = children(proc.pid)[1]
     os.kill(victim, signal.SIGKILL)
     assert proc.wait(15) == 1
+
+
+def sleeps(pid: int) -> int:
+    """How many times a process blocked (each wakeup from epoll ends in one more)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
+
+
+def test_a_datagram_wakes_one_idle_worker_not_both(registrar):
+    """Both workers read one UDP socket; each request sent to idle workers must wake one of
+    them (as Kamailio's children block in recvfrom), not both with one reading nothing."""
+    proc, port, _ = registrar
+    workers = children(proc.pid)
+    requests = 300
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.1", 0))
+        uac = Uac("1001", "x", f"127.0.0.1:{port}", f"127.0.0.1:{sock.getsockname()[1]}")
+        before = sum(sleeps(pid) for pid in workers)
+        started = time.monotonic()
+        for _ in range(requests):
+            sock.sendto(uac.options(), ("127.0.0.1", port))
+            assert parse_message(sock.recv(65535)).status == 200
+            time.sleep(0.002)  # both workers idle again before the next one
+        elapsed = time.monotonic() - started
+        woken = sum(sleeps(pid) for pid in workers) - before
+    # one wakeup per request, plus each worker's 10 housekeeping ticks a second; a wakeup of
+    # both workers per request would be about twice the requests
+    ticks = 2 * 10 * (elapsed + 1)
+    assert woken < 1.4 * requests + ticks, (woken, requests, ticks)

@@ -5,7 +5,11 @@ lines formatted from templates equal `digest.challenge_header`'s; the workers' q
 datagram's username agrees with the parsed credentials (and a wrong guess is only an extra hop).
 """
 
+import base64
+import binascii
+import random
 import re
+import string
 
 import pytest
 
@@ -59,3 +63,61 @@ def test_the_quick_look_finds_no_username_without_credentials():
     # a "username" elsewhere (here in a header of its own) is not taken for credentials
     tricky = data.replace(b"Content-Length", b'X-Note: username="1002"\r\nContent-Length')
     assert _USERNAME.search(tricky) is None
+
+
+# --- the nonce codec (binascii instead of the base64 module) ------------------------------
+
+
+def _reference_decode(nonce: object) -> bytes | None:
+    """The decoding the registrar used before: the base64 module, canonical spelling only."""
+    if not isinstance(nonce, str) or len(nonce) != digest._NONCE_TEXT_LEN:
+        return None
+    text = nonce.encode("utf-8", "replace")
+    if not frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                     ).issuperset(text):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != digest._NONCE_RAW_LEN or base64.urlsafe_b64encode(raw).rstrip(b"=") != text:
+        return None
+    return raw
+
+
+def _nonce_variants(seed: int) -> list[object]:
+    rng = random.Random(seed)
+    good = digest.NonceFactory(b"s" * 32, 60).make("192.0.2.7", 1000.0 + seed)
+    out: list[object] = [good, good[:-1], good + "A", None, b"x" * 43, 43, "", "=" * 43]
+    alphabet = string.ascii_letters + string.digits + "-_+/=!. \n\0\xe9\u20ac"
+    for _ in range(200):
+        chars = list(good)
+        for _ in range(rng.randint(1, 3)):
+            chars[rng.randrange(len(chars))] = rng.choice(alphabet)
+        out.append("".join(chars))
+        out.append("".join(rng.choice(alphabet) for _ in range(43)))
+    for last in string.ascii_letters + string.digits + "-_":  # every spelling of the last 6 bits
+        out.append(good[:-1] + last)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_nonce_codec_equals_the_base64_module(seed):
+    for nonce in _nonce_variants(seed):
+        assert digest._decode_nonce(nonce) == _reference_decode(nonce), repr(nonce)
+    rng = random.Random(seed)
+    for _ in range(200):
+        raw = rng.randbytes(digest._NONCE_RAW_LEN)
+        text = digest._encode_nonce(raw)
+        assert text == base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        assert digest._decode_nonce(text) == raw
+
+
+def test_verify_gives_check_and_the_issue_time():
+    factory = digest.NonceFactory(b"s" * 32, 60)
+    nonce = factory.make("192.0.2.7", 1000.25)
+    assert factory.verify(nonce, "192.0.2.7", 1000.5) == (digest.NonceStatus.VALID, 1000.25)
+    assert factory.verify(nonce, "192.0.2.7", 1061.0) == (digest.NonceStatus.STALE, 1000.25)
+    assert factory.verify(nonce, "192.0.2.8", 1000.5) == (digest.NonceStatus.INVALID, 0.0)
+    assert factory.verify(nonce, "192.0.2.7", 999.0) == (digest.NonceStatus.INVALID, 0.0)
+    assert factory.issued_at(nonce) == 1000.25
