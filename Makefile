@@ -62,8 +62,8 @@ test-vm: deps
 
 FUZZ_SECONDS ?= 300
 # Coverage-guided fuzzing (atheris/libFuzzer) of the C code that reads attacker bytes, built with
-# ASan+UBSan into build/fuzz: the SIP scan differentially against the Python parsers, the NFQUEUE
-# binding's datagram parsing against a Python reading. FUZZ_SECONDS per target; corpus in fuzz/.
+# ASan+UBSan into build/fuzz: the SIP scan and the parser's C index differentially against the
+# Python parsers, the NFQUEUE binding's datagram parsing against a Python reading. FUZZ_SECONDS per target; corpus in fuzz/.
 fuzz: deps
 	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 

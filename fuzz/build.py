@@ -1,8 +1,9 @@
 """Builds the C code under the fuzzers: ASan + UBSan + coverage for libFuzzer (via atheris).
 
 Objects go to ``build/fuzz/`` only: the in-place extensions the tests import are never touched.
-The scan is ``floodguard/sip/_scan.c`` as it is; the NFQUEUE binding is fuzzed through
-``fuzz/nfq_harness.c``, which includes ``_nfq.c`` and calls its datagram parser directly.
+The scan and the parser's index are ``floodguard/sip/_scan.c`` and ``_index.c`` as they are;
+the NFQUEUE binding is fuzzed through ``fuzz/nfq_harness.c``, which includes ``_nfq.c`` and
+calls its datagram parser directly.
 A module is rebuilt when a source is newer than it.
 """
 
@@ -23,7 +24,8 @@ CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-std=gnu11", "-Wall", "-Wextr
 
 # module name -> (main source, other sources it depends on)
 MODULES = {
-    "_scan": (ROOT / "floodguard/sip/_scan.c", []),
+    "_scan": (ROOT / "floodguard/sip/_scan.c", [ROOT / "floodguard/sip/_scan_common.h"]),
+    "_index": (ROOT / "floodguard/sip/_index.c", [ROOT / "floodguard/sip/_scan_common.h"]),
     "_nfq_fuzz": (ROOT / "fuzz/nfq_harness.c", [ROOT / "floodguard/kernel/_nfq.c"]),
     "_fuzz_canary": (ROOT / "fuzz/canary.c", []),  # planted bugs: proves the sanitizers work
 }

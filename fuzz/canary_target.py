@@ -6,7 +6,6 @@ raises a differential Mismatch; anything else passes.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instrumented import load  # noqa: E402
+from instrumented import argv, load  # noqa: E402
 
 canary = load("_fuzz_canary")
 
@@ -30,12 +29,6 @@ def check(data: bytes) -> None:
         canary.overflow(len(data))
     elif data.startswith(b"M"):
         raise Mismatch("planted: scan and parser disagree")
-
-
-def argv() -> list[str]:
-    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
-    -fork run argv[0] again, and this script is not executable by itself."""
-    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
 
 
 if __name__ == "__main__":

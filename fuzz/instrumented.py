@@ -1,9 +1,11 @@
-"""Loads a module built by fuzz/build.py (never the in-place build the tests use)."""
+"""Loads a module built by fuzz/build.py (never the in-place build the tests use), and the
+command line every fuzz target hands to atheris."""
 
 from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
@@ -22,3 +24,9 @@ def load(name: str) -> ModuleType:
     loader.exec_module(module)
     sys.modules[f"fuzz_{name}"] = module
     return module
+
+
+def argv() -> list[str]:
+    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
+    -fork run argv[0] again, and a target script is not executable by itself."""
+    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]

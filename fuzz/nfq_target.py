@@ -11,7 +11,6 @@ Python reading of the same bytes gives.
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
 import zlib
@@ -21,7 +20,7 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instrumented import load  # noqa: E402
+from instrumented import argv, load  # noqa: E402
 
 nfq = load("_nfq_fuzz")
 
@@ -123,12 +122,6 @@ def check(data: bytes) -> None:
     if (drops, accept) != (want_drops, want_accept):
         raise Mismatch(f"pending verdicts {drops!r}/{accept!r}, "
                        f"the reference {want_drops!r}/{want_accept!r}")
-
-
-def argv() -> list[str]:
-    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
-    -fork run argv[0] again, and this script is not executable by itself."""
-    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
 
 
 def main() -> None:

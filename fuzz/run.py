@@ -26,9 +26,10 @@ HERE = Path(__file__).resolve().parent
 TARGETS = {
     "scan": {"script": HERE / "scan_target.py", "dict": HERE / "sip.dict", "max_len": 8192},
     "nfq": {"script": HERE / "nfq_target.py", "dict": None, "max_len": 8192},
+    "index": {"script": HERE / "index_target.py", "dict": HERE / "sip.dict", "max_len": 8192},
     "canary": {"script": HERE / "canary_target.py", "dict": None, "max_len": 64},
 }
-DEFAULT = ["scan", "nfq"]  # canary: planted bugs, only run on purpose (tests)
+DEFAULT = ["scan", "nfq", "index"]  # canary: planted bugs, only run on purpose (tests)
 # A target fails when its output shows any of these, whatever its exit status.
 FAILURE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
                      r"Uncaught Python exception|Mismatch|deadly signal|==ERROR")

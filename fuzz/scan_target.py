@@ -9,7 +9,6 @@ Run through fuzz/run.py, which sets up the sanitizer runtime.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ with atheris.instrument_imports(include=["floodguard"]):
     from floodguard.sip.message import SipParseError, parse_message
     from floodguard.sip.scan_fields import packet_fields, sip_fields
 
-from instrumented import load  # noqa: E402
+from instrumented import argv, load  # noqa: E402
 
 scan = load("_scan")
 
@@ -55,12 +54,6 @@ def check(data: bytes) -> None:
         if tuple(fast[:5]) != head:
             raise Mismatch(f"scan_packet {fast[:5]!r} != parse_packet {head!r}")
         compare_sip(pkt.payload, fast[5], "scan_packet")
-
-
-def argv() -> list[str]:
-    """sys.argv, with the runner's executable wrapper as argv[0]: libFuzzer's -merge and
-    -fork run argv[0] again, and this script is not executable by itself."""
-    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
 
 
 def main() -> None:

@@ -3,9 +3,10 @@
 scan/: REGISTER without and with Authorization (MD5, SHA-256, qop), 401s with one and two
 challenges and stale=true, 403, 200 OK with several contacts, OPTIONS, compact headers, a
 TCP-framed message with a body; each also inside IPv4 and IPv6 UDP and TCP packets, IPv4
-options and an IPv6 extension header. nfq/: datagrams as the kernel delivers them (a first
-byte of fuzzing flags, then netlink messages with the packet header, payload and cap_len
-attributes), one and several packets, an error message, a cut datagram.
+options and an IPv6 extension header. index/: the same messages and the differential tests'
+shapes (compact, repeated, folded headers, bare CR, NUL, ...). nfq/: datagrams as the kernel
+delivers them (a first byte of fuzzing flags, then netlink messages with the packet header,
+payload and cap_len attributes), one and several packets, an error message, a cut datagram.
 
 Run ``python fuzz/seeds.py`` after changing it; the files are committed.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import struct
+import sys
 from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -166,8 +168,19 @@ def write(folder: Path, seeds: dict[str, bytes]) -> None:
         (folder / f"{name}-{digest}").write_bytes(data)
 
 
+def shapes() -> dict[str, bytes]:
+    """The differential tests' shapes (tests/unit/sip_corpus.py): common ones the C index
+    answers and unusual ones it leaves to the Python parser."""
+    sys.path.insert(0, str(CORPUS.parent.parent))
+    from tests.unit.sip_corpus import DECLINED, FAST
+
+    return {f"shape-{name.replace(' ', '-')}": data
+            for name, data in {**FAST, **DECLINED}.items()}
+
+
 def main() -> None:
     write(CORPUS / "scan", {**MESSAGES, **packets()})
+    write(CORPUS / "index", {**MESSAGES, **shapes()})
     write(CORPUS / "nfq", datagrams())
 
 

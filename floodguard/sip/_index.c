@@ -47,10 +47,7 @@ static int index_message(const unsigned char *d, Py_ssize_t n, int stream, PyObj
         if (i + 1 >= n || d[i] != '\r' || d[i + 1] != '\n') goto decline;
         if (i == pos) {  /* the empty line */
             if (!lines) goto decline;
-            hend = pos - 2;
-            /* A datagram ending in CRLF CRLF CRLF right after the last header line: the parser
-             * takes its header block to end at the last CRLF CRLF (see _parse), one CRLF on. */
-            if (hend == n - 6 && n <= MAX_MESSAGE) hend = n - 4;
+            hend = header_block_end(d, n, pos - 2);
             break;
         }
         span line = {d + pos, i - pos};

@@ -380,10 +380,7 @@ static int scan_message(const unsigned char *d, Py_ssize_t n, PyObject **out) {
         if (i + 1 >= n || d[i] != '\r' || d[i + 1] != '\n') return 0;
         if (i == pos) {  /* the empty line */
             if (!lines) return 0;
-            hend = pos - 2;
-            /* A datagram ending in CRLF CRLF CRLF right after the last header line: the parser
-             * takes its header block to end at the last CRLF CRLF (see _parse), one CRLF on. */
-            if (hend == n - 6 && n <= MAX_MESSAGE) hend = n - 4;
+            hend = header_block_end(d, n, pos - 2);
             break;
         }
         span line = {d + pos, i - pos};

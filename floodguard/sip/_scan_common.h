@@ -27,6 +27,16 @@ typedef struct {
 
 /* ------------------------------------------------------------------ small helpers */
 
+/* Where the header block ends, given the blank line found after the last header line (hend:
+ * the CRLF ending that line). A datagram ending in CRLF CRLF CRLF right after it: the parser
+ * takes its header block to end at the last CRLF CRLF (see message._parse), one CRLF on. Only
+ * then: any other two bytes after the blank line are a body. */
+HELPER Py_ssize_t header_block_end(const unsigned char *d, Py_ssize_t n, Py_ssize_t hend) {
+    if (hend == n - 6 && n <= MAX_MESSAGE && d[n - 2] == '\r' && d[n - 1] == '\n')
+        return n - 4;
+    return hend;
+}
+
 /* character classes */
 #define C_TOKEN 1   /* RFC 3261 token character */
 #define C_NAME_END 2  /* ends an auth item name: space, tab, '=', ',', '"' */

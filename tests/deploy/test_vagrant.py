@@ -37,7 +37,7 @@ PHONE = ("printf 'SEQUENTIAL\\n1001;[authentication username=1001 password=lab-1
          "-nostdin")
 FLOOD = ("sipp 192.168.56.10 -sf /vagrant/tests/assets/register.xml -inf u.csv -r 500 -m 5000 "
          "-nostdin")
-CRACK = "svcrack -u 1002 -r 1-100 -P 5062 192.168.56.10"
+CRACK = "svcrack -u 1002 -r 1-100 -P 5062 -t 0.3 192.168.56.10"
 # One registration that gives up after 15 s instead of retransmitting for ever.
 ONE_REGISTER = PHONE + " -timeout 15s -timeout_error"
 

@@ -1,5 +1,5 @@
 """Real packets through the applied rules: floods limited, others untouched, bans beat conntrack,
-TCP connection and SYN limits.
+TCP connection and SYN limits, an allow-listed address inside a banned IPv6 /64.
 
 NFQUEUE has no consumer in these tests: with --queue-bypass (fail_open = true) the kernel
 accepts what reaches the queue, which is exactly what these tests count, and also proves the
@@ -170,3 +170,39 @@ def test_tcp_connection_limit_and_syn_rate(lab: Lab) -> None:
     # An IPv4 source holding connections: 20, then after the SYN bucket refilled another 20,
     # of which only 12 fit under the 32-connection cap.
     assert connect(CLIENTS4[SLOW], "20,20") == [20, 12]
+
+
+def test_an_allow_listed_address_inside_a_feed_banned_64_passes(lab: Lab) -> None:
+    """A feed lists one IPv6 address: the kernel bans its /64 (limits.ipv6_prefix), so a
+    rotating attacker gains nothing, while one allow-listed /128 in that /64 (a customer's
+    phone) still reaches the registrar: the allow set comes first in raw."""
+    feed = lab.tmp / "feed.txt"
+    feed.write_text(f"{CLIENTS6[FLOOD]}\n", encoding="utf-8")
+    config = lab.config(f'[[feed]]\nname = "test"\nsource = "{feed}"\nban_time = 600\n'
+                        "[blacklist]\n")
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('"::1/128", ', f'"::1/128", "{NEIGHBOUR6}/128", '),
+                      encoding="utf-8")
+    lab.apply(config)
+    lab.server.run(sys.executable, "-c", """
+import sys
+from floodguard.config import load
+from floodguard.events import EventLog
+from floodguard.feeds import FeedScheduler
+from floodguard.kernel.ipset import SetManager
+from floodguard.kernel.rules import render
+from floodguard.store import Store
+cfg = load(sys.argv[1])
+FeedScheduler(cfg, EventLog(sys.stdout, json_mode=True), lambda: Store(cfg.state.path),
+              lambda: SetManager(render(cfg).sets)).check()
+""", str(config))
+    assert "fd00:fa:0:1::/64 " in lab.server.run("ipset", "list", "floodguard-ban-net6").stdout
+    rotated = "fd00:fa:0:1::77"  # another address of the banned /64
+    veth = f"fg{lab.server.name.split('-')[1]}c"  # the lab fixture's client end
+    lab.client.run("ip", "-6", "addr", "add", f"{rotated}/48", "dev", veth, "nodad")
+    sink = lab.start_sink()
+    lab.send([(CLIENTS6[FLOOD], 4, "register"), (rotated, 4, "register"),
+              (NEIGHBOUR6, 4, "register"), (CLIENTS6[SLOW], 4, "register")], 1.0)
+    got = lab.stop_sink(sink)
+    assert CLIENTS6[FLOOD] not in got and rotated not in got, got
+    assert got[NEIGHBOUR6] == {"REGISTER": 4} and got[CLIENTS6[SLOW]] == {"REGISTER": 4}, got

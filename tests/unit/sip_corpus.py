@@ -31,6 +31,11 @@ REGISTER = sip(
 # Shapes the fast path must answer (then equal to the Python parser).
 FAST = {
     "yealink register": REGISTER,
+    # two bytes after the blank line are a body, not the third CRLF of CRLF CRLF CRLF
+    "a two-byte body without content-length": sip("OPTIONS sip:x SIP/2.0", "Call-ID: c",
+                                                  body="ab"),
+    "a two-byte body that starts with cr": sip("OPTIONS sip:x SIP/2.0", "Call-ID: c",
+                                               body="\rx"),
     "first register": sip(
         "REGISTER sip:pbx.example.com SIP/2.0",
         "Via: SIP/2.0/UDP 198.51.100.4:5062;branch=z9hG4bK-524287-1---abc;rport",
