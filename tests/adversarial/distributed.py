@@ -47,7 +47,8 @@ def main() -> None:
             with lock:
                 guesses.append([round(time.monotonic() - start, 3), status])
             n += 1
-            time.sleep(max(0.0, start + i * args.gap / len(sources) + n * args.gap
+            # the next guess, or the end of the run when that comes first
+            time.sleep(max(0.0, min(end, start + i * args.gap / len(sources) + n * args.gap)
                            - time.monotonic()))
 
     threads = [threading.Thread(target=guesser, args=(i, src)) for i, src in enumerate(sources)]

@@ -135,20 +135,22 @@ class Client:
         self.buffer = rest[length:]
         return head + b"\r\n\r\n" + rest[:length]
 
-    def transact(self, data: bytes) -> SipMessage | None:
-        """Send a request, retransmitted over UDP as a phone does, until a final response."""
-        for wait in RETRANSMIT if self.transport == "udp" else (WAIT,):
+    def transact(self, data: bytes, tries: int = len(RETRANSMIT)) -> SipMessage | None:
+        """Send a request, retransmitted over UDP as a phone does (``tries`` sends), until a
+        final response."""
+        for wait in RETRANSMIT[:tries] if self.transport == "udp" else (WAIT,):
             self.send(data)
             msg = self.receive(wait)
             if msg is not None:
                 return msg
         return None
 
-    def ask_challenge(self, retransmit: bool = False) -> bool:
+    def ask_challenge(self, retransmit: bool = False, tries: int = len(RETRANSMIT)) -> bool:
         """A REGISTER without credentials; True when a challenge came (`retransmit`: as a
-        phone does, for a first request that must not be lost on a busy host)."""
+        phone does, for a first request that must not be lost on a busy host, ``tries``
+        sends)."""
         if retransmit:
-            msg = self.transact(self.register(None))
+            msg = self.transact(self.register(None), tries)
         else:
             self.send(self.register(None))
             msg = self.receive()
@@ -210,13 +212,17 @@ def main() -> None:
     ap.add_argument("--pipeline", type=int, default=1)
     ap.add_argument("--mss", type=int, default=0)
     ap.add_argument("--call-id-pad", type=int, default=0)
+    ap.add_argument("--challenge-tries", type=int, default=len(RETRANSMIT),
+                    choices=range(1, len(RETRANSMIT) + 1),
+                    help="UDP sends of the first REGISTER (fewer: give up sooner on a source "
+                         "expected to be dropped)")
     args = ap.parse_args()
     order = args.transports.split(",")
     ports = {"udp": 5091, "tcp": 5092, "tls": 5093}
     clients = {name: Client(args.src, args.server, args.user, name, ports[name],
                             split=args.split, mss=args.mss, pad=args.call_id_pad)
                for name in dict.fromkeys(order)}
-    challenges = {name: int(client.ask_challenge(retransmit=True))
+    challenges = {name: int(client.ask_challenge(retransmit=True, tries=args.challenge_tries))
                   for name, client in clients.items()}
     if not all(challenges.values()):
         raise SystemExit(f"no first challenge: {challenges}")

@@ -8,7 +8,7 @@ guessers get only the handful of answers that came before (and the in-flight one
 owner, registered before from its own address, keeps registering every time.
 
 The real stack in namespaces: kernel rules, the guard, floodguard's own registrar or Kamailio;
-100 guessers, one wrong guess each every 10 s (10 guesses/s at the account), for 15 s.
+100 guessers, one wrong guess each every 10 s (10 guesses/s at the account), for 10 s.
 """
 
 from __future__ import annotations
@@ -42,21 +42,21 @@ def test_many_sources_guessing_one_account_protect_it_and_its_owner_registers(
     start(glab, registrar=registrar)
     out = glab.client.run(
         sys.executable, str(DRIVER), "--server", SERVER4, "--owner", OWNER,
-        "--sources", ",".join(GUESSERS), "--user", USER, "--duration", "15",
+        "--sources", ",".join(GUESSERS), "--user", USER, "--duration", "10",
         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     result = json.loads(out)
     owner, guesses = result["owner"], result["guesses"]
     events = glab.events()
     protects = [e for e in events if e["event"] == "protect"]
-    # the owner registered every time, before, during and after the protection began
-    assert owner["failed"] == 0 and owner["ok"] >= 6, owner
+    # the owner registered every time (every 2 s), before and after the protection began
+    assert owner["failed"] == 0 and owner["ok"] >= 4, owner
     # the account was protected once, after five distinct guessers
     assert len(protects) == 1, events
     assert protects[0]["aor"].split("@")[0] == USER and protects[0]["sources"] == 5
     # the guessers got the five answers that protected it and at most the in-flight ones;
-    # without protection every one of the ~150 guesses is answered
+    # without protection every one of the ~100 guesses is answered
     answered = [g for g in guesses if g[1] is not None]
-    assert len(guesses) >= 120, len(guesses)
+    assert len(guesses) >= 90, len(guesses)
     assert 5 <= len(answered) <= 5 + 30, answered
     assert all(status in (401, 403) for _, status in answered), answered
     # no guesser, nor the owner, was suspended or banned: nothing stops a source here

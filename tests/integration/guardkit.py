@@ -77,7 +77,7 @@ class GuardLab:
         if self.kamailio is not None and self.kamailio.poll() is None:
             self.kamailio.terminate()
             try:
-                self.kamailio.wait(timeout=10)
+                self.kamailio.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.kamailio.kill()
                 self.kamailio.wait()
