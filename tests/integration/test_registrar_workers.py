@@ -5,6 +5,7 @@ passes it to the owner), the bindings of both workers reach the state database, 
 SIGTERM reach every worker, and a worker that dies takes the others down (exit status 1).
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -48,9 +49,18 @@ def registrar(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.1)
     yield proc, port, state
+    # the workers too: killed alone, the supervisor leaves them serving as orphans
+    workers = children(proc.pid)
     if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def answers(port: int) -> bool:
