@@ -26,7 +26,10 @@ pytestmark = pytest.mark.root("ip", "ipset", "iptables-nft-save", "kamailio", "s
 
 UDPSEND = Path(__file__).parents[1] / "integration" / "udpsend.py"
 SPOOFED, PHONE = CLIENTS4[0], CLIENTS4[1]
-GUESSES = 20  # under the kernel's per-source REGISTER limit: every one reaches the guard
+# Within the per-source REGISTER burst (10) of both the kernel and the guard: every guess reaches
+# the guard and its bucket, even when a busy CI machine stalls the guard and it then reads them all
+# at once (20 guesses did: one was dropped as "rate:register" before the proof check saw it).
+GUESSES = 10
 
 
 def _deployed_long_ago(state_db: Path) -> None:
