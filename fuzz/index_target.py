@@ -1,7 +1,7 @@
 """Fuzz target: the parser's C index (ASan + UBSan) against the Python reference parser.
 
 ``parse_message`` builds its message from ``index_message`` whenever that answers, and from the
-reference ``_parse`` otherwise; ``auth_params`` stands in for ``_parse_auth_value``. For every
+reference ``_parse`` otherwise; ``auth_params`` stands in for ``parse_auth_value``. For every
 input, as a datagram and as a stream: when the instrumented index answers, the message must equal
 the reference parser's field for field (scan_fields.message_fields, as tests/unit/test_sip_index.py
 checks), the reference must not reject it, and every credential header's split must agree. A
@@ -25,11 +25,10 @@ sys.modules["floodguard.sip._index"] = load("_index")
 
 with atheris.instrument_imports(include=["floodguard"]):
     from floodguard.sip._index import auth_params, index_message
+    from floodguard.sip.fields import decode_value, parse_auth_value
     from floodguard.sip.message import (
         SipParseError,
         _parse,
-        _parse_auth_value,
-        _text,
         parse_message,
     )
     from floodguard.sip.scan_fields import message_fields
@@ -57,7 +56,7 @@ def compare(data: bytes, stream: bool) -> None:
         name, _, value = line.partition(b":")
         if name.lower() in AUTH_NAMES:
             pairs = auth_params(value)
-            want_pairs = _parse_auth_value(_text(value))
+            want_pairs = parse_auth_value(decode_value(value))
             if pairs is not None and pairs != want_pairs:
                 raise Mismatch(f"auth_params {pairs!r} != parser {want_pairs!r}")
 

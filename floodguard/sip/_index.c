@@ -5,7 +5,7 @@
  * message and returns the pieces SipMessage is built from: (first, multi, method, request_uri,
  * status, reason, cseq_num, cseq_method, content_length, body, length), where `first` maps each lower-cased header name to its first raw value, `multi` (None unless a
  * header repeats) to all of them in order.  auth_params(value) splits one Authorization
- * or WWW-Authenticate value into (scheme, params) pairs as _parse_auth_value does.
+ * or WWW-Authenticate value into (scheme, params) pairs as fields.parse_auth_value does.
  *
  * Both answer only where the result is certain to equal the Python code's and return None for
  * everything else, which the Python code then handles (and rejects with its own errors): leading
@@ -243,7 +243,7 @@ static PyObject *py_index_message(PyObject *Py_UNUSED(module), PyObject *const *
     return out;
 }
 
-/* _parse_auth_value(_text(value)) for plain ASCII without backslashes. */
+/* fields.parse_auth_value(decode_value(value)) for plain ASCII without backslashes. */
 static PyObject *auth_params(PyObject *Py_UNUSED(module), PyObject *arg) {
     if (!PyBytes_Check(arg)) {
         PyErr_Format(PyExc_TypeError, "auth_params needs bytes, got %.80s",

@@ -159,7 +159,7 @@ typedef struct {
     span value;
 } auth_item;
 
-/* _parse_auth_value() item scan (the _AUTH_ITEM_PLAIN regex under findall) for a value
+/* fields.parse_auth_value() item scan (the _AUTH_ITEM_PLAIN regex under findall) for a value
  * without backslashes; returns the item count, or -1 over the item cap (declined). */
 HELPER int auth_items(span v, auth_item *items) {
     int n = 0;
