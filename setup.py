@@ -25,7 +25,8 @@ COMPILED = [
         "lru", "netset", "nonces", "pair_ports", "pairs", "suspension", "tables", "verdict")),
     # the built-in registrar's path for every request: parse, digest check, answer, the
     # binding it updates and the liveness schedule it joins
-    "floodguard/sip/message.py", "floodguard/sip/fields.py", "floodguard/sip/digest.py",
+    "floodguard/sip/message.py", "floodguard/sip/fields.py", "floodguard/sip/framing.py",
+    "floodguard/sip/digest.py",
     *(f"floodguard/registrar/{name}.py" for name in (
         "auth", "bindings", "core", "liveness", "responses")),
 ]

@@ -14,7 +14,6 @@ short machine-readable `.reason`; no other exception escapes for any bytes input
 import re
 from itertools import islice
 
-from floodguard.errors import FloodguardError
 from floodguard.sip._index import index_message
 from floodguard.sip.fields import (
     COMMA_ITEMS,
@@ -30,6 +29,22 @@ from floodguard.sip.fields import (
     parse_params,
     parse_party,
 )
+from floodguard.sip.framing import (
+    COMPACT_B,
+    COMPACT_FORMS,
+    COMPACT_KEYS,
+    MAX_CONTENT_LENGTH,
+    MAX_HEADER_LINE,
+    MAX_HEADERS,
+    MAX_MESSAGE,
+    TOKEN_B,
+    SipParseError,
+    index_headers_slow,
+    is_start_line,
+    parse_request_line,
+    parse_status_line,
+    split_lines_slow,
+)
 
 __all__ = [
     "COMPACT_FORMS",
@@ -42,42 +57,10 @@ __all__ = [
     "DigestCredentials",
     "SipMessage",
     "SipParseError",
+    "is_start_line",
     "parse_message",
 ]
 
-MAX_MESSAGE = 65536
-MAX_HEADER_LINE = 8192
-MAX_HEADERS = 128
-MAX_CONTENT_LENGTH = 65536
-
-# RFC 3261 section 7.3.3 plus the later registrations in the IANA SIP parameters registry.
-COMPACT_FORMS: dict[str, str] = {
-    "a": "accept-contact",
-    "b": "referred-by",
-    "c": "content-type",
-    "d": "request-disposition",
-    "e": "content-encoding",
-    "f": "from",
-    "i": "call-id",
-    "j": "reject-contact",
-    "k": "supported",
-    "l": "content-length",
-    "m": "contact",
-    "n": "identity-info",
-    "o": "event",
-    "r": "refer-to",
-    "s": "subject",
-    "t": "to",
-    "u": "allow-events",
-    "v": "via",
-    "x": "session-expires",
-    "y": "identity",
-}
-_COMPACT_B: dict[bytes, bytes] = {k.encode(): v.encode() for k, v in COMPACT_FORMS.items()}
-_COMPACT_KEYS = frozenset(_COMPACT_B)
-
-_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-_TOKEN_B = _TOKEN_CHARS.encode()
 _MAX_CSEQ = 2**31 - 1
 # Auth header lines read for credentials or challenges (list items: fields.MAX_ITEMS).
 _MAX_AUTH_VALUES = 8
@@ -92,20 +75,12 @@ _BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class SipParseError(FloodguardError, ValueError):
-    """Raised for any malformed SIP input; `reason` is a short machine-readable code."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
 _UNSET: object = object()
 
 
 def _header_key(name: str) -> bytes:
     key = name.strip().lower().encode("utf-8", "replace")
-    return _COMPACT_B.get(key, key)
+    return COMPACT_B.get(key, key)
 
 
 class SipMessage:
@@ -406,113 +381,6 @@ class SipMessage:
 # --- the parser ----------------------------------------------------------------------------
 
 
-def _start_line_error(line: bytes) -> SipParseError:
-    """Classify a start line that is neither a valid request line nor a status line."""
-    reason = "bad_start_line" if b"SIP/" in line.upper() else "not_sip"
-    return SipParseError(reason, line[:80].decode("utf-8", "replace"))
-
-
-def _parse_status_line(line: bytes) -> tuple[int, str]:
-    parts = line.split(b" ", 2)
-    code = parts[1] if len(parts) > 1 else b""
-    if (
-        parts[0].upper() != b"SIP/2.0"
-        or len(code) != 3
-        or not code.isdigit()
-        or not 49 <= code[0] <= 54
-    ):
-        raise SipParseError("bad_start_line", line[:80].decode("utf-8", "replace"))
-    return int(code), parts[2].decode("utf-8", "replace") if len(parts) == 3 else ""
-
-
-def _parse_request_line(line: bytes) -> tuple[str, str]:
-    parts = line.split(b" ")
-    if len(parts) != 3 or (parts[2] != b"SIP/2.0" and parts[2].upper() != b"SIP/2.0"):
-        raise _start_line_error(line)
-    method, uri, _ = parts
-    if not method or not uri or method.strip(_TOKEN_B):
-        raise _start_line_error(line)
-    return method.upper().decode("ascii"), uri.decode("utf-8", "replace")
-
-
-def _check_start_line(line: bytes) -> None:
-    if line[:4].upper() == b"SIP/":
-        _parse_status_line(line)
-    else:
-        _parse_request_line(line)
-
-
-def is_start_line(line: bytes) -> bool:
-    """Is this (without its line end) a SIP request or status line?"""
-    try:
-        _check_start_line(line)
-    except SipParseError:
-        return False
-    return True
-
-
-def _split_lines_slow(data: bytes, off: int, limit: int) -> tuple[int, int, list[bytes]]:
-    """Split header lines on LF with an optional CR; return (end, body start, lines).
-
-    Used for bare-LF messages and for data without a complete header block, where it
-    tells "incomplete" apart from input that is already known to be bad.
-    """
-    lines: list[bytes] = []
-    pos = off
-    while True:
-        nl = data.find(b"\n", pos, limit)
-        if nl < 0:
-            if len(data) - off >= MAX_MESSAGE:
-                raise SipParseError("too_large", "no end of headers within the size cap")
-            if len(data) - pos > MAX_HEADER_LINE:
-                raise SipParseError("header_too_long", f"line {len(lines)}")
-            if lines:
-                _check_start_line(lines[0])
-            raise SipParseError("incomplete")
-        end = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
-        if end == pos:
-            return pos, nl + 1, lines
-        if end - pos > MAX_HEADER_LINE:
-            raise SipParseError("header_too_long", f"line {len(lines)}")
-        if len(lines) > MAX_HEADERS:
-            raise SipParseError("too_many_headers", f"more than {MAX_HEADERS}")
-        lines.append(data[pos:end])
-        pos = nl + 1
-
-
-def _index_headers_slow(
-    lines: list[bytes],
-) -> tuple[dict[bytes, bytes], dict[bytes, list[bytes]] | None]:
-    """Line-by-line indexing with folding, compact forms, odd whitespace and validation."""
-    multi: dict[bytes, list[bytes]] = {}
-    last: list[bytes] | None = None
-    count = 0
-    for line in islice(lines, 1, None):
-        if line[:1] in (b" ", b"\t"):
-            if last is None:
-                raise SipParseError("bad_header", "continuation line without a header")
-            joined = last[-1].rstrip() + b" " + line.strip()
-            if len(joined) > MAX_HEADER_LINE:
-                raise SipParseError("header_too_long", "folded header")
-            last[-1] = joined
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise SipParseError("bad_header", line[:40].decode("utf-8", "replace"))
-        name = name.rstrip(b" \t").lower()
-        if not name or b" " in name or b"\t" in name:
-            raise SipParseError("bad_header", name[:40].decode("utf-8", "replace"))
-        name = _COMPACT_B.get(name, name)
-        last = multi.get(name)
-        if last is None:
-            last = multi[name] = [value]
-        else:
-            last.append(value)
-        count += 1
-    first = {name: values[0] for name, values in multi.items()}
-    return first, (multi if count != len(first) else None)
-
-
 def parse_message(data: bytes | bytearray | memoryview, *, stream: bool = False
                   ) -> SipMessage:
     """Parse one SIP message from the start of `data`.
@@ -570,7 +438,7 @@ def _parse(data: bytes, stream: bool) -> SipMessage:
                 # A bare-LF blank line before the CRLFCRLF ends the headers earlier.
                 lines = None
     if lines is None:
-        hend, body_start, lines = _split_lines_slow(data, off, limit)
+        hend, body_start, lines = split_lines_slow(data, off, limit)
     else:
         body_start = hend + 4
         if len(lines) > MAX_HEADERS + 1:
@@ -591,9 +459,9 @@ def _parse(data: bytes, stream: bool) -> SipMessage:
     status: int | None = None
     reason: str | None = None
     if (first_byte == 83 or first_byte == 115) and start[:4].upper() == b"SIP/":  # "S", "s"
-        status, reason = _parse_status_line(start)
+        status, reason = parse_status_line(start)
     else:
-        method, uri = _parse_request_line(start)
+        method, uri = parse_request_line(start)
     # Index the header lines: first raw value by canonical name, all values if any repeat.
     # The common case is settled with a few C-level checks; anything unusual (a repeated
     # header, folding, whitespace before a colon, compact forms, an empty name or value, the
@@ -605,10 +473,10 @@ def _parse(data: bytes, stream: bool) -> SipMessage:
     multi: dict[bytes, list[bytes]] | None = None
     if len(first) == len(lines) - 1 and b"" not in first and b"" not in first.values():
         names = b"\n".join(first)
-        if b" " in names or b"\t" in names or not _COMPACT_KEYS.isdisjoint(first):
-            first, multi = _index_headers_slow(lines)
+        if b" " in names or b"\t" in names or not COMPACT_KEYS.isdisjoint(first):
+            first, multi = index_headers_slow(lines)
     else:
-        first, multi = _index_headers_slow(lines)
+        first, multi = index_headers_slow(lines)
 
     clen: int | None = None
     raw = first.get(b"content-length")
@@ -634,7 +502,7 @@ def _parse(data: bytes, stream: bool) -> SipMessage:
             len(parts) != 2
             or not parts[0].isdigit()
             or len(parts[0]) > MAX_UINT_DIGITS
-            or parts[1].strip(_TOKEN_B)
+            or parts[1].strip(TOKEN_B)
         ):
             raise SipParseError("bad_cseq", raw[:40].decode("utf-8", "replace"))
         cseq_num = int(parts[0])
