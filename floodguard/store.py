@@ -1,5 +1,7 @@
-"""SQLite state (WAL): bans, known-good sources, policy snapshots and operator commands; the
-endpoint tables (known-good pairs, endpoint suspensions, holds) are in ``store_endpoints``.
+"""SQLite state (WAL): bans, known-good sources, the change journal and policy snapshots; the
+endpoint tables (known-good pairs, endpoint suspensions, holds) are in ``store_endpoints``, the
+run-time allow list in ``store_allows``, operator commands and registrar reports in
+``store_commands``.
 
 Times stored here are wall-clock seconds (``time.time()``), so state survives a reboot; the policy
 engine works in monotonic time and the guard converts at the boundary.
@@ -32,15 +34,19 @@ from typing import Any
 from floodguard.events import EventLog
 from floodguard.store_allows import AllowRow as AllowRow
 from floodguard.store_allows import AllowTables
+from floodguard.store_commands import Command as Command
+from floodguard.store_commands import CommandTables
+from floodguard.store_commands import Report as Report
+from floodguard.store_commands import put_report as put_report
 from floodguard.store_endpoints import HOLD_ACCOUNT as HOLD_ACCOUNT
 from floodguard.store_endpoints import HOLD_LOCKDOWN as HOLD_LOCKDOWN
 from floodguard.store_endpoints import EndpointTables
 from floodguard.store_endpoints import HoldRow as HoldRow
 from floodguard.store_endpoints import PairBanRow as PairBanRow
 from floodguard.store_rows import TimedRow
-from floodguard.store_schema import REPORTS_TABLE, migrate
 from floodguard.store_schema import StoreError as StoreError
 from floodguard.store_schema import StoreTooNew as StoreTooNew
+from floodguard.store_schema import migrate
 
 JOURNAL_KEEP = 7 * 86400  # seconds of local changes kept for a fleet link that was away
 
@@ -52,27 +58,6 @@ SQL_CHUNK = 500  # rows per transaction in the bulk writes
 # not among them: they propagate, and the caller retries the whole batch later
 _ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError,
                sqlite3.IntegrityError)
-
-
-@dataclass(frozen=True)
-class Report:
-    """One authenticated REGISTER's outcome, told by floodguard's own registrar for traffic the
-    guard cannot read (TLS): a failure (wrong password) or a success."""
-
-    id: int
-    ip: str
-    aor: str
-    ok: bool
-    expires: int | None
-
-
-def put_report(db: sqlite3.Connection, ip: str, aor: str, ok: bool, expires: int | None,
-               now: float | None = None) -> None:
-    """Write one report into the state database through any connection to it (the
-    registrar's own); the table is created if this database has none yet."""
-    db.execute(REPORTS_TABLE)
-    db.execute("INSERT INTO reports(ip, aor, ok, expires, created) VALUES (?, ?, ?, ?, ?)",
-               (ip, aor[:256], int(ok), expires, time.time() if now is None else now))
 
 
 @dataclass(frozen=True)
@@ -101,17 +86,6 @@ class JournalEntry:
     failures: int | None
     until: float | None
     created: float
-
-
-@dataclass(frozen=True)
-class Command:
-    """An operator command (ban/unban) queued for a running guard."""
-
-    id: int
-    op: str
-    ip: str
-    seconds: float | None
-    reason: str | None
 
 
 CORRUPT_SNAPSHOT = "state_corrupt"  # the fresh database's record of what was moved aside
@@ -237,7 +211,7 @@ def open_recovering(path: str | os.PathLike[str], events: EventLog | None = None
     return db, record
 
 
-class Store(EndpointTables, AllowTables):
+class Store(EndpointTables, AllowTables, CommandTables):
     """A small synchronous SQLite store; one per process.
 
     ``recover`` (the default) replaces a damaged database by a fresh one (see the module
@@ -553,44 +527,3 @@ class Store(EndpointTables, AllowTables):
             value = os.urandom(size)
             self.save_snapshot(key, value.hex())
         return value
-
-    # operator commands ----------------------------------------------------------
-
-    def queue_command(self, op: str, ip: str, seconds: float | None = None,
-                      reason: str | None = None) -> None:
-        self.db.execute(
-            "INSERT INTO commands(op, ip, seconds, reason, created) VALUES (?, ?, ?, ?, ?)",
-            (op, ip, seconds, reason, time.time()))
-
-    def queue_commands(self, commands: list[tuple[str, str, float | None, str | None]]) -> None:
-        """Queue many (op, ip, seconds, reason) commands in one transaction."""
-        now = time.time()
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO commands(op, ip, seconds, reason, created) VALUES (?, ?, ?, ?, ?)",
-                [(*command, now) for command in commands])
-
-    def take_commands(self, after: int, limit: int = 1_000_000) -> list[Command]:
-        cur = self.db.execute(
-            "SELECT id, op, ip, seconds, reason FROM commands WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit))
-        return [Command(*r) for r in cur.fetchall()]
-
-    def reports_after(self, after: int, limit: int = 10_000) -> list[Report]:
-        """Authentication outcomes a registrar reported (see put_report), oldest first."""
-        cur = self.db.execute(
-            "SELECT id, ip, aor, ok, expires FROM reports WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit))
-        return [Report(rid, ip, aor, bool(ok), expires) for rid, ip, aor, ok, expires in cur]
-
-    def last_report_id(self) -> int:
-        found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()
-        return int(found[0])
-
-    def last_command_id(self) -> int:
-        found = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM commands").fetchone()
-        return int(found[0])
-
-    def trim_commands(self, older_than: float) -> None:
-        self.db.execute("DELETE FROM commands WHERE created < ?", (older_than,))

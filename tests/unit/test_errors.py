@@ -44,7 +44,7 @@ CLASSES = exception_classes()
 def test_the_walk_finds_the_known_roots() -> None:
     names = {qualname(cls) for cls in CLASSES}
     assert {"floodguard.config.ConfigError", "floodguard.kernel.NotRootError",
-            "floodguard.capture.PcapError", "floodguard.sip.message.SipParseError"} <= names
+            "floodguard.capture.PcapError", "floodguard.sip.framing.SipParseError"} <= names
 
 
 @pytest.mark.parametrize("cls", [
