@@ -476,9 +476,23 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        await server.stop()
+        # A stop often comes twice (systemd signals every process of the unit and the
+        # supervisor passes its own on to the workers): a late SIGTERM must not kill the final
+        # flush of the bindings, so it is ignored from here on. A second Ctrl-C still
+        # interrupts a shutdown on purpose.
+        loop.remove_signal_handler(signal.SIGINT)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, _ignored)
+        try:
+            await server.stop()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+
+
+def _ignored() -> None:
+    """A stop signal during the shutdown: the shutdown is already under way."""
 
 
 def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:

@@ -495,13 +495,16 @@ def _supervise(pids: list[int], stop_signals: set[signal.Signals],
             except ChildProcessError:
                 break
             live.discard(pid)
-            if not stopping:
+            code = os.waitstatus_to_exitcode(status)
+            if stopping and code != 0:
+                failed = True  # e.g. killed before its final flush: bindings may be lost
+                log.error("registrar worker %d did not stop cleanly (status %d)", pid, code,
+                          extra={"event": "worker_died", "fields": {"pid": pid, "status": code}})
+            elif not stopping:
                 failed = True
                 log.error("registrar worker %d exited (status %d): stopping the others", pid,
-                          os.waitstatus_to_exitcode(status),
-                          extra={"event": "worker_died",
-                                 "fields": {"pid": pid,
-                                            "status": os.waitstatus_to_exitcode(status)}})
+                          code, extra={"event": "worker_died",
+                                       "fields": {"pid": pid, "status": code}})
                 forward(signal.SIGTERM, None)
     finally:
         for signum, handler in previous.items():

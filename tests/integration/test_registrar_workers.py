@@ -135,6 +135,27 @@ def test_workers_stop_when_the_supervisor_is_killed(registrar):
     assert sorted({row.aor.split("@")[0] for row in read_endpoints(state)}) == USERS
 
 
+def test_repeated_stop_signals_never_cut_the_final_flush(registrar):
+    """systemd signals every process of the unit and the supervisor passes its own SIGTERM on,
+    so a worker often gets two: one arriving during the final flush must not kill it there.
+    The storm below makes that late signal certain; the supervisor fails on an unclean stop."""
+    proc, port, state = registrar
+    workers = children(proc.pid)
+    assert register_all(port, rounds=1) == len(USERS)
+    for pid in [proc.pid, *workers]:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the registrar did not stop"
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                if f"127.0.0.1:{port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGTERM)
+        time.sleep(0.001)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    assert sorted({row.aor.split("@")[0] for row in read_endpoints(state)}) == USERS
+
+
 def zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
