@@ -32,6 +32,7 @@ from floodguard.events import EventLog
 from floodguard.feeds import FeedScheduler
 from floodguard.fleet import LOAD_TIMEOUT, FleetLink
 from floodguard.guard import Guard
+from floodguard.lifetime import stop_with
 from floodguard.rulekeeper import CHECK_EVERY, RuleKeeper
 from floodguard.store import Store
 
@@ -227,7 +228,8 @@ def _fleet(cfg: Config, events: EventLog) -> FleetLink | None:
     return link
 
 
-def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool) -> None:
+def _worker_entry(cfg: Config, queue_num: int, force_monitor: bool, supervisor: int) -> None:
+    stop_with(supervisor)  # no orphan keeps the queue should the supervisor be killed
     os._exit(run_worker(cfg, queue_num, force_monitor=force_monitor))
 
 
@@ -248,7 +250,8 @@ def supervise(cfg: Config, *, events: EventLog | None = None, force_monitor: boo
     restart_at: dict[int, float] = dict.fromkeys(queues, 0.0)
 
     def start(queue_num: int) -> None:
-        proc = ctx.Process(target=_worker_entry, args=(cfg, queue_num, force_monitor),
+        proc = ctx.Process(target=_worker_entry,
+                           args=(cfg, queue_num, force_monitor, os.getpid()),
                            name=f"floodguard-q{queue_num}", daemon=False)
         proc.start()
         workers[queue_num] = proc

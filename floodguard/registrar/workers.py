@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from floodguard.config import split_listen
+from floodguard.lifetime import stop_with
 from floodguard.registrar.accounts import Account
 from floodguard.registrar.bindings import _COLUMNS, Binding, BindingTable, connect
 from floodguard.registrar.core import Settings, Source
@@ -74,11 +74,6 @@ _USERNAME = re.compile(rb'\nAuthorization[ \t]*:[^\r\n]*?[ \t,]username[ \t]*=[ 
                        re.IGNORECASE)
 
 SocketKey = tuple[str, int, int]  # host, port, socket kind
-_PR_SET_PDEATHSIG = 1
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - every Linux libc has prctl
-    _LIBC = None
 
 
 def count(settings: Settings) -> int:
@@ -421,20 +416,10 @@ def _worker(settings: Settings, index: int, workers: int,
         runner.run(serve(settings, ready=ready if index == 0 else None, make=make))
 
 
-def _stop_with(supervisor: int) -> None:
-    """Have the kernel send this worker SIGTERM when the supervisor dies, however it dies
-    (SIGKILL, OOM): orphaned workers would keep the ports, so a restarted registrar could not
-    bind them. SIGTERM stops a worker cleanly, with the final flush of its bindings."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != supervisor:  # it died before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None = None) -> None:
     """Fork `count(settings)` workers and wait for them; SIGTERM/SIGINT stop them all, SIGHUP
     reloads every worker's accounts. If a worker dies, the others are stopped (exit status 1);
-    if the supervisor dies, the kernel stops the workers (see `_stop_with`)."""
+    if the supervisor dies, the kernel stops the workers (`floodguard.lifetime`)."""
     workers = count(settings)
     load_accounts(settings.accounts)  # a bad accounts file is reported once, here
     _ensure_secret(settings.state_path)
@@ -452,7 +437,7 @@ def run(settings: Settings, *, ready: Callable[[RegistrarServer], None] | None =
             if pid == 0:
                 code = 1
                 try:
-                    _stop_with(supervisor)
+                    stop_with(supervisor)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
                     _worker(settings, index, workers, channels, sockets, started, ready)
                     code = 0

@@ -105,6 +105,25 @@ def test_sighup_reloads_config_and_a_killed_worker_is_restarted(glab: GuardLab) 
     assert any(e["event"] == "guard_stopped" for e in glab.events())
 
 
+def test_queue_workers_stop_when_the_supervisor_is_killed(glab: GuardLab) -> None:
+    """kill -9 of the guard's supervisor (outside systemd nothing else reaps its workers) must
+    not leave orphans consuming the queues: a restarted guard could not bind them."""
+    start(glab, "[queue]\nworkers = 2\n")
+    assert glab.guard is not None
+    assert wait_for(lambda: sum(e["event"] == "guard_started" for e in glab.events()) == 2)
+    workers = glab.server.run("pgrep", "-P", str(glab.guard.pid)).stdout.split()
+    assert len(workers) == 2, workers
+    glab.guard.kill()
+    glab.guard.wait(10)
+    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 10), \
+        f"orphaned queue workers still running: {workers}"
+    # they stopped as on SIGTERM, and a new guard takes the queues again
+    assert sum(e["event"] == "guard_stopped" for e in glab.events()) == 2
+    glab.start_guard()
+    svcrack(glab, ATTACKER)
+    assert ATTACKER in glab.ban_set()
+
+
 def test_two_queue_workers_and_conntrack_forgotten_on_ban(glab: GuardLab) -> None:
     start(glab, "[queue]\nworkers = 2\n")
     assert glab.guard is not None
