@@ -4,7 +4,8 @@ The guard's queue workers and the registrar's workers are forked by a supervisor
 outright (``kill -9``, the OOM killer), a supervisor cannot stop them, and orphans keep what they
 hold — a queue number, a UDP port — so a restarted supervisor could not start its own. Instead
 the kernel sends each worker SIGTERM when its supervisor dies (``PR_SET_PDEATHSIG``), and a
-worker stops on SIGTERM as it always does, cleanly.
+worker stops on SIGTERM as it always does, cleanly. (The kernel watches the thread that forked:
+both supervisors fork from their main thread.)
 """
 
 from __future__ import annotations
