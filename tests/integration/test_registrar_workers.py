@@ -57,10 +57,15 @@ def registrar(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    for pid in workers:  # should a test have failed before they stopped (not a reused pid)
-        with contextlib.suppress(OSError):
-            if f"127.0.0.1:{port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+    for pid in workers:  # should a test have failed before they stopped
+        signal_worker(pid, port, signal.SIGKILL)
+
+
+def signal_worker(pid: int, port: int, signum: int) -> None:
+    """Signal a worker of the registrar on `port` if it still runs (never a reused pid)."""
+    with contextlib.suppress(OSError):
+        if f"127.0.0.1:{port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signum)
 
 
 def answers(port: int) -> bool:
@@ -148,9 +153,7 @@ def test_repeated_stop_signals_never_cut_the_final_flush(registrar):
     while proc.poll() is None:
         assert time.monotonic() < deadline, "the registrar did not stop"
         for pid in workers:
-            with contextlib.suppress(OSError):
-                if f"127.0.0.1:{port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGTERM)
+            signal_worker(pid, port, signal.SIGTERM)
         time.sleep(0.001)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
     assert sorted({row.aor.split("@")[0] for row in read_endpoints(state)}) == USERS
