@@ -149,7 +149,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
     """Consume one queue until SIGTERM; returns the exit code."""
     from floodguard.kernel.ipset import SetManager
     from floodguard.kernel.ipset_netlink import NetlinkSetWriter
-    from floodguard.kernel.nfqueue import QueueRunner
+    from floodguard.kernel.nfqueue import QueueRunner, arrival_clock
     from floodguard.kernel.rules import guard_mark, render
 
     events = events or EventLog()
@@ -165,7 +165,7 @@ def run_worker(cfg: Config, queue_num: int, *, events: EventLog | None = None,
         manager.ensure()
     sets = NetlinkSetWriter(specs)
     guard = Guard(cfg, sets=sets, store=store, events=events, name=f"engine-q{queue_num}",
-                  queue=queue_num,
+                  queue=queue_num, clock=arrival_clock, meter_clock=time.monotonic,
                   flush_conntrack=ConntrackFlusher(events, cfg.limits.ipv6_prefix))
     restored = guard.restore()
     # forward mode: the rules mark what arrives from the registrar's side; that mark, never the

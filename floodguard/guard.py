@@ -178,7 +178,7 @@ class Guard(GuardState):
                 else:
                     result = self._unproven(now, payload, src, rewritten, verdict.known)
                 if result is not False:
-                    self._admitted(now, src, msg)
+                    self._admitted(src, msg)
                 return result
             if self.engine.is_banned(now, src):
                 self.counters["drop:banned"] += 1
@@ -192,7 +192,7 @@ class Guard(GuardState):
             if status is not None and status >= 200:
                 call_id, cseq = msg.call_id, msg.cseq_num
                 if call_id is not None and cseq is not None:
-                    self.health.response(now, dst, call_id, cseq)
+                    self.health.response(self.meter_clock(), dst, call_id, cseq)
             verdict = self.engine.on_response(now, dst, msg)
             self.counters["pass:response-out"] += 1
             if verdict.actions:
@@ -206,7 +206,7 @@ class Guard(GuardState):
         self.counters["pass:request-out"] += 1
         return True
 
-    def _admitted(self, now: float, src: str, msg: SipView) -> None:
+    def _admitted(self, src: str, msg: SipView) -> None:
         """A REGISTER or OPTIONS on its way to the registrar: timed until its final answer (the
         registrar's measured health drives the admission rate)."""
         method = msg.method
@@ -214,7 +214,7 @@ class Guard(GuardState):
             return
         call_id, cseq = msg.call_id, msg.cseq_num
         if call_id is not None and cseq is not None:
-            self.health.request(now, src, call_id, cseq)
+            self.health.request(self.meter_clock(), src, call_id, cseq)
 
     def _unproven(self, now: float, payload: bytes, src: str,
                   stripped: bytes | None, known: bool) -> bool | bytes:

@@ -57,6 +57,7 @@ class GuardState:
         name: str = "engine",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        meter_clock: Callable[[], float] | None = None,
         flush_conntrack: Forget | None = None,
         engine: Engine | None = None,
         prove_by_nonce: bool = False,
@@ -64,7 +65,10 @@ class GuardState:
     ) -> None:
         """``prove_by_nonce``: take "the registrar's nonce was first issued to this address" as
         proof of address instead of the guard's token, and alter no packet; only for offline
-        replay of captures, where no token was ever handed out."""
+        replay of captures, where no token was ever handed out. ``meter_clock`` times the
+        registrar's answers for admission (default ``clock``): the daemon's ``clock`` goes
+        back to each packet's arrival, while the registrar's answer time is measured from
+        when the request left the guard, as before."""
         self.cfg = cfg
         self.sets = sets
         self.store = store
@@ -72,6 +76,7 @@ class GuardState:
         self.name = name
         self.clock = clock
         self.wall = wall
+        self.meter_clock = meter_clock or clock
         # every ban, unban and known-good mark goes through the node's one enforcement path
         self.enforce = Enforcer(store, sets, events, by="guard", forget=flush_conntrack,
                                 wall=wall)
@@ -281,7 +286,7 @@ class GuardState:
                             "sum": self.actions.ban_latency_sum},
             "offenders": top,
             "offender_reasons": {ip: self.last_drop.get(ip, "") for ip, _ in top},
-            "health": self.health.totals(self.clock()),
+            "health": self.health.totals(self.meter_clock()),
         }, now=self.wall())
 
     def snapshot(self) -> None:

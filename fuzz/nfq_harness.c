@@ -8,7 +8,8 @@
  * batching) and returns what it did: the number of packet messages, the drop verdicts still
  * pending and the pending batch accept (None when there is none). The datagram is copied into
  * a buffer of exactly its size, so any read past it is an AddressSanitizer report. truncated
- * sets MSG_TRUNC (the kernel cut the datagram). callback(payload, hook) -> bool, or None for the
+ * sets MSG_TRUNC (the kernel cut the datagram). arrival() is the binding's own (the judged
+ * packet's NFQA_TIMESTAMP). callback(payload, hook) -> bool, or None for the
  * fail_open verdict without calling anything.
  *
  * Verdict batches that fill up are really sent, on a NETLINK_ROUTE socket to the kernel, which
@@ -80,6 +81,7 @@ static PyObject *feed(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"feed", feed, METH_VARARGS, "feed(datagram, truncated, callback) -> (count, drops, accept)"},
+    {"arrival", nfq_arrival, METH_NOARGS, "the binding's arrival(): the judged packet's stamp"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -136,9 +136,13 @@ def attr(kind: int, value: bytes) -> bytes:
     return a + b"\0" * (-len(a) % 4)
 
 
-def packet_msg(pid: int, payload: bytes, hook: int = 1, cap_len: int | None = None) -> bytes:
+def packet_msg(pid: int, payload: bytes, hook: int = 1, cap_len: int | None = None,
+               stamp: bytes | None = None) -> bytes:
     nfgen = struct.pack("!BBH", 2, 0, 0)
-    attrs = attr(1, struct.pack("!IHB", pid, 0x0800, hook)) + attr(10, payload)
+    attrs = attr(1, struct.pack("!IHB", pid, 0x0800, hook))
+    if stamp is not None:  # NFQA_TIMESTAMP, before the payload as the kernel puts it
+        attrs += attr(4, stamp)
+    attrs += attr(10, payload)
     if cap_len is not None:
         attrs += attr(13, struct.pack("!I", cap_len))
     return nlmsg((3 << 8) | 0, nfgen + attrs)
@@ -158,6 +162,10 @@ def datagrams() -> dict[str, bytes]:
         "error-then-packet": b"\0" + error + packet_msg(12, register),
         "cut-datagram": b"\1" + packet_msg(13, register)[:-40],
         "no-packet-header": b"\0" + nlmsg((3 << 8) | 0, b"\2\0\0\0" + attr(10, register)),
+        "stamped": b"\0" + packet_msg(14, register, stamp=struct.pack(">QQ", 1796280000, 123456)),
+        "stamp-bad-usec": b"\0" + packet_msg(15, register,
+                                             stamp=struct.pack(">QQ", 1796280000, 10**6)),
+        "stamp-short": b"\0" + packet_msg(16, register, stamp=b"\0" * 12),
     }
 
 

@@ -32,6 +32,16 @@
  * that really come from the registrar's side, and that mark (never the ports) tells the guard
  * a packet is the registrar's output.
  *
+ * Arrival times: each Queue keeps a UDP socket with SO_TIMESTAMPNS open, which turns on the
+ * kernel's receive timestamps (global, like tcpdump or an NTP daemon do), so the kernel stamps
+ * each packet when it arrives and passes the stamp as NFQA_TIMESTAMP. arrival() is that stamp
+ * of the packet whose callback is running (CLOCK_REALTIME seconds; 0.0 outside a callback or
+ * when the kernel sent none). now() is a monotonic clock for the guard's policy: while a
+ * callback runs, CLOCK_MONOTONIC less how long ago the packet arrived (within MAX_LAG), never
+ * earlier than a value it already returned. A consumer that stalled and then reads its backlog
+ * at once thus sees the packets as spaced as they arrived, not as a burst. One variable serves
+ * every queue of a process: a callback runs with the GIL held, one at a time.
+ *
  * A callback that raises counts an error and the packet gets the fail_open verdict. When the
  * callback raises something that is not an Exception (KeyboardInterrupt, SystemExit) or a signal
  * handler raises, the packets already read get their verdicts (the rest of the current read:
@@ -42,6 +52,7 @@
 #include <structmember.h>
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
@@ -65,6 +76,8 @@
 #define DEFAULT_RCVBUF (8 * 1024 * 1024)
 #define ACK_TIMEOUT_MS 5000
 #define SEND_RETRIES 8
+/* seconds: a stamp older than this (or in the future) is a stepped clock, not a backlog */
+#define MAX_LAG 30.0
 
 #define MSG_TYPE(m) ((NFNL_SUBSYS_QUEUE << 8) | (m))
 #define HDRS_LEN (NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct nfgenmsg)))
@@ -73,6 +86,7 @@
 typedef struct {
     PyObject_HEAD
     int fd;
+    int stamp_fd;           /* keeps the kernel's receive timestamps on (see arrival()) */
     int busy;
     int fail_open;
     int accept_overflow;
@@ -100,7 +114,11 @@ typedef struct {
     const unsigned char *payload;
     Py_ssize_t len;
     uint32_t cap_len;
+    double stamp;           /* NFQA_TIMESTAMP in CLOCK_REALTIME seconds, 0.0 without one */
 } Packet;
+
+static double current_arrival = 0.0;  /* the stamp of the packet being judged */
+static double last_now = 0.0;         /* the latest value now() returned */
 
 /* The state of one run(): the callback (NULL: fail_open verdict for everything) and, once it
  * stops, the exception to propagate. */
@@ -269,6 +287,17 @@ static void parse_packet(const struct nlmsghdr *nlh, size_t len, Packet *pkt) {
                 pkt->mark = ntohl(v);
             }
             break;
+        case NFQA_TIMESTAMP:
+            if (alen >= NLA_HDRLEN + sizeof(struct nfqnl_msg_packet_timestamp)) {
+                struct nfqnl_msg_packet_timestamp ts;
+                uint64_t sec, usec;
+                memcpy(&ts, data, sizeof ts);
+                sec = be64toh(ts.sec);
+                usec = be64toh(ts.usec);
+                if (sec > 0 && sec < (UINT64_C(1) << 40) && usec < 1000000)
+                    pkt->stamp = (double)sec + (double)usec / 1e6;
+            }
+            break;
         case NFQA_CAP_LEN:
             if (alen >= NLA_HDRLEN + 4) {
                 uint32_t v;
@@ -320,7 +349,9 @@ static int judge(Queue *q, Run *run, const Packet *pkt) {
         PyErr_Clear();
         return q->fail_open;
     }
+    current_arrival = pkt->stamp;
     result = PyObject_Vectorcall(run->callback, args, 2, NULL);
+    current_arrival = 0.0;
     Py_DECREF(args[0]);
     Py_DECREF(args[1]);
     if (result == Py_True) {
@@ -548,6 +579,10 @@ static void queue_close(Queue *q) {
         close(q->fd);
         q->fd = -1;
     }
+    if (q->stamp_fd >= 0) {
+        close(q->stamp_fd);
+        q->stamp_fd = -1;
+    }
     q->pending = 0;
     q->ndrops = 0;
     q->have_accept = 0;
@@ -555,12 +590,29 @@ static void queue_close(Queue *q) {
 
 /* ------------------------------------------------------------------ the Queue type */
 
+/* Receive timestamps on while this queue lives; without them (no socket) packets simply come
+ * without NFQA_TIMESTAMP and now() is the plain monotonic clock. */
+static void enable_stamps(Queue *q) {
+    int one = 1;
+
+    q->stamp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (q->stamp_fd < 0)
+        q->stamp_fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (q->stamp_fd >= 0 &&
+        setsockopt(q->stamp_fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) {
+        close(q->stamp_fd);
+        q->stamp_fd = -1;
+    }
+}
+
 static PyObject *Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     (void)args;
     (void)kwds;
     Queue *q = (Queue *)type->tp_alloc(type, 0);
-    if (q != NULL)
+    if (q != NULL) {
         q->fd = -1;
+        q->stamp_fd = -1;
+    }
     return (PyObject *)q;
 }
 
@@ -634,6 +686,7 @@ static int Queue_init(Queue *q, PyObject *args, PyObject *kwds) {
         nl_error(err, queue_num, "");
         return -1;
     }
+    enable_stamps(q);
     return 0;
 }
 
@@ -874,11 +927,48 @@ static PyTypeObject QueueType = {
     .tp_getset = Queue_getset,
 };
 
+static double seconds(clockid_t clock) {
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static PyObject *nfq_arrival(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyFloat_FromDouble(current_arrival);
+}
+
+static PyObject *nfq_now(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    double now = seconds(CLOCK_MONOTONIC);
+
+    if (current_arrival > 0.0) {
+        double lag = seconds(CLOCK_REALTIME) - current_arrival;
+        if (lag > 0.0 && lag <= MAX_LAG)
+            now -= lag;
+    }
+    if (now < last_now)
+        now = last_now;
+    else
+        last_now = now;
+    return PyFloat_FromDouble(now);
+}
+
+static PyMethodDef nfq_functions[] = {
+    {"arrival", nfq_arrival, METH_NOARGS,
+     "arrival() -> float: when the kernel received the packet whose callback is running "
+     "(CLOCK_REALTIME seconds); 0.0 outside a callback or when the kernel gave no stamp."},
+    {"now", nfq_now, METH_NOARGS,
+     "now() -> float: monotonic seconds (time.monotonic's clock); inside a callback, less how "
+     "long ago its packet arrived (up to MAX_LAG); never less than a value already returned."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef nfq_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_nfq",
     .m_doc = "A small NFQUEUE consumer over raw netlink: see Queue.",
     .m_size = -1,
+    .m_methods = nfq_functions,
 };
 
 PyMODINIT_FUNC PyInit__nfq(void) {
@@ -893,7 +983,8 @@ PyMODINIT_FUNC PyInit__nfq(void) {
     if (PyModule_AddObject(m, "Queue", (PyObject *)&QueueType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_COPY_RANGE", MAX_COPY_RANGE) < 0 ||
         PyModule_AddIntConstant(m, "BATCH", BATCH) < 0 ||
-        PyModule_AddIntConstant(m, "SLOTS", SLOTS) < 0) {
+        PyModule_AddIntConstant(m, "SLOTS", SLOTS) < 0 ||
+        PyModule_AddObject(m, "MAX_LAG", PyFloat_FromDouble(MAX_LAG)) < 0) {
         Py_DECREF(&QueueType);
         Py_DECREF(m);
         return NULL;

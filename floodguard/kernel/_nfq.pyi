@@ -5,6 +5,10 @@ from collections.abc import Callable
 MAX_COPY_RANGE: int
 BATCH: int
 SLOTS: int
+MAX_LAG: float
+
+def arrival() -> float: ...
+def now() -> float: ...
 
 class Queue:
     def __init__(self, queue_num: int, *, max_len: int = ..., fail_open: bool = ...,

@@ -9,6 +9,11 @@ The loop polls the queue's netlink socket with a timeout so that periodic work (
 commands, snapshots, rule checks) and signals are handled between packets without threads.
 Packets arrive whole up to COPY_RANGE bytes; a longer one (an IPv4 packet within 4 bytes of
 the 65,535-byte maximum) arrives cut to COPY_RANGE bytes and is counted in ``truncated``.
+
+``arrival_clock`` is the guard's clock: monotonic seconds that, while a packet is judged, go
+back to when the kernel received it (its receive timestamp, which a bound queue turns on). A
+guard that stalled (CPU contention, a slow disk) and then reads its backlog at once sees those
+packets spaced as they arrived, so its per-source rates judge the sender, not the stall.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ from collections.abc import Callable
 
 from floodguard.errors import FloodguardError
 from floodguard.kernel import _nfq
+
+# () -> float: time.monotonic()'s clock, less the judged packet's time in the queue (at most
+# _nfq.MAX_LAG); never earlier than a value it already returned
+arrival_clock = _nfq.now
+# () -> float: the judged packet's receive timestamp (time.time()'s clock), 0.0 if none
+arrival = _nfq.arrival
 
 # True accepts, False drops, bytes accepts the packet with that new content
 Verdict = Callable[[bytes, int], bool | bytes]

@@ -57,13 +57,16 @@ def inspect(packet: bytes) -> tuple[int, bool]:
 
 
 def consume(args: argparse.Namespace) -> None:
-    from floodguard.kernel.nfqueue import QueueError, QueueRunner
+    from floodguard.kernel.nfqueue import QueueError, QueueRunner, arrival, arrival_clock
 
     seen: list[list[int]] = []
+    # per packet: its receive stamp, the wall clock, the guard's clock, the monotonic clock
+    times: list[list[float]] = []
 
     def verdict(payload: bytes, hook: int) -> bool:
         seq, intact = inspect(payload)
         seen.append([seq, hook, len(payload), int(intact)])
+        times.append([arrival(), time.time(), arrival_clock(), time.monotonic()])
         if args.policy == "drop":
             return False
         if args.policy == "mod3":
@@ -101,7 +104,7 @@ def consume(args: argparse.Namespace) -> None:
         "seen": seen, "packets": runner.packets, "errors": runner.errors,
         "truncated": runner.truncated, "verdict_errors": queue.verdict_errors,
         "interrupts": interrupts, "second_error": second_error,
-        "fail_open": runner.fail_open,
+        "fail_open": runner.fail_open, "times": times, "arrival_outside": arrival(),
     }), flush=True)
     runner.close()
 
@@ -122,6 +125,8 @@ def traffic(args: argparse.Namespace) -> None:
         sender.bind(("127.0.0.1", args.sport))
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.size] * args.count
     for seq, size in enumerate(sizes):
+        if seq and args.interval:
+            time.sleep(args.interval)
         sender.sendto(make_payload(seq, size), ("127.0.0.1", args.dport))
     print("sent", flush=True)
     got: list[list[int]] = []
@@ -159,6 +164,7 @@ def helper_main() -> None:
     t.add_argument("--count", type=int, default=1)
     t.add_argument("--size", type=int, default=100)
     t.add_argument("--sizes", default="")
+    t.add_argument("--interval", type=float, default=0.0)
     args = ap.parse_args()
     if args.role == "consume":
         consume(args)
@@ -216,9 +222,10 @@ def last_json(proc: subprocess.Popen[str], what: str, timeout: float = 30) -> di
 
 
 def exchange(space: Space, consumer_args: list[str], traffic_args: list[str], *,
-             wait: bool = False) -> tuple[dict[str, Any], list[list[int]]]:
+             wait: bool = False, stall: float = 0.0) -> tuple[dict[str, Any], list[list[int]]]:
     """Starts the consumer, sends the traffic, returns the consumer's report and what the
-    listener received."""
+    listener received. With ``wait`` the consumer reads only once everything was sent (and
+    ``stall`` seconds more)."""
     consumer = space.helper("consume", *consumer_args, *(["--wait"] if wait else []))
     assert consumer.stdout is not None and consumer.stdin is not None
     line = consumer.stdout.readline()
@@ -230,6 +237,7 @@ def exchange(space: Space, consumer_args: list[str], traffic_args: list[str], *,
     line = sender.stdout.readline()
     assert line.strip() == "sent", f"traffic did not send: {line!r} {sender.communicate()}"
     if wait:
+        time.sleep(stall)
         consumer.stdin.write("go\n")
         consumer.stdin.flush()
     report = last_json(consumer, "consumer")
@@ -346,3 +354,29 @@ def test_output_hook_is_reported_as_local_out(ns: Space) -> None:
 
 if __name__ == "__main__":
     helper_main()
+
+
+def test_a_stalled_consumer_sees_when_each_packet_arrived(ns: Space) -> None:
+    """Ten packets 0.1 s apart wait in the queue while the consumer stalls, then are read at
+    once. Each carries the kernel's receive stamp (a bound queue turns them on), and the guard's
+    clock (arrival_clock) goes back to it: the packets stay 0.1 s apart on it instead of
+    arriving as one burst, and it never runs backwards or ahead of the monotonic clock."""
+    ns.queue_rule()
+    report, received = exchange(ns, ["--expect", "10"], ["--count", "10", "--interval", "0.1"],
+                                wait=True, stall=1.0)
+    assert report["packets"] == 10 and len(received) == 10
+    times = report["times"]
+    stamps = [stamp for stamp, _wall, _clock, _mono in times]
+    assert all(stamp > 0 for stamp in stamps), stamps
+    # the stamps are the sending times: 0.9 s from first to last, whatever the reading
+    assert 0.85 <= stamps[-1] - stamps[0] <= 1.5, stamps
+    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
+    lags = [wall - stamp for stamp, wall, _clock, _mono in times]
+    assert min(lags) >= 0.9, lags  # every packet waited out the stall
+    clocks = [clock for _stamp, _wall, clock, _mono in times]
+    monos = [mono for _stamp, _wall, _clock, mono in times]
+    assert monos[-1] - monos[0] < 0.3, "read as one burst"
+    assert 0.85 <= clocks[-1] - clocks[0] <= 1.5, clocks
+    assert all(later >= earlier for earlier, later in zip(clocks, clocks[1:], strict=False))
+    assert all(clock <= mono for clock, mono in zip(clocks, monos, strict=True))
+    assert report["arrival_outside"] == 0.0
