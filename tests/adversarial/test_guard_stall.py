@@ -18,10 +18,10 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from floodguard.lab.procs import children
 from tests.adversarial.counterkit import published_verdicts
 from tests.adversarial.test_spoofed_credentials import UDPSEND, _deployed_long_ago
 from tests.integration.conftest import CLIENTS4, SERVER4
@@ -34,32 +34,11 @@ SENT = 20  # twice the per-source REGISTER burst
 INTERVAL = 0.25  # 4/s: under the 5/s REGISTER limit
 
 
-def _tree(pid: int) -> list[int]:
-    """pid and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
-
-
 def test_a_stalled_guard_judges_its_backlog_by_arrival(glab: GuardLab) -> None:
     _deployed_long_ago(glab.tmp / "state.db")
     start(glab, registrar="kamailio")
     assert glab.guard is not None
-    stopped = _tree(glab.guard.pid)
-    assert len(stopped) >= 1
+    stopped = [glab.guard.pid, *children(glab.guard.pid)]  # the supervisor, its workers
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
     try:
