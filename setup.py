@@ -1,6 +1,7 @@
 """C extensions of floodguard's per-packet path; everything else is in pyproject.toml.
 
-Hand-written C: the NFQUEUE binding and the SIP scan. Compiled with mypyc from the typed
+Hand-written C: the NFQUEUE binding, the SIP scan and the registrar's batched UDP reads
+and writes. Compiled with mypyc from the typed
 Python sources (which stay the reference and run as they are when imported from a checkout
 without a build): the guard and the policy engine with its tables, the SIP parser and the
 registrar's request path.
@@ -25,8 +26,8 @@ COMPILED = [
         "lru", "netset", "nonces", "pair_ports", "pairs", "suspension", "tables", "verdict")),
     # the built-in registrar's path for every request: parse, digest check, answer, the
     # binding it updates and the liveness schedule it joins
-    "floodguard/sip/message.py", "floodguard/sip/fields.py", "floodguard/sip/framing.py",
-    "floodguard/sip/digest.py",
+    "floodguard/sip/message.py", "floodguard/sip/reference_index.py", "floodguard/sip/fields.py",
+    "floodguard/sip/framing.py", "floodguard/sip/digest.py",
     *(f"floodguard/registrar/{name}.py" for name in (
         "auth", "bindings", "core", "liveness", "responses")),
 ]
@@ -41,8 +42,11 @@ setup(
                   depends=["floodguard/sip/_scan_common.h"]),
         Extension("floodguard.sip._index", ["floodguard/sip/_index.c"], extra_compile_args=CFLAGS,
                   depends=["floodguard/sip/_scan_common.h"]),
-        Extension("floodguard.kernel._nfq", ["floodguard/kernel/_nfq.c"],
+        Extension("floodguard.registrar._udp", ["floodguard/registrar/_udp.c"],
                   extra_compile_args=CFLAGS),
+        Extension("floodguard.kernel._nfq", ["floodguard/kernel/_nfq.c"],
+                  extra_compile_args=CFLAGS,
+                  depends=["floodguard/kernel/_nfq_netlink.h", "floodguard/kernel/_nfq_packets.h"]),
         *compiled,
     ],
 )

@@ -26,7 +26,9 @@ CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-std=gnu11", "-Wall", "-Wextr
 MODULES = {
     "_scan": (ROOT / "floodguard/sip/_scan.c", [ROOT / "floodguard/sip/_scan_common.h"]),
     "_index": (ROOT / "floodguard/sip/_index.c", [ROOT / "floodguard/sip/_scan_common.h"]),
-    "_nfq_fuzz": (ROOT / "fuzz/nfq_harness.c", [ROOT / "floodguard/kernel/_nfq.c"]),
+    "_nfq_fuzz": (ROOT / "fuzz/nfq_harness.c", [
+        ROOT / "floodguard/kernel" / name for name in ("_nfq.c", "_nfq_netlink.h", "_nfq_packets.h")
+    ]),
     "_fuzz_canary": (ROOT / "fuzz/canary.c", []),  # planted bugs: proves the sanitizers work
 }
 

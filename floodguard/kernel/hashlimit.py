@@ -1,7 +1,7 @@
 """The kernel's per-source rate limits as they stand: floodguard's hashlimit tables.
 
 Every ``-m hashlimit`` rule floodguard renders names its table ``fg-<purpose>-<digest>``
-(``rules.hashlimit_options``); the kernel lists each table's buckets in
+(``match_args.hashlimit_args``); the kernel lists each table's buckets in
 ``/proc/net/ipt_hashlimit/<name>`` (IPv4) and ``/proc/net/ip6t_hashlimit/<name>`` (IPv6), one
 line per tracked source::
 
@@ -31,7 +31,7 @@ from pathlib import Path
 PROC = Path("/proc/net")
 TABLE_DIRS = (("ipt_hashlimit", 4), ("ip6t_hashlimit", 6))
 PREFIX = "fg-"
-# the three letters after "fg-": what the rule limits (rules.hashlimit_args names them)
+# the three letters after "fg-": what the rule limits (match_args.hashlimit_args names them)
 PURPOSES = {
     "reg": "REGISTER per source",
     "sip": "all SIP per source",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from floodguard.errors import FloodguardError
-from floodguard.store import open_recovering
+from floodguard.store_open import open_recovering
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reg_bindings (

@@ -30,6 +30,7 @@ from floodguard.registrar.bindings import Binding, BindingTable
 from floodguard.registrar.core import Registrar, Settings, Source
 from floodguard.registrar.liveness import Liveness
 from floodguard.registrar.streams import StreamProtocol
+from floodguard.registrar.udp import UdpEndpoint
 from floodguard.store import put_report
 
 log = logging.getLogger("floodguard.registrar")
@@ -39,7 +40,6 @@ HOUSEKEEPING_INTERVAL = 0.1
 # About 1,500 queued datagrams: under overload, requests queue for well under T1 (500 ms) and
 # the excess is dropped rather than answered after the client already retransmitted.
 _UDP_BUFFER = 2 * 1024 * 1024
-_UDP_BATCH = 64
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -113,59 +113,6 @@ class _ErrorLog:
                                  "fields": {"what": what, "count": self.count}})
 
 
-class _UdpEndpoint:
-    """One UDP socket, read directly with `add_reader` and drained on each wakeup.
-
-    asyncio's datagram transport reads one datagram per event-loop iteration; draining up to
-    `_UDP_BATCH` datagrams per wakeup saves an epoll round trip per message under load.
-    """
-
-    def __init__(self, server: RegistrarServer, sock: socket.socket, local: str) -> None:
-        self.server = server
-        self.sock = sock
-        self.local = local
-        self.closed = False
-        self.batch = _UDP_BATCH
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self._read_ready)
-
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.closed:
-            self.closed = True
-            loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self.sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            pass  # send buffer full: UDP may lose it, the peer retransmits
-        except OSError:
-            pass  # e.g. ICMP error queued for an earlier send, or no route
-
-    def _read_ready(self) -> None:
-        recv = self.sock.recvfrom
-        handle = self.server.udp_handler()
-        local = self.local
-        for _ in range(self.batch):
-            try:
-                data, addr = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # a queued ICMP error from an earlier send; keep reading
-            try:
-                reply = handle(data, Source("udp", addr[0], addr[1], local))
-                if reply is not None:
-                    self.sendto(reply, addr)
-            except Exception:
-                self.server.errors("unexpected error handling a UDP datagram")
-
-
 class RegistrarServer:
     """Owns the sockets, the binding table, liveness and the housekeeping task."""
 
@@ -190,7 +137,7 @@ class RegistrarServer:
         self.accounts_loader = accounts_loader
         self.errors = _ErrorLog()
         self.db_errors = 0
-        self.udp: dict[str, _UdpEndpoint] = {}
+        self.udp: dict[str, UdpEndpoint] = {}
         self.udp_addr: dict[str, tuple[str, int]] = {}
         self.stream_addr: dict[str, tuple[str, int]] = {}
         self.conns: dict[tuple[str, str, int], StreamProtocol] = {}
@@ -207,9 +154,13 @@ class RegistrarServer:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
-        """What answers one UDP datagram (a worker first passes on what another owns)."""
+    def begin_batch(self) -> Callable[[bytes, Source], bytes | None]:
+        """A batch of UDP datagrams begins: what answers each one (a worker first passes on
+        what another owns)."""
         return self.core.handle_datagram
+
+    def batch_done(self) -> None:
+        """The batch is answered (a worker sends what it passed on, together)."""
 
     def _open_table(self) -> BindingTable:
         return BindingTable(self.settings.state_path)
@@ -227,7 +178,7 @@ class RegistrarServer:
                 udp_sock = self._socket(host, port, socket.SOCK_DGRAM)
                 if udp_sock is not None:
                     udp_id = f"udp:{spec}"
-                    endpoint = _UdpEndpoint(self, udp_sock, udp_id)
+                    endpoint = UdpEndpoint(self, udp_sock, udp_id)
                     endpoint.start(loop)
                     self.udp[udp_id] = endpoint
                     self.udp_addr[udp_id] = udp_sock.getsockname()[:2]

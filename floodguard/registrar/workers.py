@@ -29,8 +29,6 @@ import json
 import logging
 import os
 import re
-import select
-import selectors
 import signal
 import socket
 import time
@@ -52,6 +50,7 @@ from floodguard.registrar.server import (
     tls_addresses,
     tls_context,
 )
+from floodguard.registrar.wake_one import WakeOneEpoll
 from floodguard.sip.message import SipMessage
 
 log = logging.getLogger("floodguard.registrar")
@@ -146,6 +145,7 @@ class WorkerServer(RegistrarServer):
         self._outgoing: list[list[bytes]] = [[] for _ in range(workers)]
         self._outgoing_size = [0] * workers
         self._flush_due = False
+        self._in_batch = False  # reading a batch of UDP datagrams: batch_done sends
         super().__init__(settings, accounts, accounts_loader=accounts_loader, started=started)
         self.core.router = self._route
         self.core.lookup = SharedLookup(self.table, self.mine)
@@ -175,7 +175,8 @@ class WorkerServer(RegistrarServer):
 
     def _post(self, worker: int, data: bytes) -> None:
         """Queue an envelope for `worker`; everything queued while the event loop handles one
-        batch of input leaves in one datagram per worker (one send, one wakeup)."""
+        batch of input leaves in one datagram per worker (one send, one wakeup): at the end of
+        a UDP batch (`batch_done`), else on the loop's next turn."""
         pending = self._outgoing[worker]
         pending.append(len(data).to_bytes(4, "big"))
         pending.append(data)
@@ -184,7 +185,13 @@ class WorkerServer(RegistrarServer):
             self._send(worker)
         elif not self._flush_due:
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if not self._in_batch:
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def batch_done(self) -> None:
+        self._in_batch = False
+        if self._flush_due:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_due = False
@@ -207,7 +214,8 @@ class WorkerServer(RegistrarServer):
                                    "fields": {"worker": self.index, "to": worker,
                                               "lost": self.lost, "error": str(exc)}})
 
-    def udp_handler(self) -> Callable[[bytes, Source], bytes | None]:
+    def begin_batch(self) -> Callable[[bytes, Source], bytes | None]:
+        self._in_batch = True
         return self._udp_datagram
 
     def _udp_datagram(self, data: bytes, src: Source) -> bytes | None:
@@ -249,20 +257,24 @@ class WorkerServer(RegistrarServer):
         return True
 
     def _inbox_ready(self) -> None:
-        for _ in range(_CHANNEL_BATCH):
-            try:
-                data = self.inbox.recv(262144)
-            except (BlockingIOError, InterruptedError):
-                return
-            at = 0
-            while at + 4 <= len(data):
-                size = int.from_bytes(data[at : at + 4], "big")
-                item = data[at + 4 : at + 4 + size]
-                at += 4 + size
+        try:
+            for _ in range(_CHANNEL_BATCH):
                 try:
-                    self._deliver(*open_envelope(item))
-                except Exception:
-                    self.errors("unexpected error handling a message from another worker")
+                    data = self.inbox.recv(262144)
+                except (BlockingIOError, InterruptedError):
+                    return
+                at = 0
+                while at + 4 <= len(data):
+                    size = int.from_bytes(data[at : at + 4], "big")
+                    item = data[at + 4 : at + 4 + size]
+                    at += 4 + size
+                    try:
+                        self._deliver(*open_envelope(item))
+                    except Exception:
+                        self.errors("unexpected error handling a message from another worker")
+        finally:
+            for endpoint in self.udp.values():  # the answers to all of them, together
+                endpoint.flush()
 
     def _deliver(self, kind: bytes, src: Source, sockname: tuple[str, int], payload: bytes
                  ) -> None:
@@ -281,7 +293,7 @@ class WorkerServer(RegistrarServer):
         if src.transport == "udp":
             endpoint = self.udp.get(src.local)
             if endpoint is not None:
-                endpoint.sendto(reply, (src.ip, src.port))
+                endpoint.queue(reply, src.ip, src.port)
         else:
             self._post(0, envelope(WRITE, src, reply))
 
@@ -314,38 +326,6 @@ class WorkerServer(RegistrarServer):
             for name in ("sent", "answers", "timeouts"):
                 total[name] += int(other.get(name, 0))
         self.table.set_meta("liveness", json.dumps(total))
-
-
-class WakeOneEpoll(selectors.EpollSelector):
-    """asyncio's epoll selector, registering the shared UDP sockets with EPOLLEXCLUSIVE: a
-    datagram then wakes one idle worker, as a blocking read in each of Kamailio's children
-    does, instead of every worker (all but one then find nothing to read). It has to be the
-    loop's own epoll: one nested in it is woken, but the kernel hands an exclusive wakeup on
-    only when a task sleeps on that very epoll, so every worker would wake again."""
-
-    def __init__(self, exclusive: set[int]) -> None:
-        super().__init__()
-        self.exclusive = exclusive
-        self.flag = int(getattr(select, "EPOLLEXCLUSIVE", 0))
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        key = super().register(fileobj, events, data)
-        if self.flag and key.fd in self.exclusive and events == selectors.EVENT_READ:
-            # the flag cannot be added by EPOLL_CTL_MOD: the fd is added again with it
-            # (the selector's epoll object is `_selector` in every Python 3)
-            poller: select.epoll = self._selector  # type: ignore[attr-defined]
-            poller.unregister(key.fd)
-            try:
-                poller.register(key.fd, select.EPOLLIN | self.flag)
-            except OSError:  # a kernel before 4.5: every idle worker wakes
-                poller.register(key.fd, select.EPOLLIN)
-        return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        if self.flag and self.get_key(fileobj).fd in self.exclusive:
-            self.unregister(fileobj)  # EPOLL_CTL_MOD refuses an exclusive entry
-            return self.register(fileobj, events, data)
-        return super().modify(fileobj, events, data)
 
 
 # --- the supervisor ----------------------------------------------------------------------

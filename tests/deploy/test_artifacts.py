@@ -23,7 +23,8 @@ import pytest
 
 from floodguard import config as configmod
 
-from .conftest import ANSIBLE_DIR, REPO, SITE, UNIT_DIR, UNITS, ansible_env, sh
+from .conftest import ANSIBLE_DIR, REPO, SITE, UNIT_DIR, UNITS, ansible_env
+from .images import sh
 
 ROLE = ANSIBLE_DIR / "roles" / "floodguard"
 FLOODGUARD = Path(sys.executable).with_name("floodguard")

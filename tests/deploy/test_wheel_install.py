@@ -36,7 +36,8 @@ from floodguard.kernel.rules import PACKAGE_DIR
 from tests.integration.conftest import make_netns  # noqa: F401  (the fixture)
 
 from . import wheelcache
-from .conftest import CACHE_ROOT, REPO, UNITS, cached, sh
+from .conftest import REPO, UNITS
+from .images import CACHE_ROOT, cached, sh
 
 TEMPLATES = sorted(p.name for p in PACKAGE_DIR.glob("*.toml"))
 CHECKOUT_FLOODGUARD = Path(sys.executable).with_name("floodguard")
@@ -137,6 +138,7 @@ def test_sdist_holds_the_rules_units_and_sources(built: Built) -> None:
     wanted = {f"floodguard/rules/{name}" for name in TEMPLATES}
     wanted |= {f"floodguard/systemd/{unit}" for unit in UNITS}
     wanted |= {"setup.py", "pyproject.toml", "floodguard/sip/_scan.c", "floodguard/kernel/_nfq.c",
+               "floodguard/kernel/_nfq_netlink.h", "floodguard/kernel/_nfq_packets.h",
                "floodguard/guard.py", "floodguard/capture.py"}
     assert wanted <= names, sorted(wanted - names)
 

@@ -9,7 +9,7 @@ qcow2 disk; the VM boots it with libvirt's direct kernel boot (the box's Vagrant
 kernel and initrd shipped beside the disk), so there is no partition table and no boot loader.
 
 The box file is cached under ``CACHE_ROOT`` keyed by suite, mirror, packages and recipe, like
-the nspawn image of the deployment test (conftest.py).
+the nspawn image of the deployment test (images.py).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import shutil
 import time
 from pathlib import Path
 
-from .conftest import (
+from .images import (
     CACHE_ROOT,
     IMAGE_PACKAGES,
-    _prepare_image,
     cached,
     debian_mirror,
     debootstrap,
+    prepare_image,
     sh,
 )
 
@@ -74,7 +74,7 @@ def insecure_public_key() -> str:
 
 def _prepare_vm_root(root: Path) -> None:
     """What a VM needs beyond the container image: fstab, network, the vagrant user."""
-    _prepare_image(root)
+    prepare_image(root)
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
     network = root / "etc/systemd/network"
     network.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CACHE_ROOT, REPO, ansible_env, sh
+from .conftest import REPO, ansible_env
+from .images import CACHE_ROOT, sh
 from .vagrantbox import BOX_NAME, box_key, debian_mirror
 
 VIRSH = ["virsh", "-c", "qemu:///system"]

@@ -28,10 +28,13 @@ def test_unprotected_botnet_overwhelms_the_registrar(fg_lab: LabSession) -> None
     assert r["attack_sent"] >= 100_000, check.brief(r)
     # genuinely overwhelmed: most datagrams die at the registrar's full socket
     assert r["registrar_socket_drops"] >= 0.5 * r["attack_sent"], check.brief(r)
-    # floodguard's registrar parses in C since #15.4 and loses fewer phones than it did (about
-    # 40 % then, 80 % in a CI run at c886390): the phones must still lose a clear share
-    assert r["legit_success_pct"] <= 90.0, check.brief(r)
-    assert r["legit_success_pct"] <= protected["legit_success_pct"] - 10, check.brief(r)
+    # The phones' loss follows from the socket's: each phone retransmits, so it is lost only when
+    # every copy is dropped. The faster the registrar, the smaller that share (about 60 % lost
+    # before #15.4, 20 % at c886390, 10 % with batched UDP at b6f72c5); what stays is that
+    # registrations are lost and the survivors wait for retransmissions.
+    lost = [k for k in r["legit_outcomes"] if k != "ok"]
+    assert lost, check.brief(r)
+    assert r["legit_success_pct"] <= protected["legit_success_pct"] - 2, check.brief(r)
     assert r["latency_p99_ms"] > 10 * protected["latency_p99_ms"], check.brief(r)
 
 

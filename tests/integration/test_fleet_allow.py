@@ -1,6 +1,6 @@
 """The run-time allow list (``floodguard allow``) shared by the fleet through a real redis-server
 (issue #17 item 11), as bans are: nodes are FleetLink objects stepped by the test (see
-test_fleet_redis.py, whose Redis fixtures and nodes these are). Without redis-server these tests
+fleet_kit.py, whose Redis fixtures and nodes these are). Without redis-server these tests
 fail (never skip)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from floodguard import fleet
 from floodguard.enforce import Enforcer
 from floodguard.events import EventLog
 
-from .test_fleet_redis import nodes, redis_server, servers  # noqa: F401 — fixtures
+from .fleet_kit import nodes, redis_server, servers  # noqa: F401 — fixtures
 
 NET = "192.0.2.0/28"
 

@@ -2,7 +2,7 @@
 (source, AOR) pairs, endpoint suspensions, account protections and lockdowns travel like bans;
 an operator's lift travels, an expiry does not; a node that joins later pulls them; the guard
 workers are told through the command queue. Nodes are FleetLink objects stepped by the test
-(test_fleet_redis.py). Without redis-server these tests fail (never skip)."""
+(fleet_kit.py). Without redis-server these tests fail (never skip)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from floodguard.enforce import Enforcer
 from floodguard.events import EventLog
 from floodguard.store import HOLD_ACCOUNT, HOLD_LOCKDOWN
 
-from .test_fleet_redis import nodes, redis_server, servers  # noqa: F401 — fixtures
+from .fleet_kit import nodes, redis_server, servers  # noqa: F401 — fixtures
 
 NAT = "198.51.100.40"
 

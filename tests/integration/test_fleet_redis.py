@@ -1,4 +1,4 @@
-"""The fleet link against a real redis-server on loopback (Debian package; started here).
+"""The fleet link against a real redis-server on loopback (fleet_kit.py starts it).
 
 Nodes are FleetLink objects with their own state store and in-memory kernel sets
 (tests/kernelfake.py), stepped by the test. Also: outage and re-sync, tombstones, load at start,
@@ -8,151 +8,28 @@ no root and no network namespace needed. Without redis-server these tests fail (
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
-import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from floodguard import fleet
 from floodguard.config import loads
-from floodguard.events import EventLog
-from floodguard.fleet import FleetLink, Keys
-from floodguard.store import Store
-from tests.kernelfake import KernelSets
+from floodguard.fleet import Keys
+
+from .fleet_kit import (  # noqa: F401 — redis_server, servers: fixtures
+    Node,
+    free_port,
+    nodes,
+    redis_server,
+    require,
+    servers,
+)
 
 
-def free_port() -> int:
-    """A free TCP port below 55000 (a cluster node also listens on port + 10000)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < 55000:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is missing: run `sudo make deps` (apt install redis-server)",
-                    pytrace=False)
-    return path
-
-
-class RedisServer:
-    """One redis-server on 127.0.0.1 without persistence: a restart comes back empty."""
-
-    def __init__(self, tmp: Path, *args: str, port: int | None = None, tls: bool = False,
-                 name: str = "redis", conf: Path | None = None) -> None:
-        self.tmp = tmp
-        self.conf = [str(conf)] if conf else []
-        self.port = port or free_port()
-        self.args = list(args)
-        self.tls = tls
-        self.name = name
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisServer:
-        require("redis-server")
-        port = ["--port", "0", "--tls-port", str(self.port)] if self.tls else \
-            ["--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            ["redis-server", *self.conf, "--bind", "127.0.0.1", *port, "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp),
-             "--logfile", str(self.tmp / f"{self.name}-{self.port}.log"), *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError(f"redis-server did not start on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-@pytest.fixture
-def servers(tmp_path):
-    started: list[RedisServer] = []
-
-    def make(*args: str, **kwargs) -> RedisServer:
-        server = RedisServer(tmp_path, *args, **kwargs)
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def redis_server(servers) -> RedisServer:
-    return servers()
-
-
-class Node:
-    """A fleet node: config, state store, recorded kernel sets and its link, stepped by hand."""
-
-    def __init__(self, tmp: Path, name: str, url: str, extra: str = "") -> None:
-        self.name = name
-        self.path = tmp / f"{name}.db"
-        self.cfg = loads(f'[state]\npath = "{self.path}"\n[fleet]\nredis_url = "{url}"\n'
-                         f'node = "{name}"\n' + extra)
-        self.sets = KernelSets()
-        self.log = io.StringIO()
-        self.store = Store(self.path)
-        self.link = FleetLink(self.cfg, EventLog(self.log, json_mode=True),
-                              lambda: Store(self.path), lambda: self.sets,
-                              writer_factory=KernelSets.writer)
-
-    def step(self, times: int = 1) -> None:
-        for _ in range(times):
-            self.link.step(self.store, self.sets)
-
-    def until(self, condition, seconds: float = 5.0) -> None:
-        deadline = time.monotonic() + seconds
-        while not condition():
-            assert time.monotonic() < deadline, f"{self.name}: timed out; events: {self.events()}"
-            self.step()
-
-    def banned(self, ip: str) -> bool:
-        return self.sets.test("ban", ip)
-
-    def events(self, name: str | None = None) -> list[dict]:
-        out = [json.loads(line) for line in self.log.getvalue().splitlines()]
-        return [e for e in out if name is None or e["event"] == name]
-
-
-def nodes(tmp_path, url: str, *names: str, extra: dict[str, str] | None = None) -> list[Node]:
-    made = [Node(tmp_path, n, url, (extra or {}).get(n, "")) for n in names]
-    for node in made:
-        assert node.link.load(2.0)
-    for node in made:
-        node.until(lambda n=node: n.link.up)
-    return made
-
-
-def test_bans_unbans_and_known_travel_and_are_not_echoed(tmp_path, redis_server):
+def test_bans_unbans_and_known_travel_and_are_not_echoed(tmp_path, redis_server):  # noqa: F811
     a, b = nodes(tmp_path, redis_server.url, "a", "b")
     a.store.put_ban("192.0.2.1", "suspend", "consecutive-failures", 180, aor="1001@x",
                     failures=6)
@@ -177,7 +54,7 @@ def test_bans_unbans_and_known_travel_and_are_not_echoed(tmp_path, redis_server)
     assert [c.op for c in a.store.take_commands(0)] == ["unban"]
 
 
-def test_allow_list_of_each_node_wins(tmp_path, redis_server):
+def test_allow_list_of_each_node_wins(tmp_path, redis_server):  # noqa: F811
     a, b, c = nodes(tmp_path, redis_server.url, "a", "b", "c",
                     extra={"b": '[blacklist]\nallow = ["192.0.2.7/32"]\n'})
     a.store.put_ban("192.0.2.7", "manual", "manual", 600)
@@ -190,7 +67,7 @@ def test_allow_list_of_each_node_wins(tmp_path, redis_server):
         "origin": "a"}
 
 
-def test_a_new_node_loads_fleet_bans_before_anything_else(tmp_path, redis_server):
+def test_a_new_node_loads_fleet_bans_before_anything_else(tmp_path, redis_server):  # noqa: F811
     (a,) = nodes(tmp_path, redis_server.url, "a")
     a.store.put_ban("192.0.2.1", "manual", "manual", 600)
     a.store.put_ban("2001:db8::1", "blacklist", "spraying", 600)
@@ -220,7 +97,7 @@ def test_unreachable_redis_at_start_is_bounded_and_not_fatal(tmp_path):
     assert node.store.get_ban("192.0.2.1") is not None  # works alone
 
 
-def test_redis_restart_loses_nothing(tmp_path, redis_server):
+def test_redis_restart_loses_nothing(tmp_path, redis_server):  # noqa: F811
     a, b = nodes(tmp_path, redis_server.url, "a", "b")
     a.store.put_ban("192.0.2.1", "manual", "manual", 600)
     a.step()
@@ -248,7 +125,7 @@ def test_redis_restart_loses_nothing(tmp_path, redis_server):
     assert a.link.reconnects == 1
 
 
-def test_an_unban_missed_while_away_wins_over_the_stale_ban(tmp_path, redis_server):
+def test_an_unban_missed_while_away_wins_over_the_stale_ban(tmp_path, redis_server):  # noqa: F811
     a, b = nodes(tmp_path, redis_server.url, "a", "b")
     a.store.put_ban("192.0.2.1", "manual", "manual", 600)
     a.step()
@@ -267,7 +144,7 @@ def test_an_unban_missed_while_away_wins_over_the_stale_ban(tmp_path, redis_serv
     b.until(lambda: b.banned("192.0.2.1"))
 
 
-def test_redis_merge_rules(tmp_path, redis_server):
+def test_redis_merge_rules(tmp_path, redis_server):  # noqa: F811
     (a,) = nodes(tmp_path, redis_server.url, "a")
     link = a.link
     now = time.time()
@@ -290,7 +167,7 @@ def test_redis_merge_rules(tmp_path, redis_server):
     assert entry()["op"] == "ban" and entry()["aor"] is None
 
 
-def test_heartbeats_sweep_and_fleet_status(tmp_path, redis_server):
+def test_heartbeats_sweep_and_fleet_status(tmp_path, redis_server):  # noqa: F811
     a, b = nodes(tmp_path, redis_server.url, "a", "b",
                  extra={"b": '[blacklist]\nallow = ["192.0.2.7/32"]\n'})
     client = fleet.connect(redis_server.url)
@@ -351,7 +228,7 @@ def test_fleet_status_without_fleet_or_redis(tmp_path):
     assert ":pw@" not in result.output
 
 
-def test_status_and_metrics_show_the_link(tmp_path, redis_server, monkeypatch):
+def test_status_and_metrics_show_the_link(tmp_path, redis_server, monkeypatch):  # noqa: F811
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
@@ -383,7 +260,7 @@ def test_status_and_metrics_show_the_link(tmp_path, redis_server, monkeypatch):
     assert status.collect(loads(f'[state]\npath = "{b.path}"\n'))["fleet"] is None
 
 
-def test_tls_with_password(tmp_path, servers):
+def test_tls_with_password(tmp_path, servers):  # noqa: F811
     require("openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -402,7 +279,7 @@ def test_tls_with_password(tmp_path, servers):
     assert "wrong" not in wrong.log.getvalue() and wrong.events("fleet_down")
 
 
-def test_unix_socket_url(tmp_path, servers):
+def test_unix_socket_url(tmp_path, servers):  # noqa: F811
     sock = tmp_path / "redis.sock"
     servers("--unixsocket", str(sock), "--unixsocketperm", "700")
     a, b = nodes(tmp_path, f"unix://{sock}?db=1", "a", "b")
@@ -411,7 +288,7 @@ def test_unix_socket_url(tmp_path, servers):
     b.until(lambda: b.banned("192.0.2.1"))
 
 
-def test_sentinel_url(tmp_path, servers):
+def test_sentinel_url(tmp_path, servers):  # noqa: F811
     master = servers()
     port = free_port()
     conf = tmp_path / "sentinel.conf"
@@ -425,7 +302,7 @@ def test_sentinel_url(tmp_path, servers):
     assert fleet.connect(master.url).hget("floodguard:bans", "192.0.2.1") is not None
 
 
-def test_cluster_url(tmp_path, servers):
+def test_cluster_url(tmp_path, servers):  # noqa: F811
     require("redis-cli")
     members = [servers("--cluster-enabled", "yes", "--cluster-config-file",
                        str(tmp_path / f"nodes-{i}.conf"), name=f"cluster{i}") for i in range(3)]
@@ -472,7 +349,7 @@ def good(now: float, *ips: str) -> dict[str, str]:
                             "kind": "manual", "reason": "ok", "failures": 2}) for ip in ips}
 
 
-def test_poisoned_entries_are_skipped_and_reported_the_rest_applies(tmp_path, redis_server):
+def test_poisoned_entries_are_skipped_and_reported_the_rest_applies(tmp_path, redis_server):  # noqa: F811
     client = fleet.connect(redis_server.url)
     now = time.time()
     client.hset("floodguard:bans", mapping={**poison(now), **good(now, "198.51.100.1",

@@ -56,8 +56,12 @@ def test_register_flood_is_limited_per_source(lab: Lab) -> None:
         allowed = got[clients[ALLOWED]]["REGISTER"]
         assert allowed >= 0.99 * sent["sent"][clients[ALLOWED]], f"allow-listed: {allowed}"
         assert clients[SCANNER] not in got, "a friendly-scanner OPTIONS arrived"
-    # IPv6 is limited per /64: a second address in the flooder's /64 shares its bucket.
-    assert got.get(NEIGHBOUR6, {}).get("REGISTER", 0) < 5
+    # IPv6 is limited per /64: a second address in the flooder's /64 shares its bucket, so
+    # the two together get one source's allowance. (How many of the neighbour's 5 pass depends
+    # on when the flood's sender last took a token: CI once saw all 5 pass, within the shared
+    # allowance. `explain` below shows the one /64 bucket holding the neighbour.)
+    flood6 = got.get(CLIENTS6[FLOOD], {}).get("REGISTER", 0)
+    assert flood6 + got.get(NEIGHBOUR6, {}).get("REGISTER", 0) <= limit
     # The counters in `floodguard show` account for the dropped flood.
     status = lab.server.show(config)
     for family in (4, 6):
@@ -77,12 +81,21 @@ def test_register_flood_is_limited_per_source(lab: Lab) -> None:
     time.sleep(1.5)
     for source, limited in ((CLIENTS4[FLOOD], True), (CLIENTS6[FLOOD], True),
                             (NEIGHBOUR6, True), (CLIENTS4[SLOW], False)):
-        report = json.loads(lab.server.floodguard("explain", source, "--json",
-                                                  "-c", str(config)).stdout)
-        register = [b for b in report["kernel_limits"]
-                    if b["purpose"] == "REGISTER per source"]
-        assert len(register) == 1 and register[0]["limited"] is limited, (source, report)
-        assert report["verdict"].startswith("the kernel's rate limits drop it") is limited
+        # explain is a snapshot: a flooder's bucket earns a token every 200 ms and holds it
+        # until its next packet, so a read can catch it in credit (it happened once in CI). A
+        # flooder must read as limited within three reads, the slow source never.
+        for _ in range(3):
+            report = json.loads(lab.server.floodguard("explain", source, "--json",
+                                                      "-c", str(config)).stdout)
+            register = [b for b in report["kernel_limits"]
+                        if b["purpose"] == "REGISTER per source"]
+            assert len(register) == 1, (source, report)
+            says_dropped = report["verdict"].startswith("the kernel's rate limits drop it")
+            assert says_dropped is register[0]["limited"], (source, report)
+            assert limited or not register[0]["limited"], (source, report)
+            if register[0]["limited"]:
+                break
+        assert register[0]["limited"] is limited, (source, report)
     quiet = json.loads(lab.server.floodguard("explain", "10.250.0.99", "--json",
                                              "-c", str(config)).stdout)
     assert not [b for b in quiet["kernel_limits"] if not b["shared"]]

@@ -294,3 +294,28 @@ def test_factory_validates_arguments() -> None:
     with pytest.raises(ValueError):
         NonceFactory(b"k", 0)
     assert NonceFactory(b"k", 5).lifetime == 5.0
+
+
+def test_nonce_salts_are_read_ahead_but_never_repeat_across_a_fork() -> None:
+    """The salt pool is refilled from os.urandom; a forked worker must not reuse its parent's
+    bytes (two workers would then issue the same nonces to one source in the same ms)."""
+    import os
+
+    from floodguard.sip.digest import random_bytes
+
+    first = [random_bytes(8) for _ in range(600)]  # crosses a pool refill (512 per 4 KiB)
+    assert len(set(first)) == len(first)
+    assert len(random_bytes(5000)) == 5000  # larger than the pool: read directly
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next salt
+        try:
+            os.write(write, random_bytes(8))
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 8)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 8
+    assert child != random_bytes(8)

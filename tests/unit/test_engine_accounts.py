@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from floodguard.config import AccountConfig, BlacklistConfig
 from floodguard.policy.actions import LiftAccount, ProtectAccount
-from tests.unit.test_policy_engine import Auth, Harness, Msg, cfg_with
+from tests.unit.policy_harness import Auth, Harness, Msg, cfg_with
 
 ALICE = "alice@example.com"
 OWNER = "192.0.2.50"

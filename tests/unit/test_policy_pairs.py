@@ -1,7 +1,7 @@
 """Per-endpoint suspension (issue #16 items 1, 2, 6): known-good (source, AOR) pairs make an
 address shared-capable, and then only the failing endpoint is suspended, never its neighbours.
 
-The pure engine with the fake registrar of test_policy_engine.py (time is a float moved by
+The pure engine with the fake registrar of policy_harness.py (time is a float moved by
 hand, every counted failure carries a proof the harness handed out).
 """
 
@@ -11,7 +11,7 @@ from floodguard.config import BlacklistConfig, Config, GatewayConfig, Suspension
 from floodguard.policy import Ban, Engine
 from floodguard.policy.actions import LiftLockdown, LiftPair, Lockdown, MarkPair, SuspendPair
 from floodguard.policy.pairs import PairBan, Pairs
-from tests.unit.test_policy_engine import ATTACKER, NAT, Auth, Harness, Msg, cfg_with
+from tests.unit.policy_harness import ATTACKER, NAT, Auth, Harness, Msg, cfg_with
 
 STALE = "desk@example.com"
 PHONES = [f"phone{i}@example.com" for i in range(20)]

@@ -1,0 +1,6 @@
+"""Types of the C module floodguard.registrar._udp (see _udp.c)."""
+
+MAX_BATCH: int
+
+def recv_batch(fd: int, count: int, /) -> list[tuple[bytes, str, int]]: ...
+def send_batch(fd: int, items: list[tuple[bytes, str, int]], /) -> int: ...
